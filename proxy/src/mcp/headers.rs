@@ -1,0 +1,189 @@
+//! MCP routing headers, and the check that they agree with the body.
+//!
+//! In 2026-07-28 an intermediary may route or authorize on `Mcp-Method` and
+//! `Mcp-Name` without reading the body. If those headers could disagree with
+//! the body, a gateway could authorize one call while the server runs
+//! another, so a mismatch is refused (400, `-32020`) in every era.
+
+use base64::Engine;
+use http::HeaderMap;
+
+use super::message::{Call, Era, Kind};
+
+pub const MCP_SESSION_ID: &str = "mcp-session-id";
+pub const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
+pub const MCP_METHOD: &str = "mcp-method";
+pub const MCP_NAME: &str = "mcp-name";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct HeaderMismatch(pub String);
+
+/// A header's value as text, or `None` when absent.
+pub fn text<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, HeaderMismatch> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| HeaderMismatch(format!("{name} is not visible ASCII"))),
+    }
+}
+
+/// Decodes the `=?base64?…?=` form used for non-ASCII header values.
+pub fn decode_value(value: &str) -> Result<String, HeaderMismatch> {
+    let Some(inner) = value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    else {
+        return Ok(value.to_string());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(inner)
+        .map_err(|_| HeaderMismatch("header value has invalid base64".into()))?;
+    String::from_utf8(bytes).map_err(|_| HeaderMismatch("header value is not UTF-8".into()))
+}
+
+/// Checks the routing headers of a single-message POST against its body.
+pub fn check_single(headers: &HeaderMap, call: &Call) -> Result<(), HeaderMismatch> {
+    check_version(headers, call)?;
+    let method = text(headers, MCP_METHOD)?;
+    let name = text(headers, MCP_NAME)?.map(decode_value).transpose()?;
+    let sessionless = call.era == Era::Sessionless2026 && call.kind != Kind::Response;
+    match method {
+        Some(m) if m != call.method => {
+            return Err(HeaderMismatch(format!(
+                "Mcp-Method {m:?} does not match body method {:?}",
+                call.method
+            )))
+        }
+        None if sessionless => return Err(HeaderMismatch("Mcp-Method header is required".into())),
+        _ => {}
+    }
+    match (name.as_deref(), call.target_name()) {
+        (Some(h), Some(b)) if h != b => Err(HeaderMismatch(format!(
+            "Mcp-Name {h:?} does not match body name {b:?}"
+        ))),
+        (Some(h), None) => Err(HeaderMismatch(format!(
+            "Mcp-Name {h:?} given for a message without a name"
+        ))),
+        (None, Some(_)) if sessionless => Err(HeaderMismatch("Mcp-Name header is required".into())),
+        _ => Ok(()),
+    }
+}
+
+/// A batch cannot be described by one set of routing headers.
+pub fn check_batch(headers: &HeaderMap) -> Result<(), HeaderMismatch> {
+    if headers.contains_key(MCP_METHOD) || headers.contains_key(MCP_NAME) {
+        return Err(HeaderMismatch(
+            "Mcp-Method/Mcp-Name cannot describe a batch".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_version(headers: &HeaderMap, call: &Call) -> Result<(), HeaderMismatch> {
+    let header = text(headers, MCP_PROTOCOL_VERSION)?;
+    // `initialize` negotiates the version, so its body may name a version
+    // the client does not yet send in the header.
+    if call.method == "initialize" {
+        return Ok(());
+    }
+    match (header, call.body_version.as_deref()) {
+        (Some(h), Some(b)) if h != b => Err(HeaderMismatch(format!(
+            "MCP-Protocol-Version {h:?} does not match _meta version {b:?}"
+        ))),
+        (None, Some(_)) if call.era == Era::Sessionless2026 => Err(HeaderMismatch(
+            "MCP-Protocol-Version header is required".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::message::{parse_body, Body};
+
+    fn call(body: &str) -> Call {
+        let era = Era::from_version(None);
+        match parse_body(body.as_bytes(), 32, &era, None) {
+            Ok(Body::Single(c)) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    const MODERN_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+
+    #[test]
+    fn matching_modern_headers_pass() {
+        let h = headers(&[
+            (MCP_PROTOCOL_VERSION, "2026-07-28"),
+            (MCP_METHOD, "tools/call"),
+            (MCP_NAME, "read"),
+        ]);
+        assert_eq!(check_single(&h, &call(MODERN_CALL)), Ok(()));
+    }
+
+    #[test]
+    fn name_mismatch_is_refused() {
+        let h = headers(&[
+            (MCP_PROTOCOL_VERSION, "2026-07-28"),
+            (MCP_METHOD, "tools/call"),
+            (MCP_NAME, "delete"),
+        ]);
+        let err = check_single(&h, &call(MODERN_CALL)).unwrap_err();
+        assert!(err.0.contains("Mcp-Name"), "{err}");
+    }
+
+    #[test]
+    fn method_mismatch_is_refused_in_any_era() {
+        let h = headers(&[(MCP_METHOD, "tools/list")]);
+        let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#);
+        assert!(check_single(&h, &c).is_err());
+    }
+
+    #[test]
+    fn modern_requests_need_routing_headers() {
+        let h = headers(&[(MCP_PROTOCOL_VERSION, "2026-07-28"), (MCP_METHOD, "tools/call")]);
+        let err = check_single(&h, &call(MODERN_CALL)).unwrap_err();
+        assert!(err.0.contains("required"), "{err}");
+        let none = headers(&[(MCP_METHOD, "tools/call"), (MCP_NAME, "read")]);
+        assert!(check_single(&none, &call(MODERN_CALL)).is_err());
+    }
+
+    #[test]
+    fn version_header_must_match_meta() {
+        let h = headers(&[
+            (MCP_PROTOCOL_VERSION, "2025-11-25"),
+            (MCP_METHOD, "tools/call"),
+            (MCP_NAME, "read"),
+        ]);
+        assert!(check_single(&h, &call(MODERN_CALL)).is_err());
+    }
+
+    #[test]
+    fn base64_names_are_decoded() {
+        assert_eq!(decode_value("=?base64?w6lsYW4=?=").unwrap(), "élan");
+        assert_eq!(decode_value("plain").unwrap(), "plain");
+        assert!(decode_value("=?base64?***?=").is_err());
+        let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"élan"}}"#);
+        let h = headers(&[(MCP_NAME, "=?base64?w6lsYW4=?=")]);
+        assert_eq!(check_single(&h, &c), Ok(()));
+    }
+
+    #[test]
+    fn legacy_requests_without_headers_pass() {
+        let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#);
+        assert_eq!(check_single(&HeaderMap::new(), &c), Ok(()));
+        assert!(check_batch(&headers(&[(MCP_METHOD, "ping")])).is_err());
+    }
+}

