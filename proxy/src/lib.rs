@@ -1,1 +1,24 @@
-pub fn x() {}
+//! Portcullis: an MCP-aware security sidecar.
+//!
+//! The data path is: [`listener`] (accept, handshake) → [`service`]
+//! (hygiene, [`mcp`] decoding, [`policy`], forwarding via [`upstream`]) →
+//! relay back to the client. [`admin`] serves metrics and health.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod admin;
+pub mod audit;
+pub mod config;
+pub mod guard;
+pub mod identity;
+pub mod listener;
+pub mod mcp;
+pub mod metrics;
+pub mod policy;
+pub mod runtime;
+pub mod service;
+pub mod upstream;
+
+pub use config::Config;
+pub use runtime::{start, Running, StartError};

@@ -50,7 +50,10 @@ pub struct ExampleServer;
 
 #[tool_router]
 impl ExampleServer {
-    #[tool(description = "Echo the given text back", annotations(read_only_hint = true))]
+    #[tool(
+        description = "Echo the given text back",
+        annotations(read_only_hint = true)
+    )]
     fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
         text
     }
@@ -100,8 +103,9 @@ impl ExampleServer {
 #[tool_handler]
 impl ServerHandler for ExampleServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_instructions("Portcullis example server: echo, read_file, delete_file, slow_count")
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+            "Portcullis example server: echo, read_file, delete_file, slow_count",
+        )
     }
 }
 

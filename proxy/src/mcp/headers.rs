@@ -153,7 +153,10 @@ mod tests {
 
     #[test]
     fn modern_requests_need_routing_headers() {
-        let h = headers(&[(MCP_PROTOCOL_VERSION, "2026-07-28"), (MCP_METHOD, "tools/call")]);
+        let h = headers(&[
+            (MCP_PROTOCOL_VERSION, "2026-07-28"),
+            (MCP_METHOD, "tools/call"),
+        ]);
         let err = check_single(&h, &call(MODERN_CALL)).unwrap_err();
         assert!(err.0.contains("required"), "{err}");
         let none = headers(&[(MCP_METHOD, "tools/call"), (MCP_NAME, "read")]);

@@ -28,11 +28,10 @@ pub enum JsonError {
 /// keys and no nesting deeper than `max_depth`.
 pub fn validate(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    // Our own depth limit replaces serde_json's fixed one, so that the
-    // configured value is the one that applies.
+    // Our own depth limit applies below serde_json's fixed one (128), which
+    // is why the config caps the setting at 128.
     let state = Strict {
         depth_left: max_depth,
-        max_depth,
         fold_case_levels: 2,
     };
     let res = state.deserialize(&mut de).and_then(|()| de.end());
@@ -58,7 +57,6 @@ const DEPTH_MSG: &str = "portcullis-too-deep";
 #[derive(Clone, Copy)]
 struct Strict {
     depth_left: usize,
-    max_depth: usize,
     /// How many more object levels must also be free of keys that collide
     /// after ASCII case folding.
     fold_case_levels: u8,
@@ -154,26 +152,38 @@ mod tests {
     #[test]
     fn rejects_duplicate_nested_key() {
         let body = br#"{"method":"tools/call","params":{"name":"read","name":"delete"}}"#;
-        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("name".into())));
+        assert_eq!(
+            validate(body, 64),
+            Err(JsonError::DuplicateKey("name".into()))
+        );
     }
 
     #[test]
     fn rejects_duplicate_deep_in_arguments() {
         let body = br#"{"params":{"arguments":{"x":{"path":"/a","path":"/b"}}}}"#;
-        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("path".into())));
+        assert_eq!(
+            validate(body, 64),
+            Err(JsonError::DuplicateKey("path".into()))
+        );
     }
 
     #[test]
     fn rejects_escaped_duplicate() {
         // "na\u006de" decodes to "name": a byte-level check would miss it.
         let body = br#"{"params":{"name":"read","na\u006de":"delete"}}"#;
-        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("name".into())));
+        assert_eq!(
+            validate(body, 64),
+            Err(JsonError::DuplicateKey("name".into()))
+        );
     }
 
     #[test]
     fn rejects_case_folded_duplicate_in_envelope_only() {
         let body = br#"{"params":{"name":"read","Name":"delete"}}"#;
-        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("Name".into())));
+        assert_eq!(
+            validate(body, 64),
+            Err(JsonError::DuplicateKey("Name".into()))
+        );
         let deep = br#"{"params":{"arguments":{"x":{"Path":"/a","path":"/b"}}}}"#;
         assert_eq!(validate(deep, 64), Ok(()));
     }
@@ -181,7 +191,10 @@ mod tests {
     #[test]
     fn rejects_duplicates_inside_batches() {
         let body = br#"[{"id":1,"method":"ping"},{"id":2,"method":"a","METHOD":"b"}]"#;
-        assert_eq!(validate(body, 64), Err(JsonError::DuplicateKey("METHOD".into())));
+        assert_eq!(
+            validate(body, 64),
+            Err(JsonError::DuplicateKey("METHOD".into()))
+        );
     }
 
     #[test]
@@ -193,9 +206,18 @@ mod tests {
 
     #[test]
     fn rejects_trailing_garbage_and_bad_utf8() {
-        assert!(matches!(validate(br#"{"a":1} x"#, 8), Err(JsonError::Malformed(_))));
-        assert!(matches!(validate(b"{\"a\":\"\xff\"}", 8), Err(JsonError::Malformed(_))));
-        assert!(matches!(validate(br#"{"a":"\ud800"}"#, 8), Err(JsonError::Malformed(_))));
+        assert!(matches!(
+            validate(br#"{"a":1} x"#, 8),
+            Err(JsonError::Malformed(_))
+        ));
+        assert!(matches!(
+            validate(b"{\"a\":\"\xff\"}", 8),
+            Err(JsonError::Malformed(_))
+        ));
+        assert!(matches!(
+            validate(br#"{"a":"\ud800"}"#, 8),
+            Err(JsonError::Malformed(_))
+        ));
         assert!(matches!(validate(b"", 8), Err(JsonError::Malformed(_))));
     }
 }

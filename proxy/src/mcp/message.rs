@@ -185,7 +185,11 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
 pub fn parse_message(bytes: &[u8], era: &Era, session: Option<&str>) -> Result<Call, CodecError> {
     let env: Envelope<'_> =
         serde_json::from_slice(bytes).map_err(|e| CodecError::Invalid(e.to_string()))?;
-    let kind = match (&env.method, env.id, env.result.is_some() || env.error.is_some()) {
+    let kind = match (
+        &env.method,
+        env.id,
+        env.result.is_some() || env.error.is_some(),
+    ) {
         (Some(_), Some(_), false) => Kind::Request,
         (Some(_), None, false) => Kind::Notification,
         (None, _, true) => Kind::Response,
@@ -235,9 +239,8 @@ fn refine_era(era: &Era, body_version: Option<&str>) -> Era {
 
 fn target_of(method: &str, params: &Params<'_>) -> Result<Option<Target>, CodecError> {
     let need = |field: Option<&RawValue>, what: &str| {
-        string_of(field).ok_or_else(|| {
-            CodecError::Invalid(format!("{method} requires a string params.{what}"))
-        })
+        string_of(field)
+            .ok_or_else(|| CodecError::Invalid(format!("{method} requires a string params.{what}")))
     };
     Ok(match method {
         "tools/call" => Some(Target::Tool(need(params.name, "name")?)),
@@ -272,7 +275,10 @@ mod tests {
         assert_eq!(c.kind, Kind::Request);
         assert_eq!(c.method, "tools/call");
         assert_eq!(c.target, Some(Target::Tool("echo".into())));
-        assert_eq!(c.arguments.as_ref().map(|a| a.get()), Some(r#"{"text":"hi" }"#));
+        assert_eq!(
+            c.arguments.as_ref().map(|a| a.get()),
+            Some(r#"{"text":"hi" }"#)
+        );
         assert_eq!(c.id.as_ref().map(|i| i.get()), Some("7"));
         assert_eq!(c.session.as_deref(), Some("s1"));
         assert_eq!(c.era, era());
@@ -280,7 +286,9 @@ mod tests {
 
     #[test]
     fn parses_resource_and_prompt_targets() {
-        let r = single(r#"{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///x"}}"#);
+        let r = single(
+            r#"{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///x"}}"#,
+        );
         assert_eq!(r.target, Some(Target::Resource("file:///x".into())));
         let p = single(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p"}}"#);
         assert_eq!(p.target, Some(Target::Prompt("p".into())));
@@ -306,13 +314,23 @@ mod tests {
 
     #[test]
     fn rejects_tool_call_without_name() {
-        let err = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#, 64, &era(), None);
+        let err = parse_body(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+            64,
+            &era(),
+            None,
+        );
         assert!(matches!(err, Err(CodecError::Invalid(m)) if m.contains("params.name")));
     }
 
     #[test]
     fn rejects_non_string_name_and_shapeless_messages() {
-        let bad = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#, 64, &era(), None);
+        let bad = parse_body(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
+            64,
+            &era(),
+            None,
+        );
         assert!(matches!(bad, Err(CodecError::Invalid(_))));
         let none = parse_body(br#"{"jsonrpc":"2.0","id":1}"#, 64, &era(), None);
         assert!(matches!(none, Err(CodecError::Invalid(_))));
@@ -327,7 +345,10 @@ mod tests {
             panic!("expected batch");
         };
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].0.get(), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        assert_eq!(
+            entries[0].0.get(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+        );
         assert_eq!(entries[1].1.kind, Kind::Notification);
         assert!(parse_body(b"[]", 64, &era(), None).is_err());
     }
@@ -340,6 +361,9 @@ mod tests {
             &era(),
             None,
         );
-        assert_eq!(err.err(), Some(CodecError::Json(JsonError::DuplicateKey("name".into()))));
+        assert_eq!(
+            err.err(),
+            Some(CodecError::Json(JsonError::DuplicateKey("name".into())))
+        );
     }
 }

@@ -1,0 +1,301 @@
+//! The YAML configuration (it lives in a ConfigMap). Every struct refuses
+//! unknown fields, and [`Config::validate`] names the field at fault, so a
+//! typo is loud instead of silently changing behaviour.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+use crate::policy::StaticRules;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listener: ListenerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub security: SecurityConfig,
+    #[serde(default)]
+    pub policy: StaticRules,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    /// Time allowed for a client to send a request's headers.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time allowed for a client to send a POST body once its headers are in.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 15001)),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub addr: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 15020)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port` of the local MCP server. Request paths are
+    /// forwarded unchanged.
+    pub url: String,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream to send response headers (and, for a
+    /// JSON response, its whole body).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(default = "default_pool_idle", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Forward the client's `Authorization` header. Off by default: a token
+    /// meant for the sidecar must not be passed through.
+    #[serde(default)]
+    pub forward_authorization: bool,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    /// Largest JSON response or single SSE event read from the upstream.
+    pub max_response_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_json_depth: 64,
+            max_response_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Host names accepted in `Host` and `Origin`, besides `localhost`,
+    /// `127.0.0.1` and `::1`. `*.example.com` matches subdomains.
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long SIGTERM waits for in-flight requests and streams.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let uri: http::Uri = self
+            .upstream
+            .url
+            .parse()
+            .map_err(|e| invalid("upstream.url", format!("not a URL: {e}")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(invalid(
+                "upstream.url",
+                "only http:// upstreams are supported yet",
+            ));
+        }
+        if uri.authority().is_none() {
+            return Err(invalid("upstream.url", "needs a host and port"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(invalid(
+                "upstream.url",
+                "must not have a path: request paths are forwarded unchanged",
+            ));
+        }
+        self.validate_limits()?;
+        self.validate_policy()
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_body_bytes == 0 {
+            return Err(invalid("limits.max_body_bytes", "must be greater than 0"));
+        }
+        if !(1..=128).contains(&l.max_json_depth) {
+            return Err(invalid(
+                "limits.max_json_depth",
+                "must be between 1 and 128",
+            ));
+        }
+        if l.max_response_bytes < 1024 {
+            return Err(invalid(
+                "limits.max_response_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.upstream.request_timeout.is_zero() {
+            return Err(invalid(
+                "upstream.request_timeout",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_policy(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for rule in &self.policy.rules {
+            if rule.name.is_empty() {
+                return Err(invalid("policy.rules[].name", "must not be empty"));
+            }
+            if !names.insert(rule.name.as_str()) {
+                return Err(invalid(
+                    "policy.rules[].name",
+                    format!("duplicate rule name {:?}", rule.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstream's `scheme://authority`, validated by [`Config::validate`].
+    pub fn upstream_uri(&self) -> Result<http::Uri, ConfigError> {
+        self.upstream
+            .url
+            .parse()
+            .map_err(|e| invalid("upstream.url", format!("not a URL: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_yaml("upstream:\n  url: http://127.0.0.1:3001\n").unwrap();
+        assert_eq!(c.limits.max_body_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.listener.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.upstream.request_timeout, Duration::from_secs(60));
+        assert!(!c.upstream.forward_authorization);
+    }
+
+    #[test]
+    fn durations_are_human_readable() {
+        let c = Config::from_yaml(
+            "listener:\n  idle_timeout: 90s\nupstream:\n  url: http://a:1\n  request_timeout: 1500ms\n",
+        )
+        .unwrap();
+        assert_eq!(c.listener.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.upstream.request_timeout, Duration::from_millis(1500));
+    }
+
+    fn err(yaml: &str) -> String {
+        Config::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err("upstream:\n  url: ftp://x\n").contains("upstream.url"));
+        assert!(err("upstream:\n  url: http://x:1/mcp\n").contains("must not have a path"));
+        let unknown = err("upstream:\n  url: http://x:1\n  timeout: 3s\n");
+        assert!(unknown.contains("unknown field `timeout`"), "{unknown}");
+        assert!(unknown.contains("upstream"), "{unknown}");
+        let depth = err("upstream: {url: 'http://x:1'}\nlimits: {max_json_depth: 0}\n");
+        assert!(depth.contains("limits.max_json_depth"), "{depth}");
+        let missing = err("listener: {addr: '127.0.0.1:1'}\n");
+        assert!(missing.contains("upstream"), "{missing}");
+        let bad_type = err("upstream: {url: 'http://x:1'}\nlimits: {max_body_bytes: lots}\n");
+        assert!(bad_type.contains("limits.max_body_bytes"), "{bad_type}");
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_refused() {
+        let e = err("upstream: {url: 'http://x:1'}\npolicy:\n  rules:\n    - {name: a, action: deny}\n    - {name: a, action: allow}\n");
+        assert!(e.contains("duplicate rule name"), "{e}");
+    }
+}

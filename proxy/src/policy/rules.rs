@@ -1,0 +1,250 @@
+//! A static allow/deny rule set from the config.
+//!
+//! Rules are tried in order and the first match decides; the default action
+//! applies to requests no rule matched. Notifications and client responses
+//! are only refused by a rule that names their method, so that a
+//! default-deny policy does not break the protocol's plumbing
+//! (`notifications/initialized`, answers to server requests).
+//!
+//! One rule set serves calls and lists: a list item is visible exactly when
+//! calling it would be allowed.
+
+use serde::Deserialize;
+
+use super::{glob, Decision, Denial, Policy};
+use crate::{
+    identity::Caller,
+    mcp::{
+        lists::{ListItem, ListKind},
+        Call, Kind,
+    },
+};
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// One rule. Every field that is set must match; an unset field matches
+/// anything.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Shown in audit logs and in denials as `static:<name>`.
+    pub name: String,
+    pub action: Action,
+    /// JSON-RPC methods, e.g. `tools/call`. Wildcards allowed.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Tool or prompt names, or resource URIs. Wildcards allowed.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Caller SPIFFE IDs; `anonymous` matches unauthenticated callers.
+    #[serde(default)]
+    pub callers: Vec<String>,
+    /// The message a denied client reads.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Rule {
+    fn matches(&self, caller: &Caller, method: &str, target: Option<&str>) -> bool {
+        let any = |pats: &[String], s: &str| pats.iter().any(|p| glob::matches(p, s));
+        let caller_text = caller.to_string();
+        (self.methods.is_empty() || any(&self.methods, method))
+            && (self.names.is_empty() || target.is_some_and(|t| any(&self.names, t)))
+            && (self.callers.is_empty() || any(&self.callers, &caller_text))
+    }
+
+    fn decision(&self) -> Decision {
+        match self.action {
+            Action::Allow => Decision::Allow,
+            Action::Deny => Decision::Deny(Denial {
+                by: format!("static:{}", self.name),
+                reason: self
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("denied by rule {}", self.name)),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRules {
+    #[serde(default)]
+    pub default: Action,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+impl StaticRules {
+    fn decide(&self, caller: &Caller, kind: Kind, method: &str, target: Option<&str>) -> Decision {
+        let matched = self.rules.iter().find(|r| {
+            // Plumbing messages are only caught by rules that name them.
+            (kind == Kind::Request || !r.methods.is_empty()) && r.matches(caller, method, target)
+        });
+        match (matched, kind) {
+            (Some(rule), _) => rule.decision(),
+            (None, Kind::Request) if self.default == Action::Deny => Decision::Deny(Denial {
+                by: "static:default".into(),
+                reason: format!("{method} is not allowed by policy"),
+            }),
+            (None, _) => Decision::Allow,
+        }
+    }
+}
+
+impl Policy for StaticRules {
+    fn check(&self, caller: &Caller, call: &Call) -> Decision {
+        self.decide(caller, call.kind, &call.method, call.target_name())
+    }
+
+    fn visible(&self, caller: &Caller, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
+        let method = match kind {
+            ListKind::Tools => "tools/call",
+            ListKind::Prompts => "prompts/get",
+            ListKind::Resources | ListKind::ResourceTemplates => "resources/read",
+        };
+        items
+            .iter()
+            .map(|item| {
+                self.decide(caller, Kind::Request, method, Some(item.name)) == Decision::Allow
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::{parse_body, Body, Era};
+
+    fn rules(yaml: &str) -> StaticRules {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn call(body: &str) -> Call {
+        match parse_body(body.as_bytes(), 32, &Era::from_version(None), None) {
+            Ok(Body::Single(c)) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const DEMO: &str = r#"
+default: allow
+rules:
+  - name: no-delete
+    action: deny
+    methods: ["tools/call"]
+    names: ["delete_*"]
+    reason: destructive tools are off limits
+"#;
+
+    #[test]
+    fn deny_rule_names_itself() {
+        let r = rules(DEMO);
+        let d = r.check(
+            &Caller::Anonymous,
+            &call(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file"}}"#,
+            ),
+        );
+        assert_eq!(
+            d,
+            Decision::Deny(Denial {
+                by: "static:no-delete".into(),
+                reason: "destructive tools are off limits".into()
+            })
+        );
+        let ok = r.check(
+            &Caller::Anonymous,
+            &call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#),
+        );
+        assert_eq!(ok, Decision::Allow);
+    }
+
+    #[test]
+    fn default_deny_spares_plumbing() {
+        let r = rules(
+            "default: deny\nrules:\n  - {name: init, action: allow, methods: [initialize]}\n",
+        );
+        let init = call(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#);
+        assert_eq!(r.check(&Caller::Anonymous, &init), Decision::Allow);
+        let list = call(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+        assert!(
+            matches!(r.check(&Caller::Anonymous, &list), Decision::Deny(d) if d.by == "static:default")
+        );
+        let note = call(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(r.check(&Caller::Anonymous, &note), Decision::Allow);
+        let resp = call(r#"{"jsonrpc":"2.0","id":9,"result":{}}"#);
+        assert_eq!(r.check(&Caller::Anonymous, &resp), Decision::Allow);
+    }
+
+    #[test]
+    fn named_notification_can_be_denied() {
+        let r =
+            rules("rules:\n  - {name: quiet, action: deny, methods: [notifications/cancelled]}\n");
+        let note = call(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#);
+        assert!(matches!(
+            r.check(&Caller::Anonymous, &note),
+            Decision::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn caller_patterns() {
+        let r = rules(
+            "default: deny\nrules:\n  - {name: agents, action: allow, callers: ['spiffe://td/ns/a/*']}\n",
+        );
+        let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        assert_eq!(
+            r.check(&Caller::Spiffe("spiffe://td/ns/a/sa/x".into()), &c),
+            Decision::Allow
+        );
+        assert!(matches!(
+            r.check(&Caller::Spiffe("spiffe://td/ns/b/sa/x".into()), &c),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(r.check(&Caller::Anonymous, &c), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn lists_follow_call_rules() {
+        let r = rules(DEMO);
+        let items = [
+            ListItem {
+                name: "echo",
+                annotations: None,
+            },
+            ListItem {
+                name: "delete_file",
+                annotations: None,
+            },
+        ];
+        assert_eq!(
+            r.visible(&Caller::Anonymous, ListKind::Tools, &items),
+            vec![true, false]
+        );
+        // The rule is scoped to tools/call, so a prompt of the same name stays visible.
+        assert_eq!(
+            r.visible(&Caller::Anonymous, ListKind::Prompts, &items),
+            vec![true, true]
+        );
+    }
+
+    #[test]
+    fn unknown_rule_fields_are_refused() {
+        let err = serde_yaml_ng::from_str::<StaticRules>(
+            "rules:\n  - {name: x, action: deny, tool: y}\n",
+        );
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `tool`"));
+    }
+}

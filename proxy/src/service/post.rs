@@ -1,0 +1,352 @@
+//! POST: the JSON-RPC path. Read the body within limits, decode it
+//! strictly, check routing headers, ask the policy about every message,
+//! then forward what is allowed and relay the answer.
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{
+    body::ProxyBody,
+    forward::{self, internal, response_head, upstream_failure},
+    relay,
+    respond::{self, Format},
+    Shared,
+};
+use crate::{
+    audit,
+    identity::Caller,
+    mcp::{
+        headers as mcp_headers, json::JsonError, parse_body, Body, Call, CodecError, Era,
+        ErrorCode, Kind, RpcError,
+    },
+    policy::{Decision, Denial},
+};
+
+/// What was asked, for the answer and the latency metric.
+struct Ask<'a> {
+    shared: &'a Arc<Shared>,
+    caller: &'a Caller,
+    parts: Parts,
+    format: Format,
+    started: Instant,
+    method: String,
+}
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    if let Some(resp) = refuse_encoding(shared, &parts.headers) {
+        return resp;
+    }
+    let bytes = match read_body(shared, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let endpoint = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let legacy = shared.legacy.contains(&endpoint);
+    let version = mcp_headers::text(&parts.headers, mcp_headers::MCP_PROTOCOL_VERSION)
+        .ok()
+        .flatten();
+    let era = if legacy {
+        Era::HttpSse2024
+    } else {
+        Era::from_version(version)
+    };
+    let session = session_of(&parts, legacy);
+    let parsed = match parse_body(
+        &bytes,
+        shared.config.limits.max_json_depth,
+        &era,
+        session.as_deref(),
+    ) {
+        Ok(p) => p,
+        Err(e) => return codec_error(shared, &e),
+    };
+    let format = Format::from_accept(parts.headers.get(header::ACCEPT));
+    let mut ask = Ask {
+        shared,
+        caller,
+        parts,
+        format,
+        started,
+        method: String::new(),
+    };
+    match parsed {
+        Body::Single(call) => single(&mut ask, bytes, call, legacy.then_some(endpoint)).await,
+        Body::Batch(entries) => batch(&mut ask, entries).await,
+    }
+}
+
+fn session_of(parts: &Parts, legacy: bool) -> Option<String> {
+    if legacy {
+        return parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("sessionId=").map(str::to_string))
+        });
+    }
+    mcp_headers::text(&parts.headers, mcp_headers::MCP_SESSION_ID)
+        .ok()
+        .flatten()
+        .map(str::to_string)
+}
+
+/// A compressed body could hide its content from the policy.
+fn refuse_encoding(shared: &Shared, headers: &HeaderMap) -> Option<Response<ProxyBody>> {
+    let enc = headers.get(header::CONTENT_ENCODING)?;
+    if enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+        return None;
+    }
+    shared.metrics.rejected("content_encoding");
+    let err = RpcError::new(
+        ErrorCode::InvalidRequest,
+        "compressed request bodies are not accepted",
+    );
+    Some(respond::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &err))
+}
+
+async fn read_body(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, Response<ProxyBody>> {
+    let max = shared.config.limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Refuse early, before reading a byte, when the client says it is too big.
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(shared, max));
+    }
+    let timeout = shared.config.listener.body_read_timeout;
+    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(shared, max)),
+        Ok(Err(e)) => {
+            shared.metrics.rejected("body_read");
+            let err = RpcError::new(
+                ErrorCode::InvalidRequest,
+                format!("could not read body: {e}"),
+            );
+            Err(respond::error(StatusCode::BAD_REQUEST, &err))
+        }
+        Err(_) => {
+            shared.metrics.rejected("body_timeout");
+            let err = RpcError::new(
+                ErrorCode::InvalidRequest,
+                "request body not received in time",
+            );
+            Err(respond::error(StatusCode::REQUEST_TIMEOUT, &err))
+        }
+    }
+}
+
+fn too_large(shared: &Shared, max: usize) -> Response<ProxyBody> {
+    shared.metrics.rejected(ErrorCode::PayloadTooLarge.name());
+    let err = RpcError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("request body exceeds {max} bytes"),
+    );
+    respond::error(StatusCode::PAYLOAD_TOO_LARGE, &err)
+}
+
+fn codec_error(shared: &Shared, e: &CodecError) -> Response<ProxyBody> {
+    let code = match e {
+        CodecError::Json(JsonError::Malformed(_)) => ErrorCode::ParseError,
+        _ => ErrorCode::InvalidRequest,
+    };
+    shared.metrics.rejected(code.name());
+    tracing::info!(error = %e, "refused undecodable body");
+    respond::error(StatusCode::BAD_REQUEST, &RpcError::new(code, e.to_string()))
+}
+
+fn header_error(shared: &Shared, why: &mcp_headers::HeaderMismatch) -> Response<ProxyBody> {
+    shared.metrics.rejected(ErrorCode::HeaderMismatch.name());
+    tracing::info!(error = %why, "refused request: routing headers disagree with body");
+    respond::error(
+        StatusCode::BAD_REQUEST,
+        &RpcError::new(ErrorCode::HeaderMismatch, why.to_string()),
+    )
+}
+
+/// Asks the policy, and records the decision in metrics and the audit log.
+fn decide(shared: &Shared, caller: &Caller, call: &Call) -> Decision {
+    let t = Instant::now();
+    let decision = shared.policy.check(caller, call);
+    audit::record(caller, call, &decision, t.elapsed());
+    shared
+        .metrics
+        .record_decision(&call.method, call.target_name(), decision.label());
+    decision
+}
+
+fn denial_error(call: &Call, d: &Denial) -> Bytes {
+    RpcError::new(
+        ErrorCode::PolicyDenied,
+        format!("denied by {}: {}", d.by, d.reason),
+    )
+    .with_id(call.id.clone())
+    .with_data(serde_json::json!({ "by": d.by, "reason": d.reason }))
+    .to_bytes()
+}
+
+fn id_bytes(call: &Call) -> Option<Bytes> {
+    match call.kind {
+        Kind::Request => call
+            .id
+            .as_ref()
+            .map(|id| Bytes::copy_from_slice(id.get().as_bytes())),
+        _ => None,
+    }
+}
+
+async fn single(
+    ask: &mut Ask<'_>,
+    bytes: Bytes,
+    call: Call,
+    legacy: Option<String>,
+) -> Response<ProxyBody> {
+    if let Err(why) = mcp_headers::check_single(&ask.parts.headers, &call) {
+        return header_error(ask.shared, &why);
+    }
+    ask.method.clone_from(&call.method);
+    match decide(ask.shared, ask.caller, &call) {
+        Decision::Allow => {
+            let ids: Vec<Bytes> = id_bytes(&call).into_iter().collect();
+            forward_post(ask, bytes, ids, Vec::new()).await
+        }
+        Decision::Deny(d) if call.kind != Kind::Request => {
+            let err = RpcError::new(
+                ErrorCode::PolicyDenied,
+                format!("denied by {}: {}", d.by, d.reason),
+            );
+            respond::error(StatusCode::FORBIDDEN, &err)
+        }
+        Decision::Deny(d) => {
+            let msg = denial_error(&call, &d);
+            // Legacy clients read answers from their GET stream only.
+            if let Some(endpoint) = legacy {
+                if ask.shared.legacy.inject(&endpoint, msg.clone()) {
+                    return respond::accepted();
+                }
+            }
+            respond::messages(StatusCode::OK, ask.format, &[msg], false)
+        }
+    }
+}
+
+async fn batch(
+    ask: &mut Ask<'_>,
+    entries: Vec<(Box<serde_json::value::RawValue>, Call)>,
+) -> Response<ProxyBody> {
+    if let Err(why) = mcp_headers::check_batch(&ask.parts.headers) {
+        return header_error(ask.shared, &why);
+    }
+    ask.method = "batch".into();
+    let mut allowed = Vec::new();
+    let mut ids = Vec::new();
+    let mut denials = Vec::new();
+    for (raw, call) in &entries {
+        match decide(ask.shared, ask.caller, call) {
+            Decision::Allow => {
+                allowed.push(Bytes::copy_from_slice(raw.get().as_bytes()));
+                ids.extend(id_bytes(call));
+            }
+            // Only requests get an answer; a denied notification is dropped.
+            Decision::Deny(d) if call.kind == Kind::Request => denials.push(denial_error(call, &d)),
+            Decision::Deny(_) => {}
+        }
+    }
+    if allowed.is_empty() {
+        if denials.is_empty() {
+            let err = RpcError::new(
+                ErrorCode::PolicyDenied,
+                "every message in the batch was denied",
+            );
+            return respond::error(StatusCode::FORBIDDEN, &err);
+        }
+        return respond::messages(StatusCode::OK, ask.format, &denials, true);
+    }
+    forward_post(ask, respond::join_array(&allowed), ids, denials).await
+}
+
+/// Forwards an allowed body and relays the answer, appending `extra`
+/// messages (denials from a partly allowed batch).
+async fn forward_post(
+    ask: &Ask<'_>,
+    body: Bytes,
+    ids: Vec<Bytes>,
+    extra: Vec<Bytes>,
+) -> Response<ProxyBody> {
+    let shared = ask.shared;
+    let req = match forward::upstream_request(shared, ask.caller, &ask.parts, body) {
+        Ok(r) => r,
+        Err(e) => return upstream_failure(shared, &e, &ids, &extra),
+    };
+    let resp = match shared.upstream.send(req).await {
+        Ok(r) => r,
+        Err(e) => return upstream_failure(shared, &e, &ids, &extra),
+    };
+    shared
+        .metrics
+        .observe_latency(&ask.method, ask.started.elapsed().as_secs_f64());
+    let status = resp.status();
+    if relay::is_event_stream(resp.headers()) && status.is_success() {
+        let head = response_head(&resp, false);
+        let body = relay::SseRelay::new(shared.clone(), ask.caller.clone(), ids, extra)
+            .spawn(resp.into_body());
+        return head.body(body).unwrap_or_else(|_| internal());
+    }
+    if relay::is_json(resp.headers()) && status.is_success() {
+        return relay_json(ask, resp, &extra).await;
+    }
+    if !extra.is_empty() && status.is_success() {
+        // The upstream accepted the allowed part (202); the client still
+        // needs the denials.
+        return respond::messages(StatusCode::OK, ask.format, &extra, true);
+    }
+    let head = response_head(&resp, true);
+    let body = resp
+        .into_body()
+        .map_err(|e| Box::new(e) as _)
+        .boxed_unsync();
+    head.body(body).unwrap_or_else(|_| internal())
+}
+
+async fn relay_json(
+    ask: &Ask<'_>,
+    resp: Response<Incoming>,
+    extra: &[Bytes],
+) -> Response<ProxyBody> {
+    let shared = ask.shared;
+    let head = response_head(&resp, false);
+    let max = shared.config.limits.max_response_bytes;
+    let read = Limited::new(resp.into_body(), max).collect();
+    let bytes = match tokio::time::timeout(shared.upstream.request_timeout(), read).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            let err =
+                crate::upstream::UpstreamError::Unavailable(format!("reading JSON answer: {e}"));
+            return upstream_failure(shared, &err, &[], extra);
+        }
+        Err(_) => {
+            let err = crate::upstream::UpstreamError::Timeout(shared.upstream.request_timeout());
+            return upstream_failure(shared, &err, &[], extra);
+        }
+    };
+    let out = relay::filter_json(shared, ask.caller, &bytes, extra);
+    head.body(super::body::full(out))
+        .unwrap_or_else(|_| internal())
+}

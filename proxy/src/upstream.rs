@@ -1,0 +1,104 @@
+//! The pooled HTTP client that reaches the local MCP server.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{uri::Authority, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use crate::config::{ConfigError, UpstreamConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid upstream request: {0}")]
+    Request(#[from] http::Error),
+}
+
+impl UpstreamError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::Unavailable(_) => "unavailable",
+            Self::Request(_) => "request",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    authority: Authority,
+    request_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig, uri: &Uri) -> Result<Self, ConfigError> {
+        let authority = uri.authority().cloned().ok_or(ConfigError::Invalid {
+            field: "upstream.url",
+            reason: "needs a host and port".into(),
+        })?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self {
+            client,
+            authority,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The upstream URI for a client's path and query.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+
+    /// Sends a request and waits for the response headers, within the
+    /// configured timeout.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.request_timeout)),
+            Ok(Err(e)) => Err(UpstreamError::Unavailable(error_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// hyper's errors say little at the top level; the cause chain says why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
