@@ -214,8 +214,9 @@ pub fn parse_message(bytes: &[u8], era: &Era, session: Option<&str>) -> Result<C
         "initialize" => string_of(params.protocol_version),
         _ => None,
     };
+    // `initialize` names the version it offers; only `_meta` fixes the era.
+    let era = refine_era(era, meta_version.as_deref());
     let body_version = meta_version.or(init_version);
-    let era = refine_era(era, body_version.as_deref());
     Ok(Call {
         kind,
         method,
@@ -309,6 +310,15 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
         );
         assert_eq!(c.era, Era::Sessionless2026);
+        assert_eq!(c.body_version.as_deref(), Some("2026-07-28"));
+    }
+
+    #[test]
+    fn initialize_offer_does_not_fix_the_era() {
+        let c = single(
+            r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"capabilities":{},"protocolVersion":"2026-07-28"}}"#,
+        );
+        assert_eq!(c.era, era());
         assert_eq!(c.body_version.as_deref(), Some("2026-07-28"));
     }
 
