@@ -1,0 +1,68 @@
+//! The binary's command line: `validate` names the bad field, `run` serves.
+
+use std::process::Command;
+
+fn portcullis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn validate_accepts_the_demo_config() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/config/demo.yaml");
+    let out = portcullis()
+        .args(["validate", "--config", demo])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
+}
+
+#[test]
+fn validate_names_the_field_at_fault() {
+    let bad = write(
+        "bad.yaml",
+        "upstream:\n  url: http://127.0.0.1:1\nlimits:\n  max_body_bytes: -4\n",
+    );
+    let out = portcullis()
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits.max_body_bytes"), "{err}");
+
+    let typo = write(
+        "typo.yaml",
+        "upstream:\n  url: http://127.0.0.1:1\npolicy:\n  defualt: deny\n",
+    );
+    let out = portcullis()
+        .args(["validate", "--config"])
+        .arg(&typo)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `defualt`"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = portcullis()
+        .args(["run", "--config", "/nonexistent/p.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/p.yaml"));
+}
