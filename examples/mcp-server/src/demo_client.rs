@@ -1,1 +1,174 @@
-fn main() {}
+//! The scripted demo client: makes allowed and denied calls through
+//! Portcullis with the official Rust SDK, tries two smuggling attacks over
+//! raw HTTP, prints what happened, and exits non-zero if anything did not
+//! go as a correct sidecar must make it go.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use rmcp::{
+    model::{CallToolRequestParams, ProgressNotificationParam},
+    service::NotificationContext,
+    transport::StreamableHttpClientTransport,
+    ClientHandler, RoleClient, ServiceError, ServiceExt,
+};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+struct Args {
+    /// The MCP endpoint, through Portcullis.
+    #[arg(long, default_value = "http://127.0.0.1:15001/mcp")]
+    url: String,
+    /// Portcullis's admin address, for the metrics summary.
+    #[arg(long, default_value = "http://127.0.0.1:15020")]
+    admin: String,
+}
+
+/// Prints progress notifications as they arrive, to show streaming.
+struct Progress {
+    start: Instant,
+}
+
+impl ClientHandler for Progress {
+    async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
+        let msg = p.message.unwrap_or_default();
+        println!(
+            "          progress at {:>5.2}s: {msg}",
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn args(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let start = Instant::now();
+    let client = Progress { start }
+        .serve(StreamableHttpClientTransport::from_uri(a.url.clone()))
+        .await
+        .context("initialize through portcullis")?;
+    println!("connected through portcullis to {}", a.url);
+
+    let tools = client.list_all_tools().await?;
+    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    println!("[allow] tools/list -> {}", names.join(", "));
+    if names.iter().any(|n| n == "delete_file") {
+        bail!("delete_file should have been hidden from tools/list");
+    }
+    println!("        (delete_file exists upstream but the policy hides it)");
+
+    let echo = client
+        .call_tool(
+            CallToolRequestParams::new("echo")
+                .with_arguments(args(json!({"text": "hello through the portcullis"}))),
+        )
+        .await?;
+    println!(
+        "[allow] tools/call echo -> {}",
+        serde_json::to_string(&echo.content)?
+    );
+
+    match client
+        .call_tool(
+            CallToolRequestParams::new("delete_file")
+                .with_arguments(args(json!({"path": "/etc/passwd"}))),
+        )
+        .await
+    {
+        Err(ServiceError::McpError(e)) if e.code.0 == -32051 => {
+            println!(
+                "[deny ] tools/call delete_file -> error {}: {}",
+                e.code.0, e.message
+            );
+        }
+        other => bail!("delete_file should have been denied, got {other:?}"),
+    }
+
+    println!("[allow] tools/call slow_count (streams progress over SSE):");
+    let t = Instant::now();
+    let count = client
+        .call_tool(
+            CallToolRequestParams::new("slow_count")
+                .with_arguments(args(json!({"steps": 4, "interval_ms": 400}))),
+        )
+        .await?;
+    println!(
+        "          result at {:>5.2}s: {}",
+        start.elapsed().as_secs_f64(),
+        serde_json::to_string(&count.content)?
+    );
+    println!(
+        "          (tool ran {:.2}s; progress arrived while it ran)",
+        t.elapsed().as_secs_f64()
+    );
+    client.cancel().await?;
+
+    attacks(&a.url).await?;
+    metrics(&a.admin).await
+}
+
+/// Two attempts to make the sidecar and the server read different calls.
+async fn attacks(url: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let smuggled = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"delete_file","arguments":{"path":"/"}}}"#;
+    let resp = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(smuggled)
+        .send()
+        .await?;
+    let status = resp.status();
+    let body: Value = resp.json().await?;
+    println!(
+        "[deny ] duplicate-key smuggling (name: echo, name: delete_file) -> HTTP {status}, {}",
+        body["error"]
+    );
+    if status != 400 {
+        bail!("duplicate keys must be refused");
+    }
+
+    let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"/"},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}});
+    let resp = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .body(body.to_string())
+        .send()
+        .await?;
+    let status = resp.status();
+    let body: Value = resp.json().await?;
+    println!(
+        "[deny ] Mcp-Name says echo, body says delete_file -> HTTP {status}, {}",
+        body["error"]
+    );
+    if body["error"]["code"] != -32020 {
+        bail!("a header/body mismatch must be refused with -32020");
+    }
+    Ok(())
+}
+
+async fn metrics(admin: &str) -> anyhow::Result<()> {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await?
+        .text()
+        .await?;
+    println!("\nportcullis metrics ({admin}/metrics):");
+    for line in text.lines().filter(|l| {
+        l.starts_with("portcullis_requests_total")
+            || l.starts_with("portcullis_rejected_total")
+            || l.starts_with("portcullis_list_items_hidden_total")
+    }) {
+        println!("  {line}");
+    }
+    Ok(())
+}

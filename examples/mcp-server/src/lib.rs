@@ -116,7 +116,7 @@ pub fn router(ct: CancellationToken) -> axum::Router {
         .with_sse_keep_alive(None);
     let service: StreamableHttpService<ExampleServer, LocalSessionManager> =
         StreamableHttpService::new(
-            || Ok(ExampleServer::default()),
+            || Ok(ExampleServer),
             Arc::new(LocalSessionManager::default()),
             config,
         );

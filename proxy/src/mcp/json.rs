@@ -68,7 +68,6 @@ impl Strict {
             Some(depth_left) => Ok(Self {
                 depth_left,
                 fold_case_levels: self.fold_case_levels.saturating_sub(1),
-                ..self
             }),
             None => Err(DEPTH_MSG.to_string()),
         }
@@ -114,8 +113,8 @@ impl<'de> Visitor<'de> for Strict {
         // Array elements keep the envelope's case-folding rule: a batch's
         // entries are envelopes too.
         let inner = Strict {
+            depth_left: inner.depth_left,
             fold_case_levels: self.fold_case_levels,
-            ..inner
         };
         while seq.next_element_seed(inner)?.is_some() {}
         Ok(())

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the demo: the example MCP server, Portcullis in front of it, and the
+# scripted client. With --keep, leaves both running for you to try.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+keep=0
+[ "${1:-}" = "--keep" ] && keep=1
+
+cargo build --quiet --workspace --bins
+bin="$root/target/debug"
+logs="$root/.demo"
+mkdir -p "$logs"
+
+pids=()
+cleanup() {
+  [ "$keep" = 1 ] && return
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listening on port $1; see $logs" >&2
+  return 1
+}
+
+"$bin/example-mcp-server" --listen 127.0.0.1:3001 >"$logs/server.log" 2>&1 &
+pids+=($!)
+wait_port 3001
+"$bin/portcullis" run --config examples/config/demo.yaml >"$logs/portcullis.log" 2>&1 &
+pids+=($!)
+wait_port 15001
+
+echo "== demo: example server on :3001, portcullis on :15001 (admin :15020) =="
+"$bin/demo-client" --url http://127.0.0.1:15001/mcp --admin http://127.0.0.1:15020
+echo
+echo "== audit records (from $logs/portcullis.log) =="
+grep 'portcullis::audit' "$logs/portcullis.log" | sed -e 's/^[^ ]* //' | cut -c1-220
+
+if [ "$keep" = 1 ]; then
+  cat <<EOT
+
+Left running (pids ${pids[*]}). Try:
+  curl -s -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\
+    -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: delete_file' \\
+    http://127.0.0.1:15001/mcp -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"/x"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}'
+  curl -s http://127.0.0.1:15020/metrics | grep portcullis_
+Stop them with: kill ${pids[*]}
+EOT
+fi
