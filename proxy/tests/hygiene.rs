@@ -198,3 +198,48 @@ async fn upstream_down_gives_a_json_rpc_error_not_a_hang() {
     assert_eq!(v["id"], 9);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start();
+    let mut cfg = config(upstream.addr, DENY_DELETE, "");
+    cfg.listener.header_read_timeout = std::time::Duration::from_millis(300);
+    cfg.listener.idle_timeout = std::time::Duration::from_millis(300);
+    let proxy = portcullis::start(cfg).await.unwrap();
+
+    // A client that never finishes its headers is cut off.
+    let mut slow = tokio::net::TcpStream::connect(proxy.proxy_addr)
+        .await
+        .unwrap();
+    slow.write_all(b"POST /mcp HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        slow.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "connection with slow headers must be closed");
+
+    // A keep-alive connection with nothing in flight is closed when idle.
+    let mut idle = tokio::net::TcpStream::connect(proxy.proxy_addr)
+        .await
+        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(8),
+        idle.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "idle connection must be closed");
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1"),
+        "it was answered first"
+    );
+    proxy.shutdown().await;
+}
