@@ -1,0 +1,136 @@
+//! The wasm side: bindings generated from `wit/policy.wit`, and the glue
+//! that turns WIT types into SDK types for [`crate::Filter`].
+
+#[allow(clippy::too_many_arguments)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "filter",
+        pub_export_macro: true,
+        default_bindings_module: "portcullis_policy_sdk::guest::bindings",
+    });
+}
+
+pub use bindings::portcullis::policy::host;
+use bindings::portcullis::policy::types as wit;
+pub use bindings::{export, Guest};
+pub use wit::{
+    Call as WitCall, Caller as WitCaller, Decision as WitDecision, ListItem as WitListItem,
+    ListKind as WitListKind, ResultDecision as WitResultDecision,
+};
+
+use crate::{
+    load_config, Call, Caller, Decision, Filter, Header, ListItem, ListKind, MessageKind,
+    ResultDecision, Target, TargetKind,
+};
+
+fn caller(c: WitCaller) -> Caller {
+    match c {
+        WitCaller::Anonymous => Caller::Anonymous,
+        WitCaller::Spiffe(id) => Caller::Spiffe(id),
+        WitCaller::Jwt(claims) => Caller::Jwt(claims),
+    }
+}
+
+fn call(c: WitCall) -> Call {
+    Call {
+        kind: match c.kind {
+            wit::MessageKind::Request => MessageKind::Request,
+            wit::MessageKind::Notification => MessageKind::Notification,
+            wit::MessageKind::Response => MessageKind::Response,
+        },
+        method: c.method,
+        id: c.id,
+        target: c.target.map(|t| Target {
+            kind: match t.kind {
+                wit::TargetKind::Tool => TargetKind::Tool,
+                wit::TargetKind::Prompt => TargetKind::Prompt,
+                wit::TargetKind::Resource => TargetKind::Resource,
+            },
+            name: t.name,
+        }),
+        arguments: c.arguments,
+        caller: caller(c.caller),
+        session: c.session,
+        instance: c.instance,
+        era: c.era,
+        headers: c
+            .headers
+            .into_iter()
+            .map(|h| Header {
+                name: h.name,
+                value: h.value,
+            })
+            .collect(),
+        annotations: c.annotations,
+    }
+}
+
+fn denial(d: crate::Denial) -> wit::Denial {
+    wit::Denial {
+        code: d.code,
+        message: d.message,
+    }
+}
+
+/// A configuration that no longer parses is refused at load, so failing
+/// here means the host changed it underneath: deny.
+fn config_or_deny<F: Filter>(config: &str) -> Result<F::Config, wit::Denial> {
+    load_config::<F>(config).map_err(|e| wit::Denial {
+        code: 0,
+        message: e,
+    })
+}
+
+pub fn validate_config<F: Filter>(config: String) -> Result<(), String> {
+    load_config::<F>(&config).map(|_| ())
+}
+
+pub fn on_request<F: Filter>(config: String, c: WitCall) -> WitDecision {
+    let config = match config_or_deny::<F>(&config) {
+        Ok(c) => c,
+        Err(d) => return WitDecision::Deny(d),
+    };
+    match F::on_request(&config, &call(c)) {
+        Decision::Allow => WitDecision::Allow,
+        Decision::Deny(d) => WitDecision::Deny(denial(d)),
+        Decision::RewriteArguments(v) => WitDecision::RewriteArguments(v.to_string()),
+    }
+}
+
+pub fn on_result<F: Filter>(config: String, c: WitCall, result: String) -> WitResultDecision {
+    let config = match config_or_deny::<F>(&config) {
+        Ok(c) => c,
+        Err(d) => return WitResultDecision::Deny(d),
+    };
+    match F::on_result(&config, &call(c), &result) {
+        ResultDecision::Allow => WitResultDecision::Allow,
+        ResultDecision::Replace(v) => WitResultDecision::Replace(v.to_string()),
+        ResultDecision::Deny(d) => WitResultDecision::Deny(denial(d)),
+    }
+}
+
+pub fn on_list<F: Filter>(
+    config: String,
+    c: WitCaller,
+    kind: WitListKind,
+    items: Vec<WitListItem>,
+) -> Vec<bool> {
+    let Ok(config) = load_config::<F>(&config) else {
+        return vec![false; items.len()];
+    };
+    let kind = match kind {
+        WitListKind::Tools => ListKind::Tools,
+        WitListKind::Prompts => ListKind::Prompts,
+        WitListKind::Resources => ListKind::Resources,
+        WitListKind::ResourceTemplates => ListKind::ResourceTemplates,
+    };
+    let items: Vec<ListItem> = items
+        .into_iter()
+        .map(|i| ListItem {
+            name: i.name,
+            annotations: i.annotations,
+        })
+        .collect();
+    F::on_list(&config, &caller(c), kind, &items)
+}

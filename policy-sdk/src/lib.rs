@@ -1,0 +1,157 @@
+//! # Writing a Portcullis policy filter
+//!
+//! A filter is a type that implements [`Filter`]. It is exported with
+//! [`export_filter!`] and built for `wasm32-wasip2`. The sidecar runs it on
+//! every MCP message, in a fresh, isolated instance each time.
+//!
+//! ```
+//! use portcullis_policy_sdk::prelude::*;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config {
+//!     /// Tools nobody may call.
+//!     blocked: Vec<String>,
+//! }
+//!
+//! struct BlockList;
+//!
+//! impl Filter for BlockList {
+//!     type Config = Config;
+//!
+//!     fn on_request(config: &Config, call: &Call) -> Decision {
+//!         match call.tool_name() {
+//!             Some(tool) if config.blocked.iter().any(|b| b == tool) => {
+//!                 Decision::deny(format!("{tool} is blocked"))
+//!             }
+//!             _ => Decision::Allow,
+//!         }
+//!     }
+//!
+//!     fn on_list(config: &Config, _: &Caller, kind: ListKind, items: &[ListItem]) -> Vec<bool> {
+//!         items
+//!             .iter()
+//!             .map(|i| kind != ListKind::Tools || !config.blocked.contains(&i.name))
+//!             .collect()
+//!     }
+//! }
+//!
+//! export_filter!(BlockList);
+//!
+//! // The native harness runs the same code in `cargo test`, without wasm.
+//! let h = Harness::<BlockList>::new(r#"{"blocked": ["delete_file"]}"#).unwrap();
+//! h.request(&CallBuilder::tool("delete_file").build()).assert_denied("blocked");
+//! h.request(&CallBuilder::tool("echo").build()).assert_allowed();
+//! ```
+//!
+//! Because every evaluation starts from a fresh instance, a filter keeps no
+//! state in memory between calls: its configuration is handed to every
+//! hook (already parsed), and state that must span calls (rate limits)
+//! lives in the host's counters and key-value store, see [`host`].
+
+mod call;
+mod decision;
+pub mod host;
+pub mod pattern;
+pub mod testing;
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod guest;
+
+pub use call::{Call, Caller, Header, ListItem, ListKind, MessageKind, Target, TargetKind};
+pub use decision::{Decision, Denial, ResultDecision};
+
+/// A policy filter. Every hook has a default that allows, so a filter
+/// implements only what it cares about.
+pub trait Filter {
+    /// The filter's configuration, parsed from the JSON given in the
+    /// sidecar's config.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Checks a configuration beyond what its type enforces. Called when the
+    /// filter is loaded; an error refuses the load.
+    fn validate(_config: &Self::Config) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Decides on one message before it reaches the server.
+    fn on_request(_config: &Self::Config, _call: &Call) -> Decision {
+        Decision::Allow
+    }
+
+    /// Decides on the result of an allowed `tools/call`. `result` is the
+    /// JSON-RPC `result` object as JSON text.
+    fn on_result(_config: &Self::Config, _call: &Call, _result: &str) -> ResultDecision {
+        ResultDecision::Allow
+    }
+
+    /// Says which list items `caller` may see: one `bool` per item.
+    fn on_list(
+        _config: &Self::Config,
+        _caller: &Caller,
+        _kind: ListKind,
+        items: &[ListItem],
+    ) -> Vec<bool> {
+        vec![true; items.len()]
+    }
+}
+
+/// Parses a configuration and validates it.
+pub fn load_config<F: Filter>(json: &str) -> Result<F::Config, String> {
+    let text = if json.trim().is_empty() { "{}" } else { json };
+    let config: F::Config =
+        serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
+    F::validate(&config)?;
+    Ok(config)
+}
+
+/// Everything a filter author usually needs.
+pub mod prelude {
+    pub use crate::testing::{CallBuilder, Harness};
+    pub use crate::{
+        export_filter, host, Call, Caller, Decision, Denial, Filter, ListItem, ListKind,
+        ResultDecision, Target, TargetKind,
+    };
+}
+
+/// Exports a [`Filter`] as the component's implementation of the
+/// `portcullis:policy/filter` world. On other targets it expands to
+/// nothing, so the same crate builds natively for tests.
+#[macro_export]
+macro_rules! export_filter {
+    ($filter:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __PortcullisGuest;
+            impl $crate::guest::Guest for __PortcullisGuest {
+                fn validate_config(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::guest::validate_config::<$filter>(config)
+                }
+                fn on_request(
+                    config: ::std::string::String,
+                    call: $crate::guest::WitCall,
+                ) -> $crate::guest::WitDecision {
+                    $crate::guest::on_request::<$filter>(config, call)
+                }
+                fn on_result(
+                    config: ::std::string::String,
+                    call: $crate::guest::WitCall,
+                    result: ::std::string::String,
+                ) -> $crate::guest::WitResultDecision {
+                    $crate::guest::on_result::<$filter>(config, call, result)
+                }
+                fn on_list(
+                    config: ::std::string::String,
+                    caller: $crate::guest::WitCaller,
+                    kind: $crate::guest::WitListKind,
+            items: ::std::vec::Vec<$crate::guest::WitListItem>,
+                ) -> ::std::vec::Vec<bool> {
+                    $crate::guest::on_list::<$filter>(config, caller, kind, items)
+                }
+            }
+            $crate::guest::export!(__PortcullisGuest with_types_in $crate::guest::bindings);
+        };
+    };
+}
