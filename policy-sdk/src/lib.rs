@@ -146,12 +146,12 @@ macro_rules! export_filter {
                     config: ::std::string::String,
                     caller: $crate::guest::WitCaller,
                     kind: $crate::guest::WitListKind,
-            items: ::std::vec::Vec<$crate::guest::WitListItem>,
+                    items: ::std::vec::Vec<$crate::guest::WitListItem>,
                 ) -> ::std::vec::Vec<bool> {
                     $crate::guest::on_list::<$filter>(config, caller, kind, items)
                 }
             }
-            $crate::guest::export!(__PortcullisGuest with_types_in $crate::guest::bindings);
+    $crate::guest::export!(__PortcullisGuest with_types_in $crate::guest::bindings);
         };
     };
 }

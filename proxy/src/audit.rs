@@ -22,6 +22,18 @@ pub fn record(caller: &Caller, call: &Call, decision: &Decision, took: Duration)
             decision = "allow",
             latency_us,
         ),
+        Decision::Rewrite { by, .. } => tracing::info!(
+            target: "portcullis::audit",
+            caller = %caller,
+            method = %call.method,
+            tool,
+            id,
+            era = call.era.label(),
+            session,
+            decision = "rewrite",
+            by = %by,
+            latency_us,
+        ),
         Decision::Deny(d) => tracing::warn!(
             target: "portcullis::audit",
             caller = %caller,

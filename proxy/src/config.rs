@@ -31,6 +31,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// This sidecar's instance identity as policies see it. Defaults to
+    /// `$PORTCULLIS_INSTANCE`, then `$HOSTNAME` (the pod name).
+    #[serde(default)]
+    pub instance: Option<String>,
     #[serde(default)]
     pub listener: ListenerConfig,
     #[serde(default)]
@@ -240,6 +244,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    pub fn instance_id(&self) -> String {
+        self.instance
+            .clone()
+            .or_else(|| std::env::var("PORTCULLIS_INSTANCE").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "portcullis".into())
     }
 
     /// The upstream's `scheme://authority`, validated by [`Config::validate`].

@@ -16,7 +16,7 @@ use crate::{
     config::{Config, ConfigError},
     listener::{self, Plaintext},
     metrics::Metrics,
-    policy::SharedPolicy,
+    policy::{Policy, PolicyHandle},
     service::Shared,
 };
 
@@ -68,15 +68,16 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 /// Starts the sidecar with the config's static rules as the policy.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let policy: SharedPolicy = Arc::new(config.policy.clone());
+    let policy: Box<dyn Policy> = Box::new(config.policy.clone());
     start_with_policy(config, policy).await
 }
 
 /// Starts the sidecar with any policy.
 pub async fn start_with_policy(
     config: Config,
-    policy: SharedPolicy,
+    policy: Box<dyn Policy>,
 ) -> Result<Running, StartError> {
+    let policy = Arc::new(PolicyHandle::new(policy));
     config.validate()?;
     let config = Arc::new(config);
     let metrics = Metrics::new()?;

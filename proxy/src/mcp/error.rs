@@ -60,6 +60,8 @@ impl ErrorCode {
 pub struct RpcError {
     pub id: Option<Box<RawValue>>,
     pub code: ErrorCode,
+    /// A code chosen by a policy filter, sent instead of `code`.
+    pub code_override: Option<i64>,
     pub message: String,
     pub data: Option<serde_json::Value>,
 }
@@ -69,6 +71,7 @@ impl RpcError {
         Self {
             id: None,
             code,
+            code_override: None,
             message: message.into(),
             data: None,
         }
@@ -76,6 +79,11 @@ impl RpcError {
 
     pub fn with_id(mut self, id: Option<Box<RawValue>>) -> Self {
         self.id = id;
+        self
+    }
+
+    pub fn with_code_override(mut self, code: Option<i64>) -> Self {
+        self.code_override = code;
         self
     }
 
@@ -87,7 +95,7 @@ impl RpcError {
     /// The JSON-RPC error object as a value.
     pub fn to_value(&self) -> serde_json::Value {
         let mut error = serde_json::json!({
-            "code": self.code.code(),
+            "code": self.code_override.unwrap_or(self.code.code()),
             "message": self.message,
         });
         if let (Some(data), Some(obj)) = (&self.data, error.as_object_mut()) {

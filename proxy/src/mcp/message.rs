@@ -229,6 +229,27 @@ pub fn parse_message(bytes: &[u8], era: &Era, session: Option<&str>) -> Result<C
     })
 }
 
+/// Re-encodes `message` with `params.arguments` replaced. What is
+/// forwarded is then exactly what the policy produced and the serializer
+/// wrote, so no other parser can read it differently.
+pub fn with_arguments(message: &[u8], arguments: &RawValue) -> Result<bytes::Bytes, CodecError> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(message).map_err(|e| CodecError::Invalid(e.to_string()))?;
+    let args: serde_json::Value = serde_json::from_str(arguments.get())
+        .map_err(|e| CodecError::Invalid(format!("rewritten arguments: {e}")))?;
+    if !args.is_object() {
+        return Err(CodecError::Invalid(
+            "rewritten arguments must be an object".into(),
+        ));
+    }
+    let params = value
+        .get_mut("params")
+        .and_then(serde_json::Value::as_object_mut)
+        .ok_or_else(|| CodecError::Invalid("message has no params to rewrite".into()))?;
+    params.insert("arguments".into(), args);
+    Ok(bytes::Bytes::from(value.to_string()))
+}
+
 /// A 2026-07-28 body is sessionless whatever the transport guessed.
 fn refine_era(era: &Era, body_version: Option<&str>) -> Era {
     match (era, body_version) {
@@ -361,6 +382,18 @@ mod tests {
         );
         assert_eq!(entries[1].1.kind, Kind::Notification);
         assert!(parse_body(b"[]", 64, &era(), None).is_err());
+    }
+
+    #[test]
+    fn arguments_can_be_rewritten() {
+        let msg = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"w","arguments":{"path":"../x"}}}"#;
+        let args = RawValue::from_string(r#"{"path":"/safe/x"}"#.into()).unwrap();
+        let out = with_arguments(msg, &args).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["params"]["arguments"]["path"], "/safe/x");
+        assert_eq!(v["params"]["name"], "w");
+        let not_object = RawValue::from_string("[1]".into()).unwrap();
+        assert!(with_arguments(msg, &not_object).is_err());
     }
 
     #[test]

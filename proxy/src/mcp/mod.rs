@@ -9,4 +9,4 @@ pub mod message;
 pub mod sse;
 
 pub use error::{ErrorCode, RpcError};
-pub use message::{parse_body, Body, Call, CodecError, Era, Kind, Target};
+pub use message::{parse_body, with_arguments, Body, Call, CodecError, Era, Kind, Target};

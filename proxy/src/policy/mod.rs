@@ -1,14 +1,18 @@
 //! The decision point. Every message is checked by a [`Policy`] before it is
-//! forwarded, and every list is filtered by the same policy on its way back.
-//! The static rule set lives here; the WASM filter chain implements the same
-//! trait.
+//! forwarded, every `tools/call` result on its way back, and every list is
+//! filtered by the same policy. The static rule set lives here; the WASM
+//! filter chain (`crate::filter`) implements the same trait.
 
 pub(crate) mod glob;
+mod handle;
 mod rules;
 
-use std::sync::Arc;
+use serde_json::value::RawValue;
 
-pub use self::rules::{Action, Rule, StaticRules};
+pub use self::{
+    handle::{PolicyHandle, Snapshot},
+    rules::{Action, Rule, StaticRules},
+};
 use crate::{
     identity::Caller,
     mcp::{
@@ -17,18 +21,49 @@ use crate::{
     },
 };
 
+/// What a policy is asked about: one message and its context.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub caller: &'a Caller,
+    pub call: &'a Call,
+    /// The request's MCP headers (`mcp-*`), lower case.
+    pub headers: &'a [(String, String)],
+    /// The tool's annotations from the last `tools/list`, as JSON.
+    pub annotations: Option<&'a str>,
+    /// This sidecar's instance identity.
+    pub instance: &'a str,
+}
+
 /// Why a message was refused, and by whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    /// The rule or filter that decided, e.g. `static:no-destructive`.
+    /// The rule or filter that decided, e.g. `static:no-destructive` or
+    /// `filter:tool-rbac`.
     pub by: String,
     pub reason: String,
+    /// A JSON-RPC code chosen by a filter; `None` means `-32051`.
+    pub code: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Denial {
+    pub fn new(by: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            by: by.into(),
+            reason: reason.into(),
+            code: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub enum Decision {
     Allow,
     Deny(Denial),
+    /// Forward the message with `params.arguments` replaced.
+    Rewrite {
+        arguments: Box<RawValue>,
+        by: String,
+    },
 }
 
 impl Decision {
@@ -36,19 +71,44 @@ impl Decision {
         match self {
             Self::Allow => "allow",
             Self::Deny(_) => "deny",
+            Self::Rewrite { .. } => "rewrite",
         }
+    }
+
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Self::Allow)
     }
 }
 
-/// A policy decides on calls and on list visibility. Implementations must
-/// fail closed: if they cannot decide, they deny.
+#[derive(Debug, Clone)]
+pub enum ResultDecision {
+    Allow,
+    /// Send this `result` instead of the server's.
+    Replace {
+        result: Box<RawValue>,
+        by: String,
+    },
+    Deny(Denial),
+}
+
+/// A policy decides on calls, results and list visibility. Implementations
+/// must fail closed: if they cannot decide, they deny.
 pub trait Policy: Send + Sync + 'static {
     /// Decides whether one message may reach the upstream.
-    fn check(&self, caller: &Caller, call: &Call) -> Decision;
+    fn check(&self, req: &Request<'_>) -> Decision;
+
+    /// Decides on the `result` of an allowed `tools/call`.
+    fn check_result(&self, _req: &Request<'_>, _result: &RawValue) -> ResultDecision {
+        ResultDecision::Allow
+    }
 
     /// Returns, for each item, whether `caller` may see it. A missing
     /// verdict counts as hidden.
     fn visible(&self, caller: &Caller, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool>;
-}
 
-pub type SharedPolicy = Arc<dyn Policy>;
+    /// Whether any result hook is active, so the proxy can skip result
+    /// inspection when none is.
+    fn inspects_results(&self) -> bool {
+        false
+    }
+}

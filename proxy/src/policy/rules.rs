@@ -11,12 +11,12 @@
 
 use serde::Deserialize;
 
-use super::{glob, Decision, Denial, Policy};
+use super::{glob, Decision, Denial, Policy, Request};
 use crate::{
     identity::Caller,
     mcp::{
         lists::{ListItem, ListKind},
-        Call, Kind,
+        Kind,
     },
 };
 
@@ -62,13 +62,12 @@ impl Rule {
     fn decision(&self) -> Decision {
         match self.action {
             Action::Allow => Decision::Allow,
-            Action::Deny => Decision::Deny(Denial {
-                by: format!("static:{}", self.name),
-                reason: self
-                    .reason
+            Action::Deny => Decision::Deny(Denial::new(
+                format!("static:{}", self.name),
+                self.reason
                     .clone()
                     .unwrap_or_else(|| format!("denied by rule {}", self.name)),
-            }),
+            )),
         }
     }
 }
@@ -90,18 +89,19 @@ impl StaticRules {
         });
         match (matched, kind) {
             (Some(rule), _) => rule.decision(),
-            (None, Kind::Request) if self.default == Action::Deny => Decision::Deny(Denial {
-                by: "static:default".into(),
-                reason: format!("{method} is not allowed by policy"),
-            }),
+            (None, Kind::Request) if self.default == Action::Deny => Decision::Deny(Denial::new(
+                "static:default",
+                format!("{method} is not allowed by policy"),
+            )),
             (None, _) => Decision::Allow,
         }
     }
 }
 
 impl Policy for StaticRules {
-    fn check(&self, caller: &Caller, call: &Call) -> Decision {
-        self.decide(caller, call.kind, &call.method, call.target_name())
+    fn check(&self, req: &Request<'_>) -> Decision {
+        let call = req.call;
+        self.decide(req.caller, call.kind, &call.method, call.target_name())
     }
 
     fn visible(&self, caller: &Caller, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
@@ -113,7 +113,8 @@ impl Policy for StaticRules {
         items
             .iter()
             .map(|item| {
-                self.decide(caller, Kind::Request, method, Some(item.name)) == Decision::Allow
+                self.decide(caller, Kind::Request, method, Some(item.name))
+                    .is_allow()
             })
             .collect()
     }
@@ -122,10 +123,20 @@ impl Policy for StaticRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mcp::{parse_body, Body, Era};
+    use crate::mcp::{parse_body, Body, Call, Era};
 
     fn rules(yaml: &str) -> StaticRules {
         serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn check(r: &StaticRules, caller: &Caller, call: &Call) -> Decision {
+        r.check(&Request {
+            caller,
+            call,
+            headers: &[],
+            annotations: None,
+            instance: "test",
+        })
     }
 
     fn call(body: &str) -> Call {
@@ -148,24 +159,24 @@ rules:
     #[test]
     fn deny_rule_names_itself() {
         let r = rules(DEMO);
-        let d = r.check(
+        let d = check(
+            &r,
             &Caller::Anonymous,
             &call(
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file"}}"#,
             ),
         );
-        assert_eq!(
+        assert!(matches!(
             d,
-            Decision::Deny(Denial {
-                by: "static:no-delete".into(),
-                reason: "destructive tools are off limits".into()
-            })
-        );
-        let ok = r.check(
+            Decision::Deny(Denial { by, reason, code: None })
+                if by == "static:no-delete" && reason == "destructive tools are off limits"
+        ));
+        let ok = check(
+            &r,
             &Caller::Anonymous,
             &call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#),
         );
-        assert_eq!(ok, Decision::Allow);
+        assert!(ok.is_allow());
     }
 
     #[test]
@@ -174,15 +185,15 @@ rules:
             "default: deny\nrules:\n  - {name: init, action: allow, methods: [initialize]}\n",
         );
         let init = call(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#);
-        assert_eq!(r.check(&Caller::Anonymous, &init), Decision::Allow);
+        assert!(check(&r, &Caller::Anonymous, &init).is_allow());
         let list = call(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
         assert!(
-            matches!(r.check(&Caller::Anonymous, &list), Decision::Deny(d) if d.by == "static:default")
+            matches!(check(&r, &Caller::Anonymous, &list), Decision::Deny(d) if d.by == "static:default")
         );
         let note = call(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-        assert_eq!(r.check(&Caller::Anonymous, &note), Decision::Allow);
+        assert!(check(&r, &Caller::Anonymous, &note).is_allow());
         let resp = call(r#"{"jsonrpc":"2.0","id":9,"result":{}}"#);
-        assert_eq!(r.check(&Caller::Anonymous, &resp), Decision::Allow);
+        assert!(check(&r, &Caller::Anonymous, &resp).is_allow());
     }
 
     #[test]
@@ -191,7 +202,7 @@ rules:
             rules("rules:\n  - {name: quiet, action: deny, methods: [notifications/cancelled]}\n");
         let note = call(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#);
         assert!(matches!(
-            r.check(&Caller::Anonymous, &note),
+            check(&r, &Caller::Anonymous, &note),
             Decision::Deny(_)
         ));
     }
@@ -202,15 +213,15 @@ rules:
             "default: deny\nrules:\n  - {name: agents, action: allow, callers: ['spiffe://td/ns/a/*']}\n",
         );
         let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
-        assert_eq!(
-            r.check(&Caller::Spiffe("spiffe://td/ns/a/sa/x".into()), &c),
-            Decision::Allow
-        );
+        assert!(check(&r, &Caller::Spiffe("spiffe://td/ns/a/sa/x".into()), &c).is_allow());
         assert!(matches!(
-            r.check(&Caller::Spiffe("spiffe://td/ns/b/sa/x".into()), &c),
+            check(&r, &Caller::Spiffe("spiffe://td/ns/b/sa/x".into()), &c),
             Decision::Deny(_)
         ));
-        assert!(matches!(r.check(&Caller::Anonymous, &c), Decision::Deny(_)));
+        assert!(matches!(
+            check(&r, &Caller::Anonymous, &c),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use http::{
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::{body::ProxyBody, legacy, relay, respond, Shared};
+use super::{body::ProxyBody, exchange::Exchange, legacy, relay, respond, Shared};
 use crate::{
     identity::Caller,
     mcp::{ErrorCode, RpcError},
@@ -172,7 +172,8 @@ pub async fn stream(
     }
     let head = response_head(&resp, false);
     let legacy = legacy::StreamContext::new(shared.clone(), shared.upstream.authority().clone());
-    let job = relay::SseRelay::new(shared.clone(), caller.clone(), Vec::new(), Vec::new())
+    let ex = Exchange::new(shared.clone(), caller.clone(), shared.policy.snapshot());
+    let job = relay::SseRelay::new(ex, Vec::new())
         .with_legacy(legacy)
         .until(shared.draining.clone());
     head.body(job.spawn(resp.into_body()))

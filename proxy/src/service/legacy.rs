@@ -15,7 +15,11 @@ use bytes::Bytes;
 use http::{uri::Authority, Uri};
 use tokio::sync::mpsc;
 
-use super::Shared;
+use super::{
+    exchange::{canonical_id, PendingCalls},
+    Shared,
+};
+use crate::mcp::Call;
 
 /// Denials waiting to be written on one legacy stream.
 const INJECT_QUEUE: usize = 64;
@@ -24,8 +28,18 @@ const INJECT_QUEUE: usize = 64;
 /// was told to POST to.
 #[derive(Default)]
 pub struct LegacySessions {
-    streams: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
+    streams: Mutex<HashMap<String, Stream>>,
 }
+
+struct Stream {
+    inject: mpsc::Sender<Bytes>,
+    /// Calls POSTed to this endpoint whose results a policy inspects.
+    calls: PendingCalls,
+}
+
+/// Calls remembered per legacy stream, so a client cannot grow it without
+/// bound by never reading answers.
+const MAX_PENDING_CALLS: usize = 1024;
 
 impl LegacySessions {
     /// Whether a POST to `endpoint` belongs to a legacy stream.
@@ -44,12 +58,28 @@ impl LegacySessions {
         };
         streams
             .get(endpoint)
-            .is_some_and(|tx| tx.try_send(msg).is_ok())
+            .is_some_and(|s| s.inject.try_send(msg).is_ok())
     }
 
-    fn insert(&self, endpoint: String, tx: mpsc::Sender<Bytes>) {
+    /// Remembers an allowed call whose answer will arrive on the stream.
+    pub fn expect(&self, endpoint: &str, call: &Call) {
+        let Some(id) = &call.id else { return };
+        let calls = match self.streams.lock() {
+            Ok(streams) => match streams.get(endpoint) {
+                Some(stream) => stream.calls.clone(),
+                None => return,
+            },
+            Err(_) => return,
+        };
+        let Ok(mut calls) = calls.lock() else { return };
+        if calls.len() < MAX_PENDING_CALLS {
+            calls.insert(canonical_id(id.get()), call.clone());
+        }
+    }
+
+    fn insert(&self, endpoint: String, stream: Stream) {
         if let Ok(mut s) = self.streams.lock() {
-            s.insert(endpoint, tx);
+            s.insert(endpoint, stream);
         }
     }
 
@@ -76,17 +106,23 @@ impl StreamContext {
         }
     }
 
-    /// Handles an `endpoint` event: returns the URI the client should see
-    /// and the queue of messages to inject into this stream.
-    pub fn register(&mut self, data: &str) -> (String, mpsc::Receiver<Bytes>) {
+    /// Handles an `endpoint` event: returns the URI the client should see,
+    /// the queue of messages to inject into this stream, and the calls
+    /// whose answers the stream will carry.
+    pub fn register(&mut self, data: &str) -> (String, mpsc::Receiver<Bytes>, PendingCalls) {
         let endpoint = rewrite_endpoint(data.trim(), &self.upstream);
         let (tx, rx) = mpsc::channel(INJECT_QUEUE);
+        let calls = PendingCalls::default();
         if let Some(old) = self.endpoint.replace(endpoint.clone()) {
             self.shared.legacy.remove(&old);
         }
-        self.shared.legacy.insert(endpoint.clone(), tx);
+        let stream = Stream {
+            inject: tx,
+            calls: calls.clone(),
+        };
+        self.shared.legacy.insert(endpoint.clone(), stream);
         tracing::debug!(%endpoint, "legacy HTTP+SSE stream registered");
-        (endpoint, rx)
+        (endpoint, rx, calls)
     }
 }
 
@@ -142,7 +178,13 @@ mod tests {
     fn sessions_inject_only_to_known_streams() {
         let s = LegacySessions::default();
         let (tx, mut rx) = mpsc::channel(1);
-        s.insert("/m?x=1".into(), tx);
+        s.insert(
+            "/m?x=1".into(),
+            Stream {
+                inject: tx,
+                calls: PendingCalls::default(),
+            },
+        );
         assert!(s.contains("/m?x=1"));
         assert!(s.inject("/m?x=1", Bytes::from_static(b"a")));
         assert!(!s.inject("/m?x=1", Bytes::from_static(b"b")), "queue full");

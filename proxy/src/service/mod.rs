@@ -5,6 +5,8 @@
 //! Errors become JSON-RPC error responses here and nowhere else.
 
 mod body;
+mod catalog;
+mod exchange;
 mod forward;
 mod legacy;
 mod post;
@@ -18,14 +20,14 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 pub use self::body::{BoxError, Guarded, ProxyBody};
-use self::legacy::LegacySessions;
+use self::{catalog::ToolCatalog, legacy::LegacySessions};
 use crate::{
     config::Config,
     guard::HostGuard,
     identity::Caller,
     mcp::{ErrorCode, RpcError},
     metrics::Metrics,
-    policy::SharedPolicy,
+    policy::PolicyHandle,
     upstream::Upstream,
 };
 
@@ -33,8 +35,11 @@ use crate::{
 pub struct Shared {
     pub config: Arc<Config>,
     pub upstream: Upstream,
-    pub policy: SharedPolicy,
+    pub policy: Arc<PolicyHandle>,
     pub metrics: Metrics,
+    pub catalog: ToolCatalog,
+    /// This sidecar's instance identity, as policies see it.
+    pub instance: String,
     pub hosts: HostGuard,
     pub legacy: LegacySessions,
     /// Cancelled when the process starts draining: long-lived GET streams
@@ -45,13 +50,15 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         config: Arc<Config>,
-        policy: SharedPolicy,
+        policy: Arc<PolicyHandle>,
         metrics: Metrics,
         draining: CancellationToken,
     ) -> Result<Self, crate::config::ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.upstream_uri()?)?;
         Ok(Self {
             hosts: HostGuard::new(&config.security.allowed_hosts),
+            catalog: ToolCatalog::default(),
+            instance: config.instance_id(),
             config,
             upstream,
             policy,

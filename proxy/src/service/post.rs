@@ -8,9 +8,11 @@ use bytes::Bytes;
 use http::{header, request::Parts, HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use serde_json::value::RawValue;
 
 use super::{
     body::ProxyBody,
+    exchange::Exchange,
     forward::{self, internal, response_head, upstream_failure},
     relay,
     respond::{self, Format},
@@ -20,20 +22,21 @@ use crate::{
     audit,
     identity::Caller,
     mcp::{
-        headers as mcp_headers, json::JsonError, parse_body, Body, Call, CodecError, Era,
-        ErrorCode, Kind, RpcError,
+        headers as mcp_headers, json::JsonError, parse_body, with_arguments, Body, Call,
+        CodecError, Era, ErrorCode, Kind, RpcError,
     },
-    policy::{Decision, Denial},
+    policy::{self, Decision, Denial},
+    upstream::UpstreamError,
 };
 
 /// What was asked, for the answer and the latency metric.
-struct Ask<'a> {
-    shared: &'a Arc<Shared>,
-    caller: &'a Caller,
+struct Ask {
     parts: Parts,
     format: Format,
     started: Instant,
     method: String,
+    /// The legacy endpoint this POST went to, if it is one.
+    legacy: Option<String>,
 }
 
 pub async fn handle(
@@ -74,18 +77,19 @@ pub async fn handle(
         Ok(p) => p,
         Err(e) => return codec_error(shared, &e),
     };
+    let mut ex = Exchange::new(shared.clone(), caller.clone(), shared.policy.snapshot());
+    ex.headers = mcp_header_pairs(&parts.headers);
     let format = Format::from_accept(parts.headers.get(header::ACCEPT));
     let mut ask = Ask {
-        shared,
-        caller,
         parts,
         format,
         started,
         method: String::new(),
+        legacy: legacy.then_some(endpoint),
     };
     match parsed {
-        Body::Single(call) => single(&mut ask, bytes, call, legacy.then_some(endpoint)).await,
-        Body::Batch(entries) => batch(&mut ask, entries).await,
+        Body::Single(call) => single(&mut ask, ex, bytes, call).await,
+        Body::Batch(entries) => batch(&mut ask, ex, entries).await,
     }
 }
 
@@ -100,6 +104,17 @@ fn session_of(parts: &Parts, legacy: bool) -> Option<String> {
         .ok()
         .flatten()
         .map(str::to_string)
+}
+
+/// The request's MCP headers, for policies.
+fn mcp_header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("mcp-"))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect()
 }
 
 /// A compressed body could hide its content from the policy.
@@ -181,15 +196,48 @@ fn header_error(shared: &Shared, why: &mcp_headers::HeaderMismatch) -> Response<
     )
 }
 
-/// Asks the policy, and records the decision in metrics and the audit log.
-fn decide(shared: &Shared, caller: &Caller, call: &Call) -> Decision {
+/// What happens to one message once the policy has spoken.
+enum Verdict {
+    /// Forward these bytes.
+    Forward(Bytes),
+    Deny(Denial),
+}
+
+/// Asks the policy about one message (given with its bytes), records the
+/// decision, and applies a rewrite.
+fn decide(ex: &Exchange, call: &mut Call, raw: &[u8]) -> Verdict {
     let t = Instant::now();
-    let decision = shared.policy.check(caller, call);
-    audit::record(caller, call, &decision, t.elapsed());
-    shared
+    let annotations = call
+        .target_name()
+        .and_then(|t| ex.shared.catalog.annotations(t));
+    let req = policy::Request {
+        caller: &ex.caller,
+        call,
+        headers: &ex.headers,
+        annotations: annotations.as_deref(),
+        instance: &ex.shared.instance,
+    };
+    let decision = ex.policy.check(&req);
+    audit::record(&ex.caller, call, &decision, t.elapsed());
+    ex.shared
         .metrics
         .record_decision(&call.method, call.target_name(), decision.label());
-    decision
+    match decision {
+        Decision::Allow => Verdict::Forward(Bytes::copy_from_slice(raw)),
+        Decision::Deny(d) => Verdict::Deny(d),
+        Decision::Rewrite { arguments, by } => match with_arguments(raw, &arguments) {
+            Ok(bytes) => {
+                call.arguments = Some(arguments);
+                Verdict::Forward(bytes)
+            }
+            // A rewrite that cannot be applied must not fall back to the
+            // original arguments: fail closed.
+            Err(e) => Verdict::Deny(Denial::new(
+                by,
+                format!("rewrite could not be applied: {e}"),
+            )),
+        },
+    }
 }
 
 fn denial_error(call: &Call, d: &Denial) -> Bytes {
@@ -197,48 +245,53 @@ fn denial_error(call: &Call, d: &Denial) -> Bytes {
         ErrorCode::PolicyDenied,
         format!("denied by {}: {}", d.by, d.reason),
     )
+    .with_code_override(d.code)
     .with_id(call.id.clone())
     .with_data(serde_json::json!({ "by": d.by, "reason": d.reason }))
     .to_bytes()
 }
 
-fn id_bytes(call: &Call) -> Option<Bytes> {
-    match call.kind {
-        Kind::Request => call
-            .id
-            .as_ref()
-            .map(|id| Bytes::copy_from_slice(id.get().as_bytes())),
-        _ => None,
+/// Notes an allowed request whose answer must be matched (errors on a
+/// broken stream, result policy).
+fn expect(ask: &Ask, ex: &mut Exchange, call: &Call) {
+    if call.kind != Kind::Request {
+        return;
+    }
+    ex.expect(call);
+    if let Some(endpoint) = &ask.legacy {
+        if call.method == "tools/call" && ex.policy.inspects_results() {
+            ex.shared.legacy.expect(endpoint, call);
+        }
     }
 }
 
 async fn single(
-    ask: &mut Ask<'_>,
+    ask: &mut Ask,
+    mut ex: Exchange,
     bytes: Bytes,
-    call: Call,
-    legacy: Option<String>,
+    mut call: Call,
 ) -> Response<ProxyBody> {
     if let Err(why) = mcp_headers::check_single(&ask.parts.headers, &call) {
-        return header_error(ask.shared, &why);
+        return header_error(&ex.shared, &why);
     }
     ask.method.clone_from(&call.method);
-    match decide(ask.shared, ask.caller, &call) {
-        Decision::Allow => {
-            let ids: Vec<Bytes> = id_bytes(&call).into_iter().collect();
-            forward_post(ask, bytes, ids, Vec::new()).await
+    match decide(&ex, &mut call, &bytes) {
+        Verdict::Forward(body) => {
+            expect(ask, &mut ex, &call);
+            forward_post(ask, ex, body, Vec::new()).await
         }
-        Decision::Deny(d) if call.kind != Kind::Request => {
+        Verdict::Deny(d) if call.kind != Kind::Request => {
             let err = RpcError::new(
                 ErrorCode::PolicyDenied,
                 format!("denied by {}: {}", d.by, d.reason),
             );
             respond::error(StatusCode::FORBIDDEN, &err)
         }
-        Decision::Deny(d) => {
+        Verdict::Deny(d) => {
             let msg = denial_error(&call, &d);
             // Legacy clients read answers from their GET stream only.
-            if let Some(endpoint) = legacy {
-                if ask.shared.legacy.inject(&endpoint, msg.clone()) {
+            if let Some(endpoint) = &ask.legacy {
+                if ex.shared.legacy.inject(endpoint, msg.clone()) {
                     return respond::accepted();
                 }
             }
@@ -248,25 +301,25 @@ async fn single(
 }
 
 async fn batch(
-    ask: &mut Ask<'_>,
-    entries: Vec<(Box<serde_json::value::RawValue>, Call)>,
+    ask: &mut Ask,
+    mut ex: Exchange,
+    entries: Vec<(Box<RawValue>, Call)>,
 ) -> Response<ProxyBody> {
     if let Err(why) = mcp_headers::check_batch(&ask.parts.headers) {
-        return header_error(ask.shared, &why);
+        return header_error(&ex.shared, &why);
     }
     ask.method = "batch".into();
     let mut allowed = Vec::new();
-    let mut ids = Vec::new();
     let mut denials = Vec::new();
-    for (raw, call) in &entries {
-        match decide(ask.shared, ask.caller, call) {
-            Decision::Allow => {
-                allowed.push(Bytes::copy_from_slice(raw.get().as_bytes()));
-                ids.extend(id_bytes(call));
+    for (raw, mut call) in entries {
+        match decide(&ex, &mut call, raw.get().as_bytes()) {
+            Verdict::Forward(bytes) => {
+                allowed.push(bytes);
+                expect(ask, &mut ex, &call);
             }
             // Only requests get an answer; a denied notification is dropped.
-            Decision::Deny(d) if call.kind == Kind::Request => denials.push(denial_error(call, &d)),
-            Decision::Deny(_) => {}
+            Verdict::Deny(d) if call.kind == Kind::Request => denials.push(denial_error(&call, &d)),
+            Verdict::Deny(_) => {}
         }
     }
     if allowed.is_empty() {
@@ -279,25 +332,25 @@ async fn batch(
         }
         return respond::messages(StatusCode::OK, ask.format, &denials, true);
     }
-    forward_post(ask, respond::join_array(&allowed), ids, denials).await
+    forward_post(ask, ex, respond::join_array(&allowed), denials).await
 }
 
 /// Forwards an allowed body and relays the answer, appending `extra`
 /// messages (denials from a partly allowed batch).
 async fn forward_post(
-    ask: &Ask<'_>,
+    ask: &Ask,
+    mut ex: Exchange,
     body: Bytes,
-    ids: Vec<Bytes>,
     extra: Vec<Bytes>,
 ) -> Response<ProxyBody> {
-    let shared = ask.shared;
-    let req = match forward::upstream_request(shared, ask.caller, &ask.parts, body) {
+    let shared = ex.shared.clone();
+    let req = match forward::upstream_request(&shared, &ex.caller, &ask.parts, body) {
         Ok(r) => r,
-        Err(e) => return upstream_failure(shared, &e, &ids, &extra),
+        Err(e) => return upstream_failure(&shared, &e, &ex.unanswered(), &extra),
     };
     let resp = match shared.upstream.send(req).await {
         Ok(r) => r,
-        Err(e) => return upstream_failure(shared, &e, &ids, &extra),
+        Err(e) => return upstream_failure(&shared, &e, &ex.unanswered(), &extra),
     };
     shared
         .metrics
@@ -305,12 +358,11 @@ async fn forward_post(
     let status = resp.status();
     if relay::is_event_stream(resp.headers()) && status.is_success() {
         let head = response_head(&resp, false);
-        let body = relay::SseRelay::new(shared.clone(), ask.caller.clone(), ids, extra)
-            .spawn(resp.into_body());
+        let body = relay::SseRelay::new(ex, extra).spawn(resp.into_body());
         return head.body(body).unwrap_or_else(|_| internal());
     }
     if relay::is_json(resp.headers()) && status.is_success() {
-        return relay_json(ask, resp, &extra).await;
+        return relay_json(&mut ex, resp, &extra).await;
     }
     if !extra.is_empty() && status.is_success() {
         // The upstream accepted the allowed part (202); the client still
@@ -326,27 +378,31 @@ async fn forward_post(
 }
 
 async fn relay_json(
-    ask: &Ask<'_>,
+    ex: &mut Exchange,
     resp: Response<Incoming>,
     extra: &[Bytes],
 ) -> Response<ProxyBody> {
-    let shared = ask.shared;
+    let shared = ex.shared.clone();
     let head = response_head(&resp, false);
     let max = shared.config.limits.max_response_bytes;
     let read = Limited::new(resp.into_body(), max).collect();
-    let bytes = match tokio::time::timeout(shared.upstream.request_timeout(), read).await {
+    let timeout = shared.upstream.request_timeout();
+    let bytes = match tokio::time::timeout(timeout, read).await {
         Ok(Ok(c)) => c.to_bytes(),
         Ok(Err(e)) => {
-            let err =
-                crate::upstream::UpstreamError::Unavailable(format!("reading JSON answer: {e}"));
-            return upstream_failure(shared, &err, &[], extra);
+            let err = UpstreamError::Unavailable(format!("reading JSON answer: {e}"));
+            return upstream_failure(&shared, &err, &ex.unanswered(), extra);
         }
         Err(_) => {
-            let err = crate::upstream::UpstreamError::Timeout(shared.upstream.request_timeout());
-            return upstream_failure(shared, &err, &[], extra);
+            return upstream_failure(
+                &shared,
+                &UpstreamError::Timeout(timeout),
+                &ex.unanswered(),
+                extra,
+            )
         }
     };
-    let out = relay::filter_json(shared, ask.caller, &bytes, extra);
+    let out = relay::filter_json(ex, &bytes, extra);
     head.body(super::body::full(out))
         .unwrap_or_else(|_| internal())
 }

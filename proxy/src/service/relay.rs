@@ -1,26 +1,21 @@
 //! Relaying upstream answers to the client: SSE streams event by event,
-//! JSON answers whole, with lists filtered by policy in both.
-
-use std::{collections::HashSet, sync::Arc};
+//! JSON answers whole. Every message goes through [`Exchange::process`].
 
 use bytes::Bytes;
 use http::{header, HeaderMap};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     body::{BoxError, ProxyBody},
-    legacy, respond, Shared,
+    exchange::Exchange,
+    legacy, respond,
 };
-use crate::{
-    identity::Caller,
-    mcp::{lists, sse, ErrorCode, RpcError},
-};
+use crate::mcp::{sse, ErrorCode, RpcError};
 
 /// Frames buffered between the relay task and the client connection. Small,
 /// so that a slow client applies back-pressure to the upstream.
@@ -42,14 +37,6 @@ fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
 }
 
-/// A JSON-RPC id in a canonical text form, so that `1` and `1` from two
-/// different serializers compare equal.
-pub fn canonical_id(raw: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(raw)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| raw.to_string())
-}
-
 /// One error message per request id.
 pub fn errors_for(ids: &[Bytes], code: ErrorCode, message: &str) -> Vec<Bytes> {
     ids.iter()
@@ -60,83 +47,43 @@ pub fn errors_for(ids: &[Bytes], code: ErrorCode, message: &str) -> Vec<Bytes> {
         .collect()
 }
 
-#[derive(Deserialize)]
-struct ResponseProbe<'a> {
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    result: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    error: Option<&'a RawValue>,
-}
-
-/// The canonical id of a JSON-RPC response, if `msg` is one.
-fn response_id(msg: &[u8]) -> Option<String> {
-    let probe: ResponseProbe<'_> = serde_json::from_slice(msg).ok()?;
-    if probe.result.is_none() && probe.error.is_none() {
-        return None;
-    }
-    probe.id.map(|id| canonical_id(id.get()))
-}
-
-/// Applies list filtering to one JSON-RPC message. Returns the bytes to
-/// send, or `None` to send the original.
-pub fn filter_message(shared: &Shared, caller: &Caller, msg: &[u8]) -> Option<Bytes> {
-    let (out, removed) = lists::filter_message(msg, |kind, items| {
-        let verdicts = shared.policy.visible(caller, kind, items);
-        if verdicts.len() != items.len() {
-            tracing::warn!(
-                kind = kind.key(),
-                "policy returned a short verdict list; hiding the rest"
-            );
-        }
-        shared.metrics.hidden(
-            kind.key(),
-            items.len() - verdicts.iter().filter(|v| **v).count(),
-        );
-        verdicts
-    })?;
-    tracing::debug!(removed, "filtered list response");
-    Some(out)
-}
-
-/// Filters a whole JSON answer (one message or a batch) and appends
+/// Processes a whole JSON answer (one message or a batch) and appends
 /// `extra` messages (denials from a partly allowed batch).
-pub fn filter_json(shared: &Shared, caller: &Caller, body: &[u8], extra: &[Bytes]) -> Bytes {
-    let trimmed = body
+pub fn filter_json(ex: &mut Exchange, body: &[u8], extra: &[Bytes]) -> Bytes {
+    let start = body
         .iter()
         .position(|b| !b.is_ascii_whitespace())
-        .map_or(&body[..0], |s| &body[s..]);
-    let mut msgs: Vec<Bytes> = if trimmed.first() == Some(&b'[') {
+        .unwrap_or(body.len());
+    let trimmed = &body[start..];
+    let is_batch = trimmed.first() == Some(&b'[');
+    let mut msgs: Vec<Bytes> = if is_batch {
         match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
             Ok(items) => items
                 .iter()
-                .map(|m| {
-                    filter_message(shared, caller, m.get().as_bytes())
-                        .unwrap_or_else(|| Bytes::copy_from_slice(m.get().as_bytes()))
-                })
+                .map(|m| process_or_copy(ex, m.get().as_bytes()))
                 .collect(),
             Err(_) => return Bytes::copy_from_slice(body),
         }
     } else if trimmed.is_empty() {
         Vec::new()
     } else {
-        vec![filter_message(shared, caller, trimmed)
-            .unwrap_or_else(|| Bytes::copy_from_slice(trimmed))]
+        vec![process_or_copy(ex, trimmed)]
     };
-    if extra.is_empty() && msgs.len() == 1 && trimmed.first() != Some(&b'[') {
+    if extra.is_empty() && msgs.len() == 1 && !is_batch {
         return msgs.remove(0);
     }
     msgs.extend_from_slice(extra);
     respond::join_array(&msgs)
 }
 
+fn process_or_copy(ex: &mut Exchange, msg: &[u8]) -> Bytes {
+    ex.process(msg)
+        .unwrap_or_else(|| Bytes::copy_from_slice(msg))
+}
+
 /// A task that relays one upstream SSE stream to the client.
 pub struct SseRelay {
-    shared: Arc<Shared>,
-    caller: Caller,
-    /// Ids of requests in this POST still waiting for their response.
-    pending: HashSet<String>,
+    ex: Exchange,
     /// Messages sent before anything from the upstream (batch denials).
     preface: Vec<Bytes>,
     legacy: Option<legacy::StreamContext>,
@@ -146,20 +93,9 @@ pub struct SseRelay {
 type Tx = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
 
 impl SseRelay {
-    pub fn new(
-        shared: Arc<Shared>,
-        caller: Caller,
-        pending: Vec<Bytes>,
-        preface: Vec<Bytes>,
-    ) -> Self {
-        let pending = pending
-            .iter()
-            .map(|id| canonical_id(&String::from_utf8_lossy(id)))
-            .collect();
+    pub fn new(ex: Exchange, preface: Vec<Bytes>) -> Self {
         Self {
-            shared,
-            caller,
-            pending,
+            ex,
             preface,
             legacy: None,
             until: None,
@@ -194,7 +130,7 @@ impl SseRelay {
                 return;
             }
         }
-        let max = self.shared.config.limits.max_response_bytes;
+        let max = self.ex.shared.config.limits.max_response_bytes;
         let mut decoder = sse::Decoder::new(max);
         let mut injected: Option<mpsc::Receiver<Bytes>> = None;
         let until = self.until.clone();
@@ -253,22 +189,20 @@ impl SseRelay {
     ) -> Bytes {
         if event.kind() == "endpoint" {
             if let (Some(ctx), Some(data)) = (self.legacy.as_mut(), event.data.as_deref()) {
-                let (rewritten, rx) = ctx.register(data);
+                let (rewritten, rx, calls) = ctx.register(data);
                 *injected = Some(rx);
+                self.ex.legacy_calls = Some(calls);
                 return sse::encode(Some("endpoint"), event.id.as_deref(), &rewritten);
             }
         }
         let Some(data) = event.data.as_deref().filter(|_| event.kind() == "message") else {
             return event.raw;
         };
-        if let Some(id) = response_id(data.as_bytes()) {
-            self.pending.remove(&id);
-        }
-        match filter_message(&self.shared, &self.caller, data.as_bytes()) {
-            Some(filtered) => sse::encode(
+        match self.ex.process(data.as_bytes()) {
+            Some(out) => sse::encode(
                 event.event.as_deref(),
                 event.id.as_deref(),
-                &String::from_utf8_lossy(&filtered),
+                &String::from_utf8_lossy(&out),
             ),
             None => event.raw,
         }
@@ -277,20 +211,16 @@ impl SseRelay {
     /// Requests that never got their answer get a JSON-RPC error, so that
     /// no client waits forever on a stream the upstream dropped.
     async fn finish(self, failure: Option<String>, tx: &Tx) {
+        let pending = self.ex.unanswered();
         if let Some(why) = &failure {
-            self.shared.metrics.upstream_error("stream_broken");
-            tracing::warn!(error = %why, pending = self.pending.len(), "upstream SSE stream ended abnormally");
+            self.ex.shared.metrics.upstream_error("stream_broken");
+            tracing::warn!(error = %why, pending = pending.len(), "upstream SSE stream ended abnormally");
         }
-        if self.pending.is_empty() {
+        if pending.is_empty() {
             return;
         }
         let why = failure.unwrap_or_else(|| "upstream closed the stream before answering".into());
-        let ids: Vec<Bytes> = self
-            .pending
-            .iter()
-            .map(|id| Bytes::from(id.clone()))
-            .collect();
-        for msg in errors_for(&ids, ErrorCode::UpstreamUnavailable, &why) {
+        for msg in errors_for(&pending, ErrorCode::UpstreamUnavailable, &why) {
             if send(tx, respond::sse_message(&msg)).await.is_err() {
                 return;
             }
@@ -319,20 +249,6 @@ async fn cancelled(token: Option<&CancellationToken>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn response_ids_are_canonical() {
-        assert_eq!(
-            response_id(br#"{"jsonrpc":"2.0","id": 1 ,"result":{}}"#),
-            Some("1".into())
-        );
-        assert_eq!(
-            response_id(br#"{"id":"a","error":{"code":1}}"#),
-            Some("\"a\"".into())
-        );
-        assert_eq!(response_id(br#"{"id":1,"method":"x"}"#), None);
-        assert_eq!(canonical_id(" \"x\" "), "\"x\"");
-    }
 
     #[test]
     fn errors_carry_ids() {
