@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::policy::StaticRules;
+use crate::{
+    filter::{EngineConfig, FilterSpec},
+    policy::StaticRules,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,6 +51,14 @@ pub struct Config {
     pub policy: StaticRules,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// WASM policy filters, run in order after the static rules.
+    #[serde(default)]
+    pub filters: Vec<FilterSpec>,
+    #[serde(default)]
+    pub filter_engine: EngineConfig,
+    /// The directory of the config file, for relative filter paths.
+    #[serde(skip)]
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,7 +180,9 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_yaml(&text)
+        let mut config = Self::from_yaml(&text)?;
+        config.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(config)
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
@@ -201,7 +214,29 @@ impl Config {
             ));
         }
         self.validate_limits()?;
-        self.validate_policy()
+        self.validate_policy()?;
+        self.validate_filters()
+    }
+
+    fn validate_filters(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for f in &self.filters {
+            f.validate()
+                .map_err(|reason| invalid("filters[]", reason))?;
+            if !names.insert(f.name.as_str()) {
+                return Err(invalid(
+                    "filters[].name",
+                    format!("duplicate filter name {:?}", f.name),
+                ));
+            }
+        }
+        if self.filter_engine.max_instances == 0 {
+            return Err(invalid(
+                "filter_engine.max_instances",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_limits(&self) -> Result<(), ConfigError> {
@@ -303,6 +338,27 @@ mod tests {
         assert!(missing.contains("upstream"), "{missing}");
         let bad_type = err("upstream: {url: 'http://x:1'}\nlimits: {max_body_bytes: lots}\n");
         assert!(bad_type.contains("limits.max_body_bytes"), "{bad_type}");
+    }
+
+    #[test]
+    fn filters_are_parsed_and_checked() {
+        let c = Config::from_yaml(
+            "upstream: {url: 'http://x:1'}\nfilters:\n  - name: rbac\n    path: f.wasm\n    config: {default: deny, rules: []}\n    timeout: 5ms\n    hooks: [request, list]\n",
+        )
+        .unwrap();
+        assert_eq!(c.filters[0].config["default"], "deny");
+        assert_eq!(c.filters[0].timeout, Duration::from_millis(5));
+        assert_eq!(c.filters[0].memory_limit_bytes, 32 << 20);
+        assert_eq!(
+            c.filters[0].resolved_path(Some(Path::new("/etc/p"))),
+            Path::new("/etc/p/f.wasm")
+        );
+        let e = err(
+            "upstream: {url: 'http://x:1'}\nfilters:\n  - {name: a, path: a.wasm, timeout: 0ms}\n",
+        );
+        assert!(e.contains("filters[]") && e.contains("timeout"), "{e}");
+        let e = err("upstream: {url: 'http://x:1'}\nfilters:\n  - {name: a, path: a.wasm, on_error: maybe}\n");
+        assert!(e.contains("on_error"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod filter;
 pub mod guard;
 pub mod identity;
 pub mod listener;

@@ -23,6 +23,10 @@ pub struct Metrics {
     rejected: IntCounterVec,
     list_items_hidden: IntCounterVec,
     inflight: IntGauge,
+    filter_evals: IntCounterVec,
+    filter_latency: HistogramVec,
+    filter_faults: IntCounterVec,
+    filter_reloads: IntCounterVec,
     tool_labels: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -62,12 +66,45 @@ impl Metrics {
             &["kind"],
         )?;
         let inflight = IntGauge::new("inflight_requests", "HTTP requests being served")?;
+        let filter_evals = IntCounterVec::new(
+            Opts::new(
+                "filter_evaluations_total",
+                "WASM filter evaluations by filter, hook and outcome",
+            ),
+            &["filter", "hook", "outcome"],
+        )?;
+        let filter_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "filter_duration_seconds",
+                "Time of one WASM filter evaluation, instantiation included",
+            )
+            .buckets(vec![
+                0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                0.01,
+            ]),
+            &["filter"],
+        )?;
+        let filter_faults = IntCounterVec::new(
+            Opts::new(
+                "filter_faults_total",
+                "WASM filter failures (trap, deadline, memory, output) by filter and kind",
+            ),
+            &["filter", "kind"],
+        )?;
+        let filter_reloads = IntCounterVec::new(
+            Opts::new("filter_reloads_total", "Filter chain reloads by result"),
+            &["result"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(list_items_hidden.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
+        registry.register(Box::new(filter_evals.clone()))?;
+        registry.register(Box::new(filter_latency.clone()))?;
+        registry.register(Box::new(filter_faults.clone()))?;
+        registry.register(Box::new(filter_reloads.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -76,6 +113,10 @@ impl Metrics {
             rejected,
             list_items_hidden,
             inflight,
+            filter_evals,
+            filter_latency,
+            filter_faults,
+            filter_reloads,
             tool_labels: Arc::default(),
         })
     }
@@ -105,6 +146,23 @@ impl Metrics {
         self.list_items_hidden
             .with_label_values(&[kind])
             .inc_by(n as u64);
+    }
+
+    pub fn filter_evaluated(&self, filter: &str, hook: &str, outcome: &str, seconds: f64) {
+        self.filter_evals
+            .with_label_values(&[filter, hook, outcome])
+            .inc();
+        self.filter_latency
+            .with_label_values(&[filter])
+            .observe(seconds);
+    }
+
+    pub fn filter_fault(&self, filter: &str, kind: &str) {
+        self.filter_faults.with_label_values(&[filter, kind]).inc();
+    }
+
+    pub fn filter_reload(&self, result: &str) {
+        self.filter_reloads.with_label_values(&[result]).inc();
     }
 
     pub fn inflight(&self) -> &IntGauge {

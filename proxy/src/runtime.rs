@@ -2,6 +2,7 @@
 
 use std::{
     net::SocketAddr,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -14,6 +15,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin::Admin,
     config::{Config, ConfigError},
+    filter::{build_chain, reload::Reloader, EngineOptions, FilterEngine, FilterError},
     listener::{self, Plaintext},
     metrics::Metrics,
     policy::{Policy, PolicyHandle},
@@ -31,6 +33,8 @@ pub enum StartError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
 }
 
 /// A started sidecar.
@@ -66,21 +70,63 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Starts the sidecar with the config's static rules as the policy.
+/// Starts the sidecar from `config`: static rules and WASM filters, with
+/// filter files watched for changes.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let policy: Box<dyn Policy> = Box::new(config.policy.clone());
-    start_with_policy(config, policy).await
+    start_from(config, None).await
 }
 
-/// Starts the sidecar with any policy.
+/// Starts the sidecar from a config file, which is watched too: a change
+/// to its policy or filters is applied without a restart.
+pub async fn start_from_file(path: &Path) -> Result<Running, StartError> {
+    let config = Config::load(path)?;
+    start_from(config, Some(path.to_path_buf())).await
+}
+
+async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
+    config.validate()?;
+    let metrics = Metrics::new()?;
+    let opts = EngineOptions::from_config(&config);
+    let (engine, chain) = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        // Compiling filters takes a while; keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let engine = FilterEngine::new(&opts)?;
+            let chain = build_chain(&engine, &config, &metrics)?;
+            Ok::<_, FilterError>((Arc::new(engine), chain))
+        })
+        .await
+        .map_err(|e| StartError::Filter(FilterError::Engine(e.to_string())))??
+    };
+    tracing::info!(filters = ?chain.filter_names(), "filter chain loaded");
+    let handle = Arc::new(PolicyHandle::new(Box::new(chain)));
+    let running = serve(config.clone(), handle.clone(), metrics.clone()).await?;
+    let reloader = Reloader {
+        engine,
+        handle,
+        metrics,
+        config,
+        config_path: path,
+    };
+    tokio::spawn(reloader.run(running.shutdown.clone()));
+    Ok(running)
+}
+
+/// Starts the sidecar with any policy (tests and embedders).
 pub async fn start_with_policy(
     config: Config,
     policy: Box<dyn Policy>,
 ) -> Result<Running, StartError> {
-    let policy = Arc::new(PolicyHandle::new(policy));
     config.validate()?;
+    serve(config, Arc::new(PolicyHandle::new(policy)), Metrics::new()?).await
+}
+
+async fn serve(
+    config: Config,
+    policy: Arc<PolicyHandle>,
+    metrics: Metrics,
+) -> Result<Running, StartError> {
     let config = Arc::new(config);
-    let metrics = Metrics::new()?;
     let proxy = bind(config.listener.addr).await?;
     let admin = bind(config.admin.addr).await?;
     let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind {

@@ -1,0 +1,232 @@
+//! The filter chain: the static rules, then each WASM filter in order. The
+//! first denial wins; a rewrite is seen by the filters after it; a filter
+//! that faults denies, unless it is configured to fail open.
+
+use std::{sync::Arc, time::Instant};
+
+use serde_json::value::RawValue;
+
+use super::{bindings::types, convert, wasm::Fault, wasm::WasmFilter, Hook, OnError};
+use crate::{
+    identity::Caller,
+    mcp::{
+        json,
+        lists::{ListItem, ListKind},
+    },
+    metrics::Metrics,
+    policy::{Decision, Denial, Policy, Request, ResultDecision, StaticRules},
+};
+
+pub struct FilterChain {
+    rules: StaticRules,
+    filters: Vec<Arc<WasmFilter>>,
+    metrics: Metrics,
+    max_json_depth: usize,
+}
+
+/// What a fault turns into: a denial, or (fail-open) nothing.
+enum OnFault {
+    Deny(Denial),
+    Continue,
+}
+
+impl FilterChain {
+    pub fn new(
+        rules: StaticRules,
+        filters: Vec<Arc<WasmFilter>>,
+        metrics: Metrics,
+        max_json_depth: usize,
+    ) -> Self {
+        Self {
+            rules,
+            filters,
+            metrics,
+            max_json_depth,
+        }
+    }
+
+    pub fn filter_names(&self) -> Vec<&str> {
+        self.filters.iter().map(|f| f.name.as_str()).collect()
+    }
+
+    fn fault(&self, f: &WasmFilter, hook: &str, fault: &Fault) -> OnFault {
+        self.metrics.filter_fault(&f.name, fault.kind());
+        match f.on_error {
+            OnError::Deny => {
+                tracing::warn!(filter = %f.name, hook, fault = %fault, "filter failed; denying (fail closed)");
+                OnFault::Deny(Denial::new(
+                    format!("filter:{}", f.name),
+                    format!("filter failed: {fault}"),
+                ))
+            }
+            OnError::Allow => {
+                tracing::error!(filter = %f.name, hook, fault = %fault, "filter failed; ALLOWING because it is configured to fail open");
+                OnFault::Continue
+            }
+        }
+    }
+
+    fn timed<R>(
+        &self,
+        f: &WasmFilter,
+        hook: &'static str,
+        run: impl FnOnce() -> Result<R, Fault>,
+    ) -> Result<R, Fault> {
+        let t = Instant::now();
+        let out = run();
+        let outcome = if out.is_ok() { "ok" } else { "fault" };
+        self.metrics
+            .filter_evaluated(&f.name, hook, outcome, t.elapsed().as_secs_f64());
+        out
+    }
+
+    /// Checks a rewrite before the next filter sees it: it must be strict
+    /// JSON (no duplicate keys) and an object.
+    fn accept_rewrite(&self, text: &str) -> Result<Box<RawValue>, Fault> {
+        json::validate(text.as_bytes(), self.max_json_depth)
+            .map_err(|e| Fault::BadJson(e.to_string()))?;
+        if !text.trim_start().starts_with('{') {
+            return Err(Fault::BadJson(
+                "rewritten arguments must be an object".into(),
+            ));
+        }
+        RawValue::from_string(text.to_string()).map_err(|e| Fault::BadJson(e.to_string()))
+    }
+}
+
+fn denial(f: &WasmFilter, d: types::Denial) -> Denial {
+    Denial {
+        by: format!("filter:{}", f.name),
+        reason: d.message,
+        code: (d.code != 0).then_some(i64::from(d.code)),
+    }
+}
+
+impl Policy for FilterChain {
+    fn check(&self, req: &Request<'_>) -> Decision {
+        if let d @ Decision::Deny(_) = self.rules.check(req) {
+            return d;
+        }
+        let mut args: Option<Box<RawValue>> = req.call.arguments.clone();
+        let mut rewritten_by: Vec<&str> = Vec::new();
+        for f in self.filters.iter().filter(|f| f.handles(Hook::Request)) {
+            let call = convert::call(req, args.as_deref().map(RawValue::get));
+            let outcome = self
+                .timed(f, "request", || f.on_request(&call))
+                .and_then(|d| match d {
+                    types::Decision::RewriteArguments(text) => {
+                        self.accept_rewrite(&text).map(Step::Rewrite)
+                    }
+                    types::Decision::Allow => Ok(Step::Allow),
+                    types::Decision::Deny(d) => Ok(Step::Deny(d)),
+                });
+            match outcome {
+                Ok(Step::Allow) => {}
+                Ok(Step::Deny(d)) => return Decision::Deny(denial(f, d)),
+                Ok(Step::Rewrite(new)) => {
+                    args = Some(new);
+                    rewritten_by.push(&f.name);
+                }
+                Err(fault) => match self.fault(f, "request", &fault) {
+                    OnFault::Deny(d) => return Decision::Deny(d),
+                    OnFault::Continue => {}
+                },
+            }
+        }
+        match (args, rewritten_by.is_empty()) {
+            (Some(arguments), false) => Decision::Rewrite {
+                arguments,
+                by: rewritten_by
+                    .iter()
+                    .map(|n| format!("filter:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            },
+            _ => Decision::Allow,
+        }
+    }
+
+    fn check_result(&self, req: &Request<'_>, result: &RawValue) -> ResultDecision {
+        let call = convert::call(req, req.call.arguments.as_deref().map(RawValue::get));
+        let mut current: Option<(Box<RawValue>, Vec<&str>)> = None;
+        for f in self.filters.iter().filter(|f| f.handles(Hook::Result)) {
+            let text = current.as_ref().map_or(result.get(), |(r, _)| r.get());
+            match self.timed(f, "result", || f.on_result(&call, text)) {
+                Ok(types::ResultDecision::Allow) => {}
+                Ok(types::ResultDecision::Deny(d)) => return ResultDecision::Deny(denial(f, d)),
+                Ok(types::ResultDecision::Replace(new)) => {
+                    let checked = json::validate(new.as_bytes(), self.max_json_depth)
+                        .map_err(|e| Fault::BadJson(e.to_string()))
+                        .and_then(|()| {
+                            RawValue::from_string(new).map_err(|e| Fault::BadJson(e.to_string()))
+                        });
+                    match checked {
+                        Ok(raw) => {
+                            let mut by = current.map(|(_, by)| by).unwrap_or_default();
+                            by.push(&f.name);
+                            current = Some((raw, by));
+                        }
+                        Err(fault) => {
+                            if let OnFault::Deny(d) = self.fault(f, "result", &fault) {
+                                return ResultDecision::Deny(d);
+                            }
+                        }
+                    }
+                }
+                Err(fault) => {
+                    if let OnFault::Deny(d) = self.fault(f, "result", &fault) {
+                        return ResultDecision::Deny(d);
+                    }
+                }
+            }
+        }
+        match current {
+            Some((result, by)) => ResultDecision::Replace {
+                result,
+                by: by
+                    .iter()
+                    .map(|n| format!("filter:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            },
+            None => ResultDecision::Allow,
+        }
+    }
+
+    fn visible(&self, caller: &Caller, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
+        let mut shown = self.rules.visible(caller, kind, items);
+        shown.resize(items.len(), false);
+        let (wit_caller, wit_kind, wit_items) = (
+            convert::caller(caller),
+            convert::list_kind(kind),
+            convert::list_items(items),
+        );
+        for f in self.filters.iter().filter(|f| f.handles(Hook::List)) {
+            match self.timed(f, "list", || f.on_list(&wit_caller, wit_kind, &wit_items)) {
+                Ok(verdicts) => {
+                    // A short answer hides the rest: fail closed.
+                    for (i, s) in shown.iter_mut().enumerate() {
+                        *s = *s && verdicts.get(i).copied().unwrap_or(false);
+                    }
+                }
+                Err(fault) => {
+                    if let OnFault::Deny(_) = self.fault(f, "list", &fault) {
+                        return vec![false; items.len()];
+                    }
+                }
+            }
+        }
+        shown
+    }
+
+    fn inspects_results(&self) -> bool {
+        self.filters.iter().any(|f| f.handles(Hook::Result))
+    }
+}
+
+/// One filter's answer to a request, with a rewrite already checked.
+enum Step {
+    Allow,
+    Deny(types::Denial),
+    Rewrite(Box<RawValue>),
+}

@@ -1,0 +1,77 @@
+//! From the proxy's types to the WIT types a filter receives.
+
+use super::bindings::types;
+use crate::{
+    identity::Caller,
+    mcp::{lists, Call, Kind, Target},
+    policy::Request,
+};
+
+pub fn caller(c: &Caller) -> types::Caller {
+    match c {
+        Caller::Anonymous => types::Caller::Anonymous,
+        Caller::Spiffe(id) => types::Caller::Spiffe(id.clone()),
+    }
+}
+
+/// The WIT call for `req`, with `arguments` standing for the call's
+/// arguments (a filter earlier in the chain may have rewritten them).
+pub fn call(req: &Request<'_>, arguments: Option<&str>) -> types::Call {
+    let c: &Call = req.call;
+    types::Call {
+        kind: match c.kind {
+            Kind::Request => types::MessageKind::Request,
+            Kind::Notification => types::MessageKind::Notification,
+            Kind::Response => types::MessageKind::Response,
+        },
+        method: c.method.clone(),
+        id: c.id.as_ref().map(|i| i.get().to_string()),
+        target: c.target.as_ref().map(|t| match t {
+            Target::Tool(n) => types::Target {
+                kind: types::TargetKind::Tool,
+                name: n.clone(),
+            },
+            Target::Prompt(n) => types::Target {
+                kind: types::TargetKind::Prompt,
+                name: n.clone(),
+            },
+            Target::Resource(n) => types::Target {
+                kind: types::TargetKind::Resource,
+                name: n.clone(),
+            },
+        }),
+        arguments: arguments.map(str::to_string),
+        caller: caller(req.caller),
+        session: c.session.clone(),
+        instance: req.instance.to_string(),
+        era: c.era.label().to_string(),
+        headers: req
+            .headers
+            .iter()
+            .map(|(name, value)| types::Header {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        annotations: req.annotations.map(str::to_string),
+    }
+}
+
+pub fn list_kind(k: lists::ListKind) -> types::ListKind {
+    match k {
+        lists::ListKind::Tools => types::ListKind::Tools,
+        lists::ListKind::Prompts => types::ListKind::Prompts,
+        lists::ListKind::Resources => types::ListKind::Resources,
+        lists::ListKind::ResourceTemplates => types::ListKind::ResourceTemplates,
+    }
+}
+
+pub fn list_items(items: &[lists::ListItem<'_>]) -> Vec<types::ListItem> {
+    items
+        .iter()
+        .map(|i| types::ListItem {
+            name: i.name.to_string(),
+            annotations: i.annotations.map(|a| a.to_string()),
+        })
+        .collect()
+}

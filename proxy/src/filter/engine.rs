@@ -1,0 +1,116 @@
+//! The one wasmtime `Engine` of the process: compiled-code cache on disk,
+//! pooling instance allocator, epoch deadlines, and the `Linker` that every
+//! filter is instantiated against.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use wasmtime::{
+    component::{HasSelf, Linker},
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+
+use super::{bindings::Filter, host::HostState, FilterError};
+
+/// One epoch tick; deadlines are counted in ticks.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// Sizing of the engine, from the config.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub cache_dir: Option<PathBuf>,
+    /// Instances that may exist at once across all filters.
+    pub max_instances: u32,
+    /// The largest memory limit of any filter.
+    pub max_memory: usize,
+}
+
+pub struct FilterEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    ticker: Arc<AtomicBool>,
+}
+
+impl FilterEngine {
+    pub fn new(opts: &EngineOptions) -> Result<Self, FilterError> {
+        let engine = Engine::new(&engine_config(opts)?)
+            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        // Guests built for wasm32-wasip2 import WASI; they get an empty
+        // context (see `host.rs`).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        let ticker = Arc::new(AtomicBool::new(true));
+        spawn_ticker(engine.clone(), ticker.clone())?;
+        Ok(Self {
+            engine,
+            linker,
+            ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+}
+
+impl Drop for FilterEngine {
+    fn drop(&mut self) {
+        self.ticker.store(false, Ordering::Release);
+    }
+}
+
+fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Small reservations: filters are tiny and there may be hundreds of
+    // slots; bounds checks are explicit instead of guard-page based.
+    let reservation = (opts.max_memory as u64).next_power_of_two().max(1 << 20);
+    config.memory_reservation(reservation);
+    config.memory_guard_size(64 << 10);
+    config.memory_reservation_for_growth(0);
+    config.memory_init_cow(true);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(opts.max_instances)
+        .total_core_instances(opts.max_instances.saturating_mul(8))
+        .total_memories(opts.max_instances.saturating_mul(2))
+        .total_tables(opts.max_instances.saturating_mul(8))
+        .total_stacks(opts.max_instances)
+        .max_memory_size(opts.max_memory);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(dir) = &opts.cache_dir {
+        let mut cache = CacheConfig::new();
+        cache.with_directory(dir.clone());
+        let cache = Cache::new(cache).map_err(|e| {
+            FilterError::Engine(format!("compile cache at {}: {e:#}", dir.display()))
+        })?;
+        config.cache(Some(cache));
+    }
+    Ok(config)
+}
+
+fn spawn_ticker(engine: Engine, running: Arc<AtomicBool>) -> Result<(), FilterError> {
+    std::thread::Builder::new()
+        .name("portcullis-epoch".into())
+        .spawn(move || {
+            while running.load(Ordering::Acquire) {
+                std::thread::sleep(TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| FilterError::Engine(format!("epoch thread: {e}")))
+}

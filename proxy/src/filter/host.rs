@@ -1,0 +1,111 @@
+//! The state each evaluation's store carries, and the host functions a
+//! filter may import. The WASI context is empty: no files, no network, no
+//! environment, no arguments, no standard streams.
+
+use std::{sync::Arc, time::Instant};
+
+use wasmtime::{component::ResourceTable, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::{
+    bindings::{host, types},
+    kv::KvStore,
+};
+
+/// Longest log line a filter may write; longer ones are cut.
+const MAX_LOG_BYTES: usize = 2048;
+
+/// What every evaluation of one filter shares.
+pub struct FilterShared {
+    pub name: String,
+    pub kv: KvStore,
+    /// The origin of the monotonic clock filters see.
+    pub epoch: Instant,
+}
+
+pub struct HostState {
+    shared: Arc<FilterShared>,
+    limits: StoreLimits,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    pub fn new(shared: Arc<FilterShared>, memory_limit: usize) -> Self {
+        Self {
+            shared,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        }
+    }
+
+    pub fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let filter = self.shared.name.as_str();
+        match level {
+            host::Level::Trace => {
+                tracing::trace!(target: "portcullis::filter", filter, "{message}")
+            }
+            host::Level::Debug => {
+                tracing::debug!(target: "portcullis::filter", filter, "{message}")
+            }
+            host::Level::Info => tracing::info!(target: "portcullis::filter", filter, "{message}"),
+            host::Level::Warn => tracing::warn!(target: "portcullis::filter", filter, "{message}"),
+            host::Level::Error => {
+                tracing::error!(target: "portcullis::filter", filter, "{message}")
+            }
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        u64::try_from(self.shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn counter_add(&mut self, key: String, delta: i64, ttl_ms: u64) -> i64 {
+        self.shared.kv.counter_add(&key, delta, ttl_ms)
+    }
+
+    fn kv_get(&mut self, key: String) -> Option<String> {
+        self.shared.kv.get(&key)
+    }
+
+    fn kv_compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<String>,
+        value: String,
+        ttl_ms: u64,
+    ) -> bool {
+        self.shared
+            .kv
+            .compare_and_swap(&key, expected.as_deref(), value, ttl_ms)
+    }
+}

@@ -1,0 +1,117 @@
+//! Hot reload. The config file and every filter file are polled; when one
+//! changes, a new chain is built off the request path (on a blocking
+//! thread) and swapped in atomically. A chain that fails to build is
+//! refused with a clear log, and the old one keeps serving.
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{build_chain, FilterEngine};
+use crate::{config::Config, metrics::Metrics, policy::PolicyHandle};
+
+/// Hashes of the files a chain was built from.
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint(Vec<(PathBuf, Option<u64>)>);
+
+fn digest(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+fn fingerprint(config: &Config, config_path: Option<&Path>) -> Fingerprint {
+    let base = config.base_dir.as_deref();
+    let mut files: Vec<PathBuf> = config
+        .filters
+        .iter()
+        .map(|f| f.resolved_path(base))
+        .collect();
+    files.extend(config_path.map(Path::to_path_buf));
+    Fingerprint(
+        files
+            .into_iter()
+            .map(|p| {
+                let d = digest(&p);
+                (p, d)
+            })
+            .collect(),
+    )
+}
+
+pub struct Reloader {
+    pub engine: Arc<FilterEngine>,
+    pub handle: Arc<PolicyHandle>,
+    pub metrics: Metrics,
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+}
+
+impl Reloader {
+    /// Polls until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut seen = fingerprint(&self.config, self.config_path.as_deref());
+        let mut tick = tokio::time::interval(self.config.filter_engine.reload_interval);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if fingerprint(&self.config, self.config_path.as_deref()) == seen {
+                continue;
+            }
+            self.reload().await;
+            // The new config may name other files.
+            seen = fingerprint(&self.config, self.config_path.as_deref());
+        }
+    }
+
+    async fn reload(&mut self) {
+        let next = match &self.config_path {
+            Some(path) => match Config::load(path) {
+                Ok(next) => next,
+                Err(e) => return self.refused(&e.to_string()),
+            },
+            None => self.config.clone(),
+        };
+        let (engine, metrics, candidate) =
+            (self.engine.clone(), self.metrics.clone(), next.clone());
+        let built =
+            tokio::task::spawn_blocking(move || build_chain(&engine, &candidate, &metrics)).await;
+        match built {
+            Ok(Ok(chain)) => {
+                let names = chain.filter_names().join(", ");
+                self.handle.swap(Box::new(chain));
+                self.metrics.filter_reload("success");
+                tracing::info!(filters = %names, "filter chain reloaded");
+                warn_static_changes(&self.config, &next);
+                self.config = next;
+            }
+            Ok(Err(e)) => self.refused(&e.to_string()),
+            Err(e) => self.refused(&format!("reload task failed: {e}")),
+        }
+    }
+
+    fn refused(&self, why: &str) {
+        self.metrics.filter_reload("failure");
+        tracing::error!(error = %why, "filter chain reload refused; the previous chain keeps serving");
+    }
+}
+
+/// Only the policy and filters are reloaded; say so when more changed.
+fn warn_static_changes(old: &Config, new: &Config) {
+    if old.listener.addr != new.listener.addr
+        || old.admin.addr != new.admin.addr
+        || old.upstream.url != new.upstream.url
+    {
+        tracing::warn!(
+            "listener, admin or upstream settings changed: they take effect on restart only"
+        );
+    }
+}

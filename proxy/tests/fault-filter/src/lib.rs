@@ -1,0 +1,54 @@
+//! Misbehaves on purpose, as its config says, on tools named `boom`:
+//! loops forever, allocates 1 GiB, traps, or returns a 10 MB message.
+//! Every other call is allowed, so the tests can check that the next call
+//! works after a fault.
+
+use portcullis_policy_sdk::prelude::*;
+
+#[derive(serde::Deserialize)]
+pub struct Config {
+    pub mode: String,
+}
+
+pub struct Fault;
+
+impl Filter for Fault {
+    type Config = Config;
+
+    fn validate(config: &Config) -> Result<(), String> {
+        match config.mode.as_str() {
+            "loop" | "alloc" | "trap" | "big" | "none" => Ok(()),
+            "reject" => Err("this configuration is refused on purpose".into()),
+            other => Err(format!("unknown mode {other}")),
+        }
+    }
+
+    fn on_request(config: &Config, call: &Call) -> Decision {
+        if call.tool_name() != Some("boom") {
+            return Decision::Allow;
+        }
+        match config.mode.as_str() {
+            "loop" => spin(),
+            "alloc" => {
+                let v = vec![1u8; 1 << 30];
+                Decision::deny(format!(
+                    "allocated {}",
+                    v.iter().map(|b| *b as usize).sum::<usize>()
+                ))
+            }
+            "trap" => panic!("fault filter traps on purpose"),
+            "big" => Decision::deny("x".repeat(10 << 20)),
+            _ => Decision::Allow,
+        }
+    }
+}
+
+#[allow(clippy::empty_loop)]
+fn spin() -> Decision {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+export_filter!(Fault);
