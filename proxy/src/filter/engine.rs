@@ -12,7 +12,7 @@ use std::{
 };
 
 use wasmtime::{
-    component::{HasSelf, Linker},
+    component::{Component, HasSelf, Linker},
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
@@ -42,12 +42,9 @@ impl FilterEngine {
         let engine = Engine::new(&engine_config(opts)?)
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        // Guests built for wasm32-wasip2 import WASI; they get an empty
-        // context (see `host.rs`).
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        define_wasi_basics(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         let ticker = Arc::new(AtomicBool::new(true));
         spawn_ticker(engine.clone(), ticker.clone())?;
         Ok(Self {
@@ -61,8 +58,12 @@ impl FilterEngine {
         &self.engine
     }
 
-    pub fn linker(&self) -> &Linker<HostState> {
-        &self.linker
+    /// A linker for one component: the shared definitions, plus a trapping
+    /// stub for every other import it names (see `define_wasi_basics`).
+    pub fn linker_for(&self, component: &Component) -> wasmtime::Result<Linker<HostState>> {
+        let mut linker = self.linker.clone();
+        linker.define_unknown_imports_as_traps(component)?;
+        Ok(linker)
     }
 }
 
@@ -88,7 +89,6 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
         .total_core_instances(opts.max_instances.saturating_mul(8))
         .total_memories(opts.max_instances.saturating_mul(2))
         .total_tables(opts.max_instances.saturating_mul(8))
-        .total_stacks(opts.max_instances)
         .max_memory_size(opts.max_memory);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     if let Some(dir) = &opts.cache_dir {
@@ -100,6 +100,36 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
         config.cache(Some(cache));
     }
     Ok(config)
+}
+
+/// The WASI a filter gets. Guests built for `wasm32-wasip2` import a few
+/// WASI interfaces through Rust's standard library. A filter gets an empty
+/// environment and random seeds; everything else it imports (standard
+/// streams, exit, files, sockets, clocks) is a stub that traps, so a filter
+/// that tries to print, exit or reach outside is stopped and its call is
+/// denied. This is also what keeps evaluation synchronous: no WASI stream
+/// ever needs the async runtime.
+fn define_wasi_basics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let mut env = linker.instance("wasi:cli/environment@0.2.6")?;
+    env.func_wrap("get-environment", |_, (): ()| {
+        Ok((Vec::<(String, String)>::new(),))
+    })?;
+    env.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
+    env.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
+    let mut seed = linker.instance("wasi:random/insecure-seed@0.2.6")?;
+    seed.func_wrap("insecure-seed", |_, (): ()| {
+        Ok(((random_u64(), random_u64()),))
+    })?;
+    Ok(())
+}
+
+/// Seeds for a guest's hash maps: fresh per call, from std's own
+/// per-process random keys.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x706f_7274_6375_6c6c);
+    h.finish()
 }
 
 fn spawn_ticker(engine: Engine, running: Arc<AtomicBool>) -> Result<(), FilterError> {

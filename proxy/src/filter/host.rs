@@ -1,11 +1,10 @@
 //! The state each evaluation's store carries, and the host functions a
-//! filter may import. The WASI context is empty: no files, no network, no
-//! environment, no arguments, no standard streams.
+//! filter may import. WASI is not provided beyond an empty environment and
+//! random seeds (see `engine::define_wasi_basics`).
 
 use std::{sync::Arc, time::Instant};
 
-use wasmtime::{component::ResourceTable, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
 use super::{
     bindings::{host, types},
@@ -26,8 +25,6 @@ pub struct FilterShared {
 pub struct HostState {
     shared: Arc<FilterShared>,
     limits: StoreLimits,
-    wasi: WasiCtx,
-    table: ResourceTable,
 }
 
 impl HostState {
@@ -38,22 +35,11 @@ impl HostState {
                 .memory_size(memory_limit)
                 .trap_on_grow_failure(true)
                 .build(),
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
         }
     }
 
     pub fn limits(&mut self) -> &mut StoreLimits {
         &mut self.limits
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
     }
 }
 

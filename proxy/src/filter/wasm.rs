@@ -87,7 +87,10 @@ impl WasmFilter {
             .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
         let component = Component::new(engine.engine(), &bytes)
             .map_err(|e| refuse(format!("not a valid component: {e:#}")))?;
-        let instance_pre = engine.linker().instantiate_pre(&component).map_err(|e| {
+        let linked = engine
+            .linker_for(&component)
+            .and_then(|linker| linker.instantiate_pre(&component));
+        let instance_pre = linked.map_err(|e| {
             refuse(format!(
                 "imports do not match portcullis:policy@0.1.0: {e:#}"
             ))

@@ -2,6 +2,8 @@
 //! as upstream, the real sidecar in-process, and small HTTP helpers.
 #![allow(dead_code)]
 
+pub mod wasm;
+
 use std::{
     net::SocketAddr,
     sync::{

@@ -1,0 +1,347 @@
+//! The WASM policy host end to end: real components built from `filters/`,
+//! loaded by the real sidecar, in front of the rmcp example server.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{wasm, *};
+
+fn filter_yaml(name: &str, crate_name: &str, config: Value, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    path: {}\n    config: {config}\n{extra}",
+        wasm::filter(crate_name).display()
+    )
+}
+
+/// Compiled filters are cached here across tests, as in production.
+fn cache_dir() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../target/filter-cache").to_string()
+}
+
+async fn start(upstream: &Upstream, filters: &[String]) -> portcullis::Running {
+    let extra = format!(
+        "filter_engine:\n  cache_dir: {}\nfilters:\n{}",
+        cache_dir(),
+        filters.concat()
+    );
+    portcullis::start(config(upstream.addr, "default: allow\nrules: []", &extra))
+        .await
+        .unwrap()
+}
+
+async fn call(proxy: &portcullis::Running, id: u64, tool: &str, args: Value) -> Value {
+    let resp = modern_call(&mcp_url(proxy), id, tool, args)
+        .send()
+        .await
+        .unwrap();
+    let msgs = messages(&resp.text().await.unwrap());
+    msgs.into_iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or(Value::Null)
+}
+
+fn rbac() -> String {
+    filter_yaml(
+        "tool-rbac",
+        "tool-rbac",
+        json!({"default": "allow", "rules": [{"name": "no-delete", "effect": "deny", "tools": ["delete_*"]}]}),
+        "",
+    )
+}
+
+#[tokio::test]
+async fn denial_names_the_filter_and_lists_are_filtered() {
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, &[rbac()]).await;
+    let denied = call(&proxy, 1, "delete_file", json!({"path": "/x"})).await;
+    assert_eq!(denied["error"]["code"], -32051, "{denied}");
+    assert_eq!(denied["error"]["data"]["by"], "filter:tool-rbac");
+    assert!(denied["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rule no-delete"));
+    let ok = call(&proxy, 2, "echo", json!({"text": "hi"})).await;
+    assert!(ok["result"].is_object(), "{ok}");
+
+    let list = post(&mcp_url(&proxy))
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .body(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": modern_meta()}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let body = list.text().await.unwrap();
+    let msgs = messages(&body);
+    let names: Vec<&str> = msgs[0]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"echo") && !names.contains(&"delete_file"),
+        "{names:?}"
+    );
+    assert_eq!(
+        upstream.posts(),
+        2,
+        "the denied call never reached the upstream"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn rewrite_is_forwarded_and_results_are_redacted() {
+    let upstream = Upstream::start();
+    let guard = filter_yaml(
+        "arg-guard",
+        "arg-guard",
+        json!({"constraints": [{"tools": ["read_file"], "pointer": "/path", "path_prefix": "/srv", "normalize": true}]}),
+        "",
+    );
+    let redact = filter_yaml("redact", "redact", json!({}), "    hooks: [result]\n");
+    let proxy = start(&upstream, &[guard, redact]).await;
+    // The example server echoes the path it was given: the rewrite shows.
+    let r = call(&proxy, 1, "read_file", json!({"path": "/srv/a/../b"})).await;
+    assert!(
+        r["result"].to_string().contains("contents of /srv/b"),
+        "{r}"
+    );
+    let escape = call(
+        &proxy,
+        2,
+        "read_file",
+        json!({"path": "/srv/../etc/passwd"}),
+    )
+    .await;
+    assert_eq!(
+        escape["error"]["data"]["by"], "filter:arg-guard",
+        "{escape}"
+    );
+    let secret = call(
+        &proxy,
+        3,
+        "echo",
+        json!({"text": "key AKIAIOSFODNN7EXAMPLE for bob@example.com"}),
+    )
+    .await;
+    let text = secret["result"].to_string();
+    assert!(
+        text.contains("[REDACTED:aws-access-key]") && text.contains("[REDACTED:email]"),
+        "{text}"
+    );
+    assert!(!text.contains("AKIAIOSFODNN7EXAMPLE"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_counts_tool_calls_across_instances() {
+    let upstream = Upstream::start();
+    let limit = filter_yaml(
+        "rate-limit",
+        "rate-limit",
+        json!({"limits": [{"tools": ["echo"], "capacity": 2, "refill_per_second": 0.1}]}),
+        "",
+    );
+    let proxy = start(&upstream, &[limit]).await;
+    for id in 1..=2 {
+        assert!(call(&proxy, id, "echo", json!({"text": "x"})).await["result"].is_object());
+    }
+    let third = call(&proxy, 3, "echo", json!({"text": "x"})).await;
+    assert!(
+        third["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit"),
+        "{third}"
+    );
+    assert!(
+        call(&proxy, 4, "read_file", json!({"path": "/a"})).await["result"].is_object(),
+        "other tools unaffected"
+    );
+    proxy.shutdown().await;
+}
+
+fn fault(mode: &str, extra: &str) -> String {
+    filter_yaml("fault", "fault-filter", json!({"mode": mode}), extra)
+}
+
+async fn assert_fault_denies_then_recovers(mode: &str, kind: &str, extra: &str) {
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, &[fault(mode, extra)]).await;
+    let t = Instant::now();
+    let r = call(&proxy, 1, "boom", json!({})).await;
+    assert_eq!(r["error"]["code"], -32051, "{mode}: {r}");
+    assert_eq!(r["error"]["data"]["by"], "filter:fault");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("filter failed"),
+        "{r}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "{mode} took {:?}",
+        t.elapsed()
+    );
+    let next = call(&proxy, 2, "echo", json!({"text": "still alive"})).await;
+    assert!(
+        next["result"].to_string().contains("still alive"),
+        "{mode}: next call must work: {next}"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(r#"portcullis_filter_faults_total{{filter="fault",kind="{kind}"}} 1"#);
+    assert!(metrics.contains(&line), "{mode}: missing {line}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn infinite_loop_hits_the_deadline() {
+    assert_fault_denies_then_recovers("loop", "timeout", "").await;
+}
+
+#[tokio::test]
+async fn huge_allocation_hits_the_memory_limit() {
+    assert_fault_denies_then_recovers("alloc", "memory", "").await;
+}
+
+#[tokio::test]
+async fn trap_denies() {
+    assert_fault_denies_then_recovers("trap", "trap", "").await;
+}
+
+#[tokio::test]
+async fn ten_megabyte_message_denies() {
+    // Building 10 MB takes the guest longer than the default 10 ms; give it
+    // time so that the size check itself is what stops it.
+    assert_fault_denies_then_recovers("big", "oversize", "    timeout: 2s\n").await;
+}
+
+#[tokio::test]
+async fn fail_open_is_possible_but_loud() {
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, &[fault("trap", "    on_error: allow\n")]).await;
+    let r = call(&proxy, 1, "boom", json!({})).await;
+    // The example server has no `boom` tool: its own error proves the call
+    // got through.
+    assert_ne!(r["error"]["code"], -32051, "fail-open lets it through: {r}");
+    assert_eq!(upstream.posts(), 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn broken_filters_are_refused_at_load() {
+    let upstream = Upstream::start();
+    let dir = std::env::temp_dir().join(format!("portcullis-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A valid component that exports nothing of the filter world.
+    let empty = dir.join("empty.wasm");
+    std::fs::write(&empty, wasmtime_component_bytes("(component)")).unwrap();
+    let garbage = dir.join("garbage.wasm");
+    std::fs::write(&garbage, b"not wasm at all").unwrap();
+    let cases = [
+        (
+            format!("  - name: empty\n    path: {}\n", empty.display()),
+            "do not match portcullis:policy",
+        ),
+        (
+            format!("  - name: garbage\n    path: {}\n", garbage.display()),
+            "not a valid component",
+        ),
+        (fault("reject", ""), "refused on purpose"),
+        (
+            "  - name: missing\n    path: /nonexistent.wasm\n".to_string(),
+            "cannot read",
+        ),
+    ];
+    for (yaml, why) in cases {
+        let err = portcullis::start(config(
+            upstream.addr,
+            "rules: []",
+            &format!("filters:\n{yaml}"),
+        ))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains(why), "expected {why:?}, got {err:?}");
+    }
+}
+
+fn wasmtime_component_bytes(wat: &str) -> Vec<u8> {
+    wat::parse_str(wat).unwrap()
+}
+
+#[tokio::test]
+async fn filter_changes_are_picked_up_without_restart() {
+    let upstream = Upstream::start();
+    let dir = std::env::temp_dir().join(format!("portcullis-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("portcullis.yaml");
+    let write = |deny: &str| {
+        let rbac = filter_yaml(
+            "tool-rbac",
+            "tool-rbac",
+            json!({"default": "allow", "rules": [{"name": "r", "effect": "deny", "tools": [deny]}]}),
+            "",
+        );
+        let yaml = format!(
+            "listener: {{addr: '127.0.0.1:0'}}\nadmin: {{addr: '127.0.0.1:0'}}\nupstream: {{url: 'http://{}'}}\nfilter_engine:\n  cache_dir: {}\n  reload_interval: 100ms\nfilters:\n{rbac}",
+            upstream.addr,
+            cache_dir()
+        );
+        std::fs::write(&path, yaml).unwrap();
+    };
+    write("delete_*");
+    let proxy = portcullis::runtime::start_from_file(&path).await.unwrap();
+    assert!(call(&proxy, 1, "echo", json!({"text": "a"})).await["result"].is_object());
+
+    write("echo");
+    let mut reloaded = false;
+    for id in 2..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if call(&proxy, id, "echo", json!({"text": "a"})).await["error"]["code"] == -32051 {
+            reloaded = true;
+            break;
+        }
+    }
+    assert!(reloaded, "the new rule must apply without a restart");
+
+    // A broken config is refused; the chain in force keeps serving.
+    std::fs::write(
+        &path,
+        "upstream: {url: 'http://x:1'}\nfilters:\n  - {name: b, path: /nonexistent.wasm}\n",
+    )
+    .unwrap();
+    let metrics_url = format!("http://{}/metrics", proxy.admin_addr);
+    let mut refused = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains(r#"portcullis_filter_reloads_total{result="failure"}"#) {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the broken config must be refused and counted");
+    assert_eq!(
+        call(&proxy, 200, "echo", json!({"text": "a"})).await["error"]["code"],
+        -32051,
+        "old chain still serves"
+    );
+    assert!(call(&proxy, 201, "read_file", json!({"path": "/a"})).await["result"].is_object());
+    proxy.shutdown().await;
+}
