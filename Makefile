@@ -1,5 +1,5 @@
 # Portcullis: the two commands a new machine needs are `make demo` and `make test`.
-.PHONY: demo demo-up test lint unit interop peers clean
+.PHONY: demo demo-up test toolchain filters lint unit interop peers clean
 
 ## Build everything, run the example server behind portcullis, and show
 ## allowed and denied calls. Exits 0 when every call behaved as it must.
@@ -12,7 +12,16 @@ demo-up:
 
 ## Everything CI runs: format, lints, unit and end-to-end tests, and
 ## interop with real MCP peers (installed into .tools/ on first use).
-test: lint unit interop
+test: toolchain lint filters unit interop
+
+## The WASM target that filters are built for.
+toolchain:
+	rustup target add wasm32-wasip2
+
+## The ready-made filters and the example policy, as components.
+filters:
+	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket
+	cargo clippy --target wasm32-wasip2 -p portcullis-policy-sdk -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -- -D warnings
 
 lint:
 	cargo fmt --all -- --check
@@ -20,6 +29,10 @@ lint:
 
 unit:
 	cargo test --workspace
+	cargo run --quiet -p portcullis -- policy test \
+	  --filter target/wasm32-wasip2/release/require_ticket.wasm \
+	  --config examples/policy-author/fixtures/config.json \
+	  --fixtures examples/policy-author/fixtures/calls
 
 interop:
 	bash proxy/tests/interop/run.sh

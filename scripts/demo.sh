@@ -7,6 +7,9 @@ cd "$root"
 keep=0
 [ "${1:-}" = "--keep" ] && keep=1
 
+# The demo's policy is a chain of WASM filters built from filters/.
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+cargo build --quiet --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact
 cargo build --quiet --workspace --bins
 bin="$root/target/debug"
 logs="$root/.demo"

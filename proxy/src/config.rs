@@ -181,7 +181,10 @@ impl Config {
             source,
         })?;
         let mut config = Self::from_yaml(&text)?;
-        config.base_dir = path.parent().map(Path::to_path_buf);
+        // Absolute, so that relative filter and cache paths do not depend
+        // on the working directory.
+        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        config.base_dir = absolute.parent().map(Path::to_path_buf);
         Ok(config)
     }
 

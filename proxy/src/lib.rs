@@ -17,6 +17,7 @@ pub mod listener;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;
+pub mod policy_test;
 pub mod runtime;
 pub mod service;
 pub mod upstream;

@@ -33,6 +33,33 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Tools for policy authors.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run a filter against recorded calls and print its decisions.
+    Test {
+        /// The filter component (`.wasm`).
+        #[arg(long)]
+        filter: PathBuf,
+        /// The filter's configuration (a JSON file).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One recorded call (JSON).
+        #[arg(long, conflicts_with = "fixtures")]
+        call: Option<PathBuf>,
+        /// A directory of recorded calls (`*.json`).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        /// The evaluation deadline.
+        #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -59,12 +86,22 @@ async fn main() -> anyhow::Result<()> {
             println!("config OK: {}", config.display());
             Ok(())
         }
+        Command::Policy {
+            command:
+                PolicyCommand::Test {
+                    filter,
+                    config,
+                    call,
+                    fixtures,
+                    timeout,
+                },
+        } => policy_test(&filter, config.as_deref(), call.or(fixtures), timeout),
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             tracing::info!(config = ?cfg, "effective configuration");
             let running = portcullis::start(cfg)
                 .await
-                .context("starting portcullis")?;
+                .map_err(|e| anyhow::anyhow!("starting portcullis: {e}"))?;
             let stop = running.shutdown_token();
             tokio::spawn(async move {
                 wait_for_signal().await;
@@ -75,6 +112,38 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn policy_test(
+    filter: &std::path::Path,
+    config: Option<&std::path::Path>,
+    calls: Option<PathBuf>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use portcullis::policy_test;
+    let calls = calls.context("give --call FILE or --fixtures DIR")?;
+    let config = match config {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => "{}".to_string(),
+    };
+    let chain = policy_test::load(filter, &config, timeout)?;
+    let (mut passed, mut failed) = (0, 0);
+    for file in policy_test::fixture_files(&calls)? {
+        let (line, ok) = policy_test::run(&chain, &file)?;
+        println!("{line}");
+        if ok {
+            passed += 1
+        } else {
+            failed += 1
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        anyhow::bail!("{failed} fixture(s) did not get the expected decision");
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -91,9 +91,9 @@ async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, St
         let (config, metrics) = (config.clone(), metrics.clone());
         // Compiling filters takes a while; keep it off the async workers.
         tokio::task::spawn_blocking(move || {
-            let engine = FilterEngine::new(&opts)?;
+            let engine = Arc::new(FilterEngine::new(&opts)?);
             let chain = build_chain(&engine, &config, &metrics)?;
-            Ok::<_, FilterError>((Arc::new(engine), chain))
+            Ok::<_, FilterError>((engine, chain))
         })
         .await
         .map_err(|e| StartError::Filter(FilterError::Engine(e.to_string())))??

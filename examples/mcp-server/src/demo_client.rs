@@ -73,20 +73,43 @@ async fn main() -> anyhow::Result<()> {
         serde_json::to_string(&echo.content)?
     );
 
-    match client
+    expect_denied(
+        &client,
+        "delete_file",
+        json!({"path": "/etc/passwd"}),
+        "filter:tool-rbac",
+    )
+    .await?;
+
+    let read = client
         .call_tool(
-            CallToolRequestParams::new("delete_file")
-                .with_arguments(args(json!({"path": "/etc/passwd"}))),
+            CallToolRequestParams::new("read_file")
+                .with_arguments(args(json!({"path": "/srv/data/reports/../q3.txt"}))),
         )
-        .await
-    {
-        Err(ServiceError::McpError(e)) if e.code.0 == -32051 => {
-            println!(
-                "[deny ] tools/call delete_file -> error {}: {}",
-                e.code.0, e.message
-            );
-        }
-        other => bail!("delete_file should have been denied, got {other:?}"),
+        .await?;
+    println!(
+        "[allow] tools/call read_file /srv/data/reports/../q3.txt -> {}",
+        serde_json::to_string(&read.content)?
+    );
+    println!("        (arg-guard rewrote the path to the one it checked)");
+    expect_denied(
+        &client,
+        "read_file",
+        json!({"path": "/srv/data/../../etc/shadow"}),
+        "filter:arg-guard",
+    )
+    .await?;
+
+    let leak = client
+        .call_tool(CallToolRequestParams::new("echo").with_arguments(args(
+            json!({"text": "use key AKIAIOSFODNN7EXAMPLE, ask ops@example.com"}),
+        )))
+        .await?;
+    let leaked = serde_json::to_string(&leak.content)?;
+    println!("[allow] tools/call echo with secrets -> {leaked}");
+    println!("        (the redact filter scrubbed the result)");
+    if leaked.contains("AKIAIOSFODNN7EXAMPLE") {
+        bail!("the AWS key should have been redacted");
     }
 
     println!("[allow] tools/call slow_count (streams progress over SSE):");
@@ -106,10 +129,37 @@ async fn main() -> anyhow::Result<()> {
         "          (tool ran {:.2}s; progress arrived while it ran)",
         t.elapsed().as_secs_f64()
     );
+    let quick = json!({"steps": 1, "interval_ms": 10});
+    client
+        .call_tool(CallToolRequestParams::new("slow_count").with_arguments(args(quick.clone())))
+        .await?;
+    expect_denied(&client, "slow_count", quick, "filter:rate-limit").await?;
     client.cancel().await?;
 
     attacks(&a.url).await?;
     metrics(&a.admin).await
+}
+
+async fn expect_denied(
+    client: &rmcp::service::RunningService<RoleClient, Progress>,
+    tool: &str,
+    arguments: Value,
+    by: &str,
+) -> anyhow::Result<()> {
+    let shown = arguments.to_string();
+    match client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args(arguments)))
+        .await
+    {
+        Err(ServiceError::McpError(e)) if e.code.0 == -32051 && e.message.contains(by) => {
+            println!(
+                "[deny ] tools/call {tool} {shown} -> error {}: {}",
+                e.code.0, e.message
+            );
+            Ok(())
+        }
+        other => bail!("{tool} should have been denied by {by}, got {other:?}"),
+    }
 }
 
 /// Two attempts to make the sidecar and the server read different calls.

@@ -63,7 +63,7 @@ impl ExampleServer {
         annotations(read_only_hint = true)
     )]
     fn read_file(&self, Parameters(PathArgs { path }): Parameters<PathArgs>) -> String {
-        format!("contents of {path}: hello from the example server")
+        format!("contents of {path}: quarterly numbers look fine")
     }
 
     #[tool(

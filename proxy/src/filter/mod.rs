@@ -144,7 +144,14 @@ impl FilterSpec {
 impl EngineOptions {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            cache_dir: config.filter_engine.cache_dir.clone(),
+            cache_dir: config
+                .filter_engine
+                .cache_dir
+                .as_ref()
+                .map(|d| match &config.base_dir {
+                    Some(base) if d.is_relative() => base.join(d),
+                    _ => d.clone(),
+                }),
             max_instances: config.filter_engine.max_instances,
             max_memory: config
                 .filters
@@ -159,7 +166,7 @@ impl EngineOptions {
 /// Loads every filter of `config` and builds the chain. Compiling happens
 /// here, so callers on the request path must not call this.
 pub fn build_chain(
-    engine: &FilterEngine,
+    engine: &Arc<FilterEngine>,
     config: &Config,
     metrics: &Metrics,
 ) -> Result<FilterChain, FilterError> {
@@ -177,7 +184,7 @@ pub fn build_chain(
 }
 
 fn load(
-    engine: &FilterEngine,
+    engine: &Arc<FilterEngine>,
     spec: &FilterSpec,
     base: Option<&Path>,
 ) -> Result<WasmFilter, FilterError> {

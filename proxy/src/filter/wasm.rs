@@ -59,6 +59,9 @@ pub struct Limits {
 
 pub struct WasmFilter {
     pub name: String,
+    /// Keeps the engine's epoch ticker running while this filter exists:
+    /// without it, deadlines would never fire.
+    _engine: Arc<FilterEngine>,
     pub on_error: OnError,
     pub hooks: Vec<Hook>,
     pre: FilterPre<HostState>,
@@ -71,7 +74,7 @@ impl WasmFilter {
     /// Compiles (or fetches from the cache), links, and checks the filter's
     /// exports and configuration. Any failure refuses the load.
     pub fn load(
-        engine: &FilterEngine,
+        engine: &Arc<FilterEngine>,
         name: &str,
         path: &Path,
         config: String,
@@ -107,6 +110,7 @@ impl WasmFilter {
         });
         let filter = Self {
             name: name.to_string(),
+            _engine: engine.clone(),
             on_error,
             hooks,
             pre,
