@@ -18,21 +18,49 @@ use portcullis::{
 use serde_json::json;
 
 fn engine() -> Arc<FilterEngine> {
-    Arc::new(FilterEngine::new(&EngineOptions { cache_dir: None, max_instances: 64, max_memory: 32 << 20 }).unwrap())
+    Arc::new(
+        FilterEngine::new(&EngineOptions {
+            cache_dir: None,
+            max_instances: 64,
+            max_memory: 32 << 20,
+        })
+        .unwrap(),
+    )
 }
 
-fn load(engine: &Arc<FilterEngine>, crate_name: &str, config: serde_json::Value) -> Arc<WasmFilter> {
-    let limits = Limits { timeout: Duration::from_millis(10), memory: 32 << 20, max_output: 1 << 20 };
+fn load(
+    engine: &Arc<FilterEngine>,
+    crate_name: &str,
+    config: serde_json::Value,
+) -> Arc<WasmFilter> {
+    let limits = Limits {
+        timeout: Duration::from_millis(10),
+        memory: 32 << 20,
+        max_output: 1 << 20,
+    };
     Arc::new(
-        WasmFilter::load(engine, crate_name, &wasm::filter(crate_name), config.to_string(), limits, OnError::Deny, vec![Hook::Request])
-            .unwrap(),
+        WasmFilter::load(
+            engine,
+            crate_name,
+            &wasm::filter(crate_name),
+            config.to_string(),
+            limits,
+            OnError::Deny,
+            vec![Hook::Request],
+        )
+        .unwrap(),
     )
 }
 
 fn call() -> Call {
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "read_file", "arguments": {"path": "/srv/data/report.txt"}}});
-    match parse_body(body.to_string().as_bytes(), 64, &Era::from_version(Some("2025-11-25")), Some("s")) {
+    match parse_body(
+        body.to_string().as_bytes(),
+        64,
+        &Era::from_version(Some("2025-11-25")),
+        Some("s"),
+    ) {
         Ok(Body::Single(c)) => c,
         _ => unreachable!(),
     }
@@ -46,12 +74,30 @@ fn bench(c: &mut Criterion) {
         {"name": "agents", "effect": "allow", "principals": {"spiffe": ["spiffe://demo.local/ns/agents/sa/*"]}, "tools": ["*"]}
     ]});
     let rbac = load(&engine, "tool-rbac", rbac_config);
-    let guard = load(&engine, "arg-guard", json!({"constraints": [{"tools": ["read_file"], "pointer": "/path", "path_prefix": "/srv/data"}]}));
-    let limit = load(&engine, "rate-limit", json!({"limits": [{"tools": ["*"], "capacity": 1000000000u64, "refill_per_second": 1e9}]}));
+    let guard = load(
+        &engine,
+        "arg-guard",
+        json!({"constraints": [{"tools": ["read_file"], "pointer": "/path", "path_prefix": "/srv/data"}]}),
+    );
+    let limit = load(
+        &engine,
+        "rate-limit",
+        json!({"limits": [{"tools": ["*"], "capacity": 1000000000u64, "refill_per_second": 1e9}]}),
+    );
     let redact = load(&engine, "redact", json!({}));
 
-    let one = FilterChain::new(StaticRules::default(), vec![rbac.clone()], metrics.clone(), 64);
-    let four = FilterChain::new(StaticRules::default(), vec![rbac, guard, limit, redact], metrics, 64);
+    let one = FilterChain::new(
+        StaticRules::default(),
+        vec![rbac.clone()],
+        metrics.clone(),
+        64,
+    );
+    let four = FilterChain::new(
+        StaticRules::default(),
+        vec![rbac, guard, limit, redact],
+        metrics,
+        64,
+    );
     let rules: StaticRules = serde_yaml_ng::from_str(
         "default: deny\nrules:\n  - {name: no-delete, action: deny, names: ['delete_*']}\n  - {name: agents, action: allow, callers: ['spiffe://demo.local/ns/agents/sa/*']}\n",
     )
@@ -60,15 +106,27 @@ fn bench(c: &mut Criterion) {
     let call = call();
     let caller = Caller::Spiffe("spiffe://demo.local/ns/agents/sa/planner".into());
     let headers = vec![("mcp-protocol-version".to_string(), "2025-11-25".to_string())];
-    let req = Request { caller: &caller, call: &call, headers: &headers, annotations: None, instance: "bench" };
+    let req = Request {
+        caller: &caller,
+        call: &call,
+        headers: &headers,
+        annotations: None,
+        instance: "bench",
+    };
     assert!(one.check(&req).is_allow());
     assert!(four.check(&req).is_allow());
     assert!(rules.check(&req).is_allow());
 
     let mut g = c.benchmark_group("policy");
-    g.bench_function("static_rules_native", |b| b.iter(|| rules.check(std::hint::black_box(&req))));
-    g.bench_function("wasm_tool_rbac_fresh_instance", |b| b.iter(|| one.check(std::hint::black_box(&req))));
-    g.bench_function("wasm_chain_of_four", |b| b.iter(|| four.check(std::hint::black_box(&req))));
+    g.bench_function("static_rules_native", |b| {
+        b.iter(|| rules.check(std::hint::black_box(&req)))
+    });
+    g.bench_function("wasm_tool_rbac_fresh_instance", |b| {
+        b.iter(|| one.check(std::hint::black_box(&req)))
+    });
+    g.bench_function("wasm_chain_of_four", |b| {
+        b.iter(|| four.check(std::hint::black_box(&req)))
+    });
     g.finish();
 }
 

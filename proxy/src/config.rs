@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::{
     filter::{EngineConfig, FilterSpec},
+    identity::source::SourceConfig,
+    listener::tls::Mode,
     policy::StaticRules,
 };
 
@@ -40,6 +42,10 @@ pub struct Config {
     pub instance: Option<String>,
     #[serde(default)]
     pub listener: ListenerConfig,
+    /// mTLS with SPIFFE identities. Absent: a plaintext listener, every
+    /// caller anonymous.
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
     #[serde(default)]
     pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
@@ -88,6 +94,16 @@ impl Default for ListenerConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Trust domains whose SVIDs are accepted (ours and federated ones).
+    pub trust_domains: Vec<String>,
+    pub source: SourceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub addr: SocketAddr,
@@ -104,9 +120,14 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `http://host:port` of the local MCP server. Request paths are
-    /// forwarded unchanged.
+    /// `http://host:port` of the local MCP server, or `https://host:port`
+    /// of a remote backend reached over mTLS. Request paths are forwarded
+    /// unchanged.
     pub url: String,
+    /// For `https` upstreams: the SPIFFE IDs the backend may present
+    /// (`*` wildcards).
+    #[serde(default)]
+    pub server_ids: Vec<String>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Time allowed for the upstream to send response headers (and, for a

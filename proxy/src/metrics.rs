@@ -27,6 +27,8 @@ pub struct Metrics {
     filter_latency: HistogramVec,
     filter_faults: IntCounterVec,
     filter_reloads: IntCounterVec,
+    connections: IntCounterVec,
+    svid_expiry: prometheus::Gauge,
     tool_labels: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -100,6 +102,19 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(list_items_hidden.clone()))?;
+        let connections = IntCounterVec::new(
+            Opts::new(
+                "connections_total",
+                "Inbound connections by TLS mode and outcome (mtls, plaintext, rejected)",
+            ),
+            &["mode", "outcome"],
+        )?;
+        let svid_expiry = prometheus::Gauge::new(
+            "svid_expiry_seconds",
+            "Seconds until this sidecar's SVID expires",
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(svid_expiry.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
         registry.register(Box::new(filter_evals.clone()))?;
         registry.register(Box::new(filter_latency.clone()))?;
@@ -117,6 +132,8 @@ impl Metrics {
             filter_latency,
             filter_faults,
             filter_reloads,
+            connections,
+            svid_expiry,
             tool_labels: Arc::default(),
         })
     }
@@ -163,6 +180,14 @@ impl Metrics {
 
     pub fn filter_reload(&self, result: &str) {
         self.filter_reloads.with_label_values(&[result]).inc();
+    }
+
+    pub fn connection(&self, mode: &str, outcome: &str) {
+        self.connections.with_label_values(&[mode, outcome]).inc();
+    }
+
+    pub fn svid_expiry(&self, seconds: f64) {
+        self.svid_expiry.set(seconds);
     }
 
     pub fn inflight(&self) -> &IntGauge {

@@ -16,6 +16,12 @@ use crate::{
     admin::Admin,
     config::{Config, ConfigError},
     filter::{build_chain, reload::Reloader, EngineOptions, FilterEngine, FilterError},
+    identity::{
+        source::{self, SourceError},
+        svid::IdentityStore,
+        tls,
+    },
+    listener::tls::Mtls,
     listener::{self, Plaintext},
     metrics::Metrics,
     policy::{Policy, PolicyHandle},
@@ -35,6 +41,10 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error("identity: {0}")]
+    Identity(#[from] SourceError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A started sidecar.
@@ -140,11 +150,13 @@ async fn serve(
 
     let shutdown = CancellationToken::new();
     let draining = CancellationToken::new();
+    let identity = start_identity(&config, &metrics, shutdown.clone()).await?;
     let shared = Arc::new(Shared::new(
         config.clone(),
         policy,
         metrics.clone(),
         draining.clone(),
+        identity.as_ref().and_then(|i| i.upstream.clone()),
     )?);
     let ready = Arc::new(AtomicBool::new(true));
     let admin_stop = CancellationToken::new();
@@ -154,7 +166,10 @@ async fn serve(
     let tracker = TaskTracker::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        listener::serve(proxy, Plaintext, shared, stop, tracker.clone()).await;
+        match identity {
+            Some(id) => listener::serve(proxy, id.handshake, shared, stop, tracker.clone()).await,
+            None => listener::serve(proxy, Plaintext, shared, stop, tracker.clone()).await,
+        }
         ready.store(false, Ordering::Release);
         draining.cancel();
         tracker.close();
@@ -178,4 +193,41 @@ async fn serve(
         shutdown,
         task,
     })
+}
+
+/// What mTLS needs once the SVID source is running.
+struct Identity {
+    handshake: Mtls,
+    /// The client config for an `https` upstream.
+    upstream: Option<rustls::ClientConfig>,
+}
+
+async fn start_identity(
+    config: &Config,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) -> Result<Option<Identity>, StartError> {
+    let Some(id) = &config.identity else {
+        return Ok(None);
+    };
+    let store = Arc::new(IdentityStore::default());
+    source::start(&id.source, store.clone(), metrics.clone(), stop).await?;
+    let server = tls::server_config(
+        store.clone(),
+        id.trust_domains.clone(),
+        id.mode == crate::listener::tls::Mode::Strict,
+    )?;
+    let upstream = match config.upstream_uri()?.scheme_str() {
+        Some("https") => Some(tls::client_config(
+            store,
+            id.trust_domains.clone(),
+            config.upstream.server_ids.clone(),
+        )?),
+        _ => None,
+    };
+    tracing::info!(mode = id.mode.label(), trust_domains = ?id.trust_domains, "mTLS enabled");
+    Ok(Some(Identity {
+        handshake: Mtls::new(server, id.mode, metrics.clone()),
+        upstream,
+    }))
 }

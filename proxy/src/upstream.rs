@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{uri::Authority, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
@@ -35,13 +36,20 @@ impl UpstreamError {
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     authority: Authority,
+    scheme: &'static str,
     request_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, uri: &Uri) -> Result<Self, ConfigError> {
+    /// `tls` is the client config for `https` upstreams (our SVID, the
+    /// expected server IDs); plain `http` needs none.
+    pub fn new(
+        config: &UpstreamConfig,
+        uri: &Uri,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, ConfigError> {
         let authority = uri.authority().cloned().ok_or(ConfigError::Invalid {
             field: "upstream.url",
             reason: "needs a host and port".into(),
@@ -49,6 +57,35 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let https = uri.scheme_str() == Some("https");
+        let tls = match (tls, https) {
+            (Some(tls), true) => tls,
+            (None, true) => {
+                return Err(ConfigError::Invalid {
+                    field: "upstream.url",
+                    reason: "https needs an identity".into(),
+                })
+            }
+            // Plain HTTP: the TLS config is never used.
+            (_, false) => rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::Invalid {
+                field: "upstream.url",
+                reason: e.to_string(),
+            })?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        };
+        // ALPN offers h2: a remote backend that speaks HTTP/2 gets it.
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
@@ -56,6 +93,7 @@ impl Upstream {
         Ok(Self {
             client,
             authority,
+            scheme: if https { "https" } else { "http" },
             request_timeout: config.request_timeout,
         })
     }
@@ -71,7 +109,7 @@ impl Upstream {
     /// The upstream URI for a client's path and query.
     pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
         Uri::builder()
-            .scheme("http")
+            .scheme(self.scheme)
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()

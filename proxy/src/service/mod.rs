@@ -53,8 +53,9 @@ impl Shared {
         policy: Arc<PolicyHandle>,
         metrics: Metrics,
         draining: CancellationToken,
+        upstream_tls: Option<rustls::ClientConfig>,
     ) -> Result<Self, crate::config::ConfigError> {
-        let upstream = Upstream::new(&config.upstream, &config.upstream_uri()?)?;
+        let upstream = Upstream::new(&config.upstream, &config.upstream_uri()?, upstream_tls)?;
         Ok(Self {
             hosts: HostGuard::new(&config.security.allowed_hosts),
             catalog: ToolCatalog::default(),

@@ -2,6 +2,8 @@
 //! as upstream, the real sidecar in-process, and small HTTP helpers.
 #![allow(dead_code)]
 
+pub mod logs;
+pub mod pki;
 pub mod wasm;
 
 use std::{
@@ -22,6 +24,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// POSTs the upstream received.
     pub posts: Arc<AtomicUsize>,
+    /// The `x-portcullis-caller` header of each POST, as received.
+    pub callers: Arc<std::sync::Mutex<Vec<Option<String>>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -38,6 +42,8 @@ impl Upstream {
             .unwrap();
         let posts = Arc::new(AtomicUsize::new(0));
         let counter = posts.clone();
+        let callers: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
+        let seen = callers.clone();
         let std = std::net::TcpListener::bind(addr).unwrap();
         std.set_nonblocking(true).unwrap();
         let addr = std.local_addr().unwrap();
@@ -47,9 +53,16 @@ impl Upstream {
             let app = example_mcp_server::router(ct.clone()).layer(axum::middleware::from_fn(
                 move |req: axum::extract::Request, next: axum::middleware::Next| {
                     let counter = counter.clone();
+                    let seen = seen.clone();
                     async move {
                         if req.method() == http::Method::POST {
                             counter.fetch_add(1, Ordering::SeqCst);
+                            let caller = req
+                                .headers()
+                                .get("x-portcullis-caller")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            seen.lock().unwrap().push(caller);
                         }
                         next.run(req).await
                     }
@@ -60,6 +73,7 @@ impl Upstream {
         Self {
             addr,
             posts,
+            callers,
             runtime: Some(runtime),
         }
     }

@@ -2,8 +2,10 @@
 //! connection, each served by hyper (HTTP/1.1 or HTTP/2) in explicit
 //! phases: handshake, serve, drain.
 //!
-//! The handshake is a trait so that TLS can slot in without touching the
+//! The handshake is a trait so that TLS slots in without touching the
 //! loop; it is also the only place a caller identity may come from.
+
+pub mod tls;
 
 use std::{
     future::Future,

@@ -1,0 +1,22 @@
+//! Who is calling, and who we are.
+//!
+//! - [`Caller`]: the verified identity of a peer, produced only by a TLS
+//!   handshake that checked an X.509-SVID.
+//! - [`spiffe_id`]: SPIFFE ID parsing.
+//! - [`svid`]: our own SVID and the trust bundles, as one snapshot that
+//!   sources publish and TLS reads at every handshake.
+//! - [`verify`]: the X.509-SVID rules, for peers in both directions.
+//! - [`tls`]: rustls configurations (inbound and outbound).
+//! - [`source`]: where SVIDs come from (Workload API, PEM files).
+//! - [`ca`]: a development CA for demos and tests.
+
+pub mod ca;
+mod caller;
+pub mod source;
+pub mod spiffe_id;
+pub mod svid;
+pub mod tls;
+pub mod verify;
+
+pub use caller::Caller;
+pub use spiffe_id::SpiffeId;

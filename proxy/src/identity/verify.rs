@@ -1,0 +1,287 @@
+//! The X.509-SVID rules, applied to a peer's certificate in either
+//! direction: a single `spiffe://` URI SAN, not a CA, the key usage the
+//! standard requires, inside its validity window, and chaining to the
+//! bundle of an allowed trust domain.
+
+use std::sync::Arc;
+
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::WebPkiSupportedAlgorithms,
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    server::danger::{ClientCertVerified, ClientCertVerifier},
+    DigitallySignedStruct, DistinguishedName, SignatureScheme,
+};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::{
+    svid::{uri_sans, IdentityStore},
+    SpiffeId,
+};
+use crate::policy::glob;
+
+#[derive(thiserror::Error, Clone, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("certificate does not parse: {0}")]
+    Parse(String),
+    #[error("certificate has no URI SAN")]
+    NoUriSan,
+    #[error("certificate has {0} URI SANs; an SVID has exactly one")]
+    ManyUriSans(usize),
+    #[error("URI SAN {0:?} is not a valid SPIFFE ID: {1}")]
+    NotSpiffe(String, String),
+    #[error("trust domain {0:?} is not allowed")]
+    TrustDomain(String),
+    #[error("no bundle for trust domain {0:?}")]
+    NoBundle(String),
+    #[error("leaf certificate is a CA")]
+    IsCa,
+    #[error("key usage: {0}")]
+    KeyUsage(&'static str),
+    #[error("certificate expired")]
+    Expired,
+    #[error("certificate not yet valid")]
+    NotYetValid,
+    #[error("chain does not verify against the {0} bundle: {1}")]
+    Chain(String, String),
+    #[error("peer {0} is not one of the expected SPIFFE IDs")]
+    UnexpectedId(String),
+    #[error("no identity available yet (no SVID or bundle from the source)")]
+    NoIdentity,
+}
+
+/// rustls shows the inner error of a rejected certificate with `{:?}`;
+/// this makes that the readable reason.
+impl std::fmt::Debug for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Checks `end_entity` (with `intermediates`) as an X.509-SVID and returns
+/// its SPIFFE ID.
+pub fn verify_svid(
+    store: &IdentityStore,
+    allowed: &[String],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    usage: webpki::KeyUsage,
+) -> Result<SpiffeId, VerifyError> {
+    let (_, cert) =
+        X509Certificate::from_der(end_entity).map_err(|e| VerifyError::Parse(e.to_string()))?;
+    let id = single_spiffe_id(&cert)?;
+    let td = id.trust_domain().to_string();
+    if !allowed.contains(&td) {
+        return Err(VerifyError::TrustDomain(td));
+    }
+    leaf_rules(&cert)?;
+    window(&cert, now)?;
+    let snapshot = store.current().ok_or(VerifyError::NoIdentity)?;
+    let anchors = snapshot
+        .bundles
+        .get(&td)
+        .ok_or_else(|| VerifyError::NoBundle(td.clone()))?;
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| VerifyError::Parse(format!("{e:?}")))?;
+    ee.verify_for_usage(
+        algorithms().all,
+        anchors,
+        intermediates,
+        now,
+        usage,
+        None,
+        None,
+    )
+    .map_err(|e| VerifyError::Chain(td, format!("{e:?}")))?;
+    Ok(id)
+}
+
+fn single_spiffe_id(cert: &X509Certificate<'_>) -> Result<SpiffeId, VerifyError> {
+    let uris = uri_sans(cert);
+    match uris.as_slice() {
+        [] => Err(VerifyError::NoUriSan),
+        [one] => {
+            SpiffeId::parse(one).map_err(|e| VerifyError::NotSpiffe(one.clone(), e.to_string()))
+        }
+        many => Err(VerifyError::ManyUriSans(many.len())),
+    }
+}
+
+/// The leaf rules of the X509-SVID standard: not a CA, digitalSignature
+/// set, keyCertSign and cRLSign clear.
+fn leaf_rules(cert: &X509Certificate<'_>) -> Result<(), VerifyError> {
+    if cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca)
+    {
+        return Err(VerifyError::IsCa);
+    }
+    let ku = cert
+        .key_usage()
+        .ok()
+        .flatten()
+        .ok_or(VerifyError::KeyUsage("the key usage extension is missing"))?;
+    if !ku.value.digital_signature() {
+        return Err(VerifyError::KeyUsage("digitalSignature is not set"));
+    }
+    if ku.value.key_cert_sign() || ku.value.crl_sign() {
+        return Err(VerifyError::KeyUsage(
+            "keyCertSign or cRLSign is set on a leaf",
+        ));
+    }
+    Ok(())
+}
+
+fn window(cert: &X509Certificate<'_>, now: UnixTime) -> Result<(), VerifyError> {
+    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let v = cert.validity();
+    if now < v.not_before.timestamp() {
+        return Err(VerifyError::NotYetValid);
+    }
+    if now > v.not_after.timestamp() {
+        return Err(VerifyError::Expired);
+    }
+    Ok(())
+}
+
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
+fn rustls_error(e: VerifyError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(e),
+    )))
+}
+
+/// Verifies client certificates on the inbound listener.
+#[derive(Debug)]
+pub struct InboundVerifier {
+    pub store: Arc<IdentityStore>,
+    pub allowed: Vec<String>,
+    /// Strict mode: a certificate is required.
+    pub mandatory: bool,
+}
+
+impl std::fmt::Debug for IdentityStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityStore")
+    }
+}
+
+impl ClientCertVerifier for InboundVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        verify_svid(
+            &self.store,
+            &self.allowed,
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+        )
+        .map(|_| ClientCertVerified::assertion())
+        .map_err(rustls_error)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+/// Verifies a remote backend's SVID: SPIFFE rules plus an expected ID.
+/// The DNS name is not checked; the SPIFFE ID is the server's identity.
+#[derive(Debug)]
+pub struct OutboundVerifier {
+    pub store: Arc<IdentityStore>,
+    pub allowed: Vec<String>,
+    /// Patterns of acceptable server IDs (`*` wildcards).
+    pub expected: Vec<String>,
+}
+
+impl ServerCertVerifier for OutboundVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let id = verify_svid(
+            &self.store,
+            &self.allowed,
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+        )
+        .map_err(rustls_error)?;
+        let text = id.to_string();
+        if !self.expected.iter().any(|p| glob::matches(p, &text)) {
+            return Err(rustls_error(VerifyError::UnexpectedId(text)));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+/// The SPIFFE ID of a peer whose chain a verifier above already accepted.
+pub fn peer_id(certs: &[CertificateDer<'_>]) -> Option<SpiffeId> {
+    let (_, cert) = X509Certificate::from_der(certs.first()?).ok()?;
+    single_spiffe_id(&cert).ok()
+}

@@ -1,0 +1,317 @@
+//! mTLS with SPIFFE X.509-SVIDs: the verified identity reaches the policy
+//! and the upstream; every malformed SVID is refused with a log that says
+//! why; rotation loses nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use portcullis::identity::ca::Ca;
+use rcgen::{BasicConstraints, IsCa, KeyUsagePurpose, SanType};
+use serde_json::json;
+use support::{logs, pki::*, *};
+
+const ALLOWED: &str = "spiffe://demo.local/ns/agents/sa/allowed";
+const DENIED: &str = "spiffe://demo.local/ns/agents/sa/intruder";
+
+const POLICY: &str = r#"
+default: allow
+rules:
+  - name: only-allowed-agent-deletes
+    action: allow
+    methods: ["tools/call"]
+    names: ["delete_*"]
+    callers: ["spiffe://demo.local/ns/agents/sa/allowed"]
+  - name: nobody-else-deletes
+    action: deny
+    methods: ["tools/call"]
+    names: ["delete_*"]
+"#;
+
+struct Setup {
+    ca: Ca,
+    upstream: Upstream,
+    proxy: portcullis::Running,
+    dir: std::path::PathBuf,
+}
+
+async fn setup(name: &str, mode: &str) -> Setup {
+    let ca = ca(TD);
+    let dir = dir(name);
+    write_svid(&dir, &ca, SIDECAR_ID);
+    let upstream = Upstream::start();
+    let proxy = portcullis::start(config(
+        upstream.addr,
+        POLICY,
+        &identity_yaml(&dir, mode, "100ms"),
+    ))
+    .await
+    .unwrap();
+    Setup {
+        ca,
+        upstream,
+        proxy,
+        dir,
+    }
+}
+
+fn client(s: &Setup, id: &str) -> Client {
+    let (cert, key) = s.ca.issue(id, Duration::from_secs(3600)).unwrap();
+    Client::new(&cert, &key, &s.ca.cert_pem, SIDECAR_ID)
+}
+
+fn modern(id: u64, tool: &str) -> (String, Vec<(&'static str, String)>) {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": tool, "arguments": {"path": "/x", "text": "t"}, "_meta": modern_meta()}});
+    let headers = vec![
+        ("mcp-protocol-version", "2026-07-28".to_string()),
+        ("mcp-method", "tools/call".to_string()),
+        ("mcp-name", tool.to_string()),
+    ];
+    (body.to_string(), headers)
+}
+
+async fn call(
+    c: &Client,
+    addr: std::net::SocketAddr,
+    id: u64,
+    tool: &str,
+    extra: &[(&str, &str)],
+) -> Result<serde_json::Value, String> {
+    let (body, headers) = modern(id, tool);
+    let mut all: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(extra);
+    let (_, text) = c.post(addr, &body, &all).await?;
+    messages(&text)
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .ok_or(text)
+}
+
+#[tokio::test]
+async fn verified_identities_decide_and_reach_the_upstream() {
+    let s = setup("ids", "strict").await;
+    let addr = s.proxy.proxy_addr;
+    let allowed = call(&client(&s, ALLOWED), addr, 1, "delete_file", &[])
+        .await
+        .unwrap();
+    assert!(allowed["result"].is_object(), "{allowed}");
+    let denied = call(&client(&s, DENIED), addr, 2, "delete_file", &[])
+        .await
+        .unwrap();
+    assert_eq!(denied["error"]["code"], -32051, "{denied}");
+    assert_eq!(denied["error"]["data"]["by"], "static:nobody-else-deletes");
+
+    // A client that claims another identity in a header gets nowhere.
+    let spoof = call(
+        &client(&s, DENIED),
+        addr,
+        3,
+        "echo",
+        &[("x-portcullis-caller", ALLOWED)],
+    )
+    .await
+    .unwrap();
+    assert!(spoof["result"].is_object());
+    let seen = s.upstream.callers.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![Some(ALLOWED.to_string()), Some(DENIED.to_string())],
+        "only verified IDs, never the client's header"
+    );
+    s.proxy.shutdown().await;
+}
+
+/// A test case: its name, the SVID (cert, key PEM), the reason to log.
+type Case = (&'static str, Result<(String, String), String>, &'static str);
+
+/// Each malformed or untrusted SVID, and why it must be refused.
+fn bad_svids(ca: &Ca) -> Vec<Case> {
+    let other = super_ca("other.local");
+    let impostor = super_ca(TD);
+    let sign = |p: rcgen::CertificateParams| ca.sign(p).map_err(|e| e.to_string());
+    let mut expired = params("spiffe://demo.local/ns/a/sa/old");
+    expired.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+    expired.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let mut future = params("spiffe://demo.local/ns/a/sa/new");
+    future.not_before = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    future.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    let mut two = params("spiffe://demo.local/ns/a/sa/one");
+    two.subject_alt_names.push(SanType::URI(
+        "spiffe://demo.local/ns/a/sa/two".try_into().unwrap(),
+    ));
+    let mut none = params("spiffe://demo.local/ns/a/sa/x");
+    none.subject_alt_names = vec![SanType::DnsName("agent.example".try_into().unwrap())];
+    let mut as_ca = params("spiffe://demo.local/ns/a/sa/ca");
+    as_ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let mut https = params("spiffe://demo.local/ns/a/sa/x");
+    https.subject_alt_names = vec![SanType::URI("https://demo.local/agent".try_into().unwrap())];
+    let mut usage = params("spiffe://demo.local/ns/a/sa/x");
+    usage.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+    ];
+    vec![
+        (
+            "wrong trust domain",
+            other
+                .issue("spiffe://other.local/ns/a/sa/x", Duration::from_secs(3600))
+                .map_err(|e| e.to_string()),
+            "trust domain \"other.local\" is not allowed",
+        ),
+        ("expired", sign(expired), "certificate expired"),
+        ("not yet valid", sign(future), "certificate not yet valid"),
+        ("two URI SANs", sign(two), "2 URI SANs"),
+        ("no URI SAN", sign(none), "no URI SAN"),
+        ("CA as leaf", sign(as_ca), "leaf certificate is a CA"),
+        (
+            "untrusted chain",
+            impostor
+                .issue("spiffe://demo.local/ns/a/sa/x", Duration::from_secs(3600))
+                .map_err(|e| e.to_string()),
+            "chain does not verify",
+        ),
+        (
+            "non-spiffe URI SAN",
+            sign(https),
+            "is not a valid SPIFFE ID",
+        ),
+        ("key usage", sign(usage), "keyCertSign or cRLSign is set"),
+    ]
+}
+
+fn super_ca(td: &str) -> Ca {
+    ca(td)
+}
+
+#[tokio::test]
+async fn malformed_svids_are_refused_with_a_reason() {
+    let logs = logs::capture();
+    let s = setup("negative", "strict").await;
+    let addr = s.proxy.proxy_addr;
+    for (case, svid, why) in bad_svids(&s.ca) {
+        let (cert, key) = svid.unwrap_or_else(|e| panic!("{case}: {e}"));
+        let c = Client::new(&cert, &key, &s.ca.cert_pem, SIDECAR_ID);
+        let r = call(&c, addr, 1, "echo", &[]).await;
+        assert!(r.is_err(), "{case}: must be refused, got {r:?}");
+        assert!(
+            logs.wait_for(&["mTLS handshake refused", why]).await,
+            "{case}: no log line saying {why:?} in {}",
+            logs.text()
+                .lines()
+                .filter(|l| l.contains("refused"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    // No certificate at all.
+    let anon = Client::anonymous(&s.ca.cert_pem, SIDECAR_ID);
+    assert!(
+        call(&anon, addr, 1, "echo", &[]).await.is_err(),
+        "no client certificate must be refused"
+    );
+    assert!(
+        logs.wait_for(&["mTLS handshake refused", "peer sent no certificates"])
+            .await
+    );
+    assert_eq!(s.upstream.posts(), 0, "nothing reached the upstream");
+    let metrics = reqwest::get(format!("http://{}/metrics", s.proxy.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"portcullis_connections_total{mode="strict",outcome="rejected"} 10"#),
+        "{metrics}"
+    );
+    s.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn permissive_mode_serves_plaintext_as_anonymous() {
+    let s = setup("permissive", "permissive").await;
+    let addr = s.proxy.proxy_addr;
+    let url = format!("http://{addr}/mcp");
+    let plain = modern_call(&url, 1, "delete_file", json!({"path": "/x"}))
+        .send()
+        .await
+        .unwrap();
+    let msgs = messages(&plain.text().await.unwrap());
+    assert_eq!(
+        msgs[0]["error"]["code"], -32051,
+        "anonymous callers are not the allowed agent"
+    );
+    let over_tls = call(&client(&s, ALLOWED), addr, 2, "delete_file", &[])
+        .await
+        .unwrap();
+    assert!(over_tls["result"].is_object(), "{over_tls}");
+    let metrics = reqwest::get(format!("http://{}/metrics", s.proxy.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"portcullis_connections_total{mode="permissive",outcome="plaintext"}"#)
+    );
+    assert!(metrics.contains(r#"portcullis_connections_total{mode="permissive",outcome="mtls"} 1"#));
+    assert!(metrics.contains("portcullis_svid_expiry_seconds"));
+    s.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_plaintext() {
+    let s = setup("strict-plain", "strict").await;
+    let url = format!("http://{}/mcp", s.proxy.proxy_addr);
+    assert!(modern_call(&url, 1, "echo", json!({"text": "x"}))
+        .send()
+        .await
+        .is_err());
+    assert_eq!(s.upstream.posts(), 0);
+    s.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn rotation_under_load_loses_nothing() {
+    let s = setup("rotation", "strict").await;
+    let addr = s.proxy.proxy_addr;
+    let c = std::sync::Arc::new(client(&s, ALLOWED));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4u64 {
+        let (c, stop) = (c.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut id) = (0u32, Vec::new(), w * 100_000);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                id += 1;
+                match call(&c, addr, id, "echo", &[]).await {
+                    Ok(m) if m["result"].is_object() => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    // Rotate the sidecar's SVID three times while calls run.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        write_svid(&s.dir, &s.ca, SIDECAR_ID);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = w.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed calls during rotation: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 20, "too few calls to mean anything: {ok}");
+    s.proxy.shutdown().await;
+}
