@@ -222,11 +222,33 @@ impl Config {
             .url
             .parse()
             .map_err(|e| invalid("upstream.url", format!("not a URL: {e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(invalid(
-                "upstream.url",
-                "only http:// upstreams are supported yet",
-            ));
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") if self.identity.is_none() => {
+                return Err(invalid(
+                    "upstream.url",
+                    "https upstreams need an identity section (our SVID)",
+                ));
+            }
+            Some("https") if self.upstream.server_ids.is_empty() => {
+                return Err(invalid(
+                    "upstream.server_ids",
+                    "an https upstream needs the SPIFFE IDs it may present",
+                ));
+            }
+            Some("https") => {}
+            _ => return Err(invalid("upstream.url", "must be http:// or https://")),
+        }
+        if let Some(id) = &self.identity {
+            if id.trust_domains.is_empty() {
+                return Err(invalid(
+                    "identity.trust_domains",
+                    "must name at least one trust domain",
+                ));
+            }
+            id.source
+                .validate()
+                .map_err(|e| invalid("identity.source", e))?;
         }
         if uri.authority().is_none() {
             return Err(invalid("upstream.url", "needs a host and port"));

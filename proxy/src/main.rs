@@ -38,6 +38,40 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// A development CA for demos and tests (production SVIDs come from
+    /// SPIRE or cert-manager).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Mint a trust domain's root CA into DIR (ca.pem, ca.key).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        trust_domain: String,
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        lifetime: std::time::Duration,
+    },
+    /// Issue an X.509-SVID signed by the CA in DIR, as OUT.pem and OUT.key.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The SPIFFE ID, e.g. spiffe://demo.local/ns/agents/sa/planner.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra DNS SANs, for clients that check host names (curl, httpx).
+        #[arg(long)]
+        dns: Vec<String>,
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        lifetime: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
                     timeout,
                 },
         } => policy_test(&filter, config.as_deref(), call.or(fixtures), timeout),
+        Command::Ca { command } => ca(command),
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             tracing::info!(config = ?cfg, "effective configuration");
@@ -112,6 +147,41 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn ca(command: CaCommand) -> anyhow::Result<()> {
+    use portcullis::identity::ca::Ca;
+    match command {
+        CaCommand::Init {
+            dir,
+            trust_domain,
+            lifetime,
+        } => {
+            Ca::new(&trust_domain, lifetime)?.save(&dir)?;
+            println!(
+                "CA for trust domain {trust_domain} written to {}",
+                dir.display()
+            );
+        }
+        CaCommand::Issue {
+            dir,
+            id,
+            out,
+            dns,
+            lifetime,
+        } => {
+            let (cert, key) = Ca::load(&dir)?.issue_with_dns(&id, lifetime, &dns)?;
+            let (cert_path, key_path) = (out.with_extension("pem"), out.with_extension("key"));
+            std::fs::write(&cert_path, cert)?;
+            std::fs::write(&key_path, key)?;
+            println!(
+                "SVID {id} written to {} and {}",
+                cert_path.display(),
+                key_path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn policy_test(

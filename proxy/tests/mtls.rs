@@ -315,3 +315,126 @@ async fn rotation_under_load_loses_nothing() {
     assert!(ok > 20, "too few calls to mean anything: {ok}");
     s.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn workload_api_source_follows_streamed_rotations() {
+    let ca = ca(TD);
+    let dir = dir("workload-api");
+    let socket = dir.join("agent.sock");
+    let (cert, key) = ca.issue(SIDECAR_ID, Duration::from_secs(3600)).unwrap();
+    let agent = workload_api::Agent::start(
+        &socket,
+        workload_api::response(SIDECAR_ID, &cert, &key, &ca.cert_pem),
+    )
+    .await;
+    let upstream = Upstream::start();
+    let identity = format!(
+        "identity:\n  mode: strict\n  trust_domains: [{TD}]\n  source:\n    workload_api:\n      socket: unix://{}\n",
+        socket.display()
+    );
+    let proxy = portcullis::start(config(upstream.addr, POLICY, &identity))
+        .await
+        .unwrap();
+    let (c_cert, c_key) = ca.issue(ALLOWED, Duration::from_secs(3600)).unwrap();
+    let expects_v1 = Client::new(&c_cert, &c_key, &ca.cert_pem, SIDECAR_ID);
+    assert!(call(&expects_v1, proxy.proxy_addr, 1, "echo", &[])
+        .await
+        .unwrap()["result"]
+        .is_object());
+
+    // The agent rotates the sidecar to a new SVID (here with a new ID, so
+    // that clients can tell which one they were shown).
+    let v2 = "spiffe://demo.local/ns/mcp/sa/portcullis-v2";
+    let (cert2, key2) = ca.issue(v2, Duration::from_secs(3600)).unwrap();
+    agent.rotate(workload_api::response(v2, &cert2, &key2, &ca.cert_pem));
+    let expects_v2 = Client::new(&c_cert, &c_key, &ca.cert_pem, v2);
+    let mut rotated = false;
+    for id in 2..100 {
+        if call(&expects_v2, proxy.proxy_addr, id, "echo", &[])
+            .await
+            .is_ok()
+        {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "new handshakes must present the rotated SVID");
+    assert!(
+        call(&expects_v1, proxy.proxy_addr, 200, "echo", &[])
+            .await
+            .is_err(),
+        "the old SVID is no longer served"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbound_mtls_to_a_remote_backend_checks_its_spiffe_id() {
+    let ca = ca(TD);
+    let backend_id = "spiffe://demo.local/ns/tools/sa/backend";
+    let front_id = "spiffe://demo.local/ns/agents/sa/front-sidecar";
+    let (b_dir, f_dir) = (dir("backend"), dir("front"));
+    write_svid(&b_dir, &ca, backend_id);
+    write_svid(&f_dir, &ca, front_id);
+    let upstream = Upstream::start();
+    // The remote backend: a strict sidecar in front of the MCP server.
+    let backend = portcullis::start(config(
+        upstream.addr,
+        "rules: []",
+        &identity_yaml(&b_dir, "strict", "1s"),
+    ))
+    .await
+    .unwrap();
+    let front_config = |server_ids: &str| {
+        let yaml = format!(
+            "listener: {{addr: '127.0.0.1:0'}}\nadmin: {{addr: '127.0.0.1:0'}}\nupstream:\n  url: https://127.0.0.1:{}\n  server_ids: [{server_ids}]\n{}",
+            backend.proxy_addr.port(),
+            identity_yaml(&f_dir, "permissive", "1s")
+        );
+        portcullis::Config::from_yaml(&yaml).unwrap()
+    };
+    let front = portcullis::start(front_config(backend_id)).await.unwrap();
+    let url = mcp_url(&front);
+    let ok = modern_call(&url, 1, "echo", json!({"text": "across the mesh"}))
+        .send()
+        .await
+        .unwrap();
+    let body = ok.text().await.unwrap();
+    assert!(body.contains("across the mesh"), "{body}");
+    assert_eq!(
+        upstream
+            .callers
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some(front_id),
+        "the backend saw the front sidecar's verified ID"
+    );
+
+    // A front sidecar that expects another server ID refuses the backend.
+    let wary = portcullis::start(front_config("spiffe://demo.local/ns/tools/sa/someone-else"))
+        .await
+        .unwrap();
+    let refused = modern_call(&mcp_url(&wary), 2, "echo", json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 502);
+    let msgs = messages(&refused.text().await.unwrap());
+    assert_eq!(msgs[0]["error"]["code"], -32052);
+    assert!(
+        msgs[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not one of the expected SPIFFE IDs"),
+        "{}",
+        msgs[0]
+    );
+    for p in [wary, front, backend] {
+        p.shutdown().await;
+    }
+}

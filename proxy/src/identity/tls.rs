@@ -61,11 +61,17 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(SvidResolver(store)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // No resumption: a resumed session would carry the client's identity
+    // from an earlier handshake, even after that SVID expired or was
+    // replaced. Every connection proves its identity afresh.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
 /// The outbound client config: our SVID as client certificate, the
-/// server checked against `expected` SPIFFE IDs, HTTP/2 offered by ALPN.
+/// server checked against `expected` SPIFFE IDs. ALPN (h2, http/1.1) is
+/// set by the HTTP connector that uses it.
 pub fn client_config(
     store: Arc<IdentityStore>,
     allowed: Vec<String>,
@@ -76,11 +82,10 @@ pub fn client_config(
         allowed,
         expected,
     });
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(SvidResolver(store)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -5,6 +5,7 @@
 pub mod logs;
 pub mod pki;
 pub mod wasm;
+pub mod workload_api;
 
 use std::{
     net::SocketAddr,
