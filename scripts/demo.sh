@@ -32,6 +32,15 @@ wait_port() {
   return 1
 }
 
+# The demo trust domain: a CA, the sidecar's SVID (with a DNS SAN so that
+# ordinary TLS clients can check the host name too) and two agents.
+pki="$logs/pki"
+rm -rf "$pki"
+"$bin/portcullis" ca init --dir "$pki/ca" --trust-domain demo.local >/dev/null
+"$bin/portcullis" ca issue --dir "$pki/ca" --id spiffe://demo.local/ns/mcp/sa/portcullis --dns localhost --out "$pki/sidecar" >/dev/null
+"$bin/portcullis" ca issue --dir "$pki/ca" --id spiffe://demo.local/ns/agents/sa/planner --out "$pki/planner" >/dev/null
+"$bin/portcullis" ca issue --dir "$pki/ca" --id spiffe://demo.local/ns/agents/sa/intern --out "$pki/intern" >/dev/null
+
 "$bin/example-mcp-server" --listen 127.0.0.1:3001 >"$logs/server.log" 2>&1 &
 pids+=($!)
 wait_port 3001
@@ -39,8 +48,9 @@ wait_port 3001
 pids+=($!)
 wait_port 15001
 
-echo "== demo: example server on :3001, portcullis on :15001 (admin :15020) =="
-"$bin/demo-client" --url http://127.0.0.1:15001/mcp --admin http://127.0.0.1:15020
+echo "== demo: example server on :3001, portcullis on :15001 (mTLS, SPIFFE), admin on :15020 =="
+"$bin/demo-client" --url https://localhost:15001/mcp --admin http://127.0.0.1:15020 \
+  --ca "$pki/ca/ca.pem" --planner "$pki/planner" --intern "$pki/intern"
 echo
 echo "== audit records (from $logs/portcullis.log) =="
 grep 'portcullis::audit' "$logs/portcullis.log" | sed -e 's/^[^ ]* //' | cut -c1-220
@@ -49,9 +59,10 @@ if [ "$keep" = 1 ]; then
   cat <<EOT
 
 Left running (pids ${pids[*]}). Try:
-  curl -s -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\
+  curl -s --cacert $pki/ca/ca.pem --cert $pki/planner.pem --key $pki/planner.key \\
+    -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\
     -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: delete_file' \\
-    http://127.0.0.1:15001/mcp -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"/x"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}'
+    https://localhost:15001/mcp -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"/x"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}'
   curl -s http://127.0.0.1:15020/metrics | grep portcullis_
 Stop them with: kill ${pids[*]}
 EOT

@@ -206,6 +206,15 @@ impl Config {
         // on the working directory.
         let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         config.base_dir = absolute.parent().map(Path::to_path_buf);
+        if let (Some(base), Some(files)) = (
+            config.base_dir.clone(),
+            config
+                .identity
+                .as_mut()
+                .and_then(|i| i.source.files.as_mut()),
+        ) {
+            files.resolve_relative_to(&base);
+        }
         Ok(config)
     }
 

@@ -30,6 +30,7 @@ fn args(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
 #[ignore = "needs server-everything and portcullis started by interop/run.sh"]
 async fn rmcp_client_through_portcullis_to_server_everything() {
     let url = std::env::var("PORTCULLIS_INTEROP_URL").expect("PORTCULLIS_INTEROP_URL");
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let client = Progress(tx)
         .serve(StreamableHttpClientTransport::from_uri(url))

@@ -18,11 +18,57 @@ use serde_json::{json, Value};
 #[derive(Parser)]
 struct Args {
     /// The MCP endpoint, through Portcullis.
-    #[arg(long, default_value = "http://127.0.0.1:15001/mcp")]
+    #[arg(long, default_value = "https://localhost:15001/mcp")]
     url: String,
     /// Portcullis's admin address, for the metrics summary.
     #[arg(long, default_value = "http://127.0.0.1:15020")]
     admin: String,
+    /// The demo trust domain's CA (PEM).
+    #[arg(long)]
+    ca: String,
+    /// The planner agent's SVID and key (PEM): the one allowed to work.
+    #[arg(long)]
+    planner: String,
+    /// The intern agent's SVID and key (PEM): the one mostly denied.
+    #[arg(long)]
+    intern: String,
+}
+
+/// An HTTP client that presents `svid` (`<prefix>.pem` and `<prefix>.key`)
+/// and trusts the demo CA.
+fn mtls_client(ca: &str, svid: &str) -> anyhow::Result<reqwest::Client> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let chain =
+        CertificateDer::pem_file_iter(format!("{svid}.pem"))?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(format!("{svid}.key"))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()?)
+}
+
+async fn connect(
+    http: reqwest::Client,
+    url: &str,
+    start: Instant,
+) -> anyhow::Result<rmcp::service::RunningService<RoleClient, Progress>> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let transport = StreamableHttpClientTransport::with_client(
+        http,
+        StreamableHttpClientTransportConfig::with_uri(url.to_string()),
+    );
+    Progress { start }
+        .serve(transport)
+        .await
+        .context("initialize through portcullis")
 }
 
 /// Prints progress notifications as they arrive, to show streaming.
@@ -47,12 +93,15 @@ fn args(v: Value) -> serde_json::Map<String, Value> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    // reqwest carries rustls without a provider: the product uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let start = Instant::now();
-    let client = Progress { start }
-        .serve(StreamableHttpClientTransport::from_uri(a.url.clone()))
-        .await
-        .context("initialize through portcullis")?;
-    println!("connected through portcullis to {}", a.url);
+    let planner_http = mtls_client(&a.ca, &a.planner)?;
+    let client = connect(planner_http.clone(), &a.url, start).await?;
+    println!(
+        "agent spiffe://demo.local/ns/agents/sa/planner connected over mTLS to {}",
+        a.url
+    );
 
     let tools = client.list_all_tools().await?;
     let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
@@ -136,8 +185,31 @@ async fn main() -> anyhow::Result<()> {
     expect_denied(&client, "slow_count", quick, "filter:rate-limit").await?;
     client.cancel().await?;
 
-    attacks(&a.url).await?;
+    intern(&a, start).await?;
+    attacks(&planner_http, &a.url).await?;
     metrics(&a.admin).await
+}
+
+/// The second agent: same server, different verified identity, different
+/// answers.
+async fn intern(a: &Args, start: Instant) -> anyhow::Result<()> {
+    let client = connect(mtls_client(&a.ca, &a.intern)?, &a.url, start).await?;
+    println!("\nagent spiffe://demo.local/ns/agents/sa/intern connected over mTLS");
+    let tools = client.list_all_tools().await?;
+    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    println!("[allow] tools/list -> {}", names.join(", "));
+    if names.iter().any(|n| n == "slow_count") {
+        bail!("the intern should not see slow_count");
+    }
+    expect_denied(
+        &client,
+        "slow_count",
+        json!({"steps": 1}),
+        "spiffe://demo.local/ns/agents/sa/intern may not use slow_count",
+    )
+    .await?;
+    client.cancel().await?;
+    Ok(())
 }
 
 async fn expect_denied(
@@ -163,8 +235,7 @@ async fn expect_denied(
 }
 
 /// Two attempts to make the sidecar and the server read different calls.
-async fn attacks(url: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+async fn attacks(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     let smuggled = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"delete_file","arguments":{"path":"/"}}}"#;
     let resp = http
         .post(url)

@@ -30,8 +30,18 @@ pub struct Upstream {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
+/// reqwest is built with rustls but no crypto provider (the product uses
+/// ring only); HTTP clients in tests need ring as the process default.
+pub fn tls_init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 impl Upstream {
     pub fn start() -> Self {
+        tls_init();
         Self::start_on("127.0.0.1:0".parse().unwrap())
     }
 
@@ -131,6 +141,7 @@ pub const ACCEPT: &str = "application/json, text/event-stream";
 
 /// A POST with MCP's usual headers.
 pub fn post(url: &str) -> reqwest::RequestBuilder {
+    tls_init();
     reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")

@@ -42,6 +42,21 @@ pub struct FilesConfig {
     pub poll_interval: Duration,
 }
 
+impl FilesConfig {
+    /// Makes relative paths relative to `base` (the config file's folder).
+    pub fn resolve_relative_to(&mut self, base: &std::path::Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.cert);
+        fix(&mut self.key);
+        fix(&mut self.bundle);
+        self.federated.values_mut().for_each(fix);
+    }
+}
+
 fn default_poll() -> Duration {
     Duration::from_secs(5)
 }
