@@ -21,4 +21,8 @@ if [ ! -x "$tools/venv/bin/python" ] || ! "$tools/venv/bin/python" -c 'import mc
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'mcp==2.3.0' 'httpx'
 fi
+# curl (OpenSSL) is the non-Rust mTLS client of the interop suite.
+if ! command -v curl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq curl
+fi
 echo "peers ready in $tools"

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::{wasm, *};
 
+/// A filter entry. Tests run unoptimised and in parallel, so the deadline
+/// is generous unless `extra` sets one (the timeout test does).
 fn filter_yaml(name: &str, crate_name: &str, config: Value, extra: &str) -> String {
+    let timeout = if extra.contains("timeout:") { "" } else { "    timeout: 2s\n" };
     format!(
-        "  - name: {name}\n    path: {}\n    config: {config}\n{extra}",
+        "  - name: {name}\n    path: {}\n    config: {config}\n{timeout}{extra}",
         wasm::filter(crate_name).display()
     )
 }
@@ -205,7 +208,7 @@ async fn assert_fault_denies_then_recovers(mode: &str, kind: &str, extra: &str) 
 
 #[tokio::test]
 async fn infinite_loop_hits_the_deadline() {
-    assert_fault_denies_then_recovers("loop", "timeout", "").await;
+    assert_fault_denies_then_recovers("loop", "timeout", "    timeout: 50ms\n").await;
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from mcp import Client
 from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
 
@@ -34,6 +35,17 @@ async def connect(args):
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 yield session
+    elif args.cert:
+        # mTLS: present an X.509-SVID, trust the demo trust domain's CA.
+        import ssl
+
+        import httpx2
+
+        ctx = ssl.create_default_context(cafile=args.cacert)
+        ctx.load_cert_chain(args.cert, args.key)
+        http = httpx2.AsyncClient(verify=ctx, timeout=httpx2.Timeout(30, read=300))
+        async with http, Client(streamable_http_client(args.url, http_client=http), mode=args.mode) as client:
+            yield client
     else:
         async with Client(args.url, mode=args.mode) as client:
             yield client
@@ -92,6 +104,9 @@ def main():
     p.add_argument("--deny-args", default="{}")
     p.add_argument("--stream")
     p.add_argument("--stream-args", default="{}")
+    p.add_argument("--cacert", help="CA bundle for mTLS")
+    p.add_argument("--cert", help="client SVID (PEM) for mTLS")
+    p.add_argument("--key", help="client SVID key (PEM) for mTLS")
     args = p.parse_args()
     print(f"# python client ({args.mode}) -> {args.url}", flush=True)
     try:

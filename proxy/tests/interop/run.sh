@@ -48,6 +48,49 @@ for c in everything everything-sse python; do
   start "portcullis-$c" "$port" "$root/target/debug/portcullis" run --config "$here/$c.yaml"
 done
 
+# mTLS: a dev trust domain, a strict sidecar in front of server-everything.
+pki="$logs/pki"
+pc="$root/target/debug/portcullis"
+"$pc" ca init --dir "$pki/ca" --trust-domain demo.local >/dev/null
+"$pc" ca issue --dir "$pki/ca" --id spiffe://demo.local/ns/mcp/sa/everything --dns localhost --out "$pki/sidecar" >/dev/null
+"$pc" ca issue --dir "$pki/ca" --id spiffe://demo.local/ns/agents/sa/python --out "$pki/agent" >/dev/null
+cat >"$logs/mtls.yaml" <<EOT
+listener: {addr: "127.0.0.1:15104"}
+admin: {addr: "127.0.0.1:15124"}
+upstream: {url: "http://127.0.0.1:3101"}
+identity:
+  mode: strict
+  trust_domains: [demo.local]
+  source:
+    files: {cert: $pki/sidecar.pem, key: $pki/sidecar.key, bundle: $pki/ca/ca.pem}
+policy:
+  rules:
+    - {name: no-env, action: deny, methods: [tools/call], names: [get-env], reason: environment access is not allowed}
+EOT
+start portcullis-mtls 15104 "$pc" run --config "$logs/mtls.yaml"
+
+curl_mtls() {
+  curl -sS --max-time 10 --cacert "$pki/ca/ca.pem" "$@" \
+    -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
+    https://localhost:15104/mcp \
+    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'
+}
+curl_check() {
+  local ok=0
+  if curl_mtls --cert "$pki/agent.pem" --key "$pki/agent.key" | grep -q serverInfo; then
+    echo "PASS curl (OpenSSL) with an SVID completes initialize over mTLS"; ok=$((ok+1))
+  else
+    echo "FAIL curl with an SVID"
+  fi
+  if curl_mtls >/dev/null 2>&1; then
+    echo "FAIL curl without a client certificate was served"
+  else
+    echo "PASS curl without a client certificate is refused"; ok=$((ok+1))
+  fi
+  echo "$ok passed, $((2-ok)) failed"
+  [ "$ok" = 2 ]
+}
+
 failures=0
 step() { # name command...
   local name=$1; shift
@@ -65,6 +108,10 @@ step python-legacy-sse-everything "$py" "$here/client.py" http://127.0.0.1:15102
   --allow echo --allow-args "$echo_args" --deny get-env --stream trigger-long-running-operation --stream-args "$stream_args"
 step python-2026-python-server "$py" "$here/client.py" http://127.0.0.1:15103/mcp --mode 2026-07-28 \
   --allow echo --allow-args '{"text":"hi"}' --deny delete_file --deny-args '{"path":"/x"}' --stream slow --stream-args '{"steps":3}'
+step curl-mtls curl_check
+step python-mtls-everything "$py" "$here/client.py" https://localhost:15104/mcp --mode legacy \
+  --cacert "$pki/ca/ca.pem" --cert "$pki/agent.pem" --key "$pki/agent.key" \
+  --allow echo --allow-args "$echo_args" --deny get-env --stream trigger-long-running-operation --stream-args "$stream_args"
 step rmcp-everything env PORTCULLIS_INTEROP_URL=http://127.0.0.1:15101/mcp \
   cargo test --quiet -p portcullis --test interop_rmcp -- --ignored
 
