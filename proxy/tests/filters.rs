@@ -11,7 +11,11 @@ use support::{wasm, *};
 /// A filter entry. Tests run unoptimised and in parallel, so the deadline
 /// is generous unless `extra` sets one (the timeout test does).
 fn filter_yaml(name: &str, crate_name: &str, config: Value, extra: &str) -> String {
-    let timeout = if extra.contains("timeout:") { "" } else { "    timeout: 2s\n" };
+    let timeout = if extra.contains("timeout:") {
+        ""
+    } else {
+        "    timeout: 2s\n"
+    };
     format!(
         "  - name: {name}\n    path: {}\n    config: {config}\n{timeout}{extra}",
         wasm::filter(crate_name).display()

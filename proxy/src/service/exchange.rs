@@ -66,7 +66,7 @@ impl Exchange {
 
     /// Expects an answer to the request `call` (its result is inspected
     /// if the policy wants results).
-    pub fn expect(&mut self, call: &Call) {
+    pub fn track(&mut self, call: &Call) {
         let Some(id) = &call.id else { return };
         let keep = call.method == "tools/call" && self.policy.inspects_results();
         self.waiting

@@ -62,7 +62,7 @@ impl LegacySessions {
     }
 
     /// Remembers an allowed call whose answer will arrive on the stream.
-    pub fn expect(&self, endpoint: &str, call: &Call) {
+    pub fn track(&self, endpoint: &str, call: &Call) {
         let Some(id) = &call.id else { return };
         let calls = match self.streams.lock() {
             Ok(streams) => match streams.get(endpoint) {

@@ -253,14 +253,14 @@ fn denial_error(call: &Call, d: &Denial) -> Bytes {
 
 /// Notes an allowed request whose answer must be matched (errors on a
 /// broken stream, result policy).
-fn expect(ask: &Ask, ex: &mut Exchange, call: &Call) {
+fn track_answer(ask: &Ask, ex: &mut Exchange, call: &Call) {
     if call.kind != Kind::Request {
         return;
     }
-    ex.expect(call);
+    ex.track(call);
     if let Some(endpoint) = &ask.legacy {
         if call.method == "tools/call" && ex.policy.inspects_results() {
-            ex.shared.legacy.expect(endpoint, call);
+            ex.shared.legacy.track(endpoint, call);
         }
     }
 }
@@ -277,7 +277,7 @@ async fn single(
     ask.method.clone_from(&call.method);
     match decide(&ex, &mut call, &bytes) {
         Verdict::Forward(body) => {
-            expect(ask, &mut ex, &call);
+            track_answer(ask, &mut ex, &call);
             forward_post(ask, ex, body, Vec::new()).await
         }
         Verdict::Deny(d) if call.kind != Kind::Request => {
@@ -315,7 +315,7 @@ async fn batch(
         match decide(&ex, &mut call, raw.get().as_bytes()) {
             Verdict::Forward(bytes) => {
                 allowed.push(bytes);
-                expect(ask, &mut ex, &call);
+                track_answer(ask, &mut ex, &call);
             }
             // Only requests get an answer; a denied notification is dropped.
             Verdict::Deny(d) if call.kind == Kind::Request => denials.push(denial_error(&call, &d)),
