@@ -31,12 +31,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wildcards() {
-        assert!(matches("read_*", "read_file"));
-        assert!(!matches("read_*", "unread"));
-        assert!(matches("spiffe://td/ns/*/sa/*", "spiffe://td/ns/a/sa/b"));
-        assert!(matches("*", "anything"));
-        assert!(!matches("a", "ab"));
+    fn literal_and_wildcards() {
+        assert!(matches("echo", "echo"));
+        assert!(!matches("echo", "echo2"));
+        assert!(matches("delete_*", "delete_file"));
+        assert!(!matches("delete_*", "undelete_file"));
+        assert!(matches("*", ""));
+        assert!(matches("*_file", "read_file"));
+        assert!(matches(
+            "spiffe://td/ns/*/sa/agent",
+            "spiffe://td/ns/x/sa/agent"
+        ));
+        assert!(!matches(
+            "spiffe://td/ns/*/sa/agent",
+            "spiffe://td/ns/x/sa/other"
+        ));
+        assert!(matches("a*b*c", "aXbYc"));
+        assert!(!matches("a*b*c", "aXcYb"));
+        assert!(!matches("ab*ba", "aba"));
         assert!(any(&["x".into(), "y*".into()], "yes"));
     }
 }

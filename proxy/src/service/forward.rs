@@ -122,27 +122,42 @@ pub fn upstream_failure(
     }
 }
 
+/// Forwards a body-less request (GET, DELETE, ...) and waits for the
+/// answer's head; a failure is already turned into the client's answer.
+async fn send_bodyless(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, Response<ProxyBody>> {
+    let (parts, _body) = req.into_parts();
+    let upstream_req = upstream_request(shared, caller, &parts, Bytes::new())
+        .map_err(|e| upstream_failure(shared, &e, &[], &[]))?;
+    shared
+        .upstream
+        .send(upstream_req)
+        .await
+        .map_err(|e| upstream_failure(shared, &e, &[], &[]))
+}
+
+/// An upstream answer relayed byte for byte.
+pub fn relay_raw(resp: Response<Incoming>) -> Response<ProxyBody> {
+    let head = response_head(&resp, true);
+    let body = resp
+        .into_body()
+        .map_err(|e| Box::new(e) as _)
+        .boxed_unsync();
+    head.body(body).unwrap_or_else(|_| internal())
+}
+
 /// DELETE and other body-less methods: forwarded, answer relayed as is.
 pub async fn passthrough(
     shared: &Arc<Shared>,
     caller: &Caller,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let (parts, _body) = req.into_parts();
-    let upstream_req = match upstream_request(shared, caller, &parts, Bytes::new()) {
-        Ok(r) => r,
-        Err(e) => return upstream_failure(shared, &e, &[], &[]),
-    };
-    match shared.upstream.send(upstream_req).await {
-        Ok(resp) => {
-            let head = response_head(&resp, true);
-            let body = resp
-                .into_body()
-                .map_err(|e| Box::new(e) as _)
-                .boxed_unsync();
-            head.body(body).unwrap_or_else(|_| internal())
-        }
-        Err(e) => upstream_failure(shared, &e, &[], &[]),
+    match send_bodyless(shared, caller, req).await {
+        Ok(resp) => relay_raw(resp),
+        Err(answer) => answer,
     }
 }
 
@@ -153,22 +168,12 @@ pub async fn stream(
     caller: &Caller,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let (parts, _body) = req.into_parts();
-    let upstream_req = match upstream_request(shared, caller, &parts, Bytes::new()) {
-        Ok(r) => r,
-        Err(e) => return upstream_failure(shared, &e, &[], &[]),
-    };
-    let resp = match shared.upstream.send(upstream_req).await {
+    let resp = match send_bodyless(shared, caller, req).await {
         Ok(resp) => resp,
-        Err(e) => return upstream_failure(shared, &e, &[], &[]),
+        Err(answer) => return answer,
     };
     if !relay::is_event_stream(resp.headers()) {
-        let head = response_head(&resp, true);
-        let body = resp
-            .into_body()
-            .map_err(|e| Box::new(e) as _)
-            .boxed_unsync();
-        return head.body(body).unwrap_or_else(|_| internal());
+        return relay_raw(resp);
     }
     let head = response_head(&resp, false);
     let legacy = legacy::StreamContext::new(shared.clone(), shared.upstream.authority().clone());

@@ -369,12 +369,7 @@ async fn forward_post(
         // needs the denials.
         return respond::messages(StatusCode::OK, ask.format, &extra, true);
     }
-    let head = response_head(&resp, true);
-    let body = resp
-        .into_body()
-        .map_err(|e| Box::new(e) as _)
-        .boxed_unsync();
-    head.body(body).unwrap_or_else(|_| internal())
+    forward::relay_raw(resp)
 }
 
 async fn relay_json(
