@@ -27,9 +27,11 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# Every cargo call below uses --workspace, so that features resolve the
+# same way each time and nothing is compiled twice.
 unit:
 	cargo test --workspace
-	cargo run --quiet -p portcullis -- policy test \
+	target/debug/portcullis policy test \
 	  --filter target/wasm32-wasip2/release/require_ticket.wasm \
 	  --config examples/policy-author/fixtures/config.json \
 	  --fixtures examples/policy-author/fixtures/calls

@@ -19,7 +19,8 @@ logs="$root/target/interop"
 rm -rf "$logs"; mkdir -p "$logs"
 
 bash "$root/scripts/install-peers.sh" >"$logs/install.log" 2>&1 || { cat "$logs/install.log"; exit 1; }
-cargo build --quiet -p portcullis --bins || exit 1
+# --workspace, as in `make unit`: the same feature resolution, no rebuild.
+cargo build --quiet --workspace --bins || exit 1
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
@@ -113,7 +114,7 @@ step python-mtls-everything "$py" "$here/client.py" https://localhost:15104/mcp 
   --cacert "$pki/ca/ca.pem" --cert "$pki/agent.pem" --key "$pki/agent.key" \
   --allow echo --allow-args "$echo_args" --deny get-env --stream trigger-long-running-operation --stream-args "$stream_args"
 step rmcp-everything env PORTCULLIS_INTEROP_URL=http://127.0.0.1:15101/mcp \
-  cargo test --quiet -p portcullis --test interop_rmcp -- --ignored
+  cargo test --quiet --workspace --test interop_rmcp -- --ignored
 
 conformance_run() {
   rm -rf "$logs/conformance-$1"
