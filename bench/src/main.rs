@@ -1,0 +1,322 @@
+//! `portcullis-bench`: measures portcullis against a direct upstream and
+//! Envoy 1.40 on this machine, interleaved, and writes the results as a
+//! markdown table, JSON and a PNG chart. See bench/README.md.
+
+mod chart;
+mod conn;
+mod load;
+mod plan;
+mod procstat;
+mod report;
+mod targets;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use plan::{OpenLoop, Plan};
+use targets::{Kind, Paths};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the benchmark and write RESULTS.md, results.json and latency.png.
+    Run(RunArgs),
+    /// Serve the benchmark's upstream MCP server (the harness starts it).
+    Upstream {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Configurations to measure, from a (direct) to g.
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f,g")]
+    configs: Vec<String>,
+    /// Closed-loop connection counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Rounds; each round measures every configuration once per load.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Length of one measured run.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured load sent to each configuration before the first round.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Open-loop rate in calls per second; 0 skips the open-loop runs.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Connections the open-loop calls are spread over.
+    #[arg(long, default_value_t = 32)]
+    open_connections: usize,
+    /// A five-second check that every configuration works: short runs,
+    /// one round, and a failure if any call fails. Results go to --out.
+    #[arg(long)]
+    smoke: bool,
+    #[arg(long, default_value = "target/release/portcullis")]
+    portcullis: PathBuf,
+    /// The Envoy 1.40 binary (configurations e, f, g).
+    #[arg(long)]
+    envoy: Option<PathBuf>,
+    /// The proxy-wasm module of configuration f.
+    #[arg(long)]
+    envoy_wasm: Option<PathBuf>,
+    /// Where tool_rbac.wasm and arg_guard.wasm are (configuration d).
+    #[arg(long, default_value = "target/wasm32-wasip2/release")]
+    filters: PathBuf,
+    /// Scratch space: configs, PKI, logs.
+    #[arg(long, default_value = "target/bench-work")]
+    work: PathBuf,
+    /// Where RESULTS.md, results.json and latency.png are written.
+    #[arg(long, default_value = "bench")]
+    out: PathBuf,
+    /// First of the ports used (upstream; proxies follow; admins at +20).
+    #[arg(long, default_value_t = 18100)]
+    base_port: u16,
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
+    font: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Upstream { listen } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(upstream::serve(listen))
+        }
+        Cmd::Run(args) => {
+            // The load generator gets one core's worth of threads; the
+            // proxies and the upstream share the rest of the machine.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(run(args))
+        }
+    }
+}
+
+async fn run(mut args: RunArgs) -> anyhow::Result<()> {
+    if args.smoke {
+        args.concurrency = vec![4];
+        args.rounds = 1;
+        args.duration = Duration::from_millis(400);
+        args.warmup = Duration::from_millis(200);
+        args.rate = args.rate.min(200.0);
+        args.open_connections = 4;
+    }
+    let kinds = parse_kinds(&args.configs)?;
+    let absolute =
+        |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {}", p.display()));
+    std::fs::create_dir_all(&args.work)
+        .with_context(|| format!("creating {}", args.work.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let paths = Paths {
+        portcullis: absolute(&args.portcullis)?,
+        envoy: args.envoy.as_deref().map(absolute).transpose()?,
+        filters: absolute(&args.filters)?,
+        envoy_wasm: args.envoy_wasm.as_deref().map(absolute).transpose()?,
+        work: absolute(&args.work)?,
+        base_port: args.base_port,
+    };
+    let plan = Plan {
+        concurrency: args.concurrency.clone(),
+        rounds: args.rounds,
+        duration: args.duration,
+        warmup: args.warmup,
+        open: (args.rate > 0.0).then_some(OpenLoop {
+            rate: args.rate,
+            connections: args.open_connections,
+            duration: args.duration,
+        }),
+    };
+
+    targets::mint_pki(&paths).await?;
+    let _upstream = targets::start_upstream(&paths).await?;
+    let mut running = Vec::new();
+    for k in &kinds {
+        eprintln!("starting {} {}", k, k.label());
+        running.push(targets::start(*k, &paths).await?);
+    }
+    let samples = plan::execute(&plan, &running, |s| {
+        eprintln!(
+            "  {} {:>3} conn round {}: {:>8.0} rps  p99 {:>7.3} ms  errors {}",
+            s.kind,
+            s.connections,
+            s.round,
+            s.rps(),
+            s.quantile_ms(0.99),
+            s.errors
+        );
+    })
+    .await?;
+    drop(running);
+
+    let cells = report::cells(&samples);
+    let goals = report::goals(&samples, &cells);
+    let machine = machine::describe(&paths).await;
+    let md = results_page(&machine, &args, &report::markdown(&cells, &goals));
+    let json = serde_json::json!({
+        "machine": machine,
+        "settings": {
+            "configs": kinds, "concurrency": args.concurrency, "rounds": args.rounds,
+            "duration_s": args.duration.as_secs_f64(), "open_loop_rate": args.rate,
+            "open_loop_connections": args.open_connections, "smoke": args.smoke,
+        },
+        "cells": cells,
+        "targets": goals,
+        "samples": samples,
+    });
+    std::fs::write(args.out.join("RESULTS.md"), md)?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    chart::load_font(&args.font)?;
+    chart::draw(&cells, &args.out.join("latency.png"))?;
+    eprintln!(
+        "wrote {}/RESULTS.md, results.json and latency.png",
+        args.out.display()
+    );
+
+    let failed: Vec<String> = cells
+        .iter()
+        .filter(|c| c.errors > 0 || c.ok == 0)
+        .map(|c| {
+            format!(
+                "{} ({}): {} errors, first: {}",
+                c.kind,
+                report::load_name(c),
+                c.errors,
+                c.first_error.as_deref().unwrap_or("no successful call")
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        let msg = failed.join("\n");
+        if args.smoke {
+            bail!("smoke run failed:\n{msg}");
+        }
+        eprintln!("warning: some calls failed:\n{msg}");
+    }
+    Ok(())
+}
+
+fn parse_kinds(keys: &[String]) -> anyhow::Result<Vec<Kind>> {
+    let mut kinds = Vec::new();
+    for k in keys {
+        let kind = Kind::parse(k.trim())
+            .with_context(|| format!("unknown configuration {k:?}; use a to g"))?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    // Ratios are taken against a; it is measured whenever anything is.
+    if !kinds.contains(&Kind::A) {
+        kinds.insert(0, Kind::A);
+    }
+    Ok(kinds)
+}
+
+fn results_page(m: &machine::Machine, args: &RunArgs, tables: &str) -> String {
+    format!(
+        "# Benchmark results\n\n\
+         Written by `make bench` (`portcullis-bench run`); see `bench/README.md` for what each \
+         configuration is and how the figures are taken. Raw samples: `results.json`; chart: `latency.png`.\n\n\
+         - **Date:** {}\n- **Machine:** {} ({} cores, {} RAM), Linux {}\n- **portcullis:** {}\n- **Envoy:** {}\n\
+         - **Runs:** {} rounds × {:.1} s per configuration and load, interleaved; warm-up {:.1} s; \
+         open loop at {:.0} rps over {} connections\n\
+         - **Ratios** (× direct, × Envoy e, added latency) are medians of per-round ratios: each run is \
+         compared with the other configuration's run of the same round.\n\
+         - **Proxy CPU** is user + system seconds of the proxy process (all threads) per 10 000 calls; \
+         **peak RSS** is VmHWM, reset before each run.\n\n\
+         ![latency percentiles](latency.png)\n{tables}",
+        m.date, m.cpu, m.cores, m.memory, m.kernel, m.portcullis, m.envoy,
+        args.rounds, args.duration.as_secs_f64(), args.warmup.as_secs_f64(), args.rate, args.open_connections,
+    )
+}
+
+mod machine {
+    //! What the results were measured on.
+    use serde::Serialize;
+    use tokio::process::Command;
+
+    use crate::targets::Paths;
+
+    #[derive(Serialize)]
+    pub struct Machine {
+        pub date: String,
+        pub cpu: String,
+        pub cores: usize,
+        pub memory: String,
+        pub kernel: String,
+        pub portcullis: String,
+        pub envoy: String,
+    }
+
+    async fn output(cmd: &str, args: &[&str]) -> String {
+        match Command::new(cmd).args(args).output().await {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            _ => "unknown".into(),
+        }
+    }
+
+    pub async fn describe(paths: &Paths) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |text: &str, key: &str| {
+            text.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_else(|| "unknown".into())
+        };
+        let mem_kb: f64 = field(&meminfo, "MemTotal")
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap_or(0.0);
+        let envoy = match &paths.envoy {
+            Some(p) => output(&p.display().to_string(), &["--version"]).await,
+            None => "not measured".into(),
+        };
+        Machine {
+            date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).await,
+            cpu: field(&cpuinfo, "model name"),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            memory: format!("{:.0} GiB", mem_kb / (1024.0 * 1024.0)),
+            kernel: output("uname", &["-r"]).await,
+            portcullis: format!(
+                "{} (git {})",
+                output(&paths.portcullis.display().to_string(), &["--version"]).await,
+                output("git", &["rev-parse", "--short", "HEAD"]).await
+            ),
+            envoy: envoy
+                .split_whitespace()
+                .find(|w| w.contains("/1."))
+                .map(str::to_string)
+                .unwrap_or(envoy),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The measurement schedule: every configuration once per round, rounds
+//! interleaved (a b c … a b c …) so that drift in the machine's state hits
+//! all of them alike, and each proxy's CPU and peak memory read around
+//! every run.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::load::{self, Pace, RunSpec};
+use crate::procstat;
+use crate::targets::{Kind, Target};
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub concurrency: Vec<usize>,
+    pub rounds: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub open: Option<OpenLoop>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct OpenLoop {
+    pub rate: f64,
+    pub connections: usize,
+    pub duration: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Closed,
+    Open,
+}
+
+/// One run of one configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub kind: Kind,
+    pub mode: Mode,
+    pub connections: usize,
+    pub rate: Option<f64>,
+    pub round: usize,
+    pub ok: u64,
+    pub errors: u64,
+    pub secs: f64,
+    pub proxy_cpu_secs: Option<f64>,
+    pub proxy_peak_rss_bytes: Option<u64>,
+    pub first_error: Option<String>,
+    #[serde(skip)]
+    pub latency_us: Histogram<u64>,
+}
+
+impl Sample {
+    pub fn rps(&self) -> f64 {
+        self.ok as f64 / self.secs.max(1e-9)
+    }
+
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Histogram(#[from] load::HistogramError),
+    #[error("configuration {0}: {1}")]
+    Proc(Kind, procstat::ProcError),
+}
+
+/// Runs the whole plan and returns every sample in the order taken.
+pub async fn execute(
+    plan: &Plan,
+    targets: &[Target],
+    mut progress: impl FnMut(&Sample),
+) -> Result<Vec<Sample>, PlanError> {
+    let ticks = procstat::clock_ticks();
+    for t in targets {
+        let spec = RunSpec {
+            connections: 16,
+            duration: plan.warmup,
+            pace: Pace::Closed,
+        };
+        // Warm-up: connections, pools, filter instances and caches.
+        load::run(&t.endpoint, spec).await?;
+    }
+    let mut samples = Vec::new();
+    for &connections in &plan.concurrency {
+        for round in 0..plan.rounds {
+            for t in targets {
+                let spec = RunSpec {
+                    connections,
+                    duration: plan.duration,
+                    pace: Pace::Closed,
+                };
+                let s = measure(t, spec, round, ticks).await?;
+                progress(&s);
+                samples.push(s);
+            }
+        }
+    }
+    if let Some(open) = plan.open {
+        for round in 0..plan.rounds {
+            for t in targets {
+                let spec = RunSpec {
+                    connections: open.connections,
+                    duration: open.duration,
+                    pace: Pace::Open { rate: open.rate },
+                };
+                let s = measure(t, spec, round, ticks).await?;
+                progress(&s);
+                samples.push(s);
+            }
+        }
+    }
+    Ok(samples)
+}
+
+async fn measure(t: &Target, spec: RunSpec, round: usize, ticks: f64) -> Result<Sample, PlanError> {
+    let proc_err = |e| PlanError::Proc(t.kind, e);
+    let before = match t.pid() {
+        Some(pid) => {
+            procstat::reset_peak_rss(pid).map_err(proc_err)?;
+            Some(procstat::cpu_seconds(pid, ticks).map_err(proc_err)?)
+        }
+        None => None,
+    };
+    let r = load::run(&t.endpoint, spec).await?;
+    let (cpu, rss) = match (t.pid(), before) {
+        (Some(pid), Some(cpu0)) => (
+            Some(procstat::cpu_seconds(pid, ticks).map_err(proc_err)? - cpu0),
+            Some(procstat::peak_rss(pid).map_err(proc_err)?),
+        ),
+        _ => (None, None),
+    };
+    let (mode, rate) = match spec.pace {
+        Pace::Closed => (Mode::Closed, None),
+        Pace::Open { rate } => (Mode::Open, Some(rate)),
+    };
+    // Let the sockets of the finished run close before the next one starts.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(Sample {
+        kind: t.kind,
+        mode,
+        connections: spec.connections,
+        rate,
+        round,
+        ok: r.ok,
+        errors: r.errors,
+        secs: r.elapsed.as_secs_f64(),
+        proxy_cpu_secs: cpu,
+        proxy_peak_rss_bytes: rss,
+        first_error: r.first_error,
+        latency_us: r.latency_us,
+    })
+}

@@ -1,0 +1,123 @@
+//! What a proxy process costs, read from Linux's /proc: CPU time (user +
+//! system, all threads) and peak resident memory.
+
+use std::fs;
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("reading /proc/{pid}/{file}: {source}")]
+    Read {
+        pid: u32,
+        file: &'static str,
+        source: std::io::Error,
+    },
+    #[error("/proc/{pid}/{file} has no {field}")]
+    Field {
+        pid: u32,
+        file: &'static str,
+        field: &'static str,
+    },
+}
+
+/// Clock ticks per second, the unit of utime and stime in /proc/PID/stat.
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        // The value on every Linux architecture we run on.
+        .unwrap_or(100.0)
+}
+
+/// A process's CPU seconds so far (user + system, all threads).
+pub fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64, ProcError> {
+    let stat = read(pid, "stat")?;
+    // The command name is in parentheses and may hold spaces; fields are
+    // counted from the closing parenthesis.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or(ProcError::Field {
+            pid,
+            file: "stat",
+            field: "comm",
+        })?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After comm: state is field 3, utime 14 and stime 15 (man 5 proc).
+    let num = |i: usize, field| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or(ProcError::Field {
+                pid,
+                file: "stat",
+                field,
+            })
+    };
+    Ok((num(11, "utime")? + num(12, "stime")?) / ticks)
+}
+
+/// Peak resident set size in bytes (VmHWM).
+pub fn peak_rss(pid: u32) -> Result<u64, ProcError> {
+    let status = read(pid, "status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or(ProcError::Field {
+            pid,
+            file: "status",
+            field: "VmHWM",
+        })
+}
+
+/// Starts a new peak-RSS window, so that each run reports its own peak.
+/// Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
+pub fn reset_peak_rss(pid: u32) -> Result<(), ProcError> {
+    fs::write(format!("/proc/{pid}/clear_refs"), "5").map_err(|source| ProcError::Read {
+        pid,
+        file: "clear_refs",
+        source,
+    })
+}
+
+fn read(pid: u32, file: &'static str) -> Result<String, ProcError> {
+    fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|source| ProcError::Read {
+        pid,
+        file,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        // Burn a little CPU so the figure cannot be zero.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        let cpu = cpu_seconds(pid, clock_ticks()).unwrap();
+        assert!(cpu > 0.0, "cpu {cpu}");
+        let rss = peak_rss(pid).unwrap();
+        assert!(rss > 1 << 20, "rss {rss}");
+        reset_peak_rss(pid).unwrap();
+        assert!(peak_rss(pid).unwrap() <= rss);
+    }
+
+    #[test]
+    fn a_missing_process_is_an_error() {
+        assert!(cpu_seconds(u32::MAX, 100.0).is_err());
+        assert!(peak_rss(u32::MAX).is_err());
+    }
+}

@@ -1,0 +1,423 @@
+//! Turns samples into the published results: one cell per configuration
+//! and load, ratios computed pair by pair from runs of the same round, and
+//! the targets checked against them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::plan::{Mode, Sample};
+use crate::targets::Kind;
+
+/// Aggregate of every round of one configuration at one load.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cell {
+    pub kind: Kind,
+    pub label: &'static str,
+    pub mode: Mode,
+    pub connections: usize,
+    pub rate: Option<f64>,
+    pub runs: usize,
+    pub ok: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub proxy_cpu_s_per_10k: Option<f64>,
+    pub proxy_peak_rss_mib: Option<f64>,
+    /// Median over rounds of this run's throughput over direct's.
+    pub rps_vs_direct: Option<f64>,
+    /// Median over rounds of this run's throughput over Envoy e's.
+    pub rps_vs_envoy: Option<f64>,
+    /// Open loop: median over rounds of p50/p99 minus direct's.
+    pub added_p50_ms: Option<f64>,
+    pub added_p99_ms: Option<f64>,
+    pub first_error: Option<String>,
+}
+
+/// The load a sample was taken at.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+struct Load {
+    mode: u8,
+    connections: usize,
+}
+
+fn load_of(s: &Sample) -> Load {
+    Load {
+        mode: matches!(s.mode, Mode::Open) as u8,
+        connections: s.connections,
+    }
+}
+
+fn same(a: &Sample, b: &Sample) -> bool {
+    load_of(a) == load_of(b) && a.round == b.round
+}
+
+/// Median over rounds of f(kind's run) / f(base's run), runs paired by
+/// load and round.
+pub fn paired(
+    samples: &[Sample],
+    kind: Kind,
+    base: Kind,
+    load_like: &Sample,
+    f: impl Fn(&Sample) -> f64,
+) -> Option<f64> {
+    let mut ratios: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.kind == kind && load_of(s) == load_of(load_like))
+        .filter_map(|s| {
+            let b = samples.iter().find(|b| b.kind == base && same(b, s))?;
+            let d = f(b);
+            (d > 0.0).then(|| f(s) / d)
+        })
+        .collect();
+    median(&mut ratios)
+}
+
+/// Median over rounds of f(kind's run) − f(base's run).
+fn paired_diff(
+    samples: &[Sample],
+    kind: Kind,
+    base: Kind,
+    load_like: &Sample,
+    f: impl Fn(&Sample) -> f64,
+) -> Option<f64> {
+    let mut diffs: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.kind == kind && load_of(s) == load_of(load_like))
+        .filter_map(|s| {
+            let b = samples.iter().find(|b| b.kind == base && same(b, s))?;
+            Some(f(s) - f(b))
+        })
+        .collect();
+    median(&mut diffs)
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+pub fn cells(samples: &[Sample]) -> Vec<Cell> {
+    let mut groups: BTreeMap<(u8, usize, Kind), Vec<&Sample>> = BTreeMap::new();
+    for s in samples {
+        let l = load_of(s);
+        groups
+            .entry((l.mode, l.connections, s.kind))
+            .or_default()
+            .push(s);
+    }
+    groups
+        .into_values()
+        .filter_map(|runs| cell(samples, &runs))
+        .collect()
+}
+
+fn cell(all: &[Sample], runs: &[&Sample]) -> Option<Cell> {
+    let first = *runs.first()?;
+    let mut hist = first.latency_us.clone();
+    for r in &runs[1..] {
+        // Every histogram is made with the same bounds.
+        let _ = hist.add(&r.latency_us);
+    }
+    let ok: u64 = runs.iter().map(|r| r.ok).sum();
+    let secs: f64 = runs.iter().map(|r| r.secs).sum();
+    let cpu: Option<f64> = runs.iter().map(|r| r.proxy_cpu_secs).sum();
+    let rss = runs.iter().filter_map(|r| r.proxy_peak_rss_bytes).max();
+    let q = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let open = first.mode == Mode::Open;
+    let vs = |base: Kind| {
+        (first.kind != base)
+            .then(|| paired(all, first.kind, base, first, Sample::rps))
+            .flatten()
+    };
+    let added = |quant: f64| {
+        (open && first.kind != Kind::A)
+            .then(|| paired_diff(all, first.kind, Kind::A, first, |s| s.quantile_ms(quant)))
+            .flatten()
+    };
+    Some(Cell {
+        kind: first.kind,
+        label: first.kind.label(),
+        mode: first.mode,
+        connections: first.connections,
+        rate: first.rate,
+        runs: runs.len(),
+        ok,
+        errors: runs.iter().map(|r| r.errors).sum(),
+        rps: ok as f64 / secs.max(1e-9),
+        p50_ms: q(0.5),
+        p90_ms: q(0.9),
+        p99_ms: q(0.99),
+        p999_ms: q(0.999),
+        proxy_cpu_s_per_10k: cpu.filter(|_| ok > 0).map(|c| c / ok as f64 * 10_000.0),
+        proxy_peak_rss_mib: rss.map(|b| b as f64 / (1024.0 * 1024.0)),
+        rps_vs_direct: vs(Kind::A),
+        rps_vs_envoy: vs(Kind::E),
+        added_p50_ms: added(0.5),
+        added_p99_ms: added(0.99),
+        first_error: runs.iter().find_map(|r| r.first_error.clone()),
+    })
+}
+
+/// One of the targets, as measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Goal {
+    pub what: String,
+    pub target: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+pub fn goals(samples: &[Sample], cells: &[Cell]) -> Vec<Goal> {
+    let mut out = Vec::new();
+    let closed: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.mode == Mode::Closed && s.kind == Kind::D && s.round == 0)
+        .collect();
+    for like in closed {
+        for (base, want) in [(Kind::E, 1.0), (Kind::F, 1.5)] {
+            if let Some(r) = paired(samples, Kind::D, base, like, Sample::rps) {
+                out.push(Goal {
+                    what: format!("throughput d / {base} at {} connections", like.connections),
+                    target: format!("≥ {want:.1}"),
+                    measured: format!("{r:.2}"),
+                    met: Some(r >= want),
+                });
+            }
+        }
+    }
+    if let Some(like) = samples
+        .iter()
+        .find(|s| s.mode == Mode::Open && s.kind == Kind::D)
+    {
+        for base in [Kind::E, Kind::G] {
+            if let Some(r) = paired(samples, Kind::D, base, like, |s| s.quantile_ms(0.99)) {
+                out.push(Goal {
+                    what: format!("p99 d / {base} at {:.0} rps", like.rate.unwrap_or_default()),
+                    target: "≤ 1.00".into(),
+                    measured: format!("{r:.2}"),
+                    met: Some(r <= 1.0),
+                });
+            }
+        }
+    }
+    let peak = |k: Kind| {
+        cells
+            .iter()
+            .filter(|c| c.kind == k)
+            .filter_map(|c| c.proxy_peak_rss_mib)
+            .reduce(f64::max)
+    };
+    for base in [Kind::E, Kind::F, Kind::G] {
+        if let (Some(d), Some(e)) = (peak(Kind::D), peak(base)) {
+            out.push(Goal {
+                what: format!("peak RSS d / {base}"),
+                target: "≤ 0.33".into(),
+                measured: format!("{:.2} ({d:.1} MiB vs {e:.1} MiB)", d / e),
+                met: Some(d / e <= 1.0 / 3.0),
+            });
+        }
+    }
+    out.extend(filter_cost(cells));
+    out
+}
+
+/// What the two WASM filters cost in proxy CPU: d minus c, at each load.
+fn filter_cost(cells: &[Cell]) -> Vec<Goal> {
+    let find = |k: Kind, c: &Cell| {
+        cells
+            .iter()
+            .find(|x| x.kind == k && x.mode == c.mode && x.connections == c.connections)
+            .and_then(|x| x.proxy_cpu_s_per_10k)
+    };
+    cells
+        .iter()
+        .filter(|c| c.kind == Kind::D)
+        .filter_map(|c| {
+            let (d, base) = (find(Kind::D, c)?, find(Kind::C, c)?);
+            // CPU seconds per 10k requests → µs per request.
+            let per_call_us = (d - base) * 100.0;
+            Some(Goal {
+                what: format!("CPU of the two WASM filters (d − c), {}", load_name(c)),
+                target: "visible".into(),
+                measured: format!(
+                    "{per_call_us:.1} µs per call ({:.1} µs per filter)",
+                    per_call_us / 2.0
+                ),
+                met: None,
+            })
+        })
+        .collect()
+}
+
+pub fn load_name(c: &Cell) -> String {
+    match (c.mode, c.rate) {
+        (Mode::Open, Some(r)) => format!("open loop {r:.0} rps over {} connections", c.connections),
+        _ => format!("{} connections", c.connections),
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// The tables of RESULTS.md.
+pub fn markdown(cells: &[Cell], goals: &[Goal]) -> String {
+    let mut md = String::new();
+    let mut last: Option<String> = None;
+    for c in cells {
+        let name = load_name(c);
+        if last.as_deref() != Some(name.as_str()) {
+            let _ = writeln!(md, "\n### {}\n", capitalise(&name));
+            if c.mode == Mode::Open {
+                md.push_str("| config | achieved rps | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 ms | added p99 ms | errors | proxy CPU s / 10k | proxy peak RSS MiB |\n");
+                md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            } else {
+                md.push_str("| config | rps | × direct | × Envoy e | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | proxy CPU s / 10k | proxy peak RSS MiB |\n");
+                md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            }
+            last = Some(name);
+        }
+        let id = format!("{} {}", c.kind, c.label);
+        let tail = format!(
+            "{:.3} | {:.3} | {:.3} | {:.3} | ",
+            c.p50_ms, c.p90_ms, c.p99_ms, c.p999_ms
+        );
+        let cost = format!(
+            "{} | {} | {} |",
+            c.errors,
+            opt(c.proxy_cpu_s_per_10k, 2),
+            opt(c.proxy_peak_rss_mib, 1)
+        );
+        if c.mode == Mode::Open {
+            let _ = writeln!(
+                md,
+                "| {id} | {:.0} | {tail}{} | {} | {cost}",
+                c.rps,
+                opt(c.added_p50_ms, 3),
+                opt(c.added_p99_ms, 3)
+            );
+        } else {
+            let _ = writeln!(
+                md,
+                "| {id} | {:.0} | {} | {} | {tail}{cost}",
+                c.rps,
+                opt(c.rps_vs_direct, 2),
+                opt(c.rps_vs_envoy, 2)
+            );
+        }
+    }
+    md.push_str("\n### Targets\n\n| what | target | measured | met |\n|---|---|---|---|\n");
+    for g in goals {
+        let met = match g.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(md, "| {} | {} | {} | {met} |", g.what, g.target, g.measured);
+    }
+    md
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::histogram;
+
+    fn sample(kind: Kind, round: usize, ok: u64, p_us: u64) -> Sample {
+        let mut h = histogram().unwrap();
+        h.record_n(p_us, ok).unwrap();
+        Sample {
+            kind,
+            mode: Mode::Closed,
+            connections: 16,
+            rate: None,
+            round,
+            ok,
+            errors: 0,
+            secs: 1.0,
+            proxy_cpu_secs: (kind != Kind::A).then_some(ok as f64 / 10_000.0),
+            proxy_peak_rss_bytes: (kind != Kind::A).then_some(10 << 20),
+            first_error: None,
+            latency_us: h,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_runs_of_the_same_round() {
+        // Round 1 is twice as fast for everyone: a per-round ratio is
+        // unaffected, a ratio of totals would be too.
+        let s = vec![
+            sample(Kind::A, 0, 1000, 100),
+            sample(Kind::D, 0, 500, 200),
+            sample(Kind::A, 1, 2000, 100),
+            sample(Kind::D, 1, 1000, 200),
+            sample(Kind::A, 2, 1000, 100),
+            sample(Kind::D, 2, 900, 200),
+        ];
+        let like = &s[1];
+        assert_eq!(paired(&s, Kind::D, Kind::A, like, Sample::rps), Some(0.5));
+        let cells = cells(&s);
+        assert_eq!(cells.len(), 2);
+        let d = cells.iter().find(|c| c.kind == Kind::D).unwrap();
+        assert_eq!(d.rps_vs_direct, Some(0.5));
+        assert_eq!(d.ok, 2400);
+        assert!((d.proxy_cpu_s_per_10k.unwrap() - 1.0).abs() < 1e-9);
+        assert!((d.p50_ms - 0.2).abs() < 0.001, "{}", d.p50_ms);
+        assert_eq!(d.rps_vs_envoy, None);
+    }
+
+    #[test]
+    fn goals_report_shortfalls_honestly() {
+        let s = vec![
+            sample(Kind::D, 0, 900, 200),
+            sample(Kind::E, 0, 1000, 150),
+            sample(Kind::F, 0, 500, 300),
+        ];
+        let g = goals(&s, &cells(&s));
+        let vs_e = g
+            .iter()
+            .find(|g| g.what.starts_with("throughput d / e"))
+            .unwrap();
+        assert_eq!(vs_e.met, Some(false));
+        assert_eq!(vs_e.measured, "0.90");
+        let vs_f = g
+            .iter()
+            .find(|g| g.what.starts_with("throughput d / f"))
+            .unwrap();
+        assert_eq!(vs_f.met, Some(true));
+        let md = markdown(&cells(&s), &g);
+        assert!(
+            md.contains("| d portcullis mTLS + 2 WASM filters | 900 |"),
+            "{md}"
+        );
+        assert!(md.contains("**no**"));
+    }
+
+    #[test]
+    fn median_of_even_and_odd() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+    }
+}

@@ -1,0 +1,400 @@
+//! The configurations under test: which process serves each one, how it is
+//! configured and how the load generator reaches it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::process::{Child, Command};
+
+use crate::conn::{self, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0} failed: {1}")]
+    Command(String, String),
+    #[error("{kind} did not listen on {addr} within {secs} s; its log:\n{log}")]
+    NotReady {
+        kind: String,
+        addr: SocketAddr,
+        secs: u64,
+        log: String,
+    },
+    #[error("configuration {0} needs {1}, which was not given")]
+    Missing(Kind, &'static str),
+    #[error(transparent)]
+    Tls(#[from] conn::ConnError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SetupError {
+    let what = what.into();
+    move |source| SetupError::Io { what, source }
+}
+
+/// One configuration of the issue's list, a to g.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    A,
+    B,
+    C,
+    D,
+    E,
+    F,
+    G,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proxy {
+    None,
+    Portcullis,
+    Envoy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::A,
+        Kind::B,
+        Kind::C,
+        Kind::D,
+        Kind::E,
+        Kind::F,
+        Kind::G,
+    ];
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Self::ALL.into_iter().find(|k| k.key() == s)
+    }
+
+    pub fn key(self) -> &'static str {
+        ["a", "b", "c", "d", "e", "f", "g"][self as usize]
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::A => "direct",
+            Kind::B => "portcullis plain",
+            Kind::C => "portcullis mTLS",
+            Kind::D => "portcullis mTLS + 2 WASM filters",
+            Kind::E => "Envoy mcp + RBAC",
+            Kind::F => "Envoy proxy-wasm (v8)",
+            Kind::G => "Envoy mTLS + mcp + RBAC",
+        }
+    }
+
+    pub fn proxy(self) -> Proxy {
+        match self {
+            Kind::A => Proxy::None,
+            Kind::B | Kind::C | Kind::D => Proxy::Portcullis,
+            Kind::E | Kind::F | Kind::G => Proxy::Envoy,
+        }
+    }
+
+    fn mtls(self) -> bool {
+        matches!(self, Kind::C | Kind::D | Kind::G)
+    }
+
+    fn template(self) -> &'static str {
+        match self {
+            Kind::A => "",
+            Kind::B => include_str!("../configs/b-portcullis-plain.yaml"),
+            Kind::C => include_str!("../configs/c-portcullis-mtls.yaml"),
+            Kind::D => include_str!("../configs/d-portcullis-mtls-wasm.yaml"),
+            Kind::E => include_str!("../configs/e-envoy-mcp-rbac.yaml"),
+            Kind::F => include_str!("../configs/f-envoy-wasm.yaml"),
+            Kind::G => include_str!("../configs/g-envoy-mtls.yaml"),
+        }
+    }
+}
+
+/// Where the programs and artifacts the configurations need are.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub portcullis: PathBuf,
+    pub envoy: Option<PathBuf>,
+    pub filters: PathBuf,
+    pub envoy_wasm: Option<PathBuf>,
+    pub work: PathBuf,
+    pub base_port: u16,
+}
+
+impl Paths {
+    fn port(&self, offset: u16) -> u16 {
+        self.base_port + offset
+    }
+
+    pub fn upstream_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port(0)))
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.work.join("pki")
+    }
+}
+
+/// A running configuration. Its process (if any) is killed when dropped.
+pub struct Target {
+    pub kind: Kind,
+    pub endpoint: Endpoint,
+    child: Option<Child>,
+}
+
+impl Target {
+    /// The proxy's pid, whose CPU and memory the results report.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+}
+
+/// Mints the bench trust domain with portcullis's own dev CA: one SVID for
+/// both proxies (with a DNS SAN, as Envoy's clients and ours check the
+/// host name) and one for the load generator.
+pub async fn mint_pki(paths: &Paths) -> Result<(), SetupError> {
+    let pki = paths.pki();
+    let _ = std::fs::remove_dir_all(&pki);
+    std::fs::create_dir_all(&pki).map_err(io(format!("creating {}", pki.display())))?;
+    let ca = pki.join("ca");
+    let td = ["--trust-domain", "bench.local"];
+    run_portcullis(paths, &["ca", "init", "--dir"], &[&ca], &td).await?;
+    for (name, dns) in [("proxy", Some("localhost")), ("client", None)] {
+        let id = format!("spiffe://bench.local/ns/bench/sa/{name}");
+        let mut extra = vec!["--id", id.as_str()];
+        if let Some(d) = dns {
+            extra.extend(["--dns", d]);
+        }
+        let out = pki.join(name);
+        run_portcullis(
+            paths,
+            &["ca", "issue", "--dir"],
+            &[&ca, Path::new("--out"), &out],
+            &extra,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn run_portcullis(
+    paths: &Paths,
+    args: &[&str],
+    files: &[&Path],
+    extra: &[&str],
+) -> Result<(), SetupError> {
+    let out = Command::new(&paths.portcullis)
+        .args(args)
+        .args(files)
+        .args(extra)
+        .output()
+        .await
+        .map_err(io(format!("running {}", paths.portcullis.display())))?;
+    if !out.status.success() {
+        return Err(SetupError::Command(
+            format!("portcullis {}", args.join(" ")),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the upstream: this same binary, in its own process, so that its
+/// CPU is not mixed with the load generator's.
+pub async fn start_upstream(paths: &Paths) -> Result<Child, SetupError> {
+    let exe = std::env::current_exe().map_err(io("locating the harness binary"))?;
+    let addr = paths.upstream_addr();
+    let log = paths.work.join("upstream.log");
+    let child = spawn(
+        Command::new(exe)
+            .arg("upstream")
+            .arg("--listen")
+            .arg(addr.to_string()),
+        &log,
+    )?;
+    wait_listening(child, addr, "upstream", &log).await
+}
+
+/// Writes the configuration's file, starts its proxy and waits until it
+/// listens.
+pub async fn start(kind: Kind, paths: &Paths) -> Result<Target, SetupError> {
+    let index = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u16;
+    let listen = match kind {
+        Kind::A => paths.upstream_addr(),
+        _ => SocketAddr::from(([127, 0, 0, 1], paths.port(1 + index))),
+    };
+    let endpoint = if kind.mtls() {
+        let pki = paths.pki();
+        let cfg = conn::mtls_client(
+            &pki.join("ca/ca.pem"),
+            &pki.join("client.pem"),
+            &pki.join("client.key"),
+        )?;
+        Endpoint::mtls(listen, Arc::new(cfg))
+    } else {
+        Endpoint::plain(listen)
+    };
+    if kind.proxy() == Proxy::None {
+        return Ok(Target {
+            kind,
+            endpoint,
+            child: None,
+        });
+    }
+    let admin = paths.port(20 + index);
+    let file = paths.work.join(format!("{}.yaml", kind.key()));
+    let text = render(kind, paths, listen.port(), admin)?;
+    std::fs::write(&file, text).map_err(io(format!("writing {}", file.display())))?;
+    let log = paths.work.join(format!("{}.log", kind.key()));
+    let child = match kind.proxy() {
+        Proxy::Portcullis => spawn(
+            Command::new(&paths.portcullis)
+                .args(["run", "--config"])
+                .arg(&file)
+                // Audit records off, as Envoy's access log is: both proxies
+                // are measured on the request path alone.
+                .env("RUST_LOG", "warn"),
+            &log,
+        )?,
+        _ => {
+            let envoy = paths
+                .envoy
+                .as_ref()
+                .ok_or(SetupError::Missing(kind, "--envoy"))?;
+            spawn(
+                Command::new(envoy).arg("-c").arg(&file).args([
+                    "--disable-hot-restart",
+                    "--log-level",
+                    "warn",
+                ]),
+                &log,
+            )?
+        }
+    };
+    let child = wait_listening(child, listen, kind.label(), &log).await?;
+    Ok(Target {
+        kind,
+        endpoint,
+        child: Some(child),
+    })
+}
+
+fn render(kind: Kind, paths: &Paths, listen: u16, admin: u16) -> Result<String, SetupError> {
+    let mut text = kind
+        .template()
+        .replace("@LISTEN@", &listen.to_string())
+        .replace("@ADMIN@", &admin.to_string())
+        .replace("@UPSTREAM@", &paths.port(0).to_string())
+        .replace("@PKI@", &paths.pki().display().to_string())
+        .replace("@WORK@", &paths.work.display().to_string())
+        .replace("@FILTERS@", &paths.filters.display().to_string());
+    if text.contains("@ENVOY_WASM@") {
+        let wasm = paths
+            .envoy_wasm
+            .as_ref()
+            .ok_or(SetupError::Missing(kind, "--envoy-wasm"))?;
+        text = text.replace("@ENVOY_WASM@", &wasm.display().to_string());
+    }
+    Ok(text)
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Result<Child, SetupError> {
+    let out = std::fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
+    let err = out.try_clone().map_err(io("duplicating a log handle"))?;
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io(format!("starting {:?}", cmd.as_std().get_program())))
+}
+
+const READY_SECS: u64 = 60;
+
+async fn wait_listening(
+    mut child: Child,
+    addr: SocketAddr,
+    kind: &str,
+    log: &Path,
+) -> Result<Child, SetupError> {
+    let not_ready = |log: &Path| SetupError::NotReady {
+        kind: kind.to_string(),
+        addr,
+        secs: READY_SECS,
+        log: tail(log),
+    };
+    for _ in 0..READY_SECS * 20 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(not_ready(log));
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(not_ready(log))
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> Paths {
+        Paths {
+            portcullis: "portcullis".into(),
+            envoy: None,
+            filters: "/f".into(),
+            envoy_wasm: None,
+            work: "/w".into(),
+            base_port: 18100,
+        }
+    }
+
+    #[test]
+    fn every_template_is_rendered_without_placeholders_left() {
+        let mut p = paths();
+        p.envoy_wasm = Some("/x.wasm".into());
+        for kind in Kind::ALL.into_iter().filter(|k| *k != Kind::A) {
+            let text = render(kind, &p, 18102, 18122).unwrap();
+            assert!(
+                !text.contains('@') || text.contains("\"@type\""),
+                "{kind}: {text}"
+            );
+            assert!(
+                !text.contains("@LISTEN@") && !text.contains("@PKI@"),
+                "{kind}"
+            );
+            assert!(text.contains("18102") && text.contains("18100"), "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_proxy_wasm_configuration_needs_its_module() {
+        let err = render(Kind::F, &paths(), 1, 2).unwrap_err();
+        assert!(err.to_string().contains("--envoy-wasm"), "{err}");
+    }
+
+    #[test]
+    fn keys_parse_back() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.key()), Some(k));
+        }
+        assert_eq!(Kind::parse("z"), None);
+    }
+}
