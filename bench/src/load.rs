@@ -44,9 +44,16 @@ pub struct RunResult {
 /// no `initialize` is needed and every call stands alone.
 pub const TEXT: &str = "The quick brown fox jumps over the lazy dog, 0123456789";
 
-fn call(endpoint: &Endpoint, id: u64) -> Result<Request<Full<Bytes>>, http::Error> {
+fn call(
+    endpoint: &Endpoint,
+    id: u64,
+    tool: &str,
+    text: &str,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    // Encoding a string cannot fail; the fallback only satisfies the type.
+    let text = serde_json::to_string(text).unwrap_or_default();
     let body = format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{TEXT}"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":{text}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
     );
     Request::post(format!(
         "{}://localhost:{}/mcp",
@@ -58,8 +65,17 @@ fn call(endpoint: &Endpoint, id: u64) -> Result<Request<Full<Bytes>>, http::Erro
     .header(header::ACCEPT, "application/json, text/event-stream")
     .header("mcp-protocol-version", "2026-07-28")
     .header("mcp-method", "tools/call")
-    .header("mcp-name", "echo")
+    .header("mcp-name", tool)
     .body(Full::new(Bytes::from(body)))
+}
+
+/// One call of `tool` on a fresh connection: Ok if it was served with a
+/// result, Err with what came back otherwise. The harness uses it to show
+/// that each configuration enforces its policy before measuring it.
+pub async fn probe(endpoint: &Endpoint, tool: &str, text: &str) -> Result<(), String> {
+    let mut sender = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let req = call(endpoint, 1, tool, text).map_err(|e| e.to_string())?;
+    exchange(&mut sender, req, 1).await
 }
 
 #[derive(Deserialize)]
@@ -227,7 +243,7 @@ async fn worker(
                 }
             },
         };
-        let req = match call(&endpoint, id) {
+        let req = match call(&endpoint, id, "echo", TEXT) {
             Ok(r) => r,
             Err(e) => {
                 w.fail(e.to_string());

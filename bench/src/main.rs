@@ -10,6 +10,7 @@ mod procstat;
 mod report;
 mod targets;
 mod upstream;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -155,7 +156,9 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     let mut running = Vec::new();
     for k in &kinds {
         eprintln!("starting {} {}", k, k.label());
-        running.push(targets::start(*k, &paths).await?);
+        let target = targets::start(*k, &paths).await?;
+        verify::enforces_policy(*k, &target.endpoint).await?;
+        running.push(target);
     }
     let samples = plan::execute(&plan, &running, |s| {
         eprintln!(

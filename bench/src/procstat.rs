@@ -99,7 +99,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_this_process() {
+    fn reads_this_process_and_resets_its_peak() {
         let pid = std::process::id();
         // Burn a little CPU so the figure cannot be zero.
         let mut x = 0u64;
@@ -107,12 +107,19 @@ mod tests {
             x = x.wrapping_add(i * i);
         }
         assert!(x > 0);
-        let cpu = cpu_seconds(pid, clock_ticks()).unwrap();
-        assert!(cpu > 0.0, "cpu {cpu}");
-        let rss = peak_rss(pid).unwrap();
-        assert!(rss > 1 << 20, "rss {rss}");
+        assert!(cpu_seconds(pid, clock_ticks()).unwrap() > 0.0);
+        // Touch 256 MiB, so that the peak is far above the steady state.
+        let big = vec![1u8; 256 << 20];
+        assert_eq!(big[big.len() - 1], 1);
+        let peak = peak_rss(pid).unwrap();
+        assert!(peak > 256 << 20, "peak {peak}");
+        drop(big);
         reset_peak_rss(pid).unwrap();
-        assert!(peak_rss(pid).unwrap() <= rss);
+        let after = peak_rss(pid).unwrap();
+        assert!(
+            after + (128 << 20) < peak,
+            "peak {peak}, after reset {after}"
+        );
     }
 
     #[test]

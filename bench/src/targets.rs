@@ -1,6 +1,7 @@
 //! The configurations under test: which process serves each one, how it is
 //! configured and how the load generator reaches it.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -167,42 +168,47 @@ pub async fn mint_pki(paths: &Paths) -> Result<(), SetupError> {
     let _ = std::fs::remove_dir_all(&pki);
     std::fs::create_dir_all(&pki).map_err(io(format!("creating {}", pki.display())))?;
     let ca = pki.join("ca");
-    let td = ["--trust-domain", "bench.local"];
-    run_portcullis(paths, &["ca", "init", "--dir"], &[&ca], &td).await?;
+    let mut init: Vec<OsString> = vec![
+        "ca".into(),
+        "init".into(),
+        "--dir".into(),
+        ca.clone().into(),
+    ];
+    init.extend(["--trust-domain".into(), "bench.local".into()]);
+    run_portcullis(paths, &init).await?;
     for (name, dns) in [("proxy", Some("localhost")), ("client", None)] {
-        let id = format!("spiffe://bench.local/ns/bench/sa/{name}");
-        let mut extra = vec!["--id", id.as_str()];
+        let mut issue: Vec<OsString> = vec![
+            "ca".into(),
+            "issue".into(),
+            "--dir".into(),
+            ca.clone().into(),
+        ];
+        issue.extend(["--out".into(), pki.join(name).into()]);
+        issue.extend([
+            "--id".into(),
+            format!("spiffe://bench.local/ns/bench/sa/{name}").into(),
+        ]);
         if let Some(d) = dns {
-            extra.extend(["--dns", d]);
+            issue.extend(["--dns".into(), d.into()]);
         }
-        let out = pki.join(name);
-        run_portcullis(
-            paths,
-            &["ca", "issue", "--dir"],
-            &[&ca, Path::new("--out"), &out],
-            &extra,
-        )
-        .await?;
+        run_portcullis(paths, &issue).await?;
     }
     Ok(())
 }
 
-async fn run_portcullis(
-    paths: &Paths,
-    args: &[&str],
-    files: &[&Path],
-    extra: &[&str],
-) -> Result<(), SetupError> {
+async fn run_portcullis(paths: &Paths, args: &[OsString]) -> Result<(), SetupError> {
     let out = Command::new(&paths.portcullis)
         .args(args)
-        .args(files)
-        .args(extra)
         .output()
         .await
         .map_err(io(format!("running {}", paths.portcullis.display())))?;
     if !out.status.success() {
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         return Err(SetupError::Command(
-            format!("portcullis {}", args.join(" ")),
+            format!("portcullis {}", shown.join(" ")),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ));
     }

@@ -36,7 +36,10 @@ struct Params {
 
 /// Serves until the process is killed; the harness owns its lifetime.
 pub async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    serve_on(TcpListener::bind(addr).await?).await
+}
+
+pub async fn serve_on(listener: TcpListener) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         // Small request/response pairs: Nagle would add 40 ms stalls.
@@ -87,10 +90,17 @@ fn answer(body: &[u8]) -> Response<Full<Bytes>> {
             "name": "echo",
             "description": "Returns its text argument",
             "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+        }, {
+            "name": "delete_file",
+            "description": "Pretends to delete a file: what every policy under test must refuse",
+            "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}
         }]})),
         "tools/call" if params.name.as_deref() == Some("echo") => {
             let text = params.arguments.get("text").cloned().unwrap_or(Value::Null);
             Ok(json!({"content": [{"type": "text", "text": text}], "isError": false}))
+        }
+        "tools/call" if params.name.as_deref() == Some("delete_file") => {
+            Ok(json!({"content": [{"type": "text", "text": "deleted"}], "isError": false}))
         }
         "ping" => Ok(json!({})),
         _ => Err(json!({"code": -32601, "message": "method or tool not found"})),
