@@ -19,6 +19,8 @@ pub use wit::{
     ListKind as WitListKind, ResultDecision as WitResultDecision,
 };
 
+use std::{any::Any, cell::RefCell, rc::Rc};
+
 use crate::{
     load_config, Call, Caller, Decision, Filter, Header, ListItem, ListKind, MessageKind,
     ResultDecision, Target, TargetKind,
@@ -73,20 +75,52 @@ fn denial(d: crate::Denial) -> wit::Denial {
     }
 }
 
+/// The last configuration parsed, with its text. The host may keep an
+/// instance warm between calls of the same caller; the configuration text is
+/// then the same each time, so it is parsed (and its regexes compiled) once
+/// per instance instead of once per call. A fresh instance starts empty.
+struct Parsed {
+    text: String,
+    config: Rc<dyn Any>,
+}
+
+thread_local! {
+    static PARSED: RefCell<Option<Parsed>> = const { RefCell::new(None) };
+}
+
 /// A configuration that no longer parses is refused at load, so failing
 /// here means the host changed it underneath: deny.
-fn config_or_deny<F: Filter>(config: &str) -> Result<F::Config, wit::Denial> {
-    load_config::<F>(config).map_err(|e| wit::Denial {
+fn config_or_deny<F: Filter>(config: &str) -> Result<Rc<F::Config>, wit::Denial>
+where
+    F::Config: 'static,
+{
+    let cached = PARSED.with_borrow(|p| {
+        p.as_ref()
+            .filter(|p| p.text == config)
+            .and_then(|p| p.config.clone().downcast::<F::Config>().ok())
+    });
+    if let Some(c) = cached {
+        return Ok(c);
+    }
+    let parsed = Rc::new(load_config::<F>(config).map_err(|e| wit::Denial {
         code: 0,
         message: e,
-    })
+    })?);
+    PARSED.set(Some(Parsed {
+        text: config.to_string(),
+        config: parsed.clone(),
+    }));
+    Ok(parsed)
 }
 
 pub fn validate_config<F: Filter>(config: String) -> Result<(), String> {
     load_config::<F>(&config).map(|_| ())
 }
 
-pub fn on_request<F: Filter>(config: String, c: WitCall) -> WitDecision {
+pub fn on_request<F: Filter>(config: String, c: WitCall) -> WitDecision
+where
+    F::Config: 'static,
+{
     let config = match config_or_deny::<F>(&config) {
         Ok(c) => c,
         Err(d) => return WitDecision::Deny(d),
@@ -98,7 +132,10 @@ pub fn on_request<F: Filter>(config: String, c: WitCall) -> WitDecision {
     }
 }
 
-pub fn on_result<F: Filter>(config: String, c: WitCall, result: String) -> WitResultDecision {
+pub fn on_result<F: Filter>(config: String, c: WitCall, result: String) -> WitResultDecision
+where
+    F::Config: 'static,
+{
     let config = match config_or_deny::<F>(&config) {
         Ok(c) => c,
         Err(d) => return WitResultDecision::Deny(d),
@@ -115,8 +152,11 @@ pub fn on_list<F: Filter>(
     c: WitCaller,
     kind: WitListKind,
     items: Vec<WitListItem>,
-) -> Vec<bool> {
-    let Ok(config) = load_config::<F>(&config) else {
+) -> Vec<bool>
+where
+    F::Config: 'static,
+{
+    let Ok(config) = config_or_deny::<F>(&config) else {
         return vec![false; items.len()];
     };
     let kind = match kind {

@@ -43,10 +43,11 @@
 //! h.request(&CallBuilder::tool("echo").build()).assert_allowed();
 //! ```
 //!
-//! Because every evaluation starts from a fresh instance, a filter keeps no
-//! state in memory between calls: its configuration is handed to every
-//! hook (already parsed), and state that must span calls (rate limits)
-//! lives in the host's counters and key-value store, see [`host`].
+//! An instance serves one caller identity at most, and may be fresh for any
+//! call, so a filter keeps no state in memory between calls: its
+//! configuration is handed to every hook (parsed once per instance), and
+//! state that must span calls (rate limits) lives in the host's counters
+//! and key-value store, see [`host`].
 
 mod call;
 mod decision;

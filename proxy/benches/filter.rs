@@ -9,7 +9,9 @@ use std::{sync::Arc, time::Duration};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::{
-    filter::{EngineOptions, FilterChain, FilterEngine, Hook, Limits, OnError, WasmFilter},
+    filter::{
+        EngineOptions, FilterChain, FilterEngine, Hook, Isolation, Limits, OnError, WasmFilter,
+    },
     identity::Caller,
     mcp::{parse_body, Body, Call, Era},
     metrics::Metrics,
@@ -37,6 +39,7 @@ fn load(
         timeout: Duration::from_millis(10),
         memory: 32 << 20,
         max_output: 1 << 20,
+        isolation: Isolation::default(),
     };
     Arc::new(
         WasmFilter::load(

@@ -12,7 +12,8 @@ use serde_json::{value::RawValue, Value};
 
 use crate::{
     filter::{
-        EngineOptions, FilterChain, FilterEngine, FilterError, Hook, Limits, OnError, WasmFilter,
+        EngineOptions, FilterChain, FilterEngine, FilterError, Hook, Isolation, Limits, OnError,
+        WasmFilter,
     },
     identity::Caller,
     mcp::{
@@ -78,6 +79,7 @@ pub fn load(
         timeout,
         memory: 32 << 20,
         max_output: 1 << 20,
+        isolation: Isolation::default(),
     };
     let hooks = vec![Hook::Request, Hook::Result, Hook::List];
     let name = filter

@@ -23,10 +23,10 @@ pub struct Constraint {
     pub required: bool,
     /// The (string) value must match this regex.
     #[serde(default)]
-    pub allow_regex: Option<String>,
+    pub allow_regex: Option<Pattern>,
     /// The (string) value must not match this regex.
     #[serde(default)]
-    pub deny_regex: Option<String>,
+    pub deny_regex: Option<Pattern>,
     /// The value is a path that must stay under this absolute prefix.
     #[serde(default)]
     pub path_prefix: Option<String>,
@@ -71,8 +71,21 @@ fn under(path: &str, prefix: &str) -> bool {
     prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
 }
 
-fn regex(src: &str) -> Result<regex_lite::Regex, String> {
-    regex_lite::Regex::new(src).map_err(|e| format!("bad regex {src:?}: {e}"))
+/// A regex compiled when the configuration is parsed, so that a warm
+/// instance (which parses its configuration once) never compiles it again.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    src: String,
+    re: regex_lite::Regex,
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let src = String::deserialize(d)?;
+        let re = regex_lite::Regex::new(&src)
+            .map_err(|e| serde::de::Error::custom(format!("bad regex {src:?}: {e}")))?;
+        Ok(Self { src, re })
+    }
 }
 
 /// The outcome of one constraint on one value.
@@ -105,20 +118,14 @@ impl Constraint {
                 Check::Pass
             };
         };
-        if let Some(src) = &self.allow_regex {
-            match regex(src) {
-                Ok(re) if re.is_match(text) => {}
-                Ok(_) => return Check::Fail(format!("{text:?} does not match {src:?}")),
-                Err(e) => return Check::Fail(e),
+        if let Some(p) = &self.allow_regex {
+            if !p.re.is_match(text) {
+                return Check::Fail(format!("{text:?} does not match {:?}", p.src));
             }
         }
-        if let Some(src) = &self.deny_regex {
-            match regex(src) {
-                Ok(re) if re.is_match(text) => {
-                    return Check::Fail(format!("{text:?} matches denied pattern {src:?}"))
-                }
-                Ok(_) => {}
-                Err(e) => return Check::Fail(e),
+        if let Some(p) = &self.deny_regex {
+            if p.re.is_match(text) {
+                return Check::Fail(format!("{text:?} matches denied pattern {:?}", p.src));
             }
         }
         match &self.path_prefix {
@@ -150,9 +157,6 @@ impl Filter for ArgGuard {
         for c in &config.constraints {
             if !(c.pointer.is_empty() || c.pointer.starts_with('/')) {
                 return Err(format!("pointer {:?} must start with '/'", c.pointer));
-            }
-            for src in c.allow_regex.iter().chain(&c.deny_regex) {
-                regex(src)?;
             }
             if let Some(p) = &c.path_prefix {
                 resolve(p).ok_or_else(|| format!("path_prefix {p:?} must be an absolute path"))?;

@@ -1,6 +1,7 @@
 //! The policy host: WASM filters written against `portcullis:policy`,
-//! run by wasmtime with a fresh instance per evaluation, chained after the
-//! static rules, and reloaded when their files or the config change.
+//! run by wasmtime with instances isolated per caller (see
+//! [`Isolation`]), chained after the static rules, and reloaded when their
+//! files or the config change.
 
 mod bindings;
 mod chain;
@@ -22,7 +23,7 @@ use serde::Deserialize;
 pub use self::{
     chain::FilterChain,
     engine::{EngineOptions, FilterEngine},
-    wasm::{Fault, Limits, WasmFilter},
+    wasm::{Fault, Isolation, Limits, WasmFilter},
 };
 use crate::{config::Config, metrics::Metrics};
 
@@ -92,6 +93,10 @@ pub struct FilterSpec {
     /// Which hooks to run; fewer hooks, fewer evaluations.
     #[serde(default = "all_hooks")]
     pub hooks: Vec<Hook>,
+    /// `caller` (default): an instance is kept warm for the same caller
+    /// identity only. `call`: a fresh instance for every evaluation.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +197,7 @@ fn load(
         timeout: spec.timeout,
         memory: spec.memory_limit_bytes,
         max_output: spec.max_output_bytes,
+        isolation: spec.isolation,
     };
     let config = spec.config.to_string();
     let config = if spec.config.is_null() {

@@ -1,10 +1,12 @@
 //! One loaded filter: compiled once, pre-linked once (`FilterPre`), and
-//! instantiated fresh for every evaluation so that nothing a filter saw for
-//! one caller can leak to the next.
+//! instantiated under an isolation rule: by default an instance serves
+//! only one caller identity (kept warm between that caller's calls), so
+//! nothing a filter saw for one caller can reach another's evaluation.
 
 use std::{
+    collections::VecDeque,
     path::Path,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -55,6 +57,36 @@ pub struct Limits {
     pub memory: usize,
     /// The longest text (message, arguments, result) accepted back.
     pub max_output: usize,
+    pub isolation: Isolation,
+}
+
+/// Which evaluations may share an instance (and so its memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// An instance is reused only for calls of the same caller identity
+    /// (SPIFFE ID, JWT claims, or anonymous). The filter parses its
+    /// configuration once per instance instead of once per call, which is
+    /// most of the cost of a small filter. An instance that faults is
+    /// thrown away, and none serves more than `MAX_CALLS` calls.
+    #[default]
+    Caller,
+    /// A fresh instance for every evaluation.
+    Call,
+}
+
+/// Warm instances kept per filter, across all callers.
+const MAX_WARM: usize = 16;
+/// Calls one instance serves before it is replaced, which bounds what a
+/// leaky filter can accumulate.
+const MAX_CALLS: u32 = 10_000;
+
+/// An instance kept for the next call of the same caller.
+struct Warm {
+    caller: String,
+    store: Store<HostState>,
+    instance: Filter,
+    calls: u32,
 }
 
 pub struct WasmFilter {
@@ -68,6 +100,7 @@ pub struct WasmFilter {
     config: String,
     shared: Arc<FilterShared>,
     limits: Limits,
+    warm: Mutex<VecDeque<Warm>>,
 }
 
 impl WasmFilter {
@@ -117,13 +150,14 @@ impl WasmFilter {
             config,
             shared,
             limits,
+            warm: Mutex::new(VecDeque::new()),
         };
         filter.validate_config().map_err(refuse)?;
         Ok(filter)
     }
 
     fn validate_config(&self) -> Result<(), String> {
-        let verdict = self.run(|f, s, cfg| f.call_validate_config(s, cfg));
+        let verdict = self.run(None, |f, s, cfg| f.call_validate_config(s, cfg));
         match verdict {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(format!("configuration refused: {why}")),
@@ -136,7 +170,9 @@ impl WasmFilter {
     }
 
     pub fn on_request(&self, call: &types::Call) -> Result<types::Decision, Fault> {
-        let decision = self.run(|f, s, cfg| f.call_on_request(s, cfg, call))?;
+        let decision = self.run(Some(&call.caller), |f, s, cfg| {
+            f.call_on_request(s, cfg, call)
+        })?;
         match &decision {
             types::Decision::Deny(d) => self.bounded(d.message.len())?,
             types::Decision::RewriteArguments(a) => self.bounded(a.len())?,
@@ -150,7 +186,9 @@ impl WasmFilter {
         call: &types::Call,
         result: &str,
     ) -> Result<types::ResultDecision, Fault> {
-        let decision = self.run(|f, s, cfg| f.call_on_result(s, cfg, call, result))?;
+        let decision = self.run(Some(&call.caller), |f, s, cfg| {
+            f.call_on_result(s, cfg, call, result)
+        })?;
         match &decision {
             types::ResultDecision::Deny(d) => self.bounded(d.message.len())?,
             types::ResultDecision::Replace(r) => self.bounded(r.len())?,
@@ -165,7 +203,9 @@ impl WasmFilter {
         kind: types::ListKind,
         items: &[types::ListItem],
     ) -> Result<Vec<bool>, Fault> {
-        self.run(|f, s, cfg| f.call_on_list(s, cfg, caller, kind, items))
+        self.run(Some(caller), |f, s, cfg| {
+            f.call_on_list(s, cfg, caller, kind, items)
+        })
     }
 
     fn bounded(&self, len: usize) -> Result<(), Fault> {
@@ -175,25 +215,88 @@ impl WasmFilter {
         Ok(())
     }
 
-    /// One evaluation in a fresh store and instance, under the deadline and
-    /// memory limit.
+    /// One evaluation under the deadline and memory limit, in a warm
+    /// instance of the same caller if there is one, else a fresh one.
+    /// `caller: None` always gets a fresh instance and never keeps it.
     fn run<R>(
         &self,
+        caller: Option<&types::Caller>,
         f: impl FnOnce(&Filter, &mut Store<HostState>, &str) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
+        let key = caller
+            .filter(|_| self.limits.isolation == Isolation::Caller)
+            .map(caller_key);
+        let mut warm = match key.as_deref().and_then(|k| self.take_warm(k)) {
+            Some(w) => w,
+            None => self.instantiate_or_evict(key.clone().unwrap_or_default())?,
+        };
+        // The deadline counts from now, whether the instance is new or not.
+        let ticks = (self.limits.timeout.as_micros() / TICK.as_micros()).max(1);
+        warm.store
+            .set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        // On a fault the instance is dropped here: its state is suspect.
+        let out = f(&warm.instance, &mut warm.store, &self.config)
+            .map_err(|e| self.classify(&e, false))?;
+        warm.calls += 1;
+        if key.is_some() && warm.calls < MAX_CALLS {
+            self.keep_warm(warm);
+        }
+        Ok(out)
+    }
+
+    /// Warm instances hold pool slots; when the pool is full, they are
+    /// given back before a caller is refused an instance.
+    fn instantiate_or_evict(&self, caller: String) -> Result<Warm, Fault> {
+        match self.instantiate(caller.clone()) {
+            Err(Fault::Instantiate(_)) if self.evict_all() > 0 => self.instantiate(caller),
+            other => other,
+        }
+    }
+
+    fn evict_all(&self) -> usize {
+        self.warm
+            .lock()
+            .map(|mut q| q.drain(..).count())
+            .unwrap_or(0)
+    }
+
+    fn instantiate(&self, caller: String) -> Result<Warm, Fault> {
         let mut store = Store::new(
             self.pre.engine(),
             HostState::new(self.shared.clone(), self.limits.memory),
         );
         store.limiter(|s| s.limits());
+        store.epoch_deadline_trap();
         let ticks = (self.limits.timeout.as_micros() / TICK.as_micros()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
         let instance = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.classify(&e, true))?;
-        f(&instance, &mut store, &self.config).map_err(|e| self.classify(&e, false))
+        Ok(Warm {
+            caller,
+            store,
+            instance,
+            calls: 0,
+        })
+    }
+
+    /// A poisoned lock only means another evaluation panicked; the queue
+    /// is then skipped (fresh instances) rather than trusted.
+    fn take_warm(&self, caller: &str) -> Option<Warm> {
+        let mut q = self.warm.lock().ok()?;
+        let i = q.iter().position(|w| w.caller == caller)?;
+        q.remove(i)
+    }
+
+    fn keep_warm(&self, w: Warm) {
+        if let Ok(mut q) = self.warm.lock() {
+            q.push_back(w);
+            // The least recently used instance makes room.
+            while q.len() > MAX_WARM {
+                q.pop_front();
+            }
+        }
     }
 
     fn classify(&self, e: &wasmtime::Error, instantiating: bool) -> Fault {
@@ -210,5 +313,14 @@ impl WasmFilter {
             return Fault::Instantiate(text);
         }
         Fault::Trap(text)
+    }
+}
+
+/// The identity an instance is bound to.
+fn caller_key(c: &types::Caller) -> String {
+    match c {
+        types::Caller::Anonymous => "anonymous".to_string(),
+        types::Caller::Spiffe(id) => format!("spiffe:{id}"),
+        types::Caller::Jwt(claims) => format!("jwt:{claims}"),
     }
 }

@@ -1,7 +1,11 @@
 //! Misbehaves on purpose, as its config says, on tools named `boom`:
 //! loops forever, allocates 1 GiB, traps, or returns a 10 MB message.
-//! Every other call is allowed, so the tests can check that the next call
-//! works after a fault.
+//! A tool named `count` is denied with the number of calls this instance
+//! has seen, which shows which calls shared an instance. Every other call
+//! is allowed, so the tests can check that the next call works after a
+//! fault.
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use portcullis_policy_sdk::prelude::*;
 
@@ -24,6 +28,11 @@ impl Filter for Fault {
     }
 
     fn on_request(config: &Config, call: &Call) -> Decision {
+        static SEEN: AtomicU32 = AtomicU32::new(0);
+        let seen = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
+        if call.tool_name() == Some("count") {
+            return Decision::deny(format!("call {seen} of this instance"));
+        }
         if call.tool_name() != Some("boom") {
             return Decision::Allow;
         }
