@@ -23,8 +23,9 @@ cargo build --quiet --release --target wasm32-unknown-unknown -p envoy-mcp-guard
 wasm="target/wasm32-unknown-unknown/release/envoy_mcp_guard.wasm"
 
 if [ "$smoke" = 1 ]; then
-  # Built by `cargo test --workspace` earlier in `make test`; this is a no-op then.
-  cargo build --quiet --workspace --bins
+  # The binaries `cargo test --workspace` builds (for the integration
+  # tests); after the unit step of `make test` this compiles nothing.
+  cargo test --quiet --workspace --no-run
   exec target/debug/portcullis-bench run --smoke \
     --portcullis target/debug/portcullis --envoy "$envoy" --envoy-wasm "$wasm" \
     --work target/bench-smoke/work --out target/bench-smoke

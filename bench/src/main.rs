@@ -119,8 +119,8 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     if args.smoke {
         args.concurrency = vec![4];
         args.rounds = 1;
-        args.duration = Duration::from_millis(400);
-        args.warmup = Duration::from_millis(200);
+        args.duration = Duration::from_millis(250);
+        args.warmup = Duration::from_millis(100);
         args.rate = args.rate.min(200.0);
         args.open_connections = 4;
     }

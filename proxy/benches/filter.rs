@@ -1,6 +1,7 @@
-//! One WASM filter evaluation through the real host (fresh instance per
-//! evaluation, small arguments), and the four-filter chain, against the
-//! native static rules as the baseline measured in the same run.
+//! One WASM filter evaluation through the real host (small arguments), in a
+//! fresh instance (`isolation: call`) and in a warm one (`isolation:
+//! caller`, the default), and the four-filter chain, against the native
+//! static rules as the baseline measured in the same run.
 
 #[path = "../tests/support/wasm.rs"]
 mod wasm;
@@ -34,12 +35,13 @@ fn load(
     engine: &Arc<FilterEngine>,
     crate_name: &str,
     config: serde_json::Value,
+    isolation: Isolation,
 ) -> Arc<WasmFilter> {
     let limits = Limits {
         timeout: Duration::from_millis(10),
         memory: 32 << 20,
         max_output: 1 << 20,
-        isolation: Isolation::default(),
+        isolation,
     };
     Arc::new(
         WasmFilter::load(
@@ -76,22 +78,31 @@ fn bench(c: &mut Criterion) {
         {"name": "no-delete", "effect": "deny", "tools": ["delete_*"]},
         {"name": "agents", "effect": "allow", "principals": {"spiffe": ["spiffe://demo.local/ns/agents/sa/*"]}, "tools": ["*"]}
     ]});
-    let rbac = load(&engine, "tool-rbac", rbac_config);
+    let rbac = load(&engine, "tool-rbac", rbac_config.clone(), Isolation::Caller);
+    let rbac_fresh = load(&engine, "tool-rbac", rbac_config, Isolation::Call);
     let guard = load(
         &engine,
         "arg-guard",
         json!({"constraints": [{"tools": ["read_file"], "pointer": "/path", "path_prefix": "/srv/data"}]}),
+        Isolation::Caller,
     );
     let limit = load(
         &engine,
         "rate-limit",
         json!({"limits": [{"tools": ["*"], "capacity": 1000000000u64, "refill_per_second": 1e9}]}),
+        Isolation::Caller,
     );
-    let redact = load(&engine, "redact", json!({}));
+    let redact = load(&engine, "redact", json!({}), Isolation::Caller);
 
     let one = FilterChain::new(
         StaticRules::default(),
         vec![rbac.clone()],
+        metrics.clone(),
+        64,
+    );
+    let one_fresh = FilterChain::new(
+        StaticRules::default(),
+        vec![rbac_fresh],
         metrics.clone(),
         64,
     );
@@ -125,6 +136,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| rules.check(std::hint::black_box(&req)))
     });
     g.bench_function("wasm_tool_rbac_fresh_instance", |b| {
+        b.iter(|| one_fresh.check(std::hint::black_box(&req)))
+    });
+    g.bench_function("wasm_tool_rbac_warm_instance", |b| {
         b.iter(|| one.check(std::hint::black_box(&req)))
     });
     g.bench_function("wasm_chain_of_four", |b| {
