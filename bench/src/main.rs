@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the benchmark and write RESULTS.md, results.json and latency.png.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the benchmark's upstream MCP server (the harness starts it).
     Upstream {
         #[arg(long)]
@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(run(args))
+            rt.block_on(run(*args))
         }
     }
 }
