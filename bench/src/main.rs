@@ -151,6 +151,10 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         }),
     };
 
+    // Every run compiles configuration d's filters afresh, as a new pod
+    // with an empty cache does; a warm cache would lower d's memory and
+    // make a first run and a rerun disagree.
+    let _ = std::fs::remove_dir_all(paths.work.join("filter-cache"));
     targets::mint_pki(&paths).await?;
     let _upstream = targets::start_upstream(&paths).await?;
     let mut running = Vec::new();

@@ -179,7 +179,12 @@ pub fn build_chain(
         .filters
         .iter()
         .map(|spec| load(engine, spec, config.base_dir.as_deref()).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>();
+    // Compiling a component (a cache miss) takes tens of MiB of heap that
+    // is freed at once but that the allocator would otherwise keep for
+    // the life of the process.
+    crate::memory::release_free_heap();
+    let filters = filters?;
     Ok(FilterChain::new(
         config.policy.clone(),
         filters,
