@@ -8,6 +8,7 @@ mod load;
 mod plan;
 mod procstat;
 mod report;
+mod scrape;
 mod targets;
 mod upstream;
 mod verify;
@@ -176,10 +177,28 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         );
     })
     .await?;
+    let mut filter_costs = Vec::new();
+    for t in running.iter().filter(|t| t.kind == Kind::D) {
+        if let Some(admin) = t.admin {
+            match scrape::filter_costs(admin).await {
+                Ok(c) => filter_costs = c,
+                Err(e) => eprintln!("warning: reading filter costs from {admin}: {e}"),
+            }
+        }
+    }
     drop(running);
 
     let cells = report::cells(&samples);
-    let goals = report::goals(&samples, &cells);
+    let mut goals = report::goals(&samples, &cells);
+    goals.extend(filter_costs.iter().map(|c| report::Goal {
+        what: format!(
+            "WASM filter {} in d, mean evaluation (proxy's own histogram)",
+            c.filter
+        ),
+        target: "visible".into(),
+        measured: format!("{:.1} µs over {} evaluations", c.mean_us, c.evaluations),
+        met: None,
+    }));
     let machine = machine::describe(&paths).await;
     let md = results_page(&machine, &args, &report::markdown(&cells, &goals));
     let json = serde_json::json!({
@@ -191,6 +210,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         },
         "cells": cells,
         "targets": goals,
+        "filter_costs": filter_costs,
         "samples": samples,
     });
     std::fs::write(args.out.join("RESULTS.md"), md)?;

@@ -197,6 +197,18 @@ pub fn goals(samples: &[Sample], cells: &[Cell]) -> Vec<Goal> {
                 });
             }
         }
+        // Like for like, with no target of its own: mTLS against mTLS.
+        if let Some(r) = paired(samples, Kind::C, Kind::G, like, Sample::rps) {
+            out.push(Goal {
+                what: format!(
+                    "throughput c / g (both mTLS) at {} connections",
+                    like.connections
+                ),
+                target: "–".into(),
+                measured: format!("{r:.2}"),
+                met: None,
+            });
+        }
     }
     if let Some(like) = samples
         .iter()

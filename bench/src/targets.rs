@@ -150,6 +150,8 @@ impl Paths {
 pub struct Target {
     pub kind: Kind,
     pub endpoint: Endpoint,
+    /// The proxy's admin listener (metrics), if it has one.
+    pub admin: Option<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -254,6 +256,7 @@ pub async fn start(kind: Kind, paths: &Paths) -> Result<Target, SetupError> {
         return Ok(Target {
             kind,
             endpoint,
+            admin: None,
             child: None,
         });
     }
@@ -291,6 +294,7 @@ pub async fn start(kind: Kind, paths: &Paths) -> Result<Target, SetupError> {
     Ok(Target {
         kind,
         endpoint,
+        admin: Some(SocketAddr::from(([127, 0, 0, 1], admin))),
         child: Some(child),
     })
 }
