@@ -2,24 +2,19 @@
 //! pooling instance allocator, epoch deadlines, and the `Linker` that every
 //! filter is instantiated against.
 
-use std::{
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::path::PathBuf;
 
 use wasmtime::{
     component::{Component, HasSelf, Linker},
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
-use super::{bindings::Filter, host::HostState, FilterError};
-
-/// One epoch tick; deadlines are counted in ticks.
-pub const TICK: Duration = Duration::from_millis(1);
+use super::{
+    bindings::Filter,
+    host::HostState,
+    ticker::{Active, Ticker},
+    FilterError,
+};
 
 /// Sizing of the engine, from the config.
 #[derive(Debug, Clone)]
@@ -34,7 +29,7 @@ pub struct EngineOptions {
 pub struct FilterEngine {
     engine: Engine,
     linker: Linker<HostState>,
-    ticker: Arc<AtomicBool>,
+    ticker: Ticker,
 }
 
 impl FilterEngine {
@@ -45,8 +40,7 @@ impl FilterEngine {
         Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         define_wasi_basics(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
-        let ticker = Arc::new(AtomicBool::new(true));
-        spawn_ticker(engine.clone(), ticker.clone())?;
+        let ticker = Ticker::start(engine.clone())?;
         Ok(Self {
             engine,
             linker,
@@ -58,18 +52,17 @@ impl FilterEngine {
         &self.engine
     }
 
+    /// Keeps the epoch clock running for one evaluation.
+    pub fn evaluating(&self) -> Active<'_> {
+        self.ticker.enter()
+    }
+
     /// A linker for one component: the shared definitions, plus a trapping
     /// stub for every other import it names (see `define_wasi_basics`).
     pub fn linker_for(&self, component: &Component) -> wasmtime::Result<Linker<HostState>> {
         let mut linker = self.linker.clone();
         linker.define_unknown_imports_as_traps(component)?;
         Ok(linker)
-    }
-}
-
-impl Drop for FilterEngine {
-    fn drop(&mut self) {
-        self.ticker.store(false, Ordering::Release);
     }
 }
 
@@ -137,17 +130,4 @@ fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x706f_7274_6375_6c6c);
     h.finish()
-}
-
-fn spawn_ticker(engine: Engine, running: Arc<AtomicBool>) -> Result<(), FilterError> {
-    std::thread::Builder::new()
-        .name("portcullis-epoch".into())
-        .spawn(move || {
-            while running.load(Ordering::Acquire) {
-                std::thread::sleep(TICK);
-                engine.increment_epoch();
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| FilterError::Engine(format!("epoch thread: {e}")))
 }

@@ -10,6 +10,7 @@ mod engine;
 mod host;
 mod kv;
 pub mod reload;
+mod ticker;
 mod wasm;
 
 use std::{

@@ -14,9 +14,10 @@ use wasmtime::{component::Component, Store};
 
 use super::{
     bindings::{types, Filter, FilterPre},
-    engine::{FilterEngine, TICK},
+    engine::FilterEngine,
     host::{FilterShared, HostState},
     kv::KvStore,
+    ticker::Ticker,
     FilterError, Hook, OnError,
 };
 
@@ -91,9 +92,8 @@ struct Warm {
 
 pub struct WasmFilter {
     pub name: String,
-    /// Keeps the engine's epoch ticker running while this filter exists:
-    /// without it, deadlines would never fire.
-    _engine: Arc<FilterEngine>,
+    /// The engine whose epoch clock this filter's deadlines count in.
+    engine: Arc<FilterEngine>,
     pub on_error: OnError,
     pub hooks: Vec<Hook>,
     pre: FilterPre<HostState>,
@@ -143,7 +143,7 @@ impl WasmFilter {
         });
         let filter = Self {
             name: name.to_string(),
-            _engine: engine.clone(),
+            engine: engine.clone(),
             on_error,
             hooks,
             pre,
@@ -223,6 +223,7 @@ impl WasmFilter {
         caller: Option<&types::Caller>,
         f: impl FnOnce(&Filter, &mut Store<HostState>, &str) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
+        let _clock = self.engine.evaluating();
         let key = caller
             .filter(|_| self.limits.isolation == Isolation::Caller)
             .map(caller_key);
@@ -231,9 +232,8 @@ impl WasmFilter {
             None => self.instantiate_or_evict(key.clone().unwrap_or_default())?,
         };
         // The deadline counts from now, whether the instance is new or not.
-        let ticks = (self.limits.timeout.as_micros() / TICK.as_micros()).max(1);
         warm.store
-            .set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+            .set_epoch_deadline(Ticker::ticks(self.limits.timeout));
         // On a fault the instance is dropped here: its state is suspect.
         let out = f(&warm.instance, &mut warm.store, &self.config)
             .map_err(|e| self.classify(&e, false))?;
@@ -267,8 +267,7 @@ impl WasmFilter {
         );
         store.limiter(|s| s.limits());
         store.epoch_deadline_trap();
-        let ticks = (self.limits.timeout.as_micros() / TICK.as_micros()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.set_epoch_deadline(Ticker::ticks(self.limits.timeout));
         let instance = self
             .pre
             .instantiate(&mut store)
