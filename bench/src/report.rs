@@ -56,23 +56,32 @@ fn same(a: &Sample, b: &Sample) -> bool {
     load_of(a) == load_of(b) && a.round == b.round
 }
 
+/// Runs of `kind` at `like`'s load, each with `base`'s run of the same
+/// round.
+fn pairs<'a>(
+    samples: &'a [Sample],
+    kind: Kind,
+    base: Kind,
+    like: &'a Sample,
+) -> impl Iterator<Item = (&'a Sample, &'a Sample)> + 'a {
+    samples
+        .iter()
+        .filter(move |s| s.kind == kind && load_of(s) == load_of(like))
+        .filter_map(move |s| Some((s, samples.iter().find(|b| b.kind == base && same(b, s))?)))
+}
+
 /// Median over rounds of f(kind's run) / f(base's run), runs paired by
 /// load and round.
 pub fn paired(
     samples: &[Sample],
     kind: Kind,
     base: Kind,
-    load_like: &Sample,
+    like: &Sample,
     f: impl Fn(&Sample) -> f64,
 ) -> Option<f64> {
-    let mut ratios: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.kind == kind && load_of(s) == load_of(load_like))
-        .filter_map(|s| {
-            let b = samples.iter().find(|b| b.kind == base && same(b, s))?;
-            let d = f(b);
-            (d > 0.0).then(|| f(s) / d)
-        })
+    let mut ratios: Vec<f64> = pairs(samples, kind, base, like)
+        .filter(|(_, b)| f(b) > 0.0)
+        .map(|(s, b)| f(s) / f(b))
         .collect();
     median(&mut ratios)
 }
@@ -82,16 +91,11 @@ fn paired_diff(
     samples: &[Sample],
     kind: Kind,
     base: Kind,
-    load_like: &Sample,
+    like: &Sample,
     f: impl Fn(&Sample) -> f64,
 ) -> Option<f64> {
-    let mut diffs: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.kind == kind && load_of(s) == load_of(load_like))
-        .filter_map(|s| {
-            let b = samples.iter().find(|b| b.kind == base && same(b, s))?;
-            Some(f(s) - f(b))
-        })
+    let mut diffs: Vec<f64> = pairs(samples, kind, base, like)
+        .map(|(s, b)| f(s) - f(b))
         .collect();
     median(&mut diffs)
 }
