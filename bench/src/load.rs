@@ -44,14 +44,19 @@ pub struct RunResult {
 /// no `initialize` is needed and every call stands alone.
 pub const TEXT: &str = "The quick brown fox jumps over the lazy dog, 0123456789";
 
+/// `text` as a JSON string literal. Encoding a string cannot fail; the
+/// fallback only satisfies the type.
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+/// A `tools/call` of `tool` with `text` (already a JSON string literal).
 fn call(
     endpoint: &Endpoint,
     id: u64,
     tool: &str,
     text: &str,
 ) -> Result<Request<Full<Bytes>>, http::Error> {
-    // Encoding a string cannot fail; the fallback only satisfies the type.
-    let text = serde_json::to_string(text).unwrap_or_default();
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":{text}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
     );
@@ -74,7 +79,7 @@ fn call(
 /// that each configuration enforces its policy before measuring it.
 pub async fn probe(endpoint: &Endpoint, tool: &str, text: &str) -> Result<(), String> {
     let mut sender = endpoint.connect().await.map_err(|e| e.to_string())?;
-    let req = call(endpoint, 1, tool, text).map_err(|e| e.to_string())?;
+    let req = call(endpoint, 1, tool, &json_string(text)).map_err(|e| e.to_string())?;
     exchange(&mut sender, req, 1).await
 }
 
@@ -202,6 +207,8 @@ async fn worker(
     deadline: Instant,
 ) -> Worker {
     let mut sender: Option<Sender> = None;
+    // Encoded once: the measured loop should cost the generator little.
+    let text = json_string(TEXT);
     let mut seq: u64 = 0;
     loop {
         // Open loop: this worker owns calls index, index + n, index + 2n, ...
@@ -243,7 +250,7 @@ async fn worker(
                 }
             },
         };
-        let req = match call(&endpoint, id, "echo", TEXT) {
+        let req = match call(&endpoint, id, "echo", &text) {
             Ok(r) => r,
             Err(e) => {
                 w.fail(e.to_string());
