@@ -2,7 +2,11 @@
 //!
 //! A filter is a type that implements [`Filter`]. It is exported with
 //! [`export_filter!`] and built for `wasm32-wasip2`. The sidecar runs it on
-//! every MCP message, in a fresh, isolated instance each time.
+//! every MCP message. An instance is never shared between callers: by
+//! default it is kept warm for the next call of the same caller
+//! (`isolation: caller`), or made fresh for every call (`isolation: call`);
+//! state that must outlive an instance belongs in the host's key-value
+//! store.
 //!
 //! ```
 //! use portcullis_policy_sdk::prelude::*;

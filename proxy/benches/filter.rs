@@ -13,7 +13,7 @@ use portcullis::{
     filter::{
         EngineOptions, FilterChain, FilterEngine, Hook, Isolation, Limits, OnError, WasmFilter,
     },
-    identity::Caller,
+    identity::{Peer, Principal, SpiffeId},
     mcp::{parse_body, Body, Call, Era},
     metrics::Metrics,
     policy::{Policy, Request, StaticRules},
@@ -64,7 +64,6 @@ fn call() -> Call {
         body.to_string().as_bytes(),
         64,
         &Era::from_version(Some("2025-11-25")),
-        Some("s"),
     ) {
         Ok(Body::Single(c)) => c,
         _ => unreachable!(),
@@ -73,7 +72,7 @@ fn call() -> Call {
 
 fn bench(c: &mut Criterion) {
     let engine = engine();
-    let metrics = Metrics::new().unwrap();
+    let metrics = Metrics::new().unwrap().filter;
     let rbac_config = json!({"default": "deny", "rules": [
         {"name": "no-delete", "effect": "deny", "tools": ["delete_*"]},
         {"name": "agents", "effect": "allow", "principals": {"spiffe": ["spiffe://demo.local/ns/agents/sa/*"]}, "tools": ["*"]}
@@ -118,11 +117,14 @@ fn bench(c: &mut Criterion) {
     .unwrap();
 
     let call = call();
-    let caller = Caller::Spiffe("spiffe://demo.local/ns/agents/sa/planner".into());
+    let caller = Principal::from_peer(Peer::Spiffe(
+        SpiffeId::parse("spiffe://demo.local/ns/agents/sa/planner").unwrap(),
+    ));
     let headers = vec![("mcp-protocol-version".to_string(), "2025-11-25".to_string())];
     let req = Request {
-        caller: &caller,
+        principal: &caller,
         call: &call,
+        session: None,
         headers: &headers,
         annotations: None,
         instance: "bench",

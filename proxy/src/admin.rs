@@ -14,10 +14,9 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::{listener, metrics::Metrics};
 
 #[derive(Clone)]
 pub struct Admin {
@@ -30,18 +29,13 @@ impl Admin {
         Self { metrics, ready }
     }
 
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        loop {
-            let (tcp, _) = tokio::select! {
-                () = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
-                        continue;
-                    }
-                },
-            };
+    pub async fn serve<L>(self, listener: L, shutdown: CancellationToken)
+    where
+        L: listener::Accept<Conn = tokio::net::TcpStream>,
+    {
+        // The shared accept loop backs off on errors (EMFILE): a spinning
+        // admin port would starve the data path of CPU.
+        while let Some((tcp, _)) = listener::accept(&listener, &shutdown).await {
             let admin = self.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -91,4 +85,40 @@ fn text_response(
         http::HeaderValue::from_static(content_type),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::listener::fakes::Exhausted;
+
+    /// The admin port used to `continue` on an accept error with no pause,
+    /// spinning a core while the process was out of file descriptors.
+    #[tokio::test]
+    async fn admin_backs_off_when_accept_fails() {
+        let admin = Admin::new(Metrics::new().unwrap(), Arc::new(AtomicBool::new(true)));
+        let failing = Arc::new(Exhausted::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (failing, stop) = (failing.clone(), stop.clone());
+            async move { admin.serve(SharedAccept(failing), stop).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.cancel();
+        task.await.unwrap();
+        let tries = failing.0.load(Ordering::Relaxed);
+        assert!((2..=10).contains(&tries), "{tries} accept attempts");
+    }
+
+    struct SharedAccept(Arc<Exhausted>);
+
+    impl listener::Accept for SharedAccept {
+        type Conn = tokio::net::TcpStream;
+
+        async fn accept(&self) -> std::io::Result<(Self::Conn, std::net::SocketAddr)> {
+            listener::Accept::accept(&*self.0).await
+        }
+    }
 }

@@ -7,9 +7,8 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use serde::Deserialize;
 
 use crate::{
-    filter::{EngineConfig, FilterSpec},
+    filter::{ChainSpec, EngineConfig, FilterSpec},
     identity::source::SourceConfig,
-    listener::tls::Mode,
     policy::StaticRules,
 };
 
@@ -62,12 +61,9 @@ pub struct Config {
     pub filters: Vec<FilterSpec>,
     #[serde(default)]
     pub filter_engine: EngineConfig,
-    /// The directory of the config file, for relative filter paths.
-    #[serde(skip)]
-    pub base_dir: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
     pub addr: SocketAddr,
@@ -93,7 +89,26 @@ impl Default for ListenerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A client certificate is required.
+    #[default]
+    Strict,
+    /// Plaintext is also accepted, as an unauthenticated caller.
+    Permissive,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Strict => "strict",
+            Self::Permissive => "permissive",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     #[serde(default)]
@@ -103,7 +118,7 @@ pub struct IdentityConfig {
     pub source: SourceConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub addr: SocketAddr,
@@ -117,7 +132,7 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `http://host:port` of the local MCP server, or `https://host:port`
@@ -152,7 +167,7 @@ fn default_pool_idle() -> Duration {
     Duration::from_secs(60)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_body_bytes: usize,
@@ -171,7 +186,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// Host names accepted in `Host` and `Origin`, besides `localhost`,
@@ -179,7 +194,7 @@ pub struct SecurityConfig {
     pub allowed_hosts: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// How long SIGTERM waits for in-flight requests and streams.
@@ -205,17 +220,66 @@ impl Config {
         // Absolute, so that relative filter and cache paths do not depend
         // on the working directory.
         let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        config.base_dir = absolute.parent().map(Path::to_path_buf);
-        if let (Some(base), Some(files)) = (
-            config.base_dir.clone(),
-            config
-                .identity
-                .as_mut()
-                .and_then(|i| i.source.files.as_mut()),
-        ) {
-            files.resolve_relative_to(&base);
+        if let Some(base) = absolute.parent() {
+            config.resolve_paths(base);
         }
         Ok(config)
+    }
+
+    /// Makes every relative path in the config relative to `base`, the
+    /// config file's folder. The one place paths are resolved: modules
+    /// only ever see absolute (or deliberately relative) paths.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut std::path::PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(files) = self.identity.as_mut().and_then(|i| i.source.files.as_mut()) {
+            fix(&mut files.cert);
+            fix(&mut files.key);
+            fix(&mut files.bundle);
+            files.federated.values_mut().for_each(fix);
+        }
+        self.filters.iter_mut().for_each(|f| fix(&mut f.path));
+        if let Some(dir) = self.filter_engine.cache_dir.as_mut() {
+            fix(dir);
+        }
+    }
+
+    /// What the filter chain is built from.
+    pub fn chain(&self) -> ChainSpec<'_> {
+        ChainSpec {
+            rules: &self.policy,
+            filters: &self.filters,
+            max_json_depth: self.limits.max_json_depth,
+        }
+    }
+
+    /// The fields that differ between `self` and `next` but take effect
+    /// only on restart. Only `policy`, `filters` and the reload interval
+    /// are applied by a reload.
+    pub fn restart_needed(&self, next: &Self) -> Vec<&'static str> {
+        let engine = |c: &Self| EngineConfig {
+            reload_interval: std::time::Duration::ZERO,
+            ..c.filter_engine.clone()
+        };
+        let checks: [(&'static str, bool); 9] = [
+            ("instance", self.instance == next.instance),
+            ("listener", self.listener == next.listener),
+            ("identity", self.identity == next.identity),
+            ("admin", self.admin == next.admin),
+            ("upstream", self.upstream == next.upstream),
+            ("limits", self.limits == next.limits),
+            ("security", self.security == next.security),
+            ("shutdown", self.shutdown == next.shutdown),
+            ("filter_engine", engine(self) == engine(next)),
+        ];
+        checks
+            .into_iter()
+            .filter(|(_, same)| !same)
+            .map(|(name, _)| name)
+            .collect()
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
@@ -404,10 +468,9 @@ mod tests {
         assert_eq!(c.filters[0].config["default"], "deny");
         assert_eq!(c.filters[0].timeout, Duration::from_millis(5));
         assert_eq!(c.filters[0].memory_limit_bytes, 32 << 20);
-        assert_eq!(
-            c.filters[0].resolved_path(Some(Path::new("/etc/p"))),
-            Path::new("/etc/p/f.wasm")
-        );
+        let mut resolved = c.clone();
+        resolved.resolve_paths(Path::new("/etc/p"));
+        assert_eq!(resolved.filters[0].path, Path::new("/etc/p/f.wasm"));
         let e = err(
             "upstream: {url: 'http://x:1'}\nfilters:\n  - {name: a, path: a.wasm, timeout: 0ms}\n",
         );
@@ -420,5 +483,65 @@ mod tests {
     fn duplicate_rule_names_are_refused() {
         let e = err("upstream: {url: 'http://x:1'}\npolicy:\n  rules:\n    - {name: a, action: deny}\n    - {name: a, action: allow}\n");
         assert!(e.contains("duplicate rule name"), "{e}");
+    }
+
+    #[test]
+    fn every_relative_path_is_resolved_once() {
+        let mut c = Config::from_yaml(
+            "upstream: {url: 'http://x:1'}\nfilter_engine: {cache_dir: cache}\nfilters:\n  - {name: a, path: a.wasm}\n  - {name: b, path: /abs/b.wasm}\nidentity:\n  trust_domains: [td]\n  source: {files: {cert: c.pem, key: k.pem, bundle: b.pem, federated: {other: o.pem}}}\n",
+        )
+        .unwrap();
+        c.resolve_paths(Path::new("/etc/p"));
+        assert_eq!(c.filters[0].path, Path::new("/etc/p/a.wasm"));
+        assert_eq!(c.filters[1].path, Path::new("/abs/b.wasm"));
+        assert_eq!(
+            c.filter_engine.cache_dir.as_deref(),
+            Some(Path::new("/etc/p/cache"))
+        );
+        let files = c.identity.as_ref().unwrap().source.files.as_ref().unwrap();
+        assert_eq!(files.cert, Path::new("/etc/p/c.pem"));
+        assert_eq!(files.federated["other"], Path::new("/etc/p/o.pem"));
+    }
+
+    #[test]
+    fn filter_configs_are_never_printed() {
+        let c = Config::from_yaml(
+            "upstream: {url: 'http://x:1'}\nfilters:\n  - {name: a, path: a.wasm, config: {api_key: hunter2}}\n",
+        )
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+
+    #[test]
+    fn a_reload_names_every_field_it_cannot_apply() {
+        let base = "upstream: {url: 'http://x:1'}\n";
+        let old = Config::from_yaml(base).unwrap();
+        let cases = [
+            ("instance: other\n", "instance"),
+            ("listener: {idle_timeout: 3s}\n", "listener"),
+            ("admin: {addr: '127.0.0.1:1'}\n", "admin"),
+            ("limits: {max_json_depth: 8}\n", "limits"),
+            ("security: {allowed_hosts: [a]}\n", "security"),
+            ("shutdown: {drain_timeout: 1s}\n", "shutdown"),
+            ("filter_engine: {max_instances: 3}\n", "filter_engine"),
+            (
+                "identity: {trust_domains: [td], source: {workload_api: {}}}\n",
+                "identity",
+            ),
+        ];
+        for (extra, field) in cases {
+            let next = Config::from_yaml(&format!("{base}{extra}")).unwrap();
+            assert_eq!(old.restart_needed(&next), [field], "{extra}");
+        }
+        let upstream = Config::from_yaml("upstream: {url: 'http://x:1', request_timeout: 2s}\n");
+        assert_eq!(old.restart_needed(&upstream.unwrap()), ["upstream"]);
+        // What a reload applies is not reported.
+        let applied = Config::from_yaml(&format!(
+            "{base}policy: {{default: deny}}\nfilter_engine: {{reload_interval: 5s}}\n"
+        ))
+        .unwrap();
+        assert!(old.restart_needed(&applied).is_empty());
     }
 }

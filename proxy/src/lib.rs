@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod body;
 pub mod config;
 pub mod filter;
 pub mod guard;
@@ -20,6 +21,7 @@ pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod policy_test;
+pub mod reload;
 pub mod runtime;
 pub mod service;
 pub mod upstream;

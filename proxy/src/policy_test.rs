@@ -15,7 +15,7 @@ use crate::{
         EngineOptions, FilterChain, FilterEngine, FilterError, Hook, Isolation, Limits, OnError,
         WasmFilter,
     },
-    identity::Caller,
+    identity::{Peer, Principal, SpiffeId},
     mcp::{
         lists::{ListItem, ListKind},
         parse_body, Body, Era,
@@ -97,7 +97,7 @@ pub fn load(
     Ok(FilterChain::new(
         StaticRules::default(),
         vec![Arc::new(wasm)],
-        Metrics::new()?,
+        Metrics::new()?.filter,
         64,
     ))
 }
@@ -149,15 +149,22 @@ pub fn run(chain: &FilterChain, path: &Path) -> Result<(String, bool), PolicyTes
     };
     let bytes = fx.message.to_string();
     let era = Era::from_version(Some("2025-11-25"));
-    let call = match parse_body(bytes.as_bytes(), 64, &era, None).map_err(|e| bad(e.to_string()))? {
+    let call = match parse_body(bytes.as_bytes(), 64, &era).map_err(|e| bad(e.to_string()))? {
         Body::Single(c) => c,
         Body::Batch(_) => return Err(bad("batches are not supported in fixtures".into())),
     };
-    let caller = fx.caller.clone().map_or(Caller::Anonymous, Caller::Spiffe);
+    let peer = match fx.caller.as_deref() {
+        None => Peer::Anonymous,
+        Some(id) => {
+            Peer::Spiffe(SpiffeId::parse(id).map_err(|e| bad(format!("caller {id:?}: {e}")))?)
+        }
+    };
+    let principal = Principal::from_peer(peer);
     let annotations = fx.annotations.as_ref().map(Value::to_string);
     let req = Request {
-        caller: &caller,
+        principal: &principal,
         call: &call,
+        session: None,
         headers: &[],
         annotations: annotations.as_deref(),
         instance: "policy-test",
@@ -185,7 +192,7 @@ pub fn run(chain: &FilterChain, path: &Path) -> Result<(String, bool), PolicyTes
     if let Some(list) = &fx.list {
         line.push_str(&format!(
             "; visible: {:?}",
-            visible(chain, &caller, list).map_err(bad)?
+            visible(chain, &principal, list).map_err(bad)?
         ));
     }
     let passed = fx.expect.as_deref().is_none_or(|e| e == label);
@@ -207,7 +214,7 @@ pub fn run(chain: &FilterChain, path: &Path) -> Result<(String, bool), PolicyTes
 
 fn visible(
     chain: &FilterChain,
-    caller: &Caller,
+    principal: &Principal,
     list: &ListFixture,
 ) -> Result<Vec<String>, String> {
     let kind = match list.kind.as_str() {
@@ -224,7 +231,7 @@ fn visible(
             annotations: None,
         })
         .collect();
-    let shown = chain.visible(caller, kind, &items);
+    let shown = chain.visible(principal, kind, &items);
     Ok(list
         .items
         .iter()

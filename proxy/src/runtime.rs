@@ -15,17 +15,18 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin::Admin,
     config::{Config, ConfigError},
-    filter::{build_chain, reload::Reloader, EngineOptions, FilterEngine, FilterError},
+    filter::{build_chain, EngineOptions, FilterEngine, FilterError},
     identity::{
         source::{self, SourceError},
         svid::IdentityStore,
         tls,
     },
     listener::tls::Mtls,
-    listener::{self, Plaintext},
+    listener::{self, ConnCtx, Plaintext},
     metrics::Metrics,
     policy::{Policy, PolicyHandle},
-    service::Shared,
+    reload::Reloader,
+    service::{self, Shared},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -96,13 +97,13 @@ pub async fn start_from_file(path: &Path) -> Result<Running, StartError> {
 async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
     config.validate()?;
     let metrics = Metrics::new()?;
-    let opts = EngineOptions::from_config(&config);
+    let opts = EngineOptions::new(&config.filter_engine, &config.filters);
     let (engine, chain) = {
         let (config, metrics) = (config.clone(), metrics.clone());
         // Compiling filters takes a while; keep it off the async workers.
         tokio::task::spawn_blocking(move || {
             let engine = Arc::new(FilterEngine::new(&opts)?);
-            let chain = build_chain(&engine, &config, &metrics)?;
+            let chain = build_chain(&engine, &config.chain(), &metrics.filter)?;
             Ok::<_, FilterError>((engine, chain))
         })
         .await
@@ -114,7 +115,7 @@ async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, St
     let reloader = Reloader {
         engine,
         handle,
-        metrics,
+        metrics: metrics.filter,
         config,
         config_path: path,
     };
@@ -152,9 +153,9 @@ async fn serve(
     let draining = CancellationToken::new();
     let identity = start_identity(&config, &metrics, shutdown.clone()).await?;
     let shared = Arc::new(Shared::new(
-        config.clone(),
+        &config,
         policy,
-        metrics.clone(),
+        metrics.http.clone(),
         draining.clone(),
         identity.as_ref().and_then(|i| i.upstream.clone()),
     )?);
@@ -166,9 +167,25 @@ async fn serve(
     let tracker = TaskTracker::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        let service = move |conn: Arc<ConnCtx>, req| {
+            service::handle(shared.clone(), conn.principal.clone(), req)
+        };
+        let settings = &config.listener;
         match identity {
-            Some(id) => listener::serve(proxy, id.handshake, shared, stop, tracker.clone()).await,
-            None => listener::serve(proxy, Plaintext, shared, stop, tracker.clone()).await,
+            Some(id) => {
+                listener::serve(
+                    proxy,
+                    id.handshake,
+                    settings,
+                    service,
+                    stop,
+                    tracker.clone(),
+                )
+                .await
+            }
+            None => {
+                listener::serve(proxy, Plaintext, settings, service, stop, tracker.clone()).await
+            }
         }
         ready.store(false, Ordering::Release);
         draining.cancel();
@@ -211,11 +228,11 @@ async fn start_identity(
         return Ok(None);
     };
     let store = Arc::new(IdentityStore::default());
-    source::start(&id.source, store.clone(), metrics.clone(), stop).await?;
+    source::start(&id.source, store.clone(), metrics.identity.clone(), stop).await?;
     let server = tls::server_config(
         store.clone(),
         id.trust_domains.clone(),
-        id.mode == crate::listener::tls::Mode::Strict,
+        id.mode == crate::config::Mode::Strict,
     )?;
     let upstream = match config.upstream_uri()?.scheme_str() {
         Some("https") => Some(tls::client_config(
@@ -227,7 +244,7 @@ async fn start_identity(
     };
     tracing::info!(mode = id.mode.label(), trust_domains = ?id.trust_domains, "mTLS enabled");
     Ok(Some(Identity {
-        handshake: Mtls::new(server, id.mode, metrics.clone()),
+        handshake: Mtls::new(server, id.mode, metrics.identity.clone()),
         upstream,
     }))
 }

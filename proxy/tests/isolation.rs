@@ -12,7 +12,7 @@ use portcullis::{
     filter::{
         EngineOptions, FilterChain, FilterEngine, Hook, Isolation, Limits, OnError, WasmFilter,
     },
-    identity::Caller,
+    identity::{Peer, Principal, SpiffeId},
     mcp::{parse_body, Body, Call, Era},
     metrics::Metrics,
     policy::{Decision, Policy, Request, StaticRules},
@@ -47,7 +47,7 @@ fn chain(isolation: Isolation) -> FilterChain {
     FilterChain::new(
         StaticRules::default(),
         vec![Arc::new(filter)],
-        Metrics::new().unwrap(),
+        Metrics::new().unwrap().filter,
         64,
     )
 }
@@ -59,7 +59,6 @@ fn tool_call(tool: &str) -> Call {
         body.to_string().as_bytes(),
         64,
         &Era::from_version(Some("2025-11-25")),
-        None,
     ) {
         Ok(Body::Single(c)) => c,
         _ => panic!("not a single call"),
@@ -68,11 +67,14 @@ fn tool_call(tool: &str) -> Call {
 
 /// The reason the `count` tool was denied with, or the other outcome.
 fn check(chain: &FilterChain, who: &str, tool: &str) -> String {
-    let caller = Caller::Spiffe(format!("spiffe://td/ns/x/sa/{who}"));
+    let caller = Principal::from_peer(Peer::Spiffe(
+        SpiffeId::parse(&format!("spiffe://td/ns/x/sa/{who}")).unwrap(),
+    ));
     let call = tool_call(tool);
     let req = Request {
-        caller: &caller,
+        principal: &caller,
         call: &call,
+        session: None,
         headers: &[],
         annotations: None,
         instance: "test",

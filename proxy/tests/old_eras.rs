@@ -171,8 +171,7 @@ async fn legacy_post(State(s): State<Legacy>, Json(msg): Json<Value>) -> axum::h
     axum::http::StatusCode::ACCEPTED
 }
 
-#[tokio::test]
-async fn legacy_http_sse_endpoint_is_rewritten_and_denials_arrive_on_the_stream() {
+async fn start_legacy_upstream() -> (std::net::SocketAddr, Legacy) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Legacy {
@@ -186,19 +185,101 @@ async fn legacy_http_sse_endpoint_is_rewritten_and_denials_arrive_on_the_stream(
         .route("/messages", routing::post(legacy_post))
         .with_state(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let proxy = proxy(addr).await;
-    let base = format!("http://{}", proxy.proxy_addr);
+    (addr, state)
+}
 
+async fn open_legacy_stream(base: &str) -> EventReader {
     let stream = reqwest::Client::new()
         .get(format!("{base}/sse"))
         .header("accept", "text/event-stream")
         .send()
         .await
         .unwrap();
-    let mut reader = EventReader {
+    EventReader {
         events: Box::pin(stream.bytes_stream()),
         buf: String::new(),
+    }
+}
+
+/// The tool names in a list answer read from the stream.
+async fn listed_names(reader: &mut EventReader, endpoint: &str, id: u32) -> Vec<String> {
+    let list = post(endpoint)
+        .body(json!({"jsonrpc":"2.0","id":id,"method":"tools/list"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 202);
+    let listed = messages(&reader.next_event().await);
+    assert_eq!(listed[0]["id"], id);
+    listed[0]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every answer of a 2024-11-05 session arrives on one GET stream that can
+/// stay open for hours. A policy reload must reach it: the stream used to
+/// keep the policy snapshot taken when it opened.
+#[tokio::test]
+async fn a_policy_reload_reaches_a_stream_already_open() {
+    tls_init();
+    let (addr, _state) = start_legacy_upstream().await;
+    let dir = std::env::temp_dir().join(format!("portcullis-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    let write = |names: &str| {
+        let yaml = format!(
+            "listener: {{addr: '127.0.0.1:0'}}\nadmin: {{addr: '127.0.0.1:0'}}\nupstream: {{url: 'http://{addr}'}}\nfilter_engine: {{reload_interval: 50ms}}\npolicy:\n  rules:\n    - {{name: hide, action: deny, methods: [tools/call], names: [{names}]}}\n"
+        );
+        std::fs::write(&path, yaml).unwrap();
     };
+    write("delete_file");
+    let proxy = portcullis::runtime::start_from_file(&path).await.unwrap();
+    let base = format!("http://{}", proxy.proxy_addr);
+    let mut reader = open_legacy_stream(&base).await;
+    reader.next_event().await; // endpoint
+    let endpoint = format!("{base}/messages?sessionId=s1");
+    assert_eq!(listed_names(&mut reader, &endpoint, 1).await, ["echo"]);
+
+    write("'delete_file', 'echo'");
+    let metrics = format!("http://{}/metrics", proxy.admin_addr);
+    let reloaded = eventually_async(|| async {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        text.contains(r#"portcullis_filter_reloads_total{result="success"} 1"#)
+    })
+    .await;
+    assert!(reloaded, "the config change was not reloaded");
+    assert_eq!(
+        listed_names(&mut reader, &endpoint, 2).await,
+        Vec::<String>::new(),
+        "the open stream must judge answers by the policy now in force"
+    );
+    proxy.shutdown_token().cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn eventually_async<F, Fut>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn legacy_http_sse_endpoint_is_rewritten_and_denials_arrive_on_the_stream() {
+    let (addr, state) = start_legacy_upstream().await;
+    let proxy = proxy(addr).await;
+    let base = format!("http://{}", proxy.proxy_addr);
+    let mut reader = open_legacy_stream(&base).await;
     let endpoint_event = reader.next_event().await;
     assert!(
         endpoint_event.contains("event: endpoint"),
@@ -270,5 +351,57 @@ impl EventReader {
                 .unwrap();
             self.buf.push_str(&String::from_utf8_lossy(&chunk));
         }
+    }
+}
+
+/// A batch of a client response (which the upstream acknowledges with 202)
+/// and a denied call: the denial must not ride in the 202, whose body
+/// clients discard, whatever content type the upstream put on it.
+#[tokio::test]
+async fn a_denial_never_rides_in_a_202() {
+    for content_type in ["application/json", "text/plain", ""] {
+        let seen = Seen::default();
+        let recorded = seen.clone();
+        let app = Router::new().route(
+            "/mcp",
+            routing::post(move |Json(body): Json<Value>| {
+                let recorded = recorded.clone();
+                async move {
+                    recorded.0.lock().unwrap().push(body);
+                    let mut resp = axum::http::Response::new(axum::body::Body::empty());
+                    *resp.status_mut() = axum::http::StatusCode::ACCEPTED;
+                    if !content_type.is_empty() {
+                        resp.headers_mut()
+                            .insert("content-type", content_type.parse().unwrap());
+                    }
+                    resp
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let proxy = proxy(addr).await;
+        let batch = json!([
+            {"jsonrpc": "2.0", "id": "srv-1", "result": {}},
+            {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "delete_file", "arguments": {}}},
+        ]);
+        let resp = post(&mcp_url(&proxy))
+            .header("mcp-protocol-version", "2025-03-26")
+            .body(batch.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "content type {content_type:?}");
+        let msgs = messages(&resp.text().await.unwrap());
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert_eq!(msgs[0]["id"], 7);
+        assert_eq!(msgs[0]["error"]["code"], -32051);
+        assert_eq!(
+            seen.0.lock().unwrap().len(),
+            1,
+            "the response was forwarded"
+        );
+        proxy.shutdown().await;
     }
 }

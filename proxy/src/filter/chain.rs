@@ -6,21 +6,22 @@ use std::{sync::Arc, time::Instant};
 
 use serde_json::value::RawValue;
 
-use super::{bindings::types, convert, wasm::Fault, wasm::WasmFilter, Hook, OnError};
+use super::{
+    bindings::types, convert, metrics::FilterMetrics, wasm::Fault, wasm::WasmFilter, Hook, OnError,
+};
 use crate::{
-    identity::Caller,
+    identity::Principal,
     mcp::{
         json,
         lists::{ListItem, ListKind},
     },
-    metrics::Metrics,
     policy::{Decision, Denial, Policy, Request, ResultDecision, StaticRules},
 };
 
 pub struct FilterChain {
     rules: StaticRules,
     filters: Vec<Arc<WasmFilter>>,
-    metrics: Metrics,
+    metrics: FilterMetrics,
     max_json_depth: usize,
 }
 
@@ -34,7 +35,7 @@ impl FilterChain {
     pub fn new(
         rules: StaticRules,
         filters: Vec<Arc<WasmFilter>>,
-        metrics: Metrics,
+        metrics: FilterMetrics,
         max_json_depth: usize,
     ) -> Self {
         Self {
@@ -50,12 +51,12 @@ impl FilterChain {
     }
 
     fn fault(&self, f: &WasmFilter, hook: &str, fault: &Fault) -> OnFault {
-        self.metrics.filter_fault(&f.name, fault.kind());
+        self.metrics.fault(&f.name, fault.kind());
         match f.on_error {
             OnError::Deny => {
                 tracing::warn!(filter = %f.name, hook, fault = %fault, "filter failed; denying (fail closed)");
                 OnFault::Deny(Denial::new(
-                    format!("filter:{}", f.name),
+                    by(&[&f.name]),
                     format!("filter failed: {fault}"),
                 ))
             }
@@ -76,16 +77,23 @@ impl FilterChain {
         let out = run();
         let outcome = if out.is_ok() { "ok" } else { "fault" };
         self.metrics
-            .filter_evaluated(&f.name, hook, outcome, t.elapsed().as_secs_f64());
+            .evaluated(&f.name, hook, outcome, t.elapsed().as_secs_f64());
         out
     }
 
     /// Checks a rewrite before the next filter sees it: it must be strict
     /// JSON (no duplicate keys) and an object.
     fn accept_rewrite(&self, text: &str) -> Result<Box<RawValue>, Fault> {
+        self.accept_json(text, true)
+    }
+
+    /// What a filter returns as JSON must be strict JSON (no duplicate
+    /// keys, bounded depth) before anything else reads it: an object when
+    /// `object_only`.
+    fn accept_json(&self, text: &str, object_only: bool) -> Result<Box<RawValue>, Fault> {
         json::validate(text.as_bytes(), self.max_json_depth)
             .map_err(|e| Fault::BadJson(e.to_string()))?;
-        if !text.trim_start().starts_with('{') {
+        if object_only && !text.trim_start().starts_with('{') {
             return Err(Fault::BadJson(
                 "rewritten arguments must be an object".into(),
             ));
@@ -94,9 +102,18 @@ impl FilterChain {
     }
 }
 
+/// How denials, rewrites and audit records name the filters that decided.
+fn by(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("filter:{n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn denial(f: &WasmFilter, d: types::Denial) -> Denial {
     Denial {
-        by: format!("filter:{}", f.name),
+        by: by(&[&f.name]),
         reason: d.message,
         code: (d.code != 0).then_some(i64::from(d.code)),
     }
@@ -112,7 +129,7 @@ impl Policy for FilterChain {
         for f in self.filters.iter().filter(|f| f.handles(Hook::Request)) {
             let call = convert::call(req, args.as_deref().map(RawValue::get));
             let outcome = self
-                .timed(f, "request", || f.on_request(&call))
+                .timed(f, "request", || f.on_request(&call, req.principal.key()))
                 .and_then(|d| match d {
                     types::Decision::RewriteArguments(text) => {
                         self.accept_rewrite(&text).map(Step::Rewrite)
@@ -136,11 +153,7 @@ impl Policy for FilterChain {
         match (args, rewritten_by.is_empty()) {
             (Some(arguments), false) => Decision::Rewrite {
                 arguments,
-                by: rewritten_by
-                    .iter()
-                    .map(|n| format!("filter:{n}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
+                by: by(&rewritten_by),
             },
             _ => Decision::Allow,
         }
@@ -151,28 +164,22 @@ impl Policy for FilterChain {
         let mut current: Option<(Box<RawValue>, Vec<&str>)> = None;
         for f in self.filters.iter().filter(|f| f.handles(Hook::Result)) {
             let text = current.as_ref().map_or(result.get(), |(r, _)| r.get());
-            match self.timed(f, "result", || f.on_result(&call, text)) {
+            let key = req.principal.key();
+            match self.timed(f, "result", || f.on_result(&call, text, key)) {
                 Ok(types::ResultDecision::Allow) => {}
                 Ok(types::ResultDecision::Deny(d)) => return ResultDecision::Deny(denial(f, d)),
-                Ok(types::ResultDecision::Replace(new)) => {
-                    let checked = json::validate(new.as_bytes(), self.max_json_depth)
-                        .map_err(|e| Fault::BadJson(e.to_string()))
-                        .and_then(|()| {
-                            RawValue::from_string(new).map_err(|e| Fault::BadJson(e.to_string()))
-                        });
-                    match checked {
-                        Ok(raw) => {
-                            let mut by = current.map(|(_, by)| by).unwrap_or_default();
-                            by.push(&f.name);
-                            current = Some((raw, by));
-                        }
-                        Err(fault) => {
-                            if let OnFault::Deny(d) = self.fault(f, "result", &fault) {
-                                return ResultDecision::Deny(d);
-                            }
+                Ok(types::ResultDecision::Replace(new)) => match self.accept_json(&new, false) {
+                    Ok(raw) => {
+                        let mut names = current.map(|(_, names)| names).unwrap_or_default();
+                        names.push(&f.name);
+                        current = Some((raw, names));
+                    }
+                    Err(fault) => {
+                        if let OnFault::Deny(d) = self.fault(f, "result", &fault) {
+                            return ResultDecision::Deny(d);
                         }
                     }
-                }
+                },
                 Err(fault) => {
                     if let OnFault::Deny(d) = self.fault(f, "result", &fault) {
                         return ResultDecision::Deny(d);
@@ -181,28 +188,26 @@ impl Policy for FilterChain {
             }
         }
         match current {
-            Some((result, by)) => ResultDecision::Replace {
+            Some((result, names)) => ResultDecision::Replace {
                 result,
-                by: by
-                    .iter()
-                    .map(|n| format!("filter:{n}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
+                by: by(&names),
             },
             None => ResultDecision::Allow,
         }
     }
 
-    fn visible(&self, caller: &Caller, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
-        let mut shown = self.rules.visible(caller, kind, items);
+    fn visible(&self, principal: &Principal, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
+        let mut shown = self.rules.visible(principal, kind, items);
         shown.resize(items.len(), false);
         let (wit_caller, wit_kind, wit_items) = (
-            convert::caller(caller),
+            convert::caller(principal),
             convert::list_kind(kind),
             convert::list_items(items),
         );
         for f in self.filters.iter().filter(|f| f.handles(Hook::List)) {
-            match self.timed(f, "list", || f.on_list(&wit_caller, wit_kind, &wit_items)) {
+            match self.timed(f, "list", || {
+                f.on_list(&wit_caller, principal.key(), wit_kind, &wit_items)
+            }) {
                 Ok(verdicts) => {
                     // A short answer hides the rest: fail closed.
                     for (i, s) in shown.iter_mut().enumerate() {

@@ -2,15 +2,19 @@
 
 use super::bindings::types;
 use crate::{
-    identity::Caller,
+    identity::{Peer, Principal},
     mcp::{lists, Call, Kind, Target},
     policy::Request,
 };
 
-pub fn caller(c: &Caller) -> types::Caller {
-    match c {
-        Caller::Anonymous => types::Caller::Anonymous,
-        Caller::Spiffe(id) => types::Caller::Spiffe(id.clone()),
+/// The 0.1 contract has room for one identity. A verified peer wins, since
+/// that is what 0.1 filters were written against; a token alone is shown
+/// as its claims.
+pub fn caller(p: &Principal) -> types::Caller {
+    match (p.peer(), p.token()) {
+        (Peer::Spiffe(id), _) => types::Caller::Spiffe(id.to_string()),
+        (Peer::Anonymous, Some(token)) => types::Caller::Jwt(token.claims.clone()),
+        (Peer::Anonymous, None) => types::Caller::Anonymous,
     }
 }
 
@@ -41,8 +45,8 @@ pub fn call(req: &Request<'_>, arguments: Option<&str>) -> types::Call {
             },
         }),
         arguments: arguments.map(str::to_string),
-        caller: caller(req.caller),
-        session: c.session.clone(),
+        caller: caller(req.principal),
+        session: req.session.map(str::to_string),
         instance: req.instance.to_string(),
         era: c.era.label().to_string(),
         headers: req

@@ -1,6 +1,8 @@
 //! The per-filter counter and key-value store lent to filters. It outlives
-//! each evaluation (instances are fresh every time) so that filters can
-//! keep rate-limit state; it is dropped when the filter is reloaded.
+//! every instance (instances are kept warm per caller at most, and are
+//! dropped after a fault or 10k calls), so that filters can keep
+//! rate-limit state shared by all callers; it is dropped when the filter is
+//! reloaded.
 
 use std::{
     collections::HashMap,

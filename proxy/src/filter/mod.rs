@@ -9,24 +9,21 @@ mod convert;
 mod engine;
 mod host;
 mod kv;
-pub mod reload;
+mod metrics;
 mod ticker;
 mod wasm;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
 pub use self::{
     chain::FilterChain,
     engine::{EngineOptions, FilterEngine},
+    metrics::FilterMetrics,
     wasm::{Fault, Isolation, Limits, WasmFilter},
 };
-use crate::{config::Config, metrics::Metrics};
+use crate::policy::StaticRules;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -72,12 +69,13 @@ fn default_max_output() -> usize {
 }
 
 /// One filter in the config, in chain order.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FilterSpec {
     /// Shown in denials as `filter:<name>`, in logs and metrics.
     pub name: String,
-    /// The `.wasm` component; relative paths are relative to the config file.
+    /// The `.wasm` component; a relative path is made relative to the
+    /// config file's folder when the config is loaded.
     pub path: PathBuf,
     /// Handed to the filter as JSON.
     #[serde(default)]
@@ -100,7 +98,7 @@ pub struct FilterSpec {
     pub isolation: Isolation,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
     /// Where compiled filters are cached, by content hash. Unset: no cache.
@@ -123,13 +121,6 @@ impl Default for EngineConfig {
 }
 
 impl FilterSpec {
-    pub fn resolved_path(&self, base: Option<&Path>) -> PathBuf {
-        match base {
-            Some(dir) if self.path.is_relative() => dir.join(&self.path),
-            _ => self.path.clone(),
-        }
-    }
-
     pub fn validate(&self) -> Result<(), String> {
         if self.name.is_empty() {
             return Err("name must not be empty".into());
@@ -147,20 +138,33 @@ impl FilterSpec {
     }
 }
 
+/// A filter's config may hold credentials (an API key for a lookup, say),
+/// so it is never printed: only its size.
+impl std::fmt::Debug for FilterSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterSpec")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field(
+                "config",
+                &format_args!("<redacted, {} bytes>", self.config.to_string().len()),
+            )
+            .field("on_error", &self.on_error)
+            .field("timeout", &self.timeout)
+            .field("memory_limit_bytes", &self.memory_limit_bytes)
+            .field("max_output_bytes", &self.max_output_bytes)
+            .field("hooks", &self.hooks)
+            .field("isolation", &self.isolation)
+            .finish()
+    }
+}
+
 impl EngineOptions {
-    pub fn from_config(config: &Config) -> Self {
+    pub fn new(engine: &EngineConfig, filters: &[FilterSpec]) -> Self {
         Self {
-            cache_dir: config
-                .filter_engine
-                .cache_dir
-                .as_ref()
-                .map(|d| match &config.base_dir {
-                    Some(base) if d.is_relative() => base.join(d),
-                    _ => d.clone(),
-                }),
-            max_instances: config.filter_engine.max_instances,
-            max_memory: config
-                .filters
+            cache_dir: engine.cache_dir.clone(),
+            max_instances: engine.max_instances,
+            max_memory: filters
                 .iter()
                 .map(|f| f.memory_limit_bytes)
                 .max()
@@ -169,17 +173,26 @@ impl EngineOptions {
     }
 }
 
-/// Loads every filter of `config` and builds the chain. Compiling happens
+/// What a chain is built from: the config's `policy`, `filters` and JSON
+/// depth limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainSpec<'a> {
+    pub rules: &'a StaticRules,
+    pub filters: &'a [FilterSpec],
+    pub max_json_depth: usize,
+}
+
+/// Loads every filter of `spec` and builds the chain. Compiling happens
 /// here, so callers on the request path must not call this.
 pub fn build_chain(
     engine: &Arc<FilterEngine>,
-    config: &Config,
-    metrics: &Metrics,
+    spec: &ChainSpec<'_>,
+    metrics: &FilterMetrics,
 ) -> Result<FilterChain, FilterError> {
-    let filters = config
+    let filters = spec
         .filters
         .iter()
-        .map(|spec| load(engine, spec, config.base_dir.as_deref()).map(Arc::new))
+        .map(|f| load(engine, f).map(Arc::new))
         .collect::<Result<Vec<_>, _>>();
     // Compiling a component (a cache miss) takes tens of MiB of heap that
     // is freed at once but that the allocator would otherwise keep for
@@ -187,18 +200,14 @@ pub fn build_chain(
     crate::memory::release_free_heap();
     let filters = filters?;
     Ok(FilterChain::new(
-        config.policy.clone(),
+        spec.rules.clone(),
         filters,
         metrics.clone(),
-        config.limits.max_json_depth,
+        spec.max_json_depth,
     ))
 }
 
-fn load(
-    engine: &Arc<FilterEngine>,
-    spec: &FilterSpec,
-    base: Option<&Path>,
-) -> Result<WasmFilter, FilterError> {
+fn load(engine: &Arc<FilterEngine>, spec: &FilterSpec) -> Result<WasmFilter, FilterError> {
     let limits = Limits {
         timeout: spec.timeout,
         memory: spec.memory_limit_bytes,
@@ -214,7 +223,7 @@ fn load(
     WasmFilter::load(
         engine,
         &spec.name,
-        &spec.resolved_path(base),
+        &spec.path,
         config,
         limits,
         spec.on_error,

@@ -169,10 +169,10 @@ impl WasmFilter {
         self.hooks.contains(&hook)
     }
 
-    pub fn on_request(&self, call: &types::Call) -> Result<types::Decision, Fault> {
-        let decision = self.run(Some(&call.caller), |f, s, cfg| {
-            f.call_on_request(s, cfg, call)
-        })?;
+    /// `key` names the caller ([`crate::identity::Principal::key`]): a
+    /// warm instance serves only calls with the same key.
+    pub fn on_request(&self, call: &types::Call, key: &str) -> Result<types::Decision, Fault> {
+        let decision = self.run(Some(key), |f, s, cfg| f.call_on_request(s, cfg, call))?;
         match &decision {
             types::Decision::Deny(d) => self.bounded(d.message.len())?,
             types::Decision::RewriteArguments(a) => self.bounded(a.len())?,
@@ -185,8 +185,9 @@ impl WasmFilter {
         &self,
         call: &types::Call,
         result: &str,
+        key: &str,
     ) -> Result<types::ResultDecision, Fault> {
-        let decision = self.run(Some(&call.caller), |f, s, cfg| {
+        let decision = self.run(Some(key), |f, s, cfg| {
             f.call_on_result(s, cfg, call, result)
         })?;
         match &decision {
@@ -200,10 +201,11 @@ impl WasmFilter {
     pub fn on_list(
         &self,
         caller: &types::Caller,
+        key: &str,
         kind: types::ListKind,
         items: &[types::ListItem],
     ) -> Result<Vec<bool>, Fault> {
-        self.run(Some(caller), |f, s, cfg| {
+        self.run(Some(key), |f, s, cfg| {
             f.call_on_list(s, cfg, caller, kind, items)
         })
     }
@@ -217,19 +219,17 @@ impl WasmFilter {
 
     /// One evaluation under the deadline and memory limit, in a warm
     /// instance of the same caller if there is one, else a fresh one.
-    /// `caller: None` always gets a fresh instance and never keeps it.
+    /// `key: None` always gets a fresh instance and never keeps it.
     fn run<R>(
         &self,
-        caller: Option<&types::Caller>,
+        key: Option<&str>,
         f: impl FnOnce(&Filter, &mut Store<HostState>, &str) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         let _clock = self.engine.evaluating();
-        let key = caller
-            .filter(|_| self.limits.isolation == Isolation::Caller)
-            .map(caller_key);
-        let mut warm = match key.as_deref().and_then(|k| self.take_warm(k)) {
+        let key = key.filter(|_| self.limits.isolation == Isolation::Caller);
+        let mut warm = match key.and_then(|k| self.take_warm(k)) {
             Some(w) => w,
-            None => self.instantiate_or_evict(key.clone().unwrap_or_default())?,
+            None => self.instantiate_or_evict(key.unwrap_or_default().to_string())?,
         };
         // The deadline counts from now, whether the instance is new or not.
         warm.store
@@ -312,14 +312,5 @@ impl WasmFilter {
             return Fault::Instantiate(text);
         }
         Fault::Trap(text)
-    }
-}
-
-/// The identity an instance is bound to.
-fn caller_key(c: &types::Caller) -> String {
-    match c {
-        types::Caller::Anonymous => "anonymous".to_string(),
-        types::Caller::Spiffe(id) => format!("spiffe:{id}"),
-        types::Caller::Jwt(claims) => format!("jwt:{claims}"),
     }
 }

@@ -1,7 +1,8 @@
 //! Who is calling, and who we are.
 //!
-//! - [`Caller`]: the verified identity of a peer, produced only by a TLS
-//!   handshake that checked an X.509-SVID.
+//! - [`Principal`]: who is calling: the verified [`Peer`] of the
+//!   connection (from a TLS handshake that checked an X.509-SVID) and, once
+//!   a verifier runs, a verified token.
 //! - [`spiffe_id`]: SPIFFE ID parsing.
 //! - [`svid`]: our own SVID and the trust bundles, as one snapshot that
 //!   sources publish and TLS reads at every handshake.
@@ -11,12 +12,14 @@
 //! - [`ca`]: a development CA for demos and tests.
 
 pub mod ca;
-mod caller;
+mod metrics;
+mod principal;
 pub mod source;
 pub mod spiffe_id;
 pub mod svid;
 pub mod tls;
 pub mod verify;
 
-pub use caller::Caller;
+pub use metrics::IdentityMetrics;
+pub use principal::{Peer, Principal, Token, ANONYMOUS};
 pub use spiffe_id::SpiffeId;

@@ -2,8 +2,11 @@
 //! connection, each served by hyper (HTTP/1.1 or HTTP/2) in explicit
 //! phases: handshake, serve, drain.
 //!
-//! The handshake is a trait so that TLS slots in without touching the
-//! loop; it is also the only place a caller identity may come from.
+//! The listener knows nothing of what it serves: it hands each request,
+//! with the connection's [`ConnCtx`], to the function it was given. The
+//! handshake is a trait so that TLS slots in without touching the loop; it
+//! is the only place a *peer* identity comes from (a token verifier may
+//! add to the principal later, per request).
 
 pub mod tls;
 
@@ -18,8 +21,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::service::service_fn;
+use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -31,8 +35,9 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    identity::Caller,
-    service::{self, Shared},
+    body::{Guarded, ProxyBody},
+    config::ListenerConfig,
+    identity::{Peer, Principal},
 };
 
 /// Turns an accepted TCP stream into the stream HTTP is served on, and
@@ -44,7 +49,19 @@ pub trait Handshake: Clone + Send + Sync + 'static {
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
-    ) -> impl Future<Output = io::Result<(Self::Io, Caller)>> + Send;
+    ) -> impl Future<Output = io::Result<(Self::Io, Peer)>> + Send;
+}
+
+/// What is known of a connection, for every request on it.
+#[derive(Debug, Clone)]
+pub struct ConnCtx {
+    pub peer_addr: SocketAddr,
+    pub local_addr: Option<SocketAddr>,
+    /// Where the client meant to connect, when the kernel redirected the
+    /// connection here (transparent capture).
+    pub orig_dst: Option<SocketAddr>,
+    /// The verified peer, as a principal requests start from.
+    pub principal: Principal,
 }
 
 /// No TLS: every caller is anonymous.
@@ -54,82 +71,126 @@ pub struct Plaintext;
 impl Handshake for Plaintext {
     type Io = TcpStream;
 
-    async fn handshake(
-        &self,
-        tcp: TcpStream,
-        _peer: SocketAddr,
-    ) -> io::Result<(TcpStream, Caller)> {
-        Ok((tcp, Caller::Anonymous))
+    async fn handshake(&self, tcp: TcpStream, _peer: SocketAddr) -> io::Result<(TcpStream, Peer)> {
+        Ok((tcp, Peer::Anonymous))
+    }
+}
+
+/// How long to wait after a failed accept (usually EMFILE: out of file
+/// descriptors) before trying again, instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A source of connections: a TCP listener, or a fake in tests.
+pub trait Accept: Send + Sync {
+    type Conn: Send + 'static;
+
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Conn, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Conn = TcpStream;
+
+    async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        TcpListener::accept(self).await
+    }
+}
+
+/// The next connection, or `None` once `shutdown` is cancelled. Accept
+/// errors are logged and retried after a back-off. Every listener of the
+/// process (data, admin, and later capture and webhook) accepts through
+/// this one function.
+pub async fn accept<L: Accept>(
+    listener: &L,
+    shutdown: &CancellationToken,
+) -> Option<(L::Conn, SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+        }
     }
 }
 
 /// Accepts connections until `shutdown`, then stops accepting; the
 /// connections already open are drained by their own tasks, which
 /// `tracker` follows.
-pub async fn serve<H: Handshake>(
+pub async fn serve<H, S, F>(
     listener: TcpListener,
     handshake: H,
-    shared: Arc<Shared>,
+    settings: &ListenerConfig,
+    service: S,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+) where
+    H: Handshake,
+    S: Fn(Arc<ConnCtx>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    while let Some((tcp, peer)) = accept(&listener, &shutdown).await {
         let _ = tcp.set_nodelay(true);
         let conn = Connection {
-            shared: shared.clone(),
+            settings: settings.clone(),
             shutdown: shutdown.clone(),
             peer,
         };
-        tracker.spawn(conn.run(tcp, handshake.clone()));
+        tracker.spawn(conn.run(tcp, handshake.clone(), service.clone()));
     }
 }
 
 struct Connection {
-    shared: Arc<Shared>,
+    settings: ListenerConfig,
     shutdown: CancellationToken,
     peer: SocketAddr,
 }
 
 impl Connection {
-    async fn run<H: Handshake>(self, tcp: TcpStream, handshake: H) {
-        let timeout = self.shared.config.listener.header_read_timeout;
-        let (io, caller) = match tokio::time::timeout(timeout, handshake.handshake(tcp, self.peer))
+    async fn run<H, S, F>(self, tcp: TcpStream, handshake: H, service: S)
+    where
+        H: Handshake,
+        S: Fn(Arc<ConnCtx>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        let local_addr = tcp.local_addr().ok();
+        let timeout = self.settings.header_read_timeout;
+        let (io, peer) = match tokio::time::timeout(timeout, handshake.handshake(tcp, self.peer))
             .await
         {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => return tracing::info!(peer = %self.peer, error = %e, "handshake failed"),
             Err(_) => return tracing::info!(peer = %self.peer, "handshake timed out"),
         };
-        self.serve(io, caller).await;
+        let ctx = Arc::new(ConnCtx {
+            peer_addr: self.peer,
+            local_addr,
+            orig_dst: None,
+            principal: Principal::from_peer(peer),
+        });
+        self.serve(io, ctx, service).await;
     }
 
-    async fn serve<I>(self, io: I, caller: Caller)
+    async fn serve<I, S, F>(self, io: I, ctx: Arc<ConnCtx>, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Fn(Arc<ConnCtx>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
-        let listener = &self.shared.config.listener;
+        let listener = &self.settings;
         let activity = Arc::new(Activity::new());
-        let shared = self.shared.clone();
         let act = activity.clone();
         let svc = service_fn(move |req| {
-            let (shared, caller, act) = (shared.clone(), caller.clone(), act.clone());
+            let busy = act.begin();
+            let resp = service(ctx.clone(), req);
             async move {
-                let busy = act.begin();
-                let resp = service::handle(shared, caller, req).await?;
+                let resp = resp.await;
                 Ok::<_, std::convert::Infallible>(
-                    resp.map(|b| service::Guarded::new(b, busy).boxed_unsync()),
+                    resp.map(|b| Guarded::new(b, busy).boxed_unsync()),
                 )
             }
         });
@@ -221,9 +282,45 @@ impl Drop for Busy {
     }
 }
 
+/// Fakes for tests of code that accepts connections.
+#[cfg(test)]
+pub(crate) mod fakes {
+    use super::*;
+
+    /// Always fails, as `accept` does when the process is out of file
+    /// descriptors.
+    #[derive(Default)]
+    pub struct Exhausted(pub AtomicUsize);
+
+    impl Accept for Exhausted {
+        type Conn = TcpStream;
+
+        async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Err(io::Error::from_raw_os_error(24)) // EMFILE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{fakes::Exhausted, *};
+
+    #[tokio::test]
+    async fn accept_backs_off_when_out_of_descriptors() {
+        let failing = Exhausted::default();
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stopper.cancel();
+        });
+        assert!(accept(&failing, &stop).await.is_none());
+        let tries = failing.0.load(Ordering::Relaxed);
+        // 300 ms at one try per 50 ms; a loop without back-off makes
+        // hundreds of thousands.
+        assert!((2..=10).contains(&tries), "{tries} accept attempts");
+    }
 
     #[test]
     fn activity_is_busy_until_the_guard_drops() {

@@ -12,7 +12,6 @@ use std::{
     task::{Context, Poll},
 };
 
-use serde::Deserialize;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -21,28 +20,9 @@ use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
 use super::Handshake;
 use crate::{
-    identity::{verify::peer_id, Caller},
-    metrics::Metrics,
+    config::Mode,
+    identity::{verify::peer_id, IdentityMetrics, Peer},
 };
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// A client certificate is required.
-    #[default]
-    Strict,
-    /// Plaintext is also accepted, as an unauthenticated caller.
-    Permissive,
-}
-
-impl Mode {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Strict => "strict",
-            Self::Permissive => "permissive",
-        }
-    }
-}
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -51,11 +31,11 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub struct Mtls {
     acceptor: TlsAcceptor,
     mode: Mode,
-    metrics: Metrics,
+    metrics: IdentityMetrics,
 }
 
 impl Mtls {
-    pub fn new(config: Arc<rustls::ServerConfig>, mode: Mode, metrics: Metrics) -> Self {
+    pub fn new(config: Arc<rustls::ServerConfig>, mode: Mode, metrics: IdentityMetrics) -> Self {
         Self {
             acceptor: TlsAcceptor::from(config),
             mode,
@@ -76,11 +56,11 @@ impl Mtls {
 impl Handshake for Mtls {
     type Io = MaybeTls;
 
-    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> io::Result<(MaybeTls, Caller)> {
+    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> io::Result<(MaybeTls, Peer)> {
         let mode = self.mode.label();
         if !self.is_tls(&tcp).await? {
             self.metrics.connection(mode, "plaintext");
-            return Ok((MaybeTls::Plain(tcp), Caller::Anonymous));
+            return Ok((MaybeTls::Plain(tcp), Peer::Anonymous));
         }
         match self.acceptor.accept(tcp).await {
             Ok(tls) => {
@@ -89,9 +69,9 @@ impl Handshake for Mtls {
                     .1
                     .peer_certificates()
                     .and_then(peer_id)
-                    .map_or(Caller::Anonymous, |id| Caller::Spiffe(id.to_string()));
+                    .map_or(Peer::Anonymous, Peer::Spiffe);
                 self.metrics.connection(mode, "mtls");
-                tracing::debug!(%peer, %caller, "mTLS handshake complete");
+                tracing::debug!(%peer, caller = %caller, "mTLS handshake complete");
                 Ok((MaybeTls::Tls(Box::new(tls)), caller))
             }
             Err(e) => {

@@ -107,7 +107,7 @@ mod tests {
 
     fn call(body: &str) -> Call {
         let era = Era::from_version(None);
-        match parse_body(body.as_bytes(), 32, &era, None) {
+        match parse_body(body.as_bytes(), 32, &era) {
             Ok(Body::Single(c)) => c,
             other => panic!("{other:?}"),
         }

@@ -77,7 +77,6 @@ pub struct Call {
     /// The version named in `_meta` (2026-07-28) or in `initialize`.
     pub body_version: Option<String>,
     pub era: Era,
-    pub session: Option<String>,
 }
 
 impl Call {
@@ -144,15 +143,10 @@ fn string_of(raw: Option<&RawValue>) -> Option<String> {
     raw.and_then(|r| serde_json::from_str(r.get()).ok())
 }
 
-/// Parses and validates a POST body. `era` and `session` come from the
-/// transport (headers or legacy endpoint) and are stamped on every call;
-/// the era may be refined by the body's own `_meta` version.
-pub fn parse_body(
-    bytes: &[u8],
-    max_depth: usize,
-    era: &Era,
-    session: Option<&str>,
-) -> Result<Body, CodecError> {
+/// Parses and validates a POST body. `era` comes from the transport
+/// (headers or legacy endpoint) and is stamped on every call; it may be
+/// refined by the body's own `_meta` version.
+pub fn parse_body(bytes: &[u8], max_depth: usize, era: &Era) -> Result<Body, CodecError> {
     json::validate(bytes, max_depth)?;
     let trimmed = trim_start(bytes);
     if trimmed.first() == Some(&b'[') {
@@ -164,16 +158,17 @@ pub fn parse_body(
         let calls = entries
             .into_iter()
             .map(|raw| {
-                let call = parse_message(raw.get().as_bytes(), era, session)?;
+                let call = parse_message(raw.get().as_bytes(), era)?;
                 Ok((raw, call))
             })
             .collect::<Result<_, CodecError>>()?;
         return Ok(Body::Batch(calls));
     }
-    parse_message(bytes, era, session).map(Body::Single)
+    parse_message(bytes, era).map(Body::Single)
 }
 
-fn trim_start(bytes: &[u8]) -> &[u8] {
+/// `bytes` without leading JSON whitespace.
+pub fn trim_start(bytes: &[u8]) -> &[u8] {
     let start = bytes
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -182,7 +177,7 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
 }
 
 /// Parses one already-validated JSON-RPC message.
-pub fn parse_message(bytes: &[u8], era: &Era, session: Option<&str>) -> Result<Call, CodecError> {
+pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
     let env: Envelope<'_> =
         serde_json::from_slice(bytes).map_err(|e| CodecError::Invalid(e.to_string()))?;
     let kind = match (
@@ -225,7 +220,6 @@ pub fn parse_message(bytes: &[u8], era: &Era, session: Option<&str>) -> Result<C
         arguments: params.arguments.map(ToOwned::to_owned),
         body_version,
         era,
-        session: session.map(str::to_string),
     })
 }
 
@@ -283,7 +277,7 @@ mod tests {
     }
 
     fn single(body: &str) -> Call {
-        match parse_body(body.as_bytes(), 64, &era(), Some("s1")) {
+        match parse_body(body.as_bytes(), 64, &era()) {
             Ok(Body::Single(c)) => c,
             other => panic!("expected single message, got {other:?}"),
         }
@@ -302,7 +296,6 @@ mod tests {
             Some(r#"{"text":"hi" }"#)
         );
         assert_eq!(c.id.as_ref().map(|i| i.get()), Some("7"));
-        assert_eq!(c.session.as_deref(), Some("s1"));
         assert_eq!(c.era, era());
     }
 
@@ -349,7 +342,6 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
             64,
             &era(),
-            None,
         );
         assert!(matches!(err, Err(CodecError::Invalid(m)) if m.contains("params.name")));
     }
@@ -360,19 +352,18 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
             64,
             &era(),
-            None,
         );
         assert!(matches!(bad, Err(CodecError::Invalid(_))));
-        let none = parse_body(br#"{"jsonrpc":"2.0","id":1}"#, 64, &era(), None);
+        let none = parse_body(br#"{"jsonrpc":"2.0","id":1}"#, 64, &era());
         assert!(matches!(none, Err(CodecError::Invalid(_))));
-        let scalar = parse_body(b"42", 64, &era(), None);
+        let scalar = parse_body(b"42", 64, &era());
         assert!(matches!(scalar, Err(CodecError::Invalid(_))));
     }
 
     #[test]
     fn batch_keeps_each_entry_bytes() {
         let body = br#"[ {"jsonrpc":"2.0","id":1,"method":"ping"} , {"jsonrpc":"2.0","method":"notifications/x"} ]"#;
-        let Ok(Body::Batch(entries)) = parse_body(body, 64, &era(), None) else {
+        let Ok(Body::Batch(entries)) = parse_body(body, 64, &era()) else {
             panic!("expected batch");
         };
         assert_eq!(entries.len(), 2);
@@ -381,7 +372,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
         );
         assert_eq!(entries[1].1.kind, Kind::Notification);
-        assert!(parse_body(b"[]", 64, &era(), None).is_err());
+        assert!(parse_body(b"[]", 64, &era()).is_err());
     }
 
     #[test]
@@ -402,7 +393,6 @@ mod tests {
             br#"{"method":"tools/call","params":{"name":"read","name":"delete"}}"#,
             64,
             &era(),
-            None,
         );
         assert_eq!(
             err.err(),

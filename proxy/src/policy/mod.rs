@@ -14,7 +14,7 @@ pub use self::{
     rules::{Action, Rule, StaticRules},
 };
 use crate::{
-    identity::Caller,
+    identity::Principal,
     mcp::{
         lists::{ListItem, ListKind},
         Call,
@@ -24,8 +24,11 @@ use crate::{
 /// What a policy is asked about: one message and its context.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    pub caller: &'a Caller,
+    pub principal: &'a Principal,
     pub call: &'a Call,
+    /// The client-facing MCP session id (2025 eras), if any. The session
+    /// phase decides what it is; the codec never sees it.
+    pub session: Option<&'a str>,
     /// The request's MCP headers (`mcp-*`), lower case.
     pub headers: &'a [(String, String)],
     /// The tool's annotations from the last `tools/list`, as JSON.
@@ -102,9 +105,9 @@ pub trait Policy: Send + Sync + 'static {
         ResultDecision::Allow
     }
 
-    /// Returns, for each item, whether `caller` may see it. A missing
+    /// Returns, for each item, whether `principal` may see it. A missing
     /// verdict counts as hidden.
-    fn visible(&self, caller: &Caller, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool>;
+    fn visible(&self, principal: &Principal, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool>;
 
     /// Whether any result hook is active, so the proxy can skip result
     /// inspection when none is.

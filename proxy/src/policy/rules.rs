@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{glob, Decision, Denial, Policy, Request};
 use crate::{
-    identity::Caller,
+    identity::Principal,
     mcp::{
         lists::{ListItem, ListKind},
         Kind,
@@ -42,7 +42,8 @@ pub struct Rule {
     /// Tool or prompt names, or resource URIs. Wildcards allowed.
     #[serde(default)]
     pub names: Vec<String>,
-    /// Caller SPIFFE IDs; `anonymous` matches unauthenticated callers.
+    /// Patterns on the peer's SPIFFE ID; `anonymous` matches callers
+    /// without a verified peer identity.
     #[serde(default)]
     pub callers: Vec<String>,
     /// The message a denied client reads.
@@ -51,12 +52,11 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn matches(&self, caller: &Caller, method: &str, target: Option<&str>) -> bool {
+    fn matches(&self, caller: &str, method: &str, target: Option<&str>) -> bool {
         let any = |pats: &[String], s: &str| pats.iter().any(|p| glob::matches(p, s));
-        let caller_text = caller.to_string();
         (self.methods.is_empty() || any(&self.methods, method))
             && (self.names.is_empty() || target.is_some_and(|t| any(&self.names, t)))
-            && (self.callers.is_empty() || any(&self.callers, &caller_text))
+            && (self.callers.is_empty() || any(&self.callers, caller))
     }
 
     fn decision(&self) -> Decision {
@@ -82,7 +82,7 @@ pub struct StaticRules {
 }
 
 impl StaticRules {
-    fn decide(&self, caller: &Caller, kind: Kind, method: &str, target: Option<&str>) -> Decision {
+    fn decide(&self, caller: &str, kind: Kind, method: &str, target: Option<&str>) -> Decision {
         let matched = self.rules.iter().find(|r| {
             // Plumbing messages are only caught by rules that name them.
             (kind == Kind::Request || !r.methods.is_empty()) && r.matches(caller, method, target)
@@ -101,10 +101,16 @@ impl StaticRules {
 impl Policy for StaticRules {
     fn check(&self, req: &Request<'_>) -> Decision {
         let call = req.call;
-        self.decide(req.caller, call.kind, &call.method, call.target_name())
+        self.decide(
+            req.principal.peer_text(),
+            call.kind,
+            &call.method,
+            call.target_name(),
+        )
     }
 
-    fn visible(&self, caller: &Caller, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
+    fn visible(&self, principal: &Principal, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
+        let caller = principal.peer_text();
         let method = match kind {
             ListKind::Tools => "tools/call",
             ListKind::Prompts => "prompts/get",
@@ -123,24 +129,32 @@ impl Policy for StaticRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mcp::{parse_body, Body, Call, Era};
+    use crate::{
+        identity::Peer,
+        mcp::{parse_body, Body, Call, Era},
+    };
 
     fn rules(yaml: &str) -> StaticRules {
         serde_yaml_ng::from_str(yaml).unwrap()
     }
 
-    fn check(r: &StaticRules, caller: &Caller, call: &Call) -> Decision {
+    fn check(r: &StaticRules, principal: &Principal, call: &Call) -> Decision {
         r.check(&Request {
-            caller,
+            principal,
             call,
+            session: None,
             headers: &[],
             annotations: None,
             instance: "test",
         })
     }
 
+    fn spiffe(id: &str) -> Principal {
+        Principal::from_peer(Peer::Spiffe(crate::identity::SpiffeId::parse(id).unwrap()))
+    }
+
     fn call(body: &str) -> Call {
-        match parse_body(body.as_bytes(), 32, &Era::from_version(None), None) {
+        match parse_body(body.as_bytes(), 32, &Era::from_version(None)) {
             Ok(Body::Single(c)) => c,
             other => panic!("{other:?}"),
         }
@@ -161,7 +175,7 @@ rules:
         let r = rules(DEMO);
         let d = check(
             &r,
-            &Caller::Anonymous,
+            &Principal::default(),
             &call(
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file"}}"#,
             ),
@@ -173,7 +187,7 @@ rules:
         ));
         let ok = check(
             &r,
-            &Caller::Anonymous,
+            &Principal::default(),
             &call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#),
         );
         assert!(ok.is_allow());
@@ -185,15 +199,15 @@ rules:
             "default: deny\nrules:\n  - {name: init, action: allow, methods: [initialize]}\n",
         );
         let init = call(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#);
-        assert!(check(&r, &Caller::Anonymous, &init).is_allow());
+        assert!(check(&r, &Principal::default(), &init).is_allow());
         let list = call(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
         assert!(
-            matches!(check(&r, &Caller::Anonymous, &list), Decision::Deny(d) if d.by == "static:default")
+            matches!(check(&r, &Principal::default(), &list), Decision::Deny(d) if d.by == "static:default")
         );
         let note = call(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-        assert!(check(&r, &Caller::Anonymous, &note).is_allow());
+        assert!(check(&r, &Principal::default(), &note).is_allow());
         let resp = call(r#"{"jsonrpc":"2.0","id":9,"result":{}}"#);
-        assert!(check(&r, &Caller::Anonymous, &resp).is_allow());
+        assert!(check(&r, &Principal::default(), &resp).is_allow());
     }
 
     #[test]
@@ -202,7 +216,7 @@ rules:
             rules("rules:\n  - {name: quiet, action: deny, methods: [notifications/cancelled]}\n");
         let note = call(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#);
         assert!(matches!(
-            check(&r, &Caller::Anonymous, &note),
+            check(&r, &Principal::default(), &note),
             Decision::Deny(_)
         ));
     }
@@ -213,13 +227,13 @@ rules:
             "default: deny\nrules:\n  - {name: agents, action: allow, callers: ['spiffe://td/ns/a/*']}\n",
         );
         let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
-        assert!(check(&r, &Caller::Spiffe("spiffe://td/ns/a/sa/x".into()), &c).is_allow());
+        assert!(check(&r, &spiffe("spiffe://td/ns/a/sa/x"), &c).is_allow());
         assert!(matches!(
-            check(&r, &Caller::Spiffe("spiffe://td/ns/b/sa/x".into()), &c),
+            check(&r, &spiffe("spiffe://td/ns/b/sa/x"), &c),
             Decision::Deny(_)
         ));
         assert!(matches!(
-            check(&r, &Caller::Anonymous, &c),
+            check(&r, &Principal::default(), &c),
             Decision::Deny(_)
         ));
     }
@@ -238,12 +252,12 @@ rules:
             },
         ];
         assert_eq!(
-            r.visible(&Caller::Anonymous, ListKind::Tools, &items),
+            r.visible(&Principal::default(), ListKind::Tools, &items),
             vec![true, false]
         );
         // The rule is scoped to tools/call, so a prompt of the same name stays visible.
         assert_eq!(
-            r.visible(&Caller::Anonymous, ListKind::Prompts, &items),
+            r.visible(&Principal::default(), ListKind::Prompts, &items),
             vec![true, true]
         );
     }

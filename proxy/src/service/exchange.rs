@@ -1,5 +1,5 @@
-//! One client exchange as the relay sees it: who asked, under which policy
-//! snapshot, and which requests still wait for their answer. Every message
+//! One client exchange as the relay sees it: the [`Judge`] that decides
+//! for this principal, and the [`Answers`] still expected. Every message
 //! coming back passes through [`Exchange::process`], whatever stream it
 //! arrives on.
 
@@ -12,27 +12,12 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::Shared;
-use crate::{
-    identity::Caller,
-    mcp::{lists, Call, ErrorCode, RpcError},
-    policy::{Request, ResultDecision, Snapshot},
-};
+use super::judge::Judge;
+use crate::mcp::Call;
 
 /// Calls whose results a policy wants to see, by canonical id. Shared with
 /// the legacy stream, where the answers to POSTs arrive.
 pub type PendingCalls = Arc<Mutex<HashMap<String, Call>>>;
-
-pub struct Exchange {
-    pub shared: Arc<Shared>,
-    pub caller: Caller,
-    pub policy: Snapshot,
-    pub headers: Vec<(String, String)>,
-    /// Requests of this POST still waiting for an answer.
-    pub waiting: HashMap<String, Option<Call>>,
-    /// Legacy streams: calls POSTed elsewhere whose answers come here.
-    pub legacy_calls: Option<PendingCalls>,
-}
 
 /// A JSON-RPC id in a canonical text form, so that `1` and ` 1 ` from two
 /// different serializers compare equal.
@@ -40,6 +25,41 @@ pub fn canonical_id(raw: &str) -> String {
     serde_json::from_str::<serde_json::Value>(raw)
         .map(|v| v.to_string())
         .unwrap_or_else(|_| raw.to_string())
+}
+
+/// Requests still waiting for their answer.
+#[derive(Default)]
+pub struct Answers {
+    /// By canonical id; the call is kept when its result is inspected.
+    waiting: HashMap<String, Option<Call>>,
+    /// Legacy streams: calls POSTed elsewhere whose answers come here.
+    pub legacy_calls: Option<PendingCalls>,
+}
+
+impl Answers {
+    /// Expects an answer to the request `call`; `inspect` keeps the call
+    /// for the result hooks.
+    pub fn track(&mut self, call: &Call, inspect: bool) {
+        let Some(id) = &call.id else { return };
+        self.waiting
+            .insert(canonical_id(id.get()), inspect.then(|| call.clone()));
+    }
+
+    /// Ids still without an answer, as JSON text.
+    pub fn unanswered(&self) -> Vec<Bytes> {
+        self.waiting
+            .keys()
+            .map(|id| Bytes::from(id.clone()))
+            .collect()
+    }
+
+    /// The call answered by `id`, if its result is to be inspected.
+    fn answered(&mut self, id: &str) -> Option<Call> {
+        match self.waiting.remove(id) {
+            Some(call) => call,
+            None => self.legacy_calls.as_ref()?.lock().ok()?.remove(id),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -52,33 +72,17 @@ struct ResponseProbe<'a> {
     error: Option<&'a RawValue>,
 }
 
+pub struct Exchange {
+    pub judge: Arc<Judge>,
+    pub answers: Answers,
+}
+
 impl Exchange {
-    pub fn new(shared: Arc<Shared>, caller: Caller, policy: Snapshot) -> Self {
+    pub fn new(judge: Arc<Judge>) -> Self {
         Self {
-            shared,
-            caller,
-            policy,
-            headers: Vec::new(),
-            waiting: HashMap::new(),
-            legacy_calls: None,
+            judge,
+            answers: Answers::default(),
         }
-    }
-
-    /// Expects an answer to the request `call` (its result is inspected
-    /// if the policy wants results).
-    pub fn track(&mut self, call: &Call) {
-        let Some(id) = &call.id else { return };
-        let keep = call.method == "tools/call" && self.policy.inspects_results();
-        self.waiting
-            .insert(canonical_id(id.get()), keep.then(|| call.clone()));
-    }
-
-    /// Ids still without an answer, as JSON text.
-    pub fn unanswered(&self) -> Vec<Bytes> {
-        self.waiting
-            .keys()
-            .map(|id| Bytes::from(id.clone()))
-            .collect()
     }
 
     /// Applies the policy to one message from the upstream. Returns the
@@ -89,75 +93,11 @@ impl Exchange {
             return None;
         }
         if let Some(id) = probe.id.map(|id| canonical_id(id.get())) {
-            let call = match self.waiting.remove(&id) {
-                Some(call) => call,
-                None => self.legacy_call(&id),
-            };
-            if let (Some(call), Some(result)) = (call, probe.result) {
-                return self.check_result(&call, result);
+            if let (Some(call), Some(result)) = (self.answers.answered(&id), probe.result) {
+                return self.judge.check_result(&call, result);
             }
         }
-        self.filter_lists(msg)
-    }
-
-    fn legacy_call(&self, id: &str) -> Option<Call> {
-        self.legacy_calls.as_ref()?.lock().ok()?.remove(id)
-    }
-
-    fn check_result(&self, call: &Call, result: &RawValue) -> Option<Bytes> {
-        let req = Request {
-            caller: &self.caller,
-            call,
-            headers: &self.headers,
-            annotations: None,
-            instance: &self.shared.instance,
-        };
-        match self.policy.check_result(&req, result) {
-            ResultDecision::Allow => None,
-            ResultDecision::Replace { result, by } => {
-                tracing::info!(target: "portcullis::audit", caller = %self.caller, tool = call.target_name().unwrap_or(""), by = %by, decision = "replace_result");
-                let id = call.id.as_ref().map_or("null", |i| i.get());
-                Some(Bytes::from(format!(
-                    r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#,
-                    result.get()
-                )))
-            }
-            ResultDecision::Deny(d) => {
-                tracing::warn!(target: "portcullis::audit", caller = %self.caller, tool = call.target_name().unwrap_or(""), by = %d.by, reason = %d.reason, decision = "deny_result");
-                self.shared.metrics.record_decision(
-                    "tools/call",
-                    call.target_name(),
-                    "deny_result",
-                );
-                Some(
-                    RpcError::new(
-                        ErrorCode::PolicyDenied,
-                        format!("result denied by {}: {}", d.by, d.reason),
-                    )
-                    .with_code_override(d.code)
-                    .with_id(call.id.clone())
-                    .to_bytes(),
-                )
-            }
-        }
-    }
-
-    fn filter_lists(&self, msg: &[u8]) -> Option<Bytes> {
-        let (out, removed) = lists::filter_message(msg, |kind, items| {
-            if kind == lists::ListKind::Tools {
-                for item in items {
-                    if let Some(a) = item.annotations {
-                        self.shared.catalog.record(item.name, a);
-                    }
-                }
-            }
-            let verdicts = self.policy.visible(&self.caller, kind, items);
-            let shown = verdicts.iter().take(items.len()).filter(|v| **v).count();
-            self.shared.metrics.hidden(kind.key(), items.len() - shown);
-            verdicts
-        })?;
-        tracing::debug!(removed, "filtered list response");
-        Some(out)
+        self.judge.filter_lists(msg)
     }
 }
 

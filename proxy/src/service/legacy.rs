@@ -12,13 +12,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{uri::Authority, Uri};
+use http::Uri;
 use tokio::sync::mpsc;
 
-use super::{
-    exchange::{canonical_id, PendingCalls},
-    Shared,
-};
+use super::exchange::{canonical_id, PendingCalls};
 use crate::mcp::Call;
 
 /// Denials waiting to be written on one legacy stream.
@@ -92,16 +89,14 @@ impl LegacySessions {
 
 /// Per-stream state; unregisters the stream when the relay ends.
 pub struct StreamContext {
-    shared: Arc<Shared>,
-    upstream: Authority,
+    sessions: Arc<LegacySessions>,
     endpoint: Option<String>,
 }
 
 impl StreamContext {
-    pub fn new(shared: Arc<Shared>, upstream: Authority) -> Self {
+    pub fn new(sessions: Arc<LegacySessions>) -> Self {
         Self {
-            shared,
-            upstream,
+            sessions,
             endpoint: None,
         }
     }
@@ -109,47 +104,66 @@ impl StreamContext {
     /// Handles an `endpoint` event: returns the URI the client should see,
     /// the queue of messages to inject into this stream, and the calls
     /// whose answers the stream will carry.
-    pub fn register(&mut self, data: &str) -> (String, mpsc::Receiver<Bytes>, PendingCalls) {
-        let endpoint = rewrite_endpoint(data.trim(), &self.upstream);
+    pub fn register(
+        &mut self,
+        data: &str,
+    ) -> Result<(String, mpsc::Receiver<Bytes>, PendingCalls), String> {
+        let endpoint = rewrite_endpoint(data.trim())?;
         let (tx, rx) = mpsc::channel(INJECT_QUEUE);
         let calls = PendingCalls::default();
         if let Some(old) = self.endpoint.replace(endpoint.clone()) {
-            self.shared.legacy.remove(&old);
+            self.sessions.remove(&old);
         }
         let stream = Stream {
             inject: tx,
             calls: calls.clone(),
         };
-        self.shared.legacy.insert(endpoint.clone(), stream);
+        self.sessions.insert(endpoint.clone(), stream);
         tracing::debug!(%endpoint, "legacy HTTP+SSE stream registered");
-        (endpoint, rx, calls)
+        Ok((endpoint, rx, calls))
     }
 }
 
 impl Drop for StreamContext {
     fn drop(&mut self) {
         if let Some(endpoint) = &self.endpoint {
-            self.shared.legacy.remove(endpoint);
+            self.sessions.remove(endpoint);
         }
     }
 }
 
-/// An absolute endpoint pointing at the upstream becomes a relative one,
-/// which the client resolves against the proxy's own address. A relative
-/// endpoint already resolves against the proxy and is kept.
-fn rewrite_endpoint(data: &str, upstream: &Authority) -> String {
-    match data.parse::<Uri>() {
-        Ok(uri) if uri.authority() == Some(upstream) || is_loopback(&uri) => uri
+/// The endpoint the client is told, which must resolve against the
+/// proxy's own address whatever the upstream announced.
+///
+/// Portcullis fronts one upstream, so every absolute endpoint (whatever
+/// host spelling it uses: `0.0.0.0`, `127.1`, a DNS name, another host
+/// entirely) becomes its path and query. What a URL parser could resolve
+/// to another host is refused: a scheme-relative `//host/...`, a
+/// backslash (WHATWG parsers, as in browsers and Node, read `/\host` as
+/// `//host`), control characters or spaces.
+fn rewrite_endpoint(data: &str) -> Result<String, String> {
+    let refuse = |why: &str| Err(format!("legacy endpoint {data:?} refused: {why}"));
+    if data
+        .chars()
+        .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
+    {
+        return refuse("backslash, control character or space");
+    }
+    let uri: Uri = match data.parse() {
+        Ok(uri) => uri,
+        Err(_) => return refuse("not a URI"),
+    };
+    let relative = match (uri.scheme(), uri.authority()) {
+        (None, None) if data.starts_with('/') => data.to_string(),
+        (None, None) => return refuse("a relative endpoint must start with /"),
+        _ => uri
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-        _ => data.to_string(),
+    };
+    if relative.starts_with("//") || relative.is_empty() {
+        return refuse("it would name another host");
     }
-}
-
-/// The upstream may name itself by another loopback address than the one
-/// configured (`localhost` for `127.0.0.1`).
-fn is_loopback(uri: &Uri) -> bool {
-    matches!(uri.host(), Some("localhost" | "127.0.0.1" | "[::1]"))
+    Ok(relative)
 }
 
 #[cfg(test)]
@@ -158,20 +172,47 @@ mod tests {
 
     #[test]
     fn endpoint_rewrite() {
-        let up: Authority = "127.0.0.1:3001".parse().unwrap();
+        let ok = |s: &str| rewrite_endpoint(s).unwrap();
+        assert_eq!(ok("/messages?sessionId=1"), "/messages?sessionId=1");
         assert_eq!(
-            rewrite_endpoint("/messages?sessionId=1", &up),
+            ok("http://127.0.0.1:3001/messages?sessionId=1"),
             "/messages?sessionId=1"
         );
-        assert_eq!(
-            rewrite_endpoint("http://127.0.0.1:3001/messages?sessionId=1", &up),
-            "/messages?sessionId=1"
-        );
-        assert_eq!(rewrite_endpoint("http://localhost:3001/m", &up), "/m");
-        assert_eq!(
-            rewrite_endpoint("https://elsewhere.example/m", &up),
-            "https://elsewhere.example/m"
-        );
+        assert_eq!(ok("http://localhost:3001/m"), "/m");
+    }
+
+    /// An endpoint a client would follow around the proxy: every host
+    /// spelling of an absolute URL is made relative, and anything a URL
+    /// parser could resolve to another host is refused.
+    #[test]
+    fn no_endpoint_leads_around_the_proxy() {
+        for escape in [
+            "http://0.0.0.0:3001/m?s=1",
+            "http://127.1:3001/m",
+            "http://[::ffff:127.0.0.1]:3001/m",
+            "http://LOCALHOST.:3001/m",
+            "https://elsewhere.example/m",
+            "HTTP://evil.example:80/m",
+        ] {
+            let out = rewrite_endpoint(escape).unwrap();
+            assert!(
+                out.starts_with('/') && !out.starts_with("//"),
+                "{escape} → {out}"
+            );
+        }
+        for refused in [
+            "//evil.example/m",
+            "/\\evil.example/m",
+            "\\\\evil.example/m",
+            "http://up:1//evil.example/m",
+            "/m?x=1\u{0}",
+            "/m\tx",
+            "",
+            "messages?sessionId=1",
+            "evil.example:80/m",
+        ] {
+            assert!(rewrite_endpoint(refused).is_err(), "{refused:?} accepted");
+        }
     }
 
     #[test]

@@ -1,47 +1,61 @@
 //! The MCP-aware HTTP handler: one request in, one response out.
 //!
-//! Each request goes through explicit phases: hygiene checks (Host/Origin,
-//! size, encoding), decoding, policy, forwarding, and response relaying.
-//! Errors become JSON-RPC error responses here and nowhere else.
+//! A request goes through one-way phases, each in its own module:
+//!
+//! ```text
+//! guard (Host/Origin) → inbound::decode → Judge::decide → Outbound::send → relay
+//! ```
+//!
+//! Every phase returns `Result<_, Refusal>`, and [`rescue`] is the one place
+//! where a refusal becomes an answer.
 
-mod body;
+mod bodyless;
 mod catalog;
 mod exchange;
-mod forward;
+mod inbound;
+mod judge;
 mod legacy;
+mod metrics;
+mod outbound;
 mod post;
 mod relay;
+mod rescue;
 mod respond;
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-pub use self::body::{BoxError, Guarded, ProxyBody};
-use self::{catalog::ToolCatalog, legacy::LegacySessions};
+use self::{catalog::ToolCatalog, legacy::LegacySessions, relay::SseSettings};
+pub use self::{
+    judge::{Court, Judge, Verdict},
+    metrics::HttpMetrics,
+    outbound::CALLER_HEADER,
+    rescue::{Cause, Refusal},
+};
 use crate::{
+    body::{Guarded, ProxyBody},
     config::Config,
     guard::HostGuard,
-    identity::Caller,
-    mcp::{ErrorCode, RpcError},
-    metrics::Metrics,
+    identity::Principal,
     policy::PolicyHandle,
     upstream::Upstream,
 };
 
 /// Everything a request needs, shared by all connections.
 pub struct Shared {
-    pub config: Arc<Config>,
     pub upstream: Upstream,
-    pub policy: Arc<PolicyHandle>,
-    pub metrics: Metrics,
-    pub catalog: ToolCatalog,
-    /// This sidecar's instance identity, as policies see it.
-    pub instance: String,
+    /// What every judge shares: the policy handle, catalog, metrics.
+    pub court: Arc<Court>,
     pub hosts: HostGuard,
-    pub legacy: LegacySessions,
+    pub legacy: Arc<LegacySessions>,
+    pub limits: inbound::Limits,
+    /// Largest JSON answer or single SSE event read from the upstream.
+    pub max_response_bytes: usize,
+    /// Pass the client's `Authorization` on (explicit opt-in).
+    pub forward_authorization: bool,
     /// Cancelled when the process starts draining: long-lived GET streams
     /// end then, so that their clients reconnect elsewhere.
     pub draining: CancellationToken,
@@ -49,24 +63,43 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(
-        config: Arc<Config>,
+        config: &Config,
         policy: Arc<PolicyHandle>,
-        metrics: Metrics,
+        metrics: HttpMetrics,
         draining: CancellationToken,
         upstream_tls: Option<rustls::ClientConfig>,
     ) -> Result<Self, crate::config::ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.upstream_uri()?, upstream_tls)?;
         Ok(Self {
-            hosts: HostGuard::new(&config.security.allowed_hosts),
-            catalog: ToolCatalog::default(),
-            instance: config.instance_id(),
-            config,
             upstream,
-            policy,
-            metrics,
-            legacy: LegacySessions::default(),
+            court: Arc::new(Court {
+                policy,
+                catalog: ToolCatalog::default(),
+                metrics,
+                instance: config.instance_id(),
+            }),
+            hosts: HostGuard::new(&config.security.allowed_hosts),
+            legacy: Arc::default(),
+            limits: inbound::Limits {
+                max_body_bytes: config.limits.max_body_bytes,
+                max_json_depth: config.limits.max_json_depth,
+                body_read_timeout: config.listener.body_read_timeout,
+            },
+            max_response_bytes: config.limits.max_response_bytes,
+            forward_authorization: config.upstream.forward_authorization,
             draining,
         })
+    }
+
+    pub fn metrics(&self) -> &HttpMetrics {
+        &self.court.metrics
+    }
+
+    fn sse_settings(&self) -> SseSettings {
+        SseSettings {
+            max_event_bytes: self.max_response_bytes,
+            metrics: self.court.metrics.clone(),
+        }
     }
 }
 
@@ -79,43 +112,36 @@ impl Drop for InflightGuard {
     }
 }
 
-/// Serves one HTTP request from `caller`.
+/// Serves one HTTP request from `principal`.
 pub async fn handle(
     shared: Arc<Shared>,
-    caller: Caller,
+    principal: Principal,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    let gauge = shared.metrics.inflight().clone();
+) -> Response<ProxyBody> {
+    let gauge = shared.metrics().inflight().clone();
     gauge.inc();
     let guard = InflightGuard(gauge);
-    let started = Instant::now();
-    let resp = route(&shared, caller, req, started).await;
+    let resp = route(&shared, principal, req).await;
     let (parts, body) = resp.into_parts();
     let body = http_body_util::BodyExt::boxed_unsync(Guarded::new(body, guard));
-    Ok(Response::from_parts(parts, body))
+    Response::from_parts(parts, body)
 }
 
 async fn route(
     shared: &Arc<Shared>,
-    caller: Caller,
+    principal: Principal,
     req: Request<Incoming>,
-    started: Instant,
 ) -> Response<ProxyBody> {
     if let Err(why) = shared.hosts.check(req.uri(), req.headers()) {
-        shared.metrics.rejected(ErrorCode::ForbiddenOrigin.name());
-        tracing::warn!(%why, "refused request: DNS-rebinding protection");
-        let err = RpcError::new(ErrorCode::ForbiddenOrigin, why);
-        return respond::error(StatusCode::FORBIDDEN, &err);
+        let refusal = Refusal::from(Cause::ForbiddenOrigin(why));
+        return rescue::answer(&refusal, shared.metrics());
     }
     match *req.method() {
-        Method::POST => post::handle(shared, &caller, req, started).await,
-        Method::GET => forward::stream(shared, &caller, req).await,
+        Method::POST => post::handle(shared, principal, req).await,
+        Method::GET => bodyless::stream(shared, principal, req).await,
         Method::DELETE | Method::OPTIONS | Method::HEAD => {
-            forward::passthrough(shared, &caller, req).await
+            bodyless::passthrough(shared, principal, req).await
         }
-        _ => {
-            let err = RpcError::new(ErrorCode::InvalidRequest, "method not allowed");
-            respond::error(StatusCode::METHOD_NOT_ALLOWED, &err)
-        }
+        _ => rescue::answer(&Cause::MethodNotAllowed.into(), shared.metrics()),
     }
 }

@@ -1,5 +1,7 @@
 //! Relaying upstream answers to the client: SSE streams event by event,
-//! JSON answers whole. Every message goes through [`Exchange::process`].
+//! JSON answers whole. Every message goes through [`Exchange::process`],
+//! and everything the SSE relay writes to the client goes through
+//! [`SseRelay::emit`] (where a replay buffer will hook in).
 
 use bytes::Bytes;
 use http::{header, HeaderMap};
@@ -11,11 +13,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    body::{BoxError, ProxyBody},
     exchange::Exchange,
-    legacy, respond,
+    legacy,
+    metrics::HttpMetrics,
+    rescue::{self, Refusal},
+    respond,
 };
-use crate::mcp::{sse, ErrorCode, RpcError};
+use crate::{
+    body::{BoxError, ProxyBody},
+    mcp::sse,
+    upstream::UpstreamError,
+};
 
 /// Frames buffered between the relay task and the client connection. Small,
 /// so that a slow client applies back-pressure to the upstream.
@@ -37,24 +45,18 @@ fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
 }
 
-/// One error message per request id.
-pub fn errors_for(ids: &[Bytes], code: ErrorCode, message: &str) -> Vec<Bytes> {
-    ids.iter()
-        .map(|id| {
-            let raw = RawValue::from_string(String::from_utf8_lossy(id).into_owned()).ok();
-            RpcError::new(code, message).with_id(raw).to_bytes()
-        })
-        .collect()
+/// What an SSE relay needs besides its exchange.
+#[derive(Clone)]
+pub struct SseSettings {
+    /// Largest single event read from the upstream.
+    pub max_event_bytes: usize,
+    pub metrics: HttpMetrics,
 }
 
 /// Processes a whole JSON answer (one message or a batch) and appends
 /// `extra` messages (denials from a partly allowed batch).
 pub fn filter_json(ex: &mut Exchange, body: &[u8], extra: &[Bytes]) -> Bytes {
-    let start = body
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(body.len());
-    let trimmed = &body[start..];
+    let trimmed = crate::mcp::message::trim_start(body);
     let is_batch = trimmed.first() == Some(&b'[');
     let mut msgs: Vec<Bytes> = if is_batch {
         match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
@@ -84,6 +86,7 @@ fn process_or_copy(ex: &mut Exchange, msg: &[u8]) -> Bytes {
 /// A task that relays one upstream SSE stream to the client.
 pub struct SseRelay {
     ex: Exchange,
+    settings: SseSettings,
     /// Messages sent before anything from the upstream (batch denials).
     preface: Vec<Bytes>,
     legacy: Option<legacy::StreamContext>,
@@ -93,9 +96,10 @@ pub struct SseRelay {
 type Tx = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
 
 impl SseRelay {
-    pub fn new(ex: Exchange, preface: Vec<Bytes>) -> Self {
+    pub fn new(ex: Exchange, preface: Vec<Bytes>, settings: SseSettings) -> Self {
         Self {
             ex,
+            settings,
             preface,
             legacy: None,
             until: None,
@@ -126,12 +130,11 @@ impl SseRelay {
 
     async fn run(mut self, mut upstream: Incoming, tx: Tx) {
         for msg in std::mem::take(&mut self.preface) {
-            if send(&tx, respond::sse_message(&msg)).await.is_err() {
+            if Self::emit(&tx, respond::sse_message(&msg)).await.is_err() {
                 return;
             }
         }
-        let max = self.ex.shared.config.limits.max_response_bytes;
-        let mut decoder = sse::Decoder::new(max);
+        let mut decoder = sse::Decoder::new(self.settings.max_event_bytes);
         let mut injected: Option<mpsc::Receiver<Bytes>> = None;
         let until = self.until.clone();
         let failure = loop {
@@ -150,16 +153,21 @@ impl SseRelay {
                     }
                 },
                 msg = recv(&mut injected) => match msg {
-                    Some(msg) => if send(&tx, respond::sse_message(&msg)).await.is_err() { return },
+                    Some(msg) => if Self::emit(&tx, respond::sse_message(&msg)).await.is_err() { return },
                     None => injected = None,
                 },
                 () = cancelled(until.as_ref()) => break None,
             }
         };
+        let mut failure = failure;
         if let Some(event) = decoder.finish() {
-            let out = self.on_event(event, &mut injected);
-            if send(&tx, out).await.is_err() {
-                return;
+            match self.on_event(event, &mut injected) {
+                Ok(out) => {
+                    if Self::emit(&tx, out).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => failure = Some(e),
             }
         }
         self.finish(failure, &tx).await;
@@ -174,8 +182,8 @@ impl SseRelay {
         tx: &Tx,
     ) -> Result<bool, String> {
         while let Some(event) = decoder.next_event().map_err(|e| e.to_string())? {
-            let out = self.on_event(event, injected);
-            if send(tx, out).await.is_err() {
+            let out = self.on_event(event, injected)?;
+            if Self::emit(tx, out).await.is_err() {
                 return Ok(false);
             }
         }
@@ -186,50 +194,60 @@ impl SseRelay {
         &mut self,
         event: sse::Event,
         injected: &mut Option<mpsc::Receiver<Bytes>>,
-    ) -> Bytes {
+    ) -> Result<Bytes, String> {
         if event.kind() == "endpoint" {
             if let (Some(ctx), Some(data)) = (self.legacy.as_mut(), event.data.as_deref()) {
-                let (rewritten, rx, calls) = ctx.register(data);
+                // An endpoint that could lead the client around the proxy
+                // ends the stream: without it the client cannot POST at all.
+                let (rewritten, rx, calls) = ctx.register(data)?;
                 *injected = Some(rx);
-                self.ex.legacy_calls = Some(calls);
-                return sse::encode(Some("endpoint"), event.id.as_deref(), &rewritten);
+                self.ex.answers.legacy_calls = Some(calls);
+                return Ok(sse::encode(
+                    Some("endpoint"),
+                    event.id.as_deref(),
+                    &rewritten,
+                ));
             }
         }
         let Some(data) = event.data.as_deref().filter(|_| event.kind() == "message") else {
-            return event.raw;
+            return Ok(event.raw);
         };
-        match self.ex.process(data.as_bytes()) {
+        Ok(match self.ex.process(data.as_bytes()) {
             Some(out) => sse::encode(
                 event.event.as_deref(),
                 event.id.as_deref(),
                 &String::from_utf8_lossy(&out),
             ),
             None => event.raw,
-        }
+        })
     }
 
     /// Requests that never got their answer get a JSON-RPC error, so that
     /// no client waits forever on a stream the upstream dropped.
     async fn finish(self, failure: Option<String>, tx: &Tx) {
-        let pending = self.ex.unanswered();
+        let pending = self.ex.answers.unanswered();
         if let Some(why) = &failure {
-            self.ex.shared.metrics.upstream_error("stream_broken");
+            self.settings.metrics.upstream_error("stream_broken");
             tracing::warn!(error = %why, pending = pending.len(), "upstream SSE stream ended abnormally");
         }
         if pending.is_empty() {
             return;
         }
         let why = failure.unwrap_or_else(|| "upstream closed the stream before answering".into());
-        for msg in errors_for(&pending, ErrorCode::UpstreamUnavailable, &why) {
-            if send(tx, respond::sse_message(&msg)).await.is_err() {
+        let refusal = Refusal::from(UpstreamError::Unavailable(why));
+        for id in &pending {
+            let msg = rescue::for_id(&refusal, id);
+            if Self::emit(tx, respond::sse_message(&msg)).await.is_err() {
                 return;
             }
         }
     }
-}
 
-async fn send(tx: &Tx, bytes: Bytes) -> Result<(), ()> {
-    tx.send(Ok(Frame::data(bytes))).await.map_err(|_| ())
+    /// The one way bytes reach the client of an SSE relay. `Err`: the
+    /// client went away.
+    async fn emit(tx: &Tx, bytes: Bytes) -> Result<(), ()> {
+        tx.send(Ok(Frame::data(bytes))).await.map_err(|_| ())
+    }
 }
 
 async fn recv(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
@@ -252,12 +270,9 @@ mod tests {
 
     #[test]
     fn errors_carry_ids() {
-        let out = errors_for(
-            &[Bytes::from_static(b"7")],
-            ErrorCode::UpstreamTimeout,
-            "slow",
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out[0]).unwrap();
+        let r = Refusal::from(UpstreamError::Timeout(std::time::Duration::from_secs(1)));
+        let out = rescue::for_id(&r, b"7");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["id"], 7);
         assert_eq!(v["error"]["code"], -32053);
     }

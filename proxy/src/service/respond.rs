@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::body::{empty, full, ProxyBody};
-use crate::mcp::{sse, RpcError};
+use crate::body::{empty, full, ProxyBody};
+use crate::mcp::sse;
 
 pub const JSON: &str = "application/json";
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -29,12 +29,6 @@ impl Format {
             Self::Json
         }
     }
-}
-
-/// A JSON-RPC error with an HTTP status (used before or instead of
-/// forwarding).
-pub fn error(status: StatusCode, err: &RpcError) -> Response<ProxyBody> {
-    json(status, err.to_bytes())
 }
 
 /// One or more JSON-RPC messages as a complete answer, in `format`.

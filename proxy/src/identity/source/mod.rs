@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::{files::FilesSource, workload::WorkloadApiSource};
 use super::svid::IdentityStore;
-use crate::metrics::Metrics;
+use super::IdentityMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -27,7 +27,7 @@ pub enum SourceError {
 
 /// PEM files, e.g. from cert-manager's csi-driver-spiffe or Kubernetes Pod
 /// Certificates. They are polled, and every change is published.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfig {
     /// Our certificate chain, leaf first.
@@ -61,7 +61,7 @@ fn default_poll() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadApiConfig {
     /// `unix:///path/to/agent.sock`; default `$SPIFFE_ENDPOINT_SOCKET`.
@@ -70,7 +70,7 @@ pub struct WorkloadApiConfig {
 }
 
 /// Exactly one of the two must be set.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     #[serde(default)]
@@ -93,7 +93,7 @@ impl SourceConfig {
 pub async fn start(
     config: &SourceConfig,
     store: Arc<IdentityStore>,
-    metrics: Metrics,
+    metrics: IdentityMetrics,
     stop: CancellationToken,
 ) -> Result<(), SourceError> {
     match (&config.files, &config.workload_api) {
@@ -111,7 +111,7 @@ pub async fn start(
 
 /// Keeps `svid_expiry_seconds` current and says so, loudly, when the SVID
 /// is near its end or past it.
-async fn monitor(store: Arc<IdentityStore>, metrics: Metrics, stop: CancellationToken) {
+async fn monitor(store: Arc<IdentityStore>, metrics: IdentityMetrics, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut warned = false;
     loop {

@@ -1,5 +1,7 @@
 //! Hot reload. The config file and every filter file are polled; when one
-//! changes, a new chain is built off the request path (on a blocking
+//! changes, the policy and filters are reloaded, and every other section
+//! that changed is named in a warning (it takes effect on restart). On a
+//! change, a new chain is built off the request path (on a blocking
 //! thread) and swapped in atomically. A chain that fails to build is
 //! refused with a clear log, and the old one keeps serving.
 
@@ -12,8 +14,11 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{build_chain, FilterEngine};
-use crate::{config::Config, metrics::Metrics, policy::PolicyHandle};
+use crate::{
+    config::Config,
+    filter::{build_chain, FilterEngine, FilterMetrics},
+    policy::PolicyHandle,
+};
 
 /// Hashes of the files a chain was built from.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,12 +32,7 @@ fn digest(path: &Path) -> Option<u64> {
 }
 
 fn fingerprint(config: &Config, config_path: Option<&Path>) -> Fingerprint {
-    let base = config.base_dir.as_deref();
-    let mut files: Vec<PathBuf> = config
-        .filters
-        .iter()
-        .map(|f| f.resolved_path(base))
-        .collect();
+    let mut files: Vec<PathBuf> = config.filters.iter().map(|f| f.path.clone()).collect();
     files.extend(config_path.map(Path::to_path_buf));
     Fingerprint(
         files
@@ -48,7 +48,7 @@ fn fingerprint(config: &Config, config_path: Option<&Path>) -> Fingerprint {
 pub struct Reloader {
     pub engine: Arc<FilterEngine>,
     pub handle: Arc<PolicyHandle>,
-    pub metrics: Metrics,
+    pub metrics: FilterMetrics,
     pub config: Config,
     pub config_path: Option<PathBuf>,
 }
@@ -66,7 +66,11 @@ impl Reloader {
             if fingerprint(&self.config, self.config_path.as_deref()) == seen {
                 continue;
             }
+            let interval = self.config.filter_engine.reload_interval;
             self.reload().await;
+            if self.config.filter_engine.reload_interval != interval {
+                tick = tokio::time::interval(self.config.filter_engine.reload_interval);
+            }
             // The new config may name other files.
             seen = fingerprint(&self.config, self.config_path.as_deref());
         }
@@ -83,14 +87,21 @@ impl Reloader {
         let (engine, metrics, candidate) =
             (self.engine.clone(), self.metrics.clone(), next.clone());
         let built =
-            tokio::task::spawn_blocking(move || build_chain(&engine, &candidate, &metrics)).await;
+            tokio::task::spawn_blocking(move || build_chain(&engine, &candidate.chain(), &metrics))
+                .await;
         match built {
             Ok(Ok(chain)) => {
                 let names = chain.filter_names().join(", ");
                 self.handle.swap(Box::new(chain));
-                self.metrics.filter_reload("success");
+                self.metrics.reload("success");
                 tracing::info!(filters = %names, "filter chain reloaded");
-                warn_static_changes(&self.config, &next);
+                let restart = self.config.restart_needed(&next);
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        sections = %restart.join(", "),
+                        "these config sections changed but take effect on restart only"
+                    );
+                }
                 self.config = next;
             }
             Ok(Err(e)) => self.refused(&e.to_string()),
@@ -99,19 +110,7 @@ impl Reloader {
     }
 
     fn refused(&self, why: &str) {
-        self.metrics.filter_reload("failure");
+        self.metrics.reload("failure");
         tracing::error!(error = %why, "filter chain reload refused; the previous chain keeps serving");
-    }
-}
-
-/// Only the policy and filters are reloaded; say so when more changed.
-fn warn_static_changes(old: &Config, new: &Config) {
-    if old.listener.addr != new.listener.addr
-        || old.admin.addr != new.admin.addr
-        || old.upstream.url != new.upstream.url
-    {
-        tracing::warn!(
-            "listener, admin or upstream settings changed: they take effect on restart only"
-        );
     }
 }

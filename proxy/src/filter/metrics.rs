@@ -1,0 +1,69 @@
+//! The filter engine's metrics: evaluations, their latency, faults and
+//! reloads.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct FilterMetrics {
+    evals: IntCounterVec,
+    latency: HistogramVec,
+    faults: IntCounterVec,
+    reloads: IntCounterVec,
+}
+
+impl FilterMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let evals = IntCounterVec::new(
+            Opts::new(
+                "filter_evaluations_total",
+                "WASM filter evaluations by filter, hook and outcome",
+            ),
+            &["filter", "hook", "outcome"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "filter_duration_seconds",
+                "Time of one WASM filter evaluation, instantiation included",
+            )
+            .buckets(vec![
+                0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                0.01,
+            ]),
+            &["filter"],
+        )?;
+        let faults = IntCounterVec::new(
+            Opts::new(
+                "filter_faults_total",
+                "WASM filter failures (trap, deadline, memory, output) by filter and kind",
+            ),
+            &["filter", "kind"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("filter_reloads_total", "Filter chain reloads by result"),
+            &["result"],
+        )?;
+        registry.register(Box::new(evals.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(faults.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        Ok(Self {
+            evals,
+            latency,
+            faults,
+            reloads,
+        })
+    }
+
+    pub fn evaluated(&self, filter: &str, hook: &str, outcome: &str, seconds: f64) {
+        self.evals.with_label_values(&[filter, hook, outcome]).inc();
+        self.latency.with_label_values(&[filter]).observe(seconds);
+    }
+
+    pub fn fault(&self, filter: &str, kind: &str) {
+        self.faults.with_label_values(&[filter, kind]).inc();
+    }
+
+    pub fn reload(&self, result: &str) {
+        self.reloads.with_label_values(&[result]).inc();
+    }
+}

@@ -1,0 +1,167 @@
+//! Who is calling: the verified peer of the connection, and (once a token
+//! verifier runs) the verified token it carries. Both come from Portcullis's
+//! own checks, never from what a client says about itself.
+//!
+//! One [`Principal`] goes with every request. Rules, warm filter instances,
+//! audit records and metrics all name it through [`Principal::key`], so the
+//! same caller is spelled the same way everywhere.
+
+use std::{fmt, sync::Arc, time::SystemTime};
+
+use super::SpiffeId;
+
+/// The verified identity of the other end of the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Peer {
+    /// No verified identity (a plaintext connection).
+    #[default]
+    Anonymous,
+    /// The SPIFFE ID of a verified X.509-SVID.
+    Spiffe(SpiffeId),
+}
+
+impl Peer {
+    /// The SPIFFE ID, if the peer has a verified one.
+    pub fn spiffe_id(&self) -> Option<&SpiffeId> {
+        match self {
+            Self::Anonymous => None,
+            Self::Spiffe(id) => Some(id),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Anonymous => f.write_str(ANONYMOUS),
+            Self::Spiffe(id) => fmt::Display::fmt(id, f),
+        }
+    }
+}
+
+/// The text rules and patterns use for a caller without a verified
+/// identity.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// A verified bearer token: what a verifier established, never the token
+/// itself (no token is ever forwarded or logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub issuer: String,
+    pub subject: String,
+    pub scopes: Vec<String>,
+    /// The party acting for the subject (`act.sub`, `azp` or `client_id`).
+    pub actor: Option<String>,
+    pub expires_at: SystemTime,
+    /// The verified claims as a JSON object, for policies that read more.
+    pub claims: String,
+}
+
+/// Everything Portcullis verified about a caller. Cheap to clone: a
+/// connection builds it once and every request shares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(Arc<Inner>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Inner {
+    peer: Peer,
+    token: Option<Arc<Token>>,
+    /// [`Principal::key`] and [`Principal::peer_text`], computed once:
+    /// they are read for every decision.
+    key: String,
+    peer_key: String,
+}
+
+impl Default for Principal {
+    fn default() -> Self {
+        Self::from_peer(Peer::Anonymous)
+    }
+}
+
+impl Principal {
+    /// A principal known only by its connection.
+    pub fn from_peer(peer: Peer) -> Self {
+        Self::new(peer, None)
+    }
+
+    pub fn new(peer: Peer, token: Option<Arc<Token>>) -> Self {
+        let peer_key = peer.to_string();
+        let key = match &token {
+            None => peer_key.clone(),
+            // The token's issuer and subject are part of the key: two users
+            // behind one agent are two principals.
+            Some(t) => format!("{peer} token:{}#{}", t.issuer, t.subject),
+        };
+        Self(Arc::new(Inner {
+            peer,
+            token,
+            key,
+            peer_key,
+        }))
+    }
+
+    /// The one spelling of this principal: `anonymous`, a SPIFFE ID, or
+    /// either followed by ` token:<issuer>#<subject>`. Used by warm filter
+    /// instances (never shared between keys), audit records and metrics.
+    pub fn key(&self) -> &str {
+        &self.0.key
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.0.peer
+    }
+
+    pub fn token(&self) -> Option<&Token> {
+        self.0.token.as_deref()
+    }
+
+    /// The peer's SPIFFE ID, or `anonymous`: what `callers:` patterns in
+    /// static rules match. Token subjects get rules of their own, so that a
+    /// pattern written for SPIFFE IDs never matches a token by accident.
+    pub fn peer_text(&self) -> &str {
+        &self.0.peer_key
+    }
+
+    pub fn spiffe_id(&self) -> Option<&SpiffeId> {
+        self.0.peer.spiffe_id()
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spiffe(s: &str) -> Peer {
+        Peer::Spiffe(SpiffeId::parse(s).unwrap())
+    }
+
+    #[test]
+    fn keys_name_peer_and_token() {
+        assert_eq!(Principal::default().key(), "anonymous");
+        let agent = Principal::from_peer(spiffe("spiffe://td/ns/a/sa/agent"));
+        assert_eq!(agent.key(), "spiffe://td/ns/a/sa/agent");
+        assert_eq!(agent.peer_text(), "spiffe://td/ns/a/sa/agent");
+        let token = Arc::new(Token {
+            issuer: "https://idp".into(),
+            subject: "alice".into(),
+            scopes: vec!["files:read".into()],
+            actor: None,
+            expires_at: SystemTime::UNIX_EPOCH,
+            claims: "{}".into(),
+        });
+        let both = Principal::new(spiffe("spiffe://td/ns/a/sa/agent"), Some(token));
+        assert_eq!(
+            both.key(),
+            "spiffe://td/ns/a/sa/agent token:https://idp#alice"
+        );
+        // Rules on SPIFFE IDs still see only the peer.
+        assert_eq!(both.peer_text(), "spiffe://td/ns/a/sa/agent");
+        assert_ne!(both.key(), agent.key());
+    }
+}

@@ -1,0 +1,70 @@
+//! Body-less methods. GET opens an SSE stream (standalone, resumed, or the
+//! legacy HTTP+SSE one), relayed event by event with lists filtered and
+//! results judged; DELETE, OPTIONS and HEAD are relayed as they are.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::{
+    exchange::Exchange,
+    judge::Judge,
+    legacy,
+    outbound::{self, Outbound},
+    relay, rescue, Shared,
+};
+use crate::{body::ProxyBody, identity::Principal};
+
+/// Forwards a body-less request and waits for the answer's head; a failure
+/// is already turned into the client's answer.
+async fn send(
+    shared: &Shared,
+    principal: &Principal,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, Response<ProxyBody>> {
+    let (parts, _body) = req.into_parts();
+    let out = Outbound::new(&shared.upstream, principal, shared.forward_authorization);
+    let sent = match out.request(&parts, Bytes::new()) {
+        Ok(req) => out.send(req).await,
+        Err(refusal) => Err(refusal),
+    };
+    sent.map_err(|r| rescue::upstream_failure(&r, &[], &[], shared.metrics()))
+}
+
+/// DELETE and other body-less methods: forwarded, answer relayed as is.
+pub async fn passthrough(
+    shared: &Arc<Shared>,
+    principal: Principal,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    match send(shared, &principal, req).await {
+        Ok(resp) => outbound::relay_raw(resp),
+        Err(answer) => answer,
+    }
+}
+
+/// GET: an SSE stream relayed event by event, or any other answer as is.
+/// The stream's judge reads the policy in force at each event, so a reload
+/// reaches streams that stay open for hours.
+pub async fn stream(
+    shared: &Arc<Shared>,
+    principal: Principal,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let resp = match send(shared, &principal, req).await {
+        Ok(resp) => resp,
+        Err(answer) => return answer,
+    };
+    if !relay::is_event_stream(resp.headers()) {
+        return outbound::relay_raw(resp);
+    }
+    let head = outbound::response_head(&resp, false);
+    let legacy = legacy::StreamContext::new(shared.legacy.clone());
+    let ex = Exchange::new(Arc::new(Judge::new(shared.court.clone(), principal)));
+    let job = relay::SseRelay::new(ex, Vec::new(), shared.sse_settings())
+        .with_legacy(legacy)
+        .until(shared.draining.clone());
+    outbound::with_body(head, job.spawn(resp.into_body()))
+}

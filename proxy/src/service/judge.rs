@@ -1,0 +1,192 @@
+//! The decision phase: every message on its way in, every `tools/call`
+//! result and every list on its way out, asked of the policy in force.
+//!
+//! A [`Judge`] is built per request for one principal. It reads the policy
+//! from the [`PolicyHandle`] at each decision rather than keeping the
+//! snapshot taken when the request arrived, so a stream that stays open
+//! for hours is judged by the policy of the moment each event passes.
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::{
+    catalog::ToolCatalog,
+    metrics::HttpMetrics,
+    rescue::{Cause, Refusal},
+};
+use crate::{
+    audit::Record,
+    identity::Principal,
+    mcp::{lists, with_arguments, Call},
+    policy::{Decision, Denial, PolicyHandle, Request, ResultDecision},
+};
+
+/// What every judge of this sidecar shares.
+pub struct Court {
+    pub policy: Arc<PolicyHandle>,
+    pub catalog: ToolCatalog,
+    pub metrics: HttpMetrics,
+    /// This sidecar's instance identity, as policies see it.
+    pub instance: String,
+}
+
+/// What happens to one message once the policy has spoken.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Forward these bytes.
+    Forward(Bytes),
+    Deny(Denial),
+}
+
+pub struct Judge {
+    court: Arc<Court>,
+    pub principal: Principal,
+    /// The client-facing session id, for policies and audit.
+    pub session: Option<String>,
+    /// The request's MCP headers (`mcp-*`), for policies.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Judge {
+    pub fn new(court: Arc<Court>, principal: Principal) -> Self {
+        Self {
+            court,
+            principal,
+            session: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn metrics(&self) -> &HttpMetrics {
+        &self.court.metrics
+    }
+
+    fn request<'a>(&'a self, call: &'a Call, annotations: Option<&'a str>) -> Request<'a> {
+        Request {
+            principal: &self.principal,
+            call,
+            session: self.session.as_deref(),
+            headers: &self.headers,
+            annotations,
+            instance: &self.court.instance,
+        }
+    }
+
+    /// Asks the policy about one message (given with its bytes), records
+    /// the decision, and applies a rewrite.
+    pub fn decide(&self, call: &mut Call, raw: &[u8]) -> Verdict {
+        let t = Instant::now();
+        let annotations = call
+            .target_name()
+            .and_then(|t| self.court.catalog.annotations(t));
+        let decision = self
+            .court
+            .policy
+            .snapshot()
+            .check(&self.request(call, annotations.as_deref()));
+        self.record(call, &decision, t);
+        match decision {
+            Decision::Allow => Verdict::Forward(Bytes::copy_from_slice(raw)),
+            Decision::Deny(d) => Verdict::Deny(d),
+            Decision::Rewrite { arguments, by } => match with_arguments(raw, &arguments) {
+                Ok(bytes) => {
+                    call.arguments = Some(arguments);
+                    Verdict::Forward(bytes)
+                }
+                // A rewrite that cannot be applied must not fall back to
+                // the original arguments: fail closed.
+                Err(e) => Verdict::Deny(Denial::new(
+                    by,
+                    format!("rewrite could not be applied: {e}"),
+                )),
+            },
+        }
+    }
+
+    fn record(&self, call: &Call, decision: &Decision, started: Instant) {
+        let rec = Record::for_call(&self.principal, call, self.session.as_deref());
+        let rec = match decision {
+            Decision::Allow => rec,
+            Decision::Rewrite { by, .. } => rec.decided("rewrite", by, ""),
+            Decision::Deny(d) => rec.decided("deny", &d.by, &d.reason),
+        };
+        rec.took(started.elapsed()).emit();
+        self.court
+            .metrics
+            .record_decision(&call.method, call.target_name(), decision.label());
+    }
+
+    /// Whether the answer to `call` must be inspected by a result hook.
+    pub fn wants_result(&self, call: &Call) -> bool {
+        call.method == "tools/call" && self.court.policy.snapshot().inspects_results()
+    }
+
+    /// Applies the result hooks to the `result` of an allowed call.
+    /// Returns the message to send instead, or `None` to send the original.
+    pub fn check_result(&self, call: &Call, result: &RawValue) -> Option<Bytes> {
+        let t = Instant::now();
+        let decision = self
+            .court
+            .policy
+            .snapshot()
+            .check_result(&self.request(call, None), result);
+        let rec = Record::for_call(&self.principal, call, self.session.as_deref());
+        match decision {
+            ResultDecision::Allow => None,
+            ResultDecision::Replace { result, by } => {
+                rec.decided("replace_result", &by, "")
+                    .took(t.elapsed())
+                    .emit();
+                self.court.metrics.record_decision(
+                    &call.method,
+                    call.target_name(),
+                    "replace_result",
+                );
+                let id = call.id.as_ref().map_or("null", |i| i.get());
+                Some(Bytes::from(format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#,
+                    result.get()
+                )))
+            }
+            ResultDecision::Deny(d) => {
+                rec.decided("deny_result", &d.by, &d.reason)
+                    .took(t.elapsed())
+                    .emit();
+                self.court
+                    .metrics
+                    .record_decision(&call.method, call.target_name(), "deny_result");
+                Some(
+                    Refusal::from(Cause::ResultDenied(d))
+                        .with_id(call.id.clone())
+                        .to_message(),
+                )
+            }
+        }
+    }
+
+    /// Removes from a list answer what the principal may not see, and
+    /// learns tool annotations on the way. `None`: not a list, unchanged.
+    pub fn filter_lists(&self, msg: &[u8]) -> Option<Bytes> {
+        let policy = self.court.policy.snapshot();
+        let (out, removed) = lists::filter_message(msg, |kind, items| {
+            if kind == lists::ListKind::Tools {
+                for item in items {
+                    if let Some(a) = item.annotations {
+                        self.court.catalog.record(item.name, a);
+                    }
+                }
+            }
+            let verdicts = policy.visible(&self.principal, kind, items);
+            let shown = verdicts.iter().take(items.len()).filter(|v| **v).count();
+            self.court.metrics.hidden(kind.key(), items.len() - shown);
+            verdicts
+        })?;
+        tracing::debug!(removed, "filtered list response");
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

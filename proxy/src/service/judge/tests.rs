@@ -1,0 +1,224 @@
+use std::sync::Mutex;
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+use super::*;
+use crate::{
+    identity::{Peer, SpiffeId},
+    mcp::{
+        lists::{ListItem, ListKind},
+        parse_body, Body, Era,
+    },
+    policy::Policy,
+};
+
+/// A policy small enough to read: denies `delete_file`, rewrites the
+/// arguments of `shout`, replaces or denies results on request, and hides
+/// list items whose name starts with `secret`. It remembers who asked.
+#[derive(Default)]
+struct Fake {
+    results: bool,
+    deny_results: bool,
+    hide_all: bool,
+    seen: Seen,
+}
+
+impl Policy for Fake {
+    fn check(&self, req: &Request<'_>) -> Decision {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(req.principal.key().to_string());
+        match req.call.target_name() {
+            Some("delete_file") => Decision::Deny(Denial::new("fake:no-delete", "destructive")),
+            Some("shout") => Decision::Rewrite {
+                arguments: RawValue::from_string(r#"{"text":"HI"}"#.into()).unwrap(),
+                by: "fake:upper".into(),
+            },
+            _ => Decision::Allow,
+        }
+    }
+
+    fn check_result(&self, _req: &Request<'_>, _result: &RawValue) -> ResultDecision {
+        if self.deny_results {
+            return ResultDecision::Deny(Denial::new("fake:results", "leaks"));
+        }
+        ResultDecision::Replace {
+            result: RawValue::from_string(r#"{"content":[]}"#.into()).unwrap(),
+            by: "fake:scrub".into(),
+        }
+    }
+
+    fn visible(&self, _p: &Principal, _k: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
+        items
+            .iter()
+            .map(|i| !self.hide_all && !i.name.starts_with("secret"))
+            .collect()
+    }
+
+    fn inspects_results(&self) -> bool {
+        self.results
+    }
+}
+
+fn court(policy: Fake) -> Arc<Court> {
+    court_with(policy, &crate::metrics::Metrics::new().unwrap())
+}
+
+fn court_with(policy: Fake, metrics: &crate::metrics::Metrics) -> Arc<Court> {
+    Arc::new(Court {
+        policy: Arc::new(PolicyHandle::new(Box::new(policy))),
+        catalog: ToolCatalog::default(),
+        metrics: metrics.http.clone(),
+        instance: "test".into(),
+    })
+}
+
+fn agent() -> Principal {
+    Principal::from_peer(Peer::Spiffe(
+        SpiffeId::parse("spiffe://td/ns/a/sa/agent").unwrap(),
+    ))
+}
+
+fn call(body: &str) -> Call {
+    match parse_body(body.as_bytes(), 32, &Era::from_version(Some("2025-11-25"))) {
+        Ok(Body::Single(c)) => c,
+        other => panic!("{other:?}"),
+    }
+}
+
+const ECHO: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+
+#[test]
+fn allowed_bytes_are_forwarded_unchanged() {
+    let judge = Judge::new(court(Fake::default()), agent());
+    let mut c = call(ECHO);
+    match judge.decide(&mut c, ECHO.as_bytes()) {
+        Verdict::Forward(b) => assert_eq!(&b[..], ECHO.as_bytes()),
+        other @ Verdict::Deny(_) => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn denial_names_the_rule_and_counts() {
+    let metrics = crate::metrics::Metrics::new().unwrap();
+    let judge = Judge::new(court_with(Fake::default(), &metrics), agent());
+    let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_file"}}"#;
+    let mut c = call(body);
+    let Verdict::Deny(d) = judge.decide(&mut c, body.as_bytes()) else {
+        panic!("delete_file must be denied")
+    };
+    assert_eq!(d.by, "fake:no-delete");
+    let text = String::from_utf8(metrics.render().unwrap()).unwrap();
+    assert!(
+        text.contains(
+            r#"portcullis_requests_total{decision="deny",method="tools/call",tool="delete_file"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn rewrite_replaces_arguments_in_what_is_forwarded() {
+    let judge = Judge::new(court(Fake::default()), agent());
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"shout","arguments":{"text":"hi"}}}"#;
+    let mut c = call(body);
+    let Verdict::Forward(out) = judge.decide(&mut c, body.as_bytes()) else {
+        panic!("rewrite must forward")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["params"]["arguments"]["text"], "HI");
+    assert_eq!(c.arguments.as_ref().unwrap().get(), r#"{"text":"HI"}"#);
+}
+
+#[test]
+fn the_policy_sees_the_principal_key() {
+    let seen = Seen::default();
+    let court = court(Fake {
+        seen: seen.clone(),
+        ..Fake::default()
+    });
+    Judge::new(court.clone(), agent()).decide(&mut call(ECHO), ECHO.as_bytes());
+    Judge::new(court, Principal::default()).decide(&mut call(ECHO), ECHO.as_bytes());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["spiffe://td/ns/a/sa/agent", "anonymous"]
+    );
+}
+
+#[test]
+fn results_are_inspected_only_when_a_hook_is_on() {
+    let off = Judge::new(court(Fake::default()), agent());
+    assert!(!off.wants_result(&call(ECHO)));
+    let on = Judge::new(
+        court(Fake {
+            results: true,
+            ..Fake::default()
+        }),
+        agent(),
+    );
+    assert!(on.wants_result(&call(ECHO)));
+    let list = call(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#);
+    assert!(!on.wants_result(&list));
+}
+
+#[test]
+fn result_replacement_and_denial_keep_the_id() {
+    let result =
+        RawValue::from_string(r#"{"content":[{"type":"text","text":"x"}]}"#.into()).unwrap();
+    let replace = Judge::new(court(Fake::default()), agent());
+    let out = replace.check_result(&call(ECHO), &result).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["id"], 1);
+    assert_eq!(v["result"]["content"], serde_json::json!([]));
+
+    let deny = Judge::new(
+        court(Fake {
+            deny_results: true,
+            ..Fake::default()
+        }),
+        agent(),
+    );
+    let out = deny.check_result(&call(ECHO), &result).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["id"], 1);
+    assert_eq!(v["error"]["code"], -32051);
+    assert_eq!(v["error"]["data"]["by"], "fake:results");
+}
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo","annotations":{"readOnlyHint":true}},{"name":"secret_tool"}]}}"#;
+
+#[test]
+fn lists_are_filtered_and_annotations_learned() {
+    let court = court(Fake::default());
+    let judge = Judge::new(court.clone(), agent());
+    let out = judge.filter_lists(LIST.as_bytes()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo"]);
+    assert_eq!(
+        court.catalog.annotations("echo").as_deref(),
+        Some(r#"{"readOnlyHint":true}"#)
+    );
+    assert!(judge.filter_lists(ECHO.as_bytes()).is_none());
+}
+
+#[test]
+fn a_policy_swap_reaches_a_judge_already_built() {
+    let court = court(Fake::default());
+    let judge = Judge::new(court.clone(), agent());
+    let before = judge.filter_lists(LIST.as_bytes()).unwrap();
+    assert!(String::from_utf8_lossy(&before).contains("echo"));
+    court.policy.swap(Box::new(Fake {
+        hide_all: true,
+        ..Fake::default()
+    }));
+    let after = judge.filter_lists(LIST.as_bytes()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&after).unwrap();
+    assert_eq!(v["result"]["tools"], serde_json::json!([]));
+}

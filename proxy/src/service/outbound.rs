@@ -1,0 +1,263 @@
+//! What crosses to the upstream and back at the HTTP level: the request
+//! head Portcullis sends (headers it owns set, the client's copies and
+//! hop-by-hop headers removed) and the response head it relays.
+//!
+//! Session sealing and identity headers for the local app hook in here, in
+//! [`Outbound`], which the earlier phases build once per request.
+
+use bytes::Bytes;
+use http::{
+    header, request::Parts, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode,
+};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use super::{
+    rescue::{Cause, Refusal},
+    respond,
+};
+use crate::{
+    body::ProxyBody,
+    identity::Principal,
+    upstream::{Upstream, UpstreamError},
+};
+
+/// Set by Portcullis to the verified caller's SPIFFE ID. Any copy a client
+/// sends is removed first, so the upstream can trust it.
+pub const CALLER_HEADER: &str = "x-portcullis-caller";
+
+/// Every header under this prefix is Portcullis's to set.
+const OWNED_PREFIX: &str = "x-portcullis-";
+
+/// Identity headers other proxies set, which an upstream may trust as if
+/// a proxy had verified them. Portcullis never sets them, so a client's
+/// copy is removed.
+const FOREIGN_IDENTITY: &[&str] = &["x-forwarded-client-cert"];
+
+/// Whether a server could read header `name` as one Portcullis owns.
+/// CGI and WSGI servers turn `-` into `_` (`HTTP_X_PORTCULLIS_CALLER`), so
+/// `x_portcullis_caller` reaches them as the caller header: every spelling
+/// that normalizes to an owned name is removed.
+fn is_owned(name: &str) -> bool {
+    let normalized = name.to_ascii_lowercase().replace('_', "-");
+    normalized.starts_with(OWNED_PREFIX) || FOREIGN_IDENTITY.contains(&normalized.as_str())
+}
+
+/// Headers that describe one hop and must not be forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// How one request is sent upstream.
+pub struct Outbound<'a> {
+    pub upstream: &'a Upstream,
+    /// The value of [`CALLER_HEADER`], from the verified peer.
+    caller: Option<HeaderValue>,
+    forward_authorization: bool,
+}
+
+impl<'a> Outbound<'a> {
+    pub fn new(upstream: &'a Upstream, principal: &Principal, forward_authorization: bool) -> Self {
+        let caller = principal
+            .spiffe_id()
+            .and_then(|id| HeaderValue::from_str(&id.to_string()).ok());
+        Self {
+            upstream,
+            caller,
+            forward_authorization,
+        }
+    }
+
+    /// The upstream request for a client request's `parts` and (checked)
+    /// body.
+    pub fn request(&self, parts: &Parts, body: Bytes) -> Result<Request<Full<Bytes>>, Refusal> {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = self
+            .upstream
+            .uri_for(path)
+            .map_err(UpstreamError::Request)?;
+        let mut req = Request::builder()
+            .method(parts.method.clone())
+            .uri(uri)
+            .body(Full::new(body))
+            .map_err(UpstreamError::Request)?;
+        let headers = req.headers_mut();
+        *headers = parts.headers.clone();
+        strip_hop_by_hop(headers);
+        headers.remove(header::CONTENT_LENGTH);
+        // The proxy must read responses to filter them, so it asks for
+        // them uncompressed.
+        headers.remove(header::ACCEPT_ENCODING);
+        let owned: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_owned(n.as_str()))
+            .cloned()
+            .collect();
+        for name in owned {
+            headers.remove(name);
+        }
+        if !self.forward_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(id) = &self.caller {
+            headers.insert(CALLER_HEADER, id.clone());
+        }
+        if let Ok(host) = HeaderValue::from_str(self.upstream.authority().as_str()) {
+            headers.insert(header::HOST, host);
+        }
+        Ok(req)
+    }
+
+    /// Sends a request and waits for the answer's head.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Refusal> {
+        Ok(self.upstream.send(req).await?)
+    }
+}
+
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Copies an upstream response's head; `keep_length` is false when the
+/// proxy rewrites the body.
+pub fn response_head(resp: &Response<Incoming>, keep_length: bool) -> http::response::Builder {
+    let mut builder = Response::builder().status(resp.status());
+    if let Some(headers) = builder.headers_mut() {
+        *headers = resp.headers().clone();
+        strip_hop_by_hop(headers);
+        if !keep_length {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+    builder
+}
+
+/// `head` with `body`, or a 502 if the head cannot be built (it was
+/// copied from a response hyper already accepted, so this is not expected).
+pub fn with_body(head: http::response::Builder, body: ProxyBody) -> Response<ProxyBody> {
+    head.body(body).unwrap_or_else(|_| bad_upstream_response())
+}
+
+/// An upstream answer relayed byte for byte.
+pub fn relay_raw(resp: Response<Incoming>) -> Response<ProxyBody> {
+    let head = response_head(&resp, true);
+    let body = resp
+        .into_body()
+        .map_err(|e| Box::new(e) as _)
+        .boxed_unsync();
+    with_body(head, body)
+}
+
+fn bad_upstream_response() -> Response<ProxyBody> {
+    let refusal = Refusal::from(Cause::BadUpstreamResponse);
+    respond::json(StatusCode::BAD_GATEWAY, refusal.to_message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        identity::{Peer, SpiffeId},
+    };
+
+    fn upstream() -> Upstream {
+        let c = Config::from_yaml("upstream: {url: 'http://127.0.0.1:9'}\n").unwrap();
+        Upstream::new(&c.upstream, &c.upstream_uri().unwrap(), None).unwrap()
+    }
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut req = Request::post("/mcp");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn no_spelling_of_an_owned_header_reaches_the_upstream() {
+        let up = upstream();
+        let agent = Principal::from_peer(Peer::Spiffe(
+            SpiffeId::parse("spiffe://td/ns/a/sa/real").unwrap(),
+        ));
+        let out = Outbound::new(&up, &agent, false);
+        let spoof = "spiffe://td/ns/a/sa/admin";
+        let p = parts(&[
+            ("x-portcullis-caller", spoof),
+            ("x_portcullis_caller", spoof),
+            ("X_Portcullis-Caller", spoof),
+            ("x-portcullis_caller", spoof),
+            ("x-portcullis-session-key", "forged"),
+            ("x-forwarded-client-cert", "By=spiffe://td/ns/a/sa/admin"),
+            ("x_forwarded_client_cert", "By=spiffe://td/ns/a/sa/admin"),
+            ("authorization", "Bearer secret"),
+            ("mcp-session-id", "kept"),
+        ]);
+        let req = out.request(&p, Bytes::new()).unwrap();
+        let names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            req.headers()
+                .get_all(CALLER_HEADER)
+                .iter()
+                .collect::<Vec<_>>(),
+            ["spiffe://td/ns/a/sa/real"]
+        );
+        for name in &names {
+            assert!(
+                !name.contains("portcullis_") && !name.contains("forwarded"),
+                "{name} reached the upstream"
+            );
+        }
+        assert!(req.headers().get("x-portcullis-session-key").is_none());
+        assert!(req.headers().get(header::AUTHORIZATION).is_none());
+        assert_eq!(req.headers()["mcp-session-id"], "kept");
+    }
+
+    #[test]
+    fn an_anonymous_caller_gets_no_caller_header() {
+        let up = upstream();
+        let out = Outbound::new(&up, &Principal::default(), false);
+        let req = out
+            .request(
+                &parts(&[("x_portcullis_caller", "spiffe://td/x")]),
+                Bytes::new(),
+            )
+            .unwrap();
+        assert!(req.headers().keys().all(|n| !is_owned(n.as_str())));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("mcp-session-id", "abc".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("connection").is_none());
+        assert_eq!(h.get("mcp-session-id").unwrap(), "abc");
+    }
+}
