@@ -4,7 +4,8 @@
 //! * [`rules()`]: the nat rules as `iptables-restore` or `nft -f` text, pure.
 //! * [`apply()`] / [`clean()`]: those texts fed atomically to the tools.
 //! * [`cli::run`]: `portcullis capture`, for an init container.
-//! * [`original_dst`]: where a redirected connection was really going.
+//! * [`original_dst`] / [`redirected_dst`]: where a redirected connection was
+//!   really going.
 #![forbid(unsafe_code)]
 
 pub mod apply;
@@ -17,7 +18,7 @@ pub mod spec;
 
 pub use apply::{apply, clean};
 pub use cli::{run, CaptureArgs};
-pub use orig_dst::original_dst;
+pub use orig_dst::{original_dst, redirected_dst};
 pub use rules::{render, rules, Backend, Family, Program, Script};
 pub use spec::{CaptureSpec, Mode, SpecError, ValidSpec};
 

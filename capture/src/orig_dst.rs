@@ -16,8 +16,10 @@ use socket2::SockRef;
 /// IPv4 option is the one asked.
 ///
 /// An error of kind [`io::ErrorKind::NotFound`] (`ENOENT`) means the kernel
-/// has no nat entry: the connection was not redirected. A capture listener
-/// must refuse such a connection rather than guess.
+/// has no conntrack entry for the connection. A success does *not* prove a
+/// redirect: once nat rules are loaded, every tracked connection has an
+/// entry, and for one that was not redirected the "original" destination is
+/// simply the local address. [`redirected_dst`] makes that distinction.
 pub fn original_dst<S: AsFd>(stream: &S) -> io::Result<SocketAddr> {
     let sock = SockRef::from(stream);
     let peer = sock
@@ -41,6 +43,35 @@ pub fn original_dst<S: AsFd>(stream: &S) -> io::Result<SocketAddr> {
     })
 }
 
+/// The destination the client dialled, if the connection was redirected to
+/// us; `None` if it arrived as dialled (no conntrack entry, or an original
+/// destination equal to the local address). A capture listener refuses a
+/// `None`: it would otherwise treat a direct dial of its own port, or an
+/// unredirected connection, as a request for some other port.
+pub fn redirected_dst<S: AsFd>(stream: &S) -> io::Result<Option<SocketAddr>> {
+    let orig = match original_dst(stream) {
+        Ok(orig) => orig,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let local = SockRef::from(stream)
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))?;
+    Ok((unmapped(orig) != unmapped(local)).then_some(orig))
+}
+
+/// `[::ffff:a.b.c.d]:p` as `a.b.c.d:p`, so that the two families compare.
+fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{TcpListener, TcpStream};
@@ -56,6 +87,23 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         let err = original_dst(&accepted).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
+    fn unredirected_stream_has_no_redirected_dst() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(redirected_dst(&accepted).unwrap(), None);
+    }
+
+    #[test]
+    fn mapped_addresses_compare_equal() {
+        let mapped: SocketAddr = "[::ffff:10.0.0.2]:80".parse().unwrap();
+        let plain: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        assert_eq!(unmapped(mapped), plain);
+        let v6: SocketAddr = "[fd00::2]:80".parse().unwrap();
+        assert_eq!(unmapped(v6), v6);
     }
 
     #[test]
