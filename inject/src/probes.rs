@@ -40,21 +40,21 @@ pub fn rewrite_all(
             let Some(probe) = c.get(field).and_then(Value::as_object) else {
                 continue;
             };
-            let Some((handler_key, original)) = original_handler(c, probe)? else {
+            let Some(handler) = original_handler(c, probe)? else {
                 continue;
             };
-            if bypass_ports.contains(&original.1) {
+            if bypass_ports.contains(&handler.port) {
                 continue;
             }
             let path = format!("/app-health/{name}/{kind}");
             let mut new_probe = probe.clone();
-            new_probe.remove(handler_key);
+            new_probe.remove(handler.key);
             new_probe.insert(
                 "httpGet".into(),
                 json!({"path": path, "port": admin_port, "scheme": "HTTP"}),
             );
             let mut saved = Map::new();
-            saved.insert(handler_key.into(), original.0);
+            saved.insert(handler.key.into(), handler.resolved);
             if let Some(t) = probe.get("timeoutSeconds") {
                 saved.insert("timeoutSeconds".into(), t.clone());
             }
@@ -69,12 +69,20 @@ pub fn rewrite_all(
     Ok(out)
 }
 
-/// The probe's network handler with its port resolved to a number, or None
-/// for exec probes and httpGet probes aimed at another host.
+/// A probe's network handler: its key, the handler with the port resolved
+/// to a number, and that port.
+struct Handler {
+    key: &'static str,
+    resolved: Value,
+    port: u16,
+}
+
+/// The probe's network handler, or None for exec probes and httpGet probes
+/// aimed at another host.
 fn original_handler(
     container: &Value,
     probe: &Map<String, Value>,
-) -> Result<Option<(&'static str, (Value, u16))>, String> {
+) -> Result<Option<Handler>, String> {
     for key in HANDLERS {
         let Some(handler) = probe.get(key).and_then(Value::as_object) else {
             continue;
@@ -86,7 +94,11 @@ fn original_handler(
         let port = resolve_port(container, handler.get("port"))?;
         let mut resolved = handler.clone();
         resolved.insert("port".into(), json!(port));
-        return Ok(Some((key, (Value::Object(resolved), port))));
+        return Ok(Some(Handler {
+            key,
+            resolved: Value::Object(resolved),
+            port,
+        }));
     }
     Ok(None)
 }
