@@ -159,6 +159,13 @@ fn plan(pod: &PodObject, o: &PodOverrides, s: &InjectSettings) -> Result<Plan, I
         }
         Vec::new()
     };
+    if capturing {
+        warnings.extend(refused_port_warnings(
+            pod,
+            &inbound_ports,
+            &o.exclude_inbound_ports,
+        ));
+    }
     let proxy = containers::proxy_container(&ProxyInputs {
         settings: s,
         overrides: o,
@@ -237,6 +244,30 @@ fn derive_mcp_ports(pod: &PodObject, excluded: &[u16]) -> Result<Vec<u16>, Injec
         )));
     }
     Ok(ports)
+}
+
+/// Ports the app declares that capture will send to the sidecar, which
+/// refuses them (default-deny): a metrics port scraped from outside the pod
+/// is the usual case. Admitted, but the user hears about it.
+fn refused_port_warnings(pod: &PodObject, inbound: &[u16], excluded: &[u16]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &pod.spec().containers {
+        for p in c.ports.iter().flatten() {
+            let Ok(port) = u16::try_from(p.container_port) else {
+                continue;
+            };
+            let tcp = p.protocol.as_deref().unwrap_or("TCP") == "TCP";
+            if tcp && !inbound.contains(&port) && !excluded.contains(&port) {
+                out.push(format!(
+                    "portcullis: port {port} of container {} is captured but is not an MCP port, so \
+                     connections to it will be refused; list it in {} to let it bypass the sidecar",
+                    c.name,
+                    crate::overrides::EXCLUDE_INBOUND
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// In outbound mode the owner match exempts the proxy uid/gid; an app
@@ -393,5 +424,90 @@ pub(crate) fn already_injected(pod: &PodObject) -> Result<bool, InjectError> {
              so the pod can be injected"
         ))),
         (false, false) => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(spec_extra: Value, annotations: Value) -> PodObject {
+        let mut spec = json!({"containers": [{"name": "app", "image": "app",
+            "ports": [{"name": "mcp", "containerPort": 8080}, {"containerPort": 9090}]}]});
+        if let (Value::Object(s), Value::Object(extra)) = (&mut spec, spec_extra) {
+            s.extend(extra);
+        }
+        PodObject::from_value(json!({"metadata": {"annotations": annotations}, "spec": spec}))
+            .unwrap()
+    }
+
+    fn ops(p: &PodObject) -> (Vec<String>, Vec<String>) {
+        let ns = NamespaceInfo::default();
+        match mutate(p, &ns, &InjectSettings::default()).unwrap() {
+            Decision::Patch { ops, warnings } => (
+                ops.iter()
+                    .map(|o| {
+                        format!(
+                            "{} {}",
+                            serde_json::to_value(o).unwrap()["op"].as_str().unwrap(),
+                            o.path()
+                        )
+                    })
+                    .collect(),
+                warnings,
+            ),
+            other => panic!("expected a patch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn same_pod_same_patch() {
+        let p = pod(json!({}), json!({}));
+        let a = mutate(&p, &NamespaceInfo::default(), &InjectSettings::default()).unwrap();
+        let b = mutate(&p, &NamespaceInfo::default(), &InjectSettings::default()).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn ours_go_before_user_init_containers() {
+        let p = pod(
+            json!({"initContainers": [{"name": "user", "image": "u"}]}),
+            json!({}),
+        );
+        let (ops, _) = ops(&p);
+        assert!(
+            ops.contains(&"add /spec/initContainers/0".to_string()),
+            "{ops:?}"
+        );
+        assert!(
+            ops.contains(&"add /spec/initContainers/1".to_string()),
+            "{ops:?}"
+        );
+        assert!(
+            ops.contains(&"add /spec/volumes".to_string()),
+            "volumes absent: created first"
+        );
+    }
+
+    #[test]
+    fn capture_none_adds_only_the_proxy_and_no_warnings() {
+        let p = pod(json!({}), json!({"portcullis.dev/capture-mode": "none"}));
+        let (ops, warnings) = ops(&p);
+        assert!(ops.contains(&"add /spec/initContainers".to_string()));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn captured_non_mcp_port_is_warned_about_unless_excluded() {
+        let (_, warnings) = ops(&pod(json!({}), json!({})));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("port 9090"), "{warnings:?}");
+        let (_, warnings) = ops(&pod(
+            json!({}),
+            json!({"portcullis.dev/exclude-inbound-ports": "9090"}),
+        ));
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 }
