@@ -50,6 +50,9 @@ enum Command {
 struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:9443")]
     listen: SocketAddr,
+    /// Optional plain-HTTP listener for /healthz, /readyz and /metrics.
+    #[arg(long)]
+    probe_listen: Option<SocketAddr>,
     /// cert-manager mode: serving certificate (re-read when it changes).
     #[arg(long, requires = "tls_key", conflicts_with = "self_signed_ca")]
     tls_cert: Option<PathBuf>,

@@ -75,12 +75,20 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
-async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Infallible> {
+/// `admission`: whether this listener answers reviews (the TLS one) or
+/// only health and metrics (the optional plain one).
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    admission: bool,
+) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/inject") => inject(req, &state).await,
+        (&Method::POST, "/inject") if admission => inject(req, &state).await,
         (&Method::GET, "/healthz") | (&Method::GET, "/readyz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => text(StatusCode::OK, state.metrics.render()),
-        (_, "/inject") => text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview\n"),
+        (_, "/inject") if admission => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)
@@ -150,13 +158,42 @@ pub async fn serve(
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let svc = hyper::service::service_fn(move |req| handle(req, state.clone()));
+            let svc = hyper::service::service_fn(move |req| handle(req, state.clone(), true));
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)
                 .await
             {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+        });
+    }
+}
+
+/// Plain-HTTP `/healthz`, `/readyz` and `/metrics` (no `/inject`), so
+/// kubelet probes and Prometheus need no TLS configuration.
+pub async fn serve_plain(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, state.clone(), false));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
         });
     }
 }

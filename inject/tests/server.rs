@@ -122,3 +122,44 @@ async fn untrusted_client_cannot_connect() {
         "a server cert from another CA must be refused"
     );
 }
+
+#[tokio::test]
+async fn plain_listener_serves_health_and_metrics_but_never_admission() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let state = std::sync::Arc::new(portcullis_inject::server::State {
+        settings: InjectSettings::default(),
+        metrics: portcullis_inject::server::Metrics::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(portcullis_inject::server::serve_plain(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    let raw = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let health = raw("GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into()).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = raw("GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into()).await;
+    assert!(
+        metrics.contains("portcullis_injector_requests_total"),
+        "{metrics}"
+    );
+    let body = String::from_utf8(review("u", pod(json!({})))).unwrap();
+    let inject = raw(format!(
+        "POST /inject HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+    .await;
+    assert!(
+        inject.starts_with("HTTP/1.1 404"),
+        "admission must only be served over TLS: {inject}"
+    );
+    task.abort();
+}
