@@ -210,7 +210,7 @@ rules:
     #[test]
     fn caller_patterns() {
         let r = rules(
-            "default: deny\nrules:\n  - {name: agents, action: allow, callers: ['spiffe://td/ns/a/*']}\n",
+            "default: deny\nrules:\n  - {name: agents, action: allow, callers: ['spiffe://td/ns/a/**']}\n",
         );
         let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
         assert!(check(&r, &Caller::Spiffe("spiffe://td/ns/a/sa/x".into()), &c).is_allow());
@@ -222,6 +222,33 @@ rules:
             check(&r, &Caller::Anonymous, &c),
             Decision::Deny(_)
         ));
+    }
+
+    /// `*` stays within one segment of a caller ID; `*` alone, like an
+    /// empty list, matches every caller, anonymous ones included.
+    #[test]
+    fn caller_star_stays_in_one_segment_and_lone_star_is_everyone() {
+        let r = rules(
+            "default: deny\nrules:\n  - {name: readers, action: allow, callers: ['spiffe://td/ns/*/sa/reader']}\n",
+        );
+        let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        let id = |s: &str| Caller::Spiffe(s.into());
+        assert!(check(&r, &id("spiffe://td/ns/a/sa/reader"), &c).is_allow());
+        for deep in [
+            "spiffe://td/ns/a/b/sa/reader",
+            "spiffe://td/ns/evil/sa/x/sa/reader",
+        ] {
+            assert!(!check(&r, &id(deep), &c).is_allow(), "{deep}");
+        }
+        let everyone =
+            rules("default: deny\nrules:\n  - {name: all, action: allow, callers: ['*']}\n");
+        assert!(check(&everyone, &Caller::Anonymous, &c).is_allow());
+        assert!(check(&everyone, &id("spiffe://td/ns/a/b/c"), &c).is_allow());
+        let authenticated = rules(
+            "default: deny\nrules:\n  - {name: ids, action: allow, callers: ['spiffe://**']}\n",
+        );
+        assert!(!check(&authenticated, &Caller::Anonymous, &c).is_allow());
+        assert!(check(&authenticated, &id("spiffe://td/ns/a/b/c"), &c).is_allow());
     }
 
     #[test]
