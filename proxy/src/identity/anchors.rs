@@ -60,7 +60,11 @@ impl Root {
 
     /// Whether the root is inside its validity period at `now` (Unix seconds).
     pub fn valid_at(&self, now: i64) -> bool {
-        self.not_before <= now && now <= self.not_after
+        self.not_before <= now && !self.expired_at(now)
+    }
+
+    pub fn expired_at(&self, now: i64) -> bool {
+        now > self.not_after
     }
 
     /// The anchor, borrowed (webpki takes a slice of anchors per handshake).

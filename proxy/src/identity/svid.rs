@@ -27,7 +27,7 @@ pub enum SvidError {
     NoId,
     #[error("SVID's SPIFFE ID {0:?} has no path: it names a trust domain, not a workload (X509-SVID §5.2)")]
     NoPath(String),
-    #[error("no currently valid root in the bundle for {0} (expired or not yet valid)")]
+    #[error("no unexpired root in the bundle for {0}")]
     NoValidRoot(String),
     #[error("SVID private key unusable: {0}")]
     Key(String),
@@ -41,8 +41,8 @@ pub struct Snapshot {
     pub certified: Arc<CertifiedKey>,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
-    /// Roots by trust domain (ours and federated ones), only those that
-    /// were valid when the bundle was loaded.
+    /// Roots by trust domain (ours and federated ones); none that had
+    /// expired when the bundle was loaded.
     pub bundles: HashMap<String, Vec<Root>>,
 }
 
@@ -116,10 +116,13 @@ impl Snapshot {
         Ok(snapshot)
     }
 
-    /// Sets the bundle of trust domain `td`. Roots outside their validity
-    /// period are left out with a warning: webpki does not check an
-    /// anchor's dates, so an expired root would otherwise still anchor
-    /// chains. A bundle of our own trust domain with no valid root is an
+    /// Sets the bundle of trust domain `td`. webpki does not check an
+    /// anchor's dates, so an expired root would still anchor chains: it is
+    /// left out here, with a warning. A root that is not valid yet is kept
+    /// (a new root may arrive a little ahead of its start, and files are
+    /// only read again when they change) but anchors nothing until its
+    /// start: verification filters roots by the time of each handshake.
+    /// A bundle of our own trust domain without an unexpired root is an
     /// error (every handshake would fail); a federated one only loses its
     /// peers, loudly.
     pub fn trust(&mut self, td: String, certs: &[CertificateDer<'_>]) -> Result<(), SvidError> {
@@ -127,17 +130,20 @@ impl Snapshot {
         let mut roots = Vec::with_capacity(certs.len());
         for der in certs {
             let root = Root::from_der(der).map_err(|e| SvidError::Bundle(td.clone(), e))?;
-            if root.valid_at(now) {
-                roots.push(root);
-            } else {
-                tracing::warn!(trust_domain = %td, root = %root.subject, "ignoring a trust bundle root outside its validity period");
+            if root.expired_at(now) {
+                tracing::warn!(trust_domain = %td, root = %root.subject, "ignoring an expired trust bundle root");
+                continue;
             }
+            if !root.valid_at(now) {
+                tracing::warn!(trust_domain = %td, root = %root.subject, "trust bundle root is not valid yet; it anchors nothing until then");
+            }
+            roots.push(root);
         }
         if roots.is_empty() {
             if td == self.id.trust_domain() {
                 return Err(SvidError::NoValidRoot(td));
             }
-            tracing::error!(trust_domain = %td, "no currently valid root in this federated bundle; its peers will be refused");
+            tracing::error!(trust_domain = %td, "no unexpired root in this federated bundle; its peers will be refused");
         }
         self.bundles.insert(td, roots);
         Ok(())
@@ -240,18 +246,26 @@ mod tests {
     }
 
     #[test]
-    fn roots_outside_their_validity_are_dropped() {
+    fn expired_roots_are_dropped_and_future_ones_wait() {
         let (valid, expired, future) = (root(-1, 1), root(-3, -1), root(1, 3));
         let (chain, key) = svid(&valid, "spiffe://demo.local/ns/a/sa/b");
         let s = Snapshot::from_der(chain, key, bundle(&[&expired, &valid, &future])).unwrap();
-        assert_eq!(s.bundles["demo.local"].len(), 1);
-        // A bundle with no valid root at all is an error, not a silent
-        // refusal of every peer.
+        let roots = &s.bundles["demo.local"];
+        assert_eq!(roots.len(), 2, "the expired root is gone");
+        assert_eq!(roots.iter().filter(|r| r.valid_at(unix_now())).count(), 1);
+        // A bundle with no unexpired root at all is an error, not a
+        // silent refusal of every peer.
         let (chain, key) = svid(&valid, "spiffe://demo.local/ns/a/sa/b");
-        let err = Snapshot::from_der(chain, key, bundle(&[&expired, &future]))
+        let err = Snapshot::from_der(chain, key, bundle(&[&expired]))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(err.contains("no currently valid root"), "{err:?}");
+        assert!(err.contains("no unexpired root"), "{err:?}");
+        // A federated bundle without one loses its peers but not ours.
+        let (chain, key) = svid(&valid, "spiffe://demo.local/ns/a/sa/b");
+        let mut bundles = bundle(&[&valid]);
+        bundles.insert("other.local".into(), vec![expired.der.clone()]);
+        let s = Snapshot::from_der(chain, key, bundles).unwrap();
+        assert!(s.bundles["other.local"].is_empty());
     }
 }
