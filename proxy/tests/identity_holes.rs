@@ -350,6 +350,38 @@ async fn intermediates_need_ca_and_key_cert_sign() {
     proxy.shutdown().await;
 }
 
+/// Our checks run on each path webpki tries, not on the first one only: a
+/// chain that carries, for the same CA key, a certificate without
+/// keyCertSign and one with it is accepted through the proper one, and
+/// refused when only the improper one is sent.
+#[tokio::test]
+async fn a_refused_candidate_path_lets_webpki_try_another() {
+    let ca = root("td root", |_| {});
+    let (up, proxy, _dir) = sidecar("holes-alt-path", &ca, &ca.pem, "rules: []").await;
+    let key = KeyPair::generate().unwrap();
+    let improper = ca_params("shared", usages(&[KeyUsagePurpose::DigitalSignature]))
+        .signed_by(&key, &ca.issuer)
+        .unwrap();
+    let proper_params = ca_params("shared", |_| {});
+    let proper = proper_params.signed_by(&key, &ca.issuer).unwrap();
+    let shared = Authority {
+        pem: proper.pem(),
+        issuer: Issuer::new(proper_params, key),
+        chain: String::new(),
+    };
+    let (leaf_pem, leaf_key) = leaf(&shared, "spiffe://demo.local/ns/a/sa/x");
+    let addr = proxy.proxy_addr;
+    let both = format!("{leaf_pem}{}{}", improper.pem(), proper.pem());
+    let c = Client::new(&both, &leaf_key, &ca.pem, SIDECAR_ID);
+    let r = call(&c, addr, "echo").await;
+    assert!(r.unwrap()["result"].is_object(), "the proper path is found");
+    let only_improper = format!("{leaf_pem}{}", improper.pem());
+    let c = Client::new(&only_improper, &leaf_key, &ca.pem, SIDECAR_ID);
+    assert!(call(&c, addr, "echo").await.is_err());
+    assert_eq!(up.posts(), 1);
+    proxy.shutdown().await;
+}
+
 /// The other direction: a server presenting a chain through an
 /// intermediate without keyCertSign is refused by the client side.
 #[tokio::test]
@@ -458,7 +490,8 @@ async fn a_bundle_of_only_expired_roots_refuses_start_up() {
 // --- 5. URI name constraints ----------------------------------------------
 
 /// DER of a NameConstraints extension with URI subtrees (rcgen has no URI
-/// form): `permitted` and `excluded` host constraints.
+/// form): `permitted` and `excluded` host constraints. An entry written
+/// `dns:name` is a DNS subtree instead.
 fn uri_name_constraints(permitted: &[&str], excluded: &[&str]) -> CustomExtension {
     fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
         assert!(body.len() < 128, "short form only");
@@ -472,7 +505,10 @@ fn uri_name_constraints(permitted: &[&str], excluded: &[&str]) -> CustomExtensio
         }
         let inner: Vec<u8> = hosts
             .iter()
-            .flat_map(|h| tlv(0x30, &tlv(0x86, h.as_bytes())))
+            .flat_map(|h| match h.strip_prefix("dns:") {
+                Some(dns) => tlv(0x30, &tlv(0x82, dns.as_bytes())),
+                None => tlv(0x30, &tlv(0x86, h.as_bytes())),
+            })
             .collect();
         tlv(tag, &inner)
     };
@@ -502,6 +538,9 @@ async fn uri_name_constraints_on_a_root_are_honoured() {
         &["other.local", "DEMO.local"],
         &["evil.local"],
     );
+    // With a constraint of another form, the root's constraints stay with
+    // webpki, which refuses the URI form: closed.
+    let mixed = constrained_root("mixed", &["demo.local", "dns:demo.local"], &[]);
     let bundle: String = [
         &ours,
         &permits,
@@ -510,6 +549,7 @@ async fn uri_name_constraints_on_a_root_are_honoured() {
         &excludes,
         &both,
         &many,
+        &mixed,
     ]
     .iter()
     .map(|a| a.pem.as_str())
@@ -530,14 +570,16 @@ async fn uri_name_constraints_on_a_root_are_honoured() {
         r.unwrap()["result"].is_object(),
         "and so does its intermediate"
     );
-    for (case, ca) in [
-        ("permits only subdomains", &permits_sub),
-        ("permits another domain", &permits_other),
-        ("excludes the domain", &excludes),
-        ("permits and excludes", &both),
+    let ours_says = "outside the URI name constraints";
+    for (case, ca, why) in [
+        ("permits only subdomains", &permits_sub, ours_says),
+        ("permits another domain", &permits_other, ours_says),
+        ("excludes the domain", &excludes, ours_says),
+        ("permits and excludes", &both, ours_says),
+        ("URI and DNS constraints", &mixed, "NameConstraintViolation"),
     ] {
         let r = call(&client(ca, id, &ours.pem), addr, "echo").await;
-        refused_with(&logs, r, case, "name constraint").await;
+        refused_with(&logs, r, case, why).await;
     }
     // An intermediate whose own SAN breaks the root's constraint.
     let stray = intermediate(&permits, "stray", |p| {
