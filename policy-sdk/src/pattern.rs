@@ -1,24 +1,100 @@
-//! `*` wildcards, for names, URIs and SPIFFE IDs in filter configs.
+//! Wildcard patterns for names, URIs and SPIFFE IDs in policies and filter
+//! configs. This is the one matcher: static rules, every filter and
+//! `upstream.server_ids` use it, so a pattern means the same everywhere.
+//!
+//! - `*` matches any run of characters (including none) **except `/`**: it
+//!   stays within one path segment. `spiffe://td/ns/*/sa/reader` matches
+//!   `spiffe://td/ns/a/sa/reader` but not `spiffe://td/ns/a/b/sa/reader`.
+//! - `**` (two or more stars in a row) matches any run of characters,
+//!   `/` included: `spiffe://td/ns/a/**` matches every ID under `ns/a/`.
+//! - A pattern that is just `*` matches everything, as `**` does: "any
+//!   tool", "any caller". Tool names may contain `/` (the SEP-986 drafts
+//!   allowed it), and a deny rule on `*` must not miss them.
+//! - Every other character is literal; matching is case-sensitive.
+//!
+//! Callers: the static rules match an unauthenticated caller as the text
+//! `anonymous`, so `*` (like an empty `callers` list) includes it, and
+//! `spiffe://**` means "any authenticated caller". A filter matching
+//! [`crate::Caller::spiffe_id`] has no ID to match for such a caller.
+//!
+//! The rule is the same for every field, because `/` is the hierarchy
+//! separator in all of them (SPIFFE IDs, URIs, MCP methods such as
+//! `notifications/tools/list_changed`, namespaced tool names).
+//!
+//! Matching runs in `O(pattern × text)` time with no backtracking, so a
+//! hostile name cannot make a pattern with many stars slow.
 
-/// Matches `text` against `pattern`, where `*` stands for any run of
-/// characters (including none) and every other character is literal.
-pub fn matches(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
+/// One step of a compiled pattern.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Byte(u8),
+    /// `*`: any bytes but `/`.
+    Segment,
+    /// `**`: any bytes.
+    Any,
+}
+
+fn compile(pattern: &str) -> Vec<Token> {
+    let bytes = pattern.as_bytes();
+    let mut tokens = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'*' {
+            tokens.push(Token::Byte(bytes[i]));
+            i += 1;
+            continue;
+        }
+        let run = bytes[i..].iter().take_while(|&&b| b == b'*').count();
+        tokens.push(if run == 1 { Token::Segment } else { Token::Any });
+        i += run;
+    }
+    tokens
+}
+
+/// Marks the states reachable without reading a byte: a wildcard may match
+/// nothing. Edges only go forward, so one pass in order suffices.
+fn close(tokens: &[Token], states: &mut [bool]) {
+    for (i, t) in tokens.iter().enumerate() {
+        if states[i] && !matches!(t, Token::Byte(_)) {
+            states[i + 1] = true;
         }
     }
-    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Matches `text` against `pattern` (see the module docs for the rules).
+pub fn matches(pattern: &str, text: &str) -> bool {
+    if !pattern.contains('*') {
+        return pattern == text;
+    }
+    if pattern == "*" {
+        return true;
+    }
+    let tokens = compile(pattern);
+    // states[i]: the first i tokens can match the text read so far.
+    let mut states = vec![false; tokens.len() + 1];
+    let mut next = states.clone();
+    states[0] = true;
+    close(&tokens, &mut states);
+    for &b in text.as_bytes() {
+        next.fill(false);
+        for (i, t) in tokens.iter().enumerate() {
+            if !states[i] {
+                continue;
+            }
+            match *t {
+                Token::Byte(want) if want == b => next[i + 1] = true,
+                Token::Segment if b != b'/' => next[i] = true,
+                Token::Any => next[i] = true,
+                _ => {}
+            }
+        }
+        close(&tokens, &mut next);
+        if !next.contains(&true) {
+            return false;
+        }
+        std::mem::swap(&mut states, &mut next);
+    }
+    states[tokens.len()]
 }
 
 /// Whether any of `patterns` matches `text`.
@@ -50,5 +126,76 @@ mod tests {
         assert!(!matches("a*b*c", "aXcYb"));
         assert!(!matches("ab*ba", "aba"));
         assert!(any(&["x".into(), "y*".into()], "yes"));
+    }
+
+    /// The hole of issue 13: `*` crossed `/`, so a pattern for one
+    /// namespace matched IDs with extra path segments.
+    #[test]
+    fn star_stays_within_one_segment() {
+        let p = "spiffe://td/ns/*/sa/reader";
+        assert!(matches(p, "spiffe://td/ns/a/sa/reader"));
+        assert!(!matches(p, "spiffe://td/ns/a/b/sa/reader"));
+        assert!(!matches(p, "spiffe://td/ns/evil/sa/x/sa/reader"));
+        assert!(!matches(p, "spiffe://td/ns//sa/x/../sa/reader"));
+        assert!(!matches("spiffe://td/ns/a/*", "spiffe://td/ns/a/sa/x"));
+        assert!(!matches("file:///public/*", "file:///public/../secret/key"));
+        assert!(!matches("*_file", "a/read_file"));
+        assert!(!matches("tools/*", "tools/x/call"));
+        assert!(!matches("spiffe://td/*", "spiffe://td/a/b"));
+        // Two stars in one segment still cannot reach past it.
+        assert!(!matches("spiffe://td/*-*/x", "spiffe://td/a/b-c/x"));
+        assert!(matches("spiffe://td/*-*/x", "spiffe://td/a-b/x"));
+    }
+
+    #[test]
+    fn double_star_spans_segments() {
+        assert!(matches("spiffe://td/ns/a/**", "spiffe://td/ns/a/sa/x"));
+        assert!(matches(
+            "spiffe://td/**/sa/reader",
+            "spiffe://td/ns/a/b/sa/reader"
+        ));
+        assert!(!matches(
+            "spiffe://td/**/sa/reader",
+            "spiffe://td/ns/a/sa/writer"
+        ));
+        assert!(matches("spiffe://**", "spiffe://other/x"));
+        assert!(matches(
+            "notifications/**",
+            "notifications/tools/list_changed"
+        ));
+        assert!(matches("a/**/*.txt", "a/b/c/d.txt"));
+        assert!(!matches("a/**/*.txt", "a/b/c/d.txt/e"));
+        assert!(!matches("spiffe://td/**", "spiffe://tdx/a"));
+    }
+
+    /// `*` alone is "everything": tool names may contain `/` (SEP-986
+    /// drafts allowed it), and a deny rule on `*` must not miss them.
+    #[test]
+    fn lone_star_matches_everything() {
+        assert!(matches("*", "github/create_issue"));
+        assert!(matches("*", "spiffe://td/ns/a/sa/b"));
+        assert!(matches("*", "anonymous"));
+        assert!(matches("**", "anonymous"));
+        assert!(matches("*", ""));
+    }
+
+    #[test]
+    fn anonymous_is_plain_text() {
+        assert!(matches("anonymous", "anonymous"));
+        assert!(!matches("spiffe://**", "anonymous"));
+        assert!(!matches("spiffe://td/*", "anonymous"));
+    }
+
+    #[test]
+    fn long_hostile_inputs_stay_linear() {
+        // Backtracking matchers go exponential on many stars; this one
+        // must not (the text comes from the network).
+        let pattern = "**a**a**a**a**a**a**a**a**a**a**b";
+        let text = "a".repeat(5000);
+        let start = std::time::Instant::now();
+        assert!(!matches(pattern, &text));
+        let slashy = "a/".repeat(2500);
+        assert!(!matches("*/*/*/*/*/*/*/*/*/*/*/b", &slashy));
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 }

@@ -147,54 +147,8 @@ pub fn run(chain: &FilterChain, path: &Path) -> Result<(String, bool), PolicyTes
         path: path.display().to_string(),
         reason,
     };
-    let bytes = fx.message.to_string();
-    let era = Era::from_version(Some("2025-11-25"));
-    let call = match parse_body(bytes.as_bytes(), 64, &era).map_err(|e| bad(e.to_string()))? {
-        Body::Single(c) => c,
-        Body::Batch(_) => return Err(bad("batches are not supported in fixtures".into())),
-    };
-    let peer = match fx.caller.as_deref() {
-        None => Peer::Anonymous,
-        Some(id) => {
-            Peer::Spiffe(SpiffeId::parse(id).map_err(|e| bad(format!("caller {id:?}: {e}")))?)
-        }
-    };
-    let principal = Principal::from_peer(peer);
-    let annotations = fx.annotations.as_ref().map(Value::to_string);
-    let req = Request {
-        principal: &principal,
-        call: &call,
-        session: None,
-        headers: &[],
-        annotations: annotations.as_deref(),
-        instance: "policy-test",
-    };
-    let decision = chain.check(&req);
-    let (label, detail) = match &decision {
-        Decision::Allow => ("allow", String::new()),
-        Decision::Deny(d) => ("deny", format!(" by {}: {}", d.by, d.reason)),
-        Decision::Rewrite { arguments, by } => (
-            "rewrite",
-            format!(" by {by}: arguments {}", arguments.get()),
-        ),
-    };
-    let mut line = format!("{label}{detail}");
-    if let Some(result) = &fx.result {
-        let raw = RawValue::from_string(result.to_string()).map_err(|e| bad(e.to_string()))?;
-        line.push_str(&match chain.check_result(&req, &raw) {
-            ResultDecision::Allow => "; result: allow".to_string(),
-            ResultDecision::Replace { result, by } => {
-                format!("; result replaced by {by}: {}", result.get())
-            }
-            ResultDecision::Deny(d) => format!("; result denied by {}: {}", d.by, d.reason),
-        });
-    }
-    if let Some(list) = &fx.list {
-        line.push_str(&format!(
-            "; visible: {:?}",
-            visible(chain, &principal, list).map_err(bad)?
-        ));
-    }
+    let line = decide(chain, &fx).map_err(bad)?;
+    let label = line.split([' ', ';']).next().unwrap_or_default();
     let passed = fx.expect.as_deref().is_none_or(|e| e == label);
     let verdict = match (&fx.expect, passed) {
         (None, _) => "    ",
@@ -210,6 +164,55 @@ pub fn run(chain: &FilterChain, path: &Path) -> Result<(String, bool), PolicyTes
         .map(|e| format!(" (expected {e})"))
         .unwrap_or_default();
     Ok((format!("{verdict} {name}: {line}{expected}"), passed))
+}
+
+/// What the chain decides for one fixture: the call, then its result and
+/// list if the fixture has them. The line starts with the call's label.
+fn decide(chain: &FilterChain, fx: &Fixture) -> Result<String, String> {
+    let bytes = fx.message.to_string();
+    let era = Era::from_version(Some("2025-11-25"));
+    let call = match parse_body(bytes.as_bytes(), 64, &era).map_err(|e| e.to_string())? {
+        Body::Single(c) => c,
+        Body::Batch(_) => return Err("batches are not supported in fixtures".into()),
+    };
+    let peer = match fx.caller.as_deref() {
+        None => Peer::Anonymous,
+        Some(id) => Peer::Spiffe(SpiffeId::parse(id).map_err(|e| format!("caller {id:?}: {e}"))?),
+    };
+    let principal = Principal::from_peer(peer);
+    let annotations = fx.annotations.as_ref().map(Value::to_string);
+    let req = Request {
+        principal: &principal,
+        call: &call,
+        session: None,
+        headers: &[],
+        annotations: annotations.as_deref(),
+        instance: "policy-test",
+    };
+    let mut line = match chain.check(&req) {
+        Decision::Allow => "allow".to_string(),
+        Decision::Deny(d) => format!("deny by {}: {}", d.by, d.reason),
+        Decision::Rewrite { arguments, by } => {
+            format!("rewrite by {by}: arguments {}", arguments.get())
+        }
+    };
+    if let Some(result) = &fx.result {
+        let raw = RawValue::from_string(result.to_string()).map_err(|e| e.to_string())?;
+        line.push_str(&match chain.check_result(&req, &raw) {
+            ResultDecision::Allow => "; result: allow".to_string(),
+            ResultDecision::Replace { result, by } => {
+                format!("; result replaced by {by}: {}", result.get())
+            }
+            ResultDecision::Deny(d) => format!("; result denied by {}: {}", d.by, d.reason),
+        });
+    }
+    if let Some(list) = &fx.list {
+        line.push_str(&format!(
+            "; visible: {:?}",
+            visible(chain, &principal, list)?
+        ));
+    }
+    Ok(line)
 }
 
 fn visible(

@@ -132,75 +132,69 @@ pub async fn start_with_policy(
     serve(config, Arc::new(PolicyHandle::new(policy)), Metrics::new()?).await
 }
 
+/// The sockets the sidecar serves on, bound before anything starts.
+struct Bound {
+    proxy: TcpListener,
+    admin: TcpListener,
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+async fn bind_listeners(config: &Config) -> Result<Bound, StartError> {
+    let local = |l: &TcpListener, addr: SocketAddr| {
+        l.local_addr()
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let proxy = bind(config.listener.addr).await?;
+    let admin = bind(config.admin.addr).await?;
+    Ok(Bound {
+        proxy_addr: local(&proxy, config.listener.addr)?,
+        admin_addr: local(&admin, config.admin.addr)?,
+        proxy,
+        admin,
+    })
+}
+
+/// Starts the sidecar: bind, start the identity source, build the shared
+/// request state, spawn admin, then serve until shutdown and drain.
 async fn serve(
     config: Config,
     policy: Arc<PolicyHandle>,
     metrics: Metrics,
 ) -> Result<Running, StartError> {
     let config = Arc::new(config);
-    let proxy = bind(config.listener.addr).await?;
-    let admin = bind(config.admin.addr).await?;
-    let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listener.addr,
-        source,
-    })?;
-    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
-        addr: config.admin.addr,
-        source,
-    })?;
-
+    let bound = bind_listeners(&config).await?;
     let shutdown = CancellationToken::new();
     let draining = CancellationToken::new();
     let identity = start_identity(&config, &metrics, shutdown.clone()).await?;
-    let shared = Arc::new(Shared::new(
+    let upstream_tls = identity.as_ref().and_then(|i| i.upstream.clone());
+    let shared = Shared::new(
         &config,
         policy,
         metrics.http.clone(),
         draining.clone(),
-        identity.as_ref().and_then(|i| i.upstream.clone()),
-    )?);
+        upstream_tls,
+    )?;
     let ready = Arc::new(AtomicBool::new(true));
     let admin_stop = CancellationToken::new();
-    tokio::spawn(Admin::new(metrics, ready.clone()).serve(admin, admin_stop.clone()));
-
-    tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, rules = config.policy.rules.len(), "portcullis started");
-    let tracker = TaskTracker::new();
+    tokio::spawn(Admin::new(metrics, ready.clone()).serve(bound.admin, admin_stop.clone()));
+    tracing::info!(proxy_addr = %bound.proxy_addr, admin_addr = %bound.admin_addr, upstream = %config.upstream.url, rules = config.policy.rules.len(), "portcullis started");
     let stop = shutdown.clone();
+    let (proxy_addr, admin_addr) = (bound.proxy_addr, bound.admin_addr);
     let task = tokio::spawn(async move {
-        let service = move |conn: Arc<ConnCtx>, req| {
-            service::handle(shared.clone(), conn.principal.clone(), req)
-        };
-        let settings = &config.listener;
-        match identity {
-            Some(id) => {
-                listener::serve(
-                    proxy,
-                    id.handshake,
-                    settings,
-                    service,
-                    stop,
-                    tracker.clone(),
-                )
-                .await
-            }
-            None => {
-                listener::serve(proxy, Plaintext, settings, service, stop, tracker.clone()).await
-            }
-        }
+        let tracker = TaskTracker::new();
+        accept_until(
+            bound.proxy,
+            identity,
+            Arc::new(shared),
+            &config,
+            stop,
+            &tracker,
+        )
+        .await;
         ready.store(false, Ordering::Release);
         draining.cancel();
-        tracker.close();
-        let open = tracker.len();
-        tracing::info!(open, timeout = ?config.shutdown.drain_timeout, "draining connections");
-        if tokio::time::timeout(config.shutdown.drain_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = tracker.len(),
-                "drain timeout reached; closing remaining connections"
-            );
-        }
+        drain(&tracker, config.shutdown.drain_timeout).await;
         admin_stop.cancel();
         tracing::info!("portcullis stopped");
     });
@@ -210,6 +204,46 @@ async fn serve(
         shutdown,
         task,
     })
+}
+
+/// Serves the MCP listener until `stop`, with mTLS when identity is on.
+async fn accept_until(
+    proxy: TcpListener,
+    identity: Option<Identity>,
+    shared: Arc<Shared>,
+    config: &Config,
+    stop: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let service =
+        move |conn: Arc<ConnCtx>, req| service::handle(shared.clone(), conn.principal.clone(), req);
+    let settings = &config.listener;
+    match identity {
+        Some(id) => {
+            listener::serve(
+                proxy,
+                id.handshake,
+                settings,
+                service,
+                stop,
+                tracker.clone(),
+            )
+            .await
+        }
+        None => listener::serve(proxy, Plaintext, settings, service, stop, tracker.clone()).await,
+    }
+}
+
+/// Waits for open connections and streams to finish, up to `timeout`.
+async fn drain(tracker: &TaskTracker, timeout: std::time::Duration) {
+    tracker.close();
+    tracing::info!(open = tracker.len(), ?timeout, "draining connections");
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            open = tracker.len(),
+            "drain timeout reached; closing remaining connections"
+        );
+    }
 }
 
 /// What mTLS needs once the SVID source is running.

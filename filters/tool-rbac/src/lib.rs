@@ -268,4 +268,66 @@ mod tests {
         )
         .is_err());
     }
+
+    /// Issue 13: `*` in a principal pattern stays within one segment.
+    #[test]
+    fn spiffe_star_stays_within_one_segment() {
+        let h = Harness::<ToolRbac>::new(
+            r#"{"default": "deny", "rules": [
+                {"name": "readers", "effect": "allow",
+                 "principals": {"spiffe": ["spiffe://demo.local/ns/*/sa/reader"]},
+                 "tools": ["*"]},
+                {"name": "team", "effect": "allow",
+                 "principals": {"spiffe": ["spiffe://demo.local/team/**"]},
+                 "tools": ["*"]}
+            ]}"#,
+        )
+        .unwrap();
+        let call = |id: &str| h.request(&CallBuilder::tool("echo").spiffe(id).build());
+        call("spiffe://demo.local/ns/a/sa/reader").assert_allowed();
+        call("spiffe://demo.local/team/a/b/c").assert_allowed();
+        for id in [
+            "spiffe://demo.local/ns/a/b/sa/reader",
+            "spiffe://demo.local/ns/evil/sa/x/sa/reader",
+            "spiffe://demo.local/ns/a/sa/reader/sa/reader",
+        ] {
+            call(id).assert_denied("no rule allows it");
+        }
+        let visible = h.visible(
+            &Caller::Spiffe("spiffe://demo.local/ns/a/b/sa/reader".into()),
+            ListKind::Tools,
+            &["echo"],
+        );
+        assert!(visible.is_empty(), "{visible:?}");
+    }
+
+    #[test]
+    fn resource_star_stays_within_one_segment() {
+        let h = Harness::<ToolRbac>::new(
+            r#"{"default": "deny", "rules": [
+                {"name": "public", "effect": "allow",
+                 "resources": ["file:///public/*", "file:///docs/**"]}
+            ]}"#,
+        )
+        .unwrap();
+        let read = |uri: &str| h.request(&CallBuilder::resource(uri).build());
+        read("file:///public/a.txt").assert_allowed();
+        read("file:///docs/a/b/c.md").assert_allowed();
+        read("file:///public/sub/a.txt").assert_denied("no rule allows it");
+        read("file:///public/../secret/key").assert_denied("no rule allows it");
+    }
+
+    /// `*` alone covers every name, `/` included, so that a deny rule on
+    /// `*` misses nothing.
+    #[test]
+    fn lone_star_covers_names_with_slashes() {
+        let h = Harness::<ToolRbac>::new(
+            r#"{"default": "allow", "rules": [
+                {"name": "freeze", "effect": "deny", "tools": ["*"]}
+            ]}"#,
+        )
+        .unwrap();
+        h.request(&CallBuilder::tool("github/create_issue").build())
+            .assert_denied("rule freeze");
+    }
 }

@@ -7,12 +7,18 @@
 //! - [`svid`]: our own SVID and the trust bundles, as one snapshot that
 //!   sources publish and TLS reads at every handshake.
 //! - [`verify`]: the X.509-SVID rules, for peers in both directions.
+//! - [`anchors`]: bundle roots, with the checks webpki leaves out for them
+//!   (validity period, URI name constraints).
+//! - [`path`]: checks on each chain webpki builds (intermediates must be
+//!   CAs with keyCertSign; the root's URI name constraints).
 //! - [`tls`]: rustls configurations (inbound and outbound).
 //! - [`source`]: where SVIDs come from (Workload API, PEM files).
 //! - [`ca`]: a development CA for demos and tests.
 
+pub mod anchors;
 pub mod ca;
 mod metrics;
+mod path;
 mod principal;
 pub mod source;
 pub mod spiffe_id;

@@ -57,6 +57,13 @@ impl SpiffeId {
     pub fn path(&self) -> &str {
         &self.path
     }
+
+    /// Whether the ID names a workload. `spiffe://td` (no path) is a valid
+    /// SPIFFE ID, but it names the trust domain itself, and X509-SVID §5.2
+    /// forbids it in a leaf SVID. (`spiffe://td/` does not parse at all.)
+    pub fn names_workload(&self) -> bool {
+        !self.path.is_empty()
+    }
 }
 
 fn valid_path(path: &str) -> bool {
@@ -87,6 +94,13 @@ mod tests {
         assert_eq!(id.path(), "/ns/a/sa/b");
         assert_eq!(id.to_string(), "spiffe://td.example/ns/a/sa/b");
         assert!(SpiffeId::parse("spiffe://td").is_ok());
+    }
+
+    #[test]
+    fn trust_domain_ids_name_no_workload() {
+        assert!(!SpiffeId::parse("spiffe://td").unwrap().names_workload());
+        assert!(SpiffeId::parse("spiffe://td/x").unwrap().names_workload());
+        assert!(SpiffeId::parse("spiffe://td/").is_err());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The X.509-SVID rules, applied to a peer's certificate in either
-//! direction: a single `spiffe://` URI SAN, not a CA, the key usage the
-//! standard requires, inside its validity window, and chaining to the
-//! bundle of an allowed trust domain.
+//! direction: a single `spiffe://` URI SAN naming a workload (not just a
+//! trust domain), not a CA, the key usage the standard requires, inside its
+//! validity window, and chaining to a currently valid root of the bundle of
+//! an allowed trust domain through intermediates that may sign
+//! certificates (see [`super::path`]).
 
-use std::sync::Arc;
+use std::{cell::RefCell, sync::Arc};
 
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -15,6 +17,8 @@ use rustls::{
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{
+    anchors::Root,
+    path,
     svid::{uri_sans, IdentityStore},
     SpiffeId,
 };
@@ -30,6 +34,10 @@ pub enum VerifyError {
     ManyUriSans(usize),
     #[error("URI SAN {0:?} is not a valid SPIFFE ID: {1}")]
     NotSpiffe(String, String),
+    #[error(
+        "SPIFFE ID {0:?} has no path: it names a trust domain, not a workload (X509-SVID §5.2)"
+    )]
+    NoPath(String),
     #[error("trust domain {0:?} is not allowed")]
     TrustDomain(String),
     #[error("no bundle for trust domain {0:?}")]
@@ -44,6 +52,14 @@ pub enum VerifyError {
     NotYetValid,
     #[error("chain does not verify against the {0} bundle: {1}")]
     Chain(String, String),
+    #[error("no root of the {0} bundle is valid now")]
+    NoValidRoot(String),
+    #[error("intermediate CA {0} {1}")]
+    Issuer(String, &'static str),
+    #[error("URI {0:?} is outside the URI name constraints of root {1}")]
+    NameConstraint(String, String),
+    #[error("chain ends at a root that is not in the bundle")]
+    UnknownAnchor,
     #[error("peer {0} is not one of the expected SPIFFE IDs")]
     UnexpectedId(String),
     #[error("no identity available yet (no SVID or bundle from the source)")]
@@ -78,23 +94,72 @@ pub fn verify_svid(
     leaf_rules(&cert)?;
     window(&cert, now)?;
     let snapshot = store.current().ok_or(VerifyError::NoIdentity)?;
-    let anchors = snapshot
+    let bundle = snapshot
         .bundles
         .get(&td)
         .ok_or_else(|| VerifyError::NoBundle(td.clone()))?;
-    let ee = webpki::EndEntityCert::try_from(end_entity)
+    // Roots are filtered when a bundle is loaded, and again here, for a
+    // root that expired since.
+    let roots: Vec<&Root> = bundle.iter().filter(|r| r.valid_at(secs(now))).collect();
+    if roots.is_empty() {
+        return Err(VerifyError::NoValidRoot(td));
+    }
+    let leaf = Leaf {
+        der: end_entity,
+        uris: &uri_sans(&cert),
+        td: &td,
+    };
+    chain(&leaf, &roots, intermediates, now, usage)?;
+    Ok(id)
+}
+
+/// The leaf being verified: its DER, URI SANs and trust domain.
+struct Leaf<'a> {
+    der: &'a CertificateDer<'a>,
+    uris: &'a [String],
+    td: &'a str,
+}
+
+/// Builds the chain from `leaf` to one of `roots` with webpki, which runs
+/// our own checks on each candidate path (see [`path`]). When a candidate
+/// failed those, that is the reason given.
+fn chain(
+    leaf: &Leaf<'_>,
+    roots: &[&Root],
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    usage: webpki::KeyUsage,
+) -> Result<(), VerifyError> {
+    let anchors: Vec<_> = roots.iter().map(|r| r.borrowed()).collect();
+    let ee = webpki::EndEntityCert::try_from(leaf.der)
         .map_err(|e| VerifyError::Parse(format!("{e:?}")))?;
-    ee.verify_for_usage(
+    let refusal = RefCell::new(None);
+    let check = |candidate: &webpki::VerifiedPath<'_>| {
+        path::check(candidate, roots, leaf.uris).map_err(|e| {
+            *refusal.borrow_mut() = Some(e);
+            // Any non-fatal error: webpki goes on to the next candidate.
+            webpki::Error::UnknownIssuer
+        })
+    };
+    let verified = ee.verify_for_usage(
         algorithms().all,
-        anchors,
+        &anchors,
         intermediates,
         now,
         usage,
         None,
-        None,
-    )
-    .map_err(|e| VerifyError::Chain(td, format!("{e:?}")))?;
-    Ok(id)
+        Some(&check),
+    );
+    match verified {
+        Ok(_) => Ok(()),
+        Err(e) => Err(refusal
+            .take()
+            .unwrap_or_else(|| VerifyError::Chain(leaf.td.to_string(), format!("{e:?}")))),
+    }
+}
+
+fn secs(now: UnixTime) -> i64 {
+    i64::try_from(now.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn single_spiffe_id(cert: &X509Certificate<'_>) -> Result<SpiffeId, VerifyError> {
@@ -102,7 +167,12 @@ fn single_spiffe_id(cert: &X509Certificate<'_>) -> Result<SpiffeId, VerifyError>
     match uris.as_slice() {
         [] => Err(VerifyError::NoUriSan),
         [one] => {
-            SpiffeId::parse(one).map_err(|e| VerifyError::NotSpiffe(one.clone(), e.to_string()))
+            let id = SpiffeId::parse(one)
+                .map_err(|e| VerifyError::NotSpiffe(one.clone(), e.to_string()))?;
+            if !id.names_workload() {
+                return Err(VerifyError::NoPath(one.clone()));
+            }
+            Ok(id)
         }
         many => Err(VerifyError::ManyUriSans(many.len())),
     }
@@ -136,7 +206,7 @@ fn leaf_rules(cert: &X509Certificate<'_>) -> Result<(), VerifyError> {
 }
 
 fn window(cert: &X509Certificate<'_>, now: UnixTime) -> Result<(), VerifyError> {
-    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let now = secs(now);
     let v = cert.validity();
     if now < v.not_before.timestamp() {
         return Err(VerifyError::NotYetValid);
@@ -236,7 +306,8 @@ impl ClientCertVerifier for InboundVerifier {
 pub struct OutboundVerifier {
     pub store: Arc<IdentityStore>,
     pub allowed: Vec<String>,
-    /// Patterns of acceptable server IDs (`*` wildcards).
+    /// Patterns of acceptable server IDs (`*` within one path segment,
+    /// `**` across segments; see `portcullis_policy_sdk::pattern`).
     pub expected: Vec<String>,
 }
 

@@ -224,7 +224,7 @@ rules:
     #[test]
     fn caller_patterns() {
         let r = rules(
-            "default: deny\nrules:\n  - {name: agents, action: allow, callers: ['spiffe://td/ns/a/*']}\n",
+            "default: deny\nrules:\n  - {name: agents, action: allow, callers: ['spiffe://td/ns/a/**']}\n",
         );
         let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
         assert!(check(&r, &spiffe("spiffe://td/ns/a/sa/x"), &c).is_allow());
@@ -236,6 +236,33 @@ rules:
             check(&r, &Principal::default(), &c),
             Decision::Deny(_)
         ));
+    }
+
+    /// `*` stays within one segment of a caller ID; `*` alone, like an
+    /// empty list, matches every caller, anonymous ones included.
+    #[test]
+    fn caller_star_stays_in_one_segment_and_lone_star_is_everyone() {
+        let r = rules(
+            "default: deny\nrules:\n  - {name: readers, action: allow, callers: ['spiffe://td/ns/*/sa/reader']}\n",
+        );
+        let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        let id = spiffe;
+        assert!(check(&r, &id("spiffe://td/ns/a/sa/reader"), &c).is_allow());
+        for deep in [
+            "spiffe://td/ns/a/b/sa/reader",
+            "spiffe://td/ns/evil/sa/x/sa/reader",
+        ] {
+            assert!(!check(&r, &id(deep), &c).is_allow(), "{deep}");
+        }
+        let everyone =
+            rules("default: deny\nrules:\n  - {name: all, action: allow, callers: ['*']}\n");
+        assert!(check(&everyone, &Principal::default(), &c).is_allow());
+        assert!(check(&everyone, &id("spiffe://td/ns/a/b/c"), &c).is_allow());
+        let authenticated = rules(
+            "default: deny\nrules:\n  - {name: ids, action: allow, callers: ['spiffe://**']}\n",
+        );
+        assert!(!check(&authenticated, &Principal::default(), &c).is_allow());
+        assert!(check(&authenticated, &id("spiffe://td/ns/a/b/c"), &c).is_allow());
     }
 
     #[test]

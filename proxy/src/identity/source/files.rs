@@ -43,12 +43,9 @@ impl FilesSource {
         let mut snapshot = Snapshot::from_der(chain, key, bundles)
             .map_err(|e| SourceError::Files(e.to_string()))?;
         let own_td = snapshot.id.trust_domain().to_string();
-        let anchors = own
-            .iter()
-            .map(|c| webpki::anchor_from_trusted_cert(c).map(|a| a.to_owned()))
-            .collect::<Result<Vec<_>, _>>()
+        snapshot
+            .trust(own_td, &own)
             .map_err(|e| SourceError::Files(format!("{}: {e}", c.bundle.display())))?;
-        snapshot.bundles.insert(own_td, anchors);
         Ok(snapshot)
     }
 
