@@ -103,7 +103,9 @@ pub(crate) fn classify_message(value: &Value) -> Result<AnswerKind, AnswerError>
     match (obj.get("method"), result, error) {
         (None, Some(_), None) | (None, None, Some(_)) => {
             let id = id.ok_or_else(|| AnswerError::Shape("a response needs an id".into()))?;
-            if !is_id(id) && !(id.is_null() && error.is_some()) {
+            // A null id only on an error (the answer to an unreadable request).
+            let null_error = id.is_null() && error.is_some();
+            if !null_error && !is_id(id) {
                 return Err(AnswerError::Shape(format!("bad response id {id}")));
             }
             Ok(AnswerKind::Response {
