@@ -8,7 +8,10 @@
 //! `EventStream`, refuses every [`ContentTypeError`], and for `Other` asks
 //! [`sniff_json`] before relaying raw.
 
-use http::{header::CONTENT_TYPE, HeaderMap};
+use http::{
+    header::{CONTENT_ENCODING, CONTENT_TYPE},
+    HeaderMap,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyType {
@@ -32,6 +35,23 @@ pub enum ContentTypeError {
     /// decode text the strict parser never saw.
     #[error("charset {0:?} is not UTF-8")]
     Charset(String),
+    /// A compressed answer: clients decompress it, the strict parser would
+    /// see only compressed bytes.
+    #[error("Content-Encoding {0:?} hides the answer from inspection")]
+    Encoded(String),
+}
+
+/// Refuses an answer whose `Content-Encoding` is anything but `identity`
+/// (including a repeated or empty header). The relay asks the upstream
+/// for `identity`; an upstream that compresses anyway cannot be inspected.
+pub fn check_encoding(headers: &HeaderMap) -> Result<(), ContentTypeError> {
+    for value in headers.get_all(CONTENT_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        if !text.trim().eq_ignore_ascii_case("identity") {
+            return Err(ContentTypeError::Encoded(text.into_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// Classifies a response's Content-Type.

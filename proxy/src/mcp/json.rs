@@ -12,9 +12,9 @@
 //! C-string parsers and loggers read `"name\u0000x"` as `name`.
 //!
 //! Upstream answers that Portcullis filters get a stricter reading
-//! ([`validate_answer`]): case variants are refused deeper (down to a list
-//! item's fields) and integers that no common client reads exactly are
-//! refused, because a filtered list is re-encoded.
+//! ([`validate_answer`]): integers that no common client reads exactly are
+//! refused too, because a filtered list is re-encoded. (The keys a filter
+//! reads deeper down are checked by spelling in [`super::answer`].)
 
 use std::{collections::HashSet, fmt};
 
@@ -48,7 +48,7 @@ const FOLD_LEVELS: u8 = 2;
 /// Checks that `bytes` is a single well-formed JSON value with no duplicate
 /// keys and no nesting deeper than `max_depth`.
 pub fn validate(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
-    check(bytes, max_depth, FOLD_LEVELS)
+    check(bytes, max_depth)
 }
 
 /// The stricter reading for an upstream answer Portcullis must filter or
@@ -56,18 +56,18 @@ pub fn validate(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
 /// 64-bit range (which serde_json, Go and JavaScript each round their own
 /// way, and which re-encoding a filtered list would change).
 pub fn validate_answer(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
-    check(bytes, max_depth, FOLD_LEVELS)?;
+    check(bytes, max_depth)?;
     check_integers(bytes)
 }
 
-fn check(bytes: &[u8], max_depth: usize, fold_case_levels: u8) -> Result<(), JsonError> {
+fn check(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
     check_encoding(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     // Our own depth limit applies below serde_json's fixed one (128), which
     // is why the config caps the setting at 128.
     let state = Strict {
         depth_left: max_depth,
-        fold_case_levels,
+        fold_case_levels: FOLD_LEVELS,
     };
     let res = state.deserialize(&mut de).and_then(|()| de.end());
     res.map_err(|e| classify(e, max_depth))

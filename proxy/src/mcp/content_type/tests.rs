@@ -105,3 +105,21 @@ fn sniffs_bodies_that_look_like_json() {
         assert!(!sniff_json(body), "{body:?}");
     }
 }
+
+#[test]
+fn compressed_answers_are_refused() {
+    let mut h = HeaderMap::new();
+    assert_eq!(check_encoding(&h), Ok(()));
+    h.append(CONTENT_ENCODING, HeaderValue::from_static("Identity"));
+    assert_eq!(check_encoding(&h), Ok(()));
+    for v in ["gzip", "br", "identity, gzip", "", "x-gzip"] {
+        let mut h = HeaderMap::new();
+        h.append(CONTENT_ENCODING, HeaderValue::from_str(v).unwrap());
+        assert!(
+            matches!(check_encoding(&h), Err(ContentTypeError::Encoded(_))),
+            "{v:?}"
+        );
+    }
+    h.append(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    assert!(check_encoding(&h).is_err());
+}
