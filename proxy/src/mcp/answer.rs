@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::{
-    fold::fold_key,
+    fold::variant_of,
     json::{self, is_control, JsonError},
     message::NOTIFICATION_PREFIX,
 };
@@ -157,11 +157,7 @@ pub(crate) fn exact_keys(
     known: &[&'static str],
 ) -> Result<(), AnswerError> {
     for key in obj.keys() {
-        let folded = fold_key(key);
-        if let Some(expected) = known
-            .iter()
-            .find(|k| **k != key.as_str() && fold_key(k) == folded)
-        {
+        if let Some(expected) = variant_of(key, known) {
             return Err(AnswerError::CaseVariant {
                 found: key.clone(),
                 expected,

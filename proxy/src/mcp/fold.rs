@@ -47,6 +47,16 @@ pub fn fold_key(key: &str) -> String {
         .collect()
 }
 
+/// The entry of `known` that `key` is a case variant of without being
+/// spelled like it, if any (`Result` for `result`, `toolſ` for `tools`).
+pub fn variant_of<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let folded = fold_key(key);
+    known
+        .iter()
+        .find(|k| **k != key && fold_key(k) == folded)
+        .copied()
+}
+
 /// The canonical member of `c`'s orbit.
 pub fn fold_char(c: char) -> char {
     if c.is_ascii() {
@@ -199,6 +209,15 @@ mod tests {
             .filter_map(char::from_u32)
             .find(|c| c.to_lowercase().ne([*c]) || c.to_uppercase().ne([*c]));
         assert_eq!(cased, None);
+    }
+
+    #[test]
+    fn variants_are_found_but_exact_spellings_are_not() {
+        let known = ["result", "tools"];
+        assert_eq!(variant_of("Result", &known), Some("result"));
+        assert_eq!(variant_of("toolſ", &known), Some("tools"));
+        assert_eq!(variant_of("result", &known), None);
+        assert_eq!(variant_of("other", &known), None);
     }
 
     #[test]

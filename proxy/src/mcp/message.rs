@@ -1,9 +1,12 @@
 //! Typed JSON-RPC messages: what a policy sees of each POSTed message.
 
-use serde::Deserialize;
+use std::collections::HashMap;
+
+use serde::{de::IgnoredAny, Deserialize};
 use serde_json::value::RawValue;
 
 use super::{
+    fold::variant_of,
     json::{self, JsonError},
     ErrorCode,
 };
@@ -112,6 +115,13 @@ pub enum CodecError {
     /// An id that is neither a string nor an integer.
     #[error("the id of {method} must be a string or an integer, not {id}")]
     BadId { method: String, id: String },
+    /// A lone key that Go would read as an envelope or `params` key, but
+    /// spelled otherwise (`Params`, `paramſ`, `_META`).
+    #[error("key {found:?} is a case variant of {expected:?}")]
+    CaseVariant {
+        found: String,
+        expected: &'static str,
+    },
     /// A control character in the method or in a target name.
     #[error("control character in {what} {value:?}")]
     ControlChar { what: &'static str, value: String },
@@ -218,6 +228,10 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
 pub fn parse_message(bytes: &[u8], era: &Era, session: Option<&str>) -> Result<Call, CodecError> {
     let env: Envelope<'_> =
         serde_json::from_slice(bytes).map_err(|e| CodecError::Invalid(e.to_string()))?;
+    exact_spelling(bytes, &ENVELOPE_KEYS)?;
+    if let Some(params) = env.params.filter(|p| p.get().starts_with('{')) {
+        exact_spelling(params.get().as_bytes(), &PARAMS_KEYS)?;
+    }
     let kind = kind_of(&env)?;
     let params: Params<'_> = match env.params {
         Some(raw) => serde_json::from_str(raw.get())
@@ -250,6 +264,26 @@ pub fn parse_message(bytes: &[u8], era: &Era, session: Option<&str>) -> Result<C
         era,
         session: session.map(str::to_string),
     })
+}
+
+/// The keys Portcullis reads, as the specification spells them.
+const ENVELOPE_KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+const PARAMS_KEYS: [&str; 5] = ["name", "uri", "arguments", "_meta", "protocolVersion"];
+
+/// Duplicates under folding are refused by the validator; this refuses the
+/// lone variant, which Portcullis would ignore and Go would read.
+fn exact_spelling(object: &[u8], known: &[&'static str]) -> Result<(), CodecError> {
+    let keys: HashMap<String, IgnoredAny> =
+        serde_json::from_slice(object).map_err(|e| CodecError::Invalid(e.to_string()))?;
+    for key in keys.keys() {
+        if let Some(expected) = variant_of(key, known) {
+            return Err(CodecError::CaseVariant {
+                found: key.clone(),
+                expected,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The rule for ids, made explicit: a method under `notifications/` is the

@@ -290,3 +290,36 @@ fn unicode_case_variants_inside_params_are_refused() {
     let distinct = r#"{"params":{"s":1,"ş":2,"i":3,"İ":4}}"#;
     assert_eq!(json::validate(distinct.as_bytes(), 64), Ok(()));
 }
+
+#[test]
+fn lone_case_variants_of_keys_portcullis_reads_are_refused() {
+    for (body, found) in [
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Params":{"cursor":"x"}}"#, "Params"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","paramſ":{}}"#, "paramſ"),
+        (r#"{"jsonrpc":"2.0","ID":1,"id":2,"method":"ping"}"#, "ID"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"ping","Result":{}}"#, "Result"),
+        (r#"{"jſonrpc":"2.0","id":1,"method":"ping"}"#, "jſonrpc"),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_META":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            "_META",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolverſion":"2026-07-28"}}"#,
+            "protocolverſion",
+        ),
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"\u{212A}\":1,\"Name\":\"x\"}}",
+            "Name",
+        ),
+    ] {
+        let err = parse(body).err();
+        assert!(
+            matches!(&err, Some(CodecError::CaseVariant { found: f, .. }) if f == found)
+                || matches!(&err, Some(CodecError::Json(JsonError::DuplicateKey(_)))),
+            "{body}: {err:?}"
+        );
+    }
+    // The exact spellings, and unrelated keys that merely look alike, pass.
+    let ok = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"v"}}}"#;
+    assert!(parse(ok).is_ok());
+}
