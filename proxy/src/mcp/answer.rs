@@ -3,9 +3,9 @@
 //! Rule: an answer Portcullis must filter or inspect is either read with
 //! certainty or refused, never relayed raw. [`read_answer`] is that reading:
 //! one JSON document, UTF-8 without BOM, no duplicate or case-variant
-//! envelope keys, no control characters in keys, no integers a client would
-//! round, and a shape that says exactly what each message is (a response to
-//! an id, a request from the server, or a notification).
+//! envelope keys, no control characters in keys, and a shape that says
+//! exactly what each message is (a response to an id, a request from the
+//! server, or a notification).
 
 use serde_json::{Map, Value};
 
@@ -66,15 +66,18 @@ impl Answer {
 /// Envelope keys, as JSON-RPC spells them.
 const ENVELOPE_KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
 
-/// Reads an upstream body (or one SSE event's data) strictly.
+/// Reads an upstream body (or one SSE event's data) strictly, to learn
+/// what it is. Integers beyond 64 bits are accepted here, since the body is
+/// forwarded byte for byte; [`super::lists::filter_answer`], which
+/// re-encodes, refuses them.
 pub fn read_answer(bytes: &[u8], max_depth: usize) -> Result<Answer, AnswerError> {
-    parse_strict(bytes, max_depth).and_then(|v| classify_value(&v))
+    json::validate(bytes, max_depth)?;
+    classify_value(&tree(bytes)?)
 }
 
-/// Validates `bytes` strictly and returns it as a tree. The tree is safe to
-/// walk: every key is unique and the numbers are exact.
-pub(crate) fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, AnswerError> {
-    json::validate_answer(bytes, max_depth)?;
+/// `bytes` as a tree, once a validator has passed it: every key is unique,
+/// so the tree holds what every client reads.
+pub(crate) fn tree(bytes: &[u8]) -> Result<Value, AnswerError> {
     serde_json::from_slice(bytes)
         .map_err(|e| AnswerError::Json(JsonError::Malformed(e.to_string())))
 }
@@ -199,6 +202,18 @@ mod tests {
         );
         let batch = read(r#"[{"id":1,"result":{}},{"id":null,"error":{"code":1,"message":"x"}}]"#);
         assert!(matches!(batch, Ok(Answer::Batch(v)) if v.len() == 2));
+    }
+
+    #[test]
+    fn huge_integers_are_read_here_and_refused_by_the_list_filter() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"n":123456789012345678901234567890}}"#;
+        assert!(read(body).is_ok());
+        let filtered =
+            crate::mcp::lists::filter_answer(body.as_bytes(), 32, |_, i| vec![true; i.len()]);
+        assert!(matches!(
+            filtered,
+            Err(AnswerError::Json(JsonError::HugeNumber(_)))
+        ));
     }
 
     #[test]

@@ -9,7 +9,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{value::RawValue, Map, Value};
 
-use super::answer::{self, Answer, AnswerError};
+use super::{
+    answer::{self, Answer, AnswerError},
+    json,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
@@ -120,7 +123,9 @@ pub fn filter_answer<F>(
 where
     F: FnMut(ListKind, &[ListItem<'_>]) -> Vec<bool>,
 {
-    let mut value = answer::parse_strict(message, max_depth)?;
+    // Integers beyond 64 bits are refused: re-encoding would round them.
+    json::validate_answer(message, max_depth)?;
+    let mut value = answer::tree(message)?;
     let answer = answer::classify_value(&value)?;
     let mut out = Filtered {
         answer,

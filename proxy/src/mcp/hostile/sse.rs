@@ -239,6 +239,8 @@ fn payloads_say_what_they_answer() {
     assert_eq!(events(&[b"id: 0\ndata:\n\n"])[0].payload(32), Ok(None));
     assert_eq!(events(&[b": ping\n\n"])[0].payload(32), Ok(None));
     for bad in [
+        "data: {\"id\":1,\"result\":{},\"result\":{}}\n\n",
+        "data: \u{FEFF}{\"id\":1,\"result\":{}}\n\n",
         "data: {\"id\":1,\"Result\":{}}\n\n",
         "data: {\"id\":1}{}\n\n",
         "data: NaN\n\n",
