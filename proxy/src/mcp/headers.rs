@@ -8,7 +8,10 @@
 use base64::Engine;
 use http::HeaderMap;
 
-use super::message::{Call, Era, Kind};
+use super::{
+    json::is_control,
+    message::{Call, Era, Kind},
+};
 
 pub const MCP_SESSION_ID: &str = "mcp-session-id";
 pub const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -19,15 +22,39 @@ pub const MCP_NAME: &str = "mcp-name";
 #[error("{0}")]
 pub struct HeaderMismatch(pub String);
 
-/// A header's value as text, or `None` when absent.
+/// The prefix of the 2026-07-28 per-parameter routing headers.
+pub const MCP_PARAM_PREFIX: &str = "mcp-param-";
+
+/// A header's value as text, or `None` when absent. A header given more
+/// than once is refused: a server may read either copy (or join them), so
+/// checking only the first would authorize one value and forward another.
 pub fn text<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, HeaderMismatch> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| HeaderMismatch(format!("{name} is not visible ASCII"))),
+    let mut all = headers.get_all(name).iter();
+    let Some(v) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(HeaderMismatch(format!("{name} is given more than once")));
     }
+    v.to_str()
+        .map(Some)
+        .map_err(|_| HeaderMismatch(format!("{name} is not visible ASCII")))
+}
+
+/// Refuses any MCP header (`Mcp-Session-Id`, `MCP-Protocol-Version`,
+/// `Mcp-Method`, `Mcp-Name`, every `Mcp-Param-*`, and any other `mcp-*`)
+/// that appears more than once. HTTP/1.1 and HTTP/2 both reach here as
+/// one `HeaderMap`, where repeats are separate values of one name.
+pub fn check_repeated(headers: &HeaderMap) -> Result<(), HeaderMismatch> {
+    for name in headers.keys() {
+        if name.as_str().starts_with("mcp-") && headers.get_all(name).iter().nth(1).is_some() {
+            return Err(HeaderMismatch(format!(
+                "{} is given more than once",
+                name.as_str()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes the `=?base64?…?=` form used for non-ASCII header values.
@@ -41,11 +68,19 @@ pub fn decode_value(value: &str) -> Result<String, HeaderMismatch> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(inner)
         .map_err(|_| HeaderMismatch("header value has invalid base64".into()))?;
-    String::from_utf8(bytes).map_err(|_| HeaderMismatch("header value is not UTF-8".into()))
+    let text =
+        String::from_utf8(bytes).map_err(|_| HeaderMismatch("header value is not UTF-8".into()))?;
+    if text.chars().any(is_control) {
+        return Err(HeaderMismatch(
+            "header value has a control character".into(),
+        ));
+    }
+    Ok(text)
 }
 
 /// Checks the routing headers of a single-message POST against its body.
 pub fn check_single(headers: &HeaderMap, call: &Call) -> Result<(), HeaderMismatch> {
+    check_repeated(headers)?;
     check_version(headers, call)?;
     let method = text(headers, MCP_METHOD)?;
     let name = text(headers, MCP_NAME)?.map(decode_value).transpose()?;
@@ -74,6 +109,7 @@ pub fn check_single(headers: &HeaderMap, call: &Call) -> Result<(), HeaderMismat
 
 /// A batch cannot be described by one set of routing headers.
 pub fn check_batch(headers: &HeaderMap) -> Result<(), HeaderMismatch> {
+    check_repeated(headers)?;
     if headers.contains_key(MCP_METHOD) || headers.contains_key(MCP_NAME) {
         return Err(HeaderMismatch(
             "Mcp-Method/Mcp-Name cannot describe a batch".into(),

@@ -6,12 +6,21 @@
 //! authorized as one tool and executed as another. Portcullis forwards the
 //! exact bytes it authorized, so it only has to make sure that every parser
 //! reads those bytes the same way: duplicate keys are refused everywhere, and
-//! keys that differ only by case are refused in the JSON-RPC envelope and its
-//! `params`, where routing decisions are made.
+//! keys that differ only by case (Unicode simple folding, as Go does) are
+//! refused in the JSON-RPC envelope and its `params`, where routing
+//! decisions are made. Control characters are refused in every object key:
+//! C-string parsers and loggers read `"name\u0000x"` as `name`.
+//!
+//! Upstream answers that Portcullis filters get a stricter reading
+//! ([`validate_answer`]): integers that no common client reads exactly are
+//! refused too, because a filtered list is re-encoded. (The keys a filter
+//! reads deeper down are checked by spelling in [`super::answer`].)
 
 use std::{collections::HashSet, fmt};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use super::fold::fold_key;
 
 /// Why a body was refused by the strict validator.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,20 +31,106 @@ pub enum JsonError {
     DuplicateKey(String),
     #[error("JSON nesting deeper than {0} levels")]
     TooDeep(usize),
+    #[error("control character in object key {0:?}")]
+    ControlInKey(String),
+    #[error("body is not UTF-8 JSON: {0}")]
+    Encoding(&'static str),
+    #[error("integer {0} cannot be read exactly by common clients")]
+    HugeNumber(String),
 }
+
+/// How many object levels are checked for case-variant keys: the envelope
+/// and its `params` or `result` (array levels, as in a batch, do not count).
+/// Deeper down, only the keys Portcullis reads are checked, by spelling, in
+/// [`super::answer`].
+const FOLD_LEVELS: u8 = 2;
 
 /// Checks that `bytes` is a single well-formed JSON value with no duplicate
 /// keys and no nesting deeper than `max_depth`.
 pub fn validate(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    check(bytes, max_depth)
+}
+
+/// The stricter reading for an upstream answer Portcullis must filter or
+/// inspect: everything [`validate`] refuses, plus integers outside the
+/// 64-bit range (which serde_json, Go and JavaScript each round their own
+/// way, and which re-encoding a filtered list would change).
+pub fn validate_answer(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    check(bytes, max_depth)?;
+    check_integers(bytes)
+}
+
+fn check(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    check_encoding(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     // Our own depth limit applies below serde_json's fixed one (128), which
     // is why the config caps the setting at 128.
     let state = Strict {
         depth_left: max_depth,
-        fold_case_levels: 2,
+        fold_case_levels: FOLD_LEVELS,
     };
     let res = state.deserialize(&mut de).and_then(|()| de.end());
     res.map_err(|e| classify(e, max_depth))
+}
+
+/// Names the encodings serde_json would only call "malformed": a client
+/// that sniffs a BOM or UTF-16 could read such a body where we cannot.
+fn check_encoding(bytes: &[u8]) -> Result<(), JsonError> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Err(JsonError::Encoding("UTF-8 byte order mark"));
+    }
+    if bytes.starts_with(b"\xFE\xFF") || bytes.starts_with(b"\xFF\xFE") {
+        return Err(JsonError::Encoding("UTF-16 byte order mark"));
+    }
+    // JSON text starts with ASCII; UTF-16/32 put NUL bytes beside it.
+    if bytes.iter().take(4).any(|b| *b == 0) {
+        return Err(JsonError::Encoding("UTF-16 or UTF-32 text"));
+    }
+    Ok(())
+}
+
+/// Refuses integer literals outside the i64/u64 range. serde_json would
+/// read them as a rounded float, and re-encoding a filtered list would then
+/// change them. Runs on text already known to be well-formed JSON.
+fn check_integers(bytes: &[u8]) -> Result<(), JsonError> {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => i = skip_string(bytes, i + 1),
+            b'-' | b'0'..=b'9' => {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .map_or(bytes.len(), |n| i + n);
+                let token = &bytes[i..end];
+                let integer = !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
+                let text = String::from_utf8_lossy(token);
+                if integer && text.parse::<i64>().is_err() && text.parse::<u64>().is_err() {
+                    return Err(JsonError::HugeNumber(text.into_owned()));
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// The index just past the closing quote of a string starting at `i`.
+fn skip_string(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    i
+}
+
+/// C0 controls, DEL and C1 controls: none belongs in a key or a name.
+pub fn is_control(c: char) -> bool {
+    c.is_control()
 }
 
 fn classify(e: serde_json::Error, max_depth: usize) -> JsonError {
@@ -44,6 +139,10 @@ fn classify(e: serde_json::Error, max_depth: usize) -> JsonError {
         let key = key.split(SEP).next().unwrap_or_default();
         return JsonError::DuplicateKey(key.to_string());
     }
+    if let Some(key) = msg.strip_prefix(CONTROL_PREFIX) {
+        let key = key.split(SEP).next().unwrap_or_default();
+        return JsonError::ControlInKey(key.to_string());
+    }
     if msg.starts_with(DEPTH_MSG) || msg.starts_with("recursion limit exceeded") {
         return JsonError::TooDeep(max_depth);
     }
@@ -51,6 +150,9 @@ fn classify(e: serde_json::Error, max_depth: usize) -> JsonError {
 }
 
 const DUP_PREFIX: &str = "portcullis-duplicate-key:";
+const CONTROL_PREFIX: &str = "portcullis-control-in-key:";
+// A key with a NUL is refused before it could be mistaken for this
+// separator.
 const SEP: char = '\u{0}';
 const DEPTH_MSG: &str = "portcullis-too-deep";
 
@@ -58,7 +160,7 @@ const DEPTH_MSG: &str = "portcullis-too-deep";
 struct Strict {
     depth_left: usize,
     /// How many more object levels must also be free of keys that collide
-    /// after ASCII case folding.
+    /// after Unicode simple case folding.
     fold_case_levels: u8,
 }
 
@@ -124,8 +226,12 @@ impl<'de> Visitor<'de> for Strict {
         let inner = self.nested().map_err(de::Error::custom)?;
         let mut seen: HashSet<String> = HashSet::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key.chars().any(is_control) {
+                let shown = key.replace(SEP, "\\u0000");
+                return Err(de::Error::custom(format!("{CONTROL_PREFIX}{shown}{SEP}")));
+            }
             let norm = if self.fold_case_levels > 0 {
-                key.to_ascii_lowercase()
+                fold_key(&key)
             } else {
                 key.clone().into_owned()
             };

@@ -7,7 +7,12 @@
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::{value::RawValue, Value};
+use serde_json::{value::RawValue, Map, Value};
+
+use super::{
+    answer::{self, Answer, AnswerError},
+    json,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
@@ -80,6 +85,102 @@ impl ResultProbe<'_> {
     }
 }
 
+/// The keys inside `result` that hold a list.
+const LIST_KEYS: [&str; 4] = ["tools", "prompts", "resources", "resourceTemplates"];
+/// The tool annotations a policy may read.
+const HINT_KEYS: [&str; 5] = [
+    "title",
+    "readOnlyHint",
+    "destructiveHint",
+    "idempotentHint",
+    "openWorldHint",
+];
+
+/// What [`filter_answer`] made of an upstream answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filtered {
+    /// What each message of the answer is (for id tracking and routing).
+    pub answer: Answer,
+    /// Bytes to forward instead of the original; `None` to forward the
+    /// original unchanged (no list, or nothing hidden).
+    pub rewritten: Option<Bytes>,
+    /// Items removed, over all lists of the answer.
+    pub removed: usize,
+    /// How many lists the answer carried.
+    pub lists: usize,
+}
+
+/// The strict, fail-closed list filter. Reads `message` (a whole body or
+/// one SSE event's data; one message or a batch) with
+/// [`answer::read_answer`]'s rules and removes the items `visible` hides
+/// from every list in it. Every doubt is an error, never a pass-through:
+/// the caller must answer the client with a JSON-RPC error instead.
+pub fn filter_answer<F>(
+    message: &[u8],
+    max_depth: usize,
+    mut visible: F,
+) -> Result<Filtered, AnswerError>
+where
+    F: FnMut(ListKind, &[ListItem<'_>]) -> Vec<bool>,
+{
+    // Integers beyond 64 bits are refused: re-encoding would round them.
+    json::validate_answer(message, max_depth)?;
+    let mut value = answer::tree(message)?;
+    let answer = answer::classify_value(&value)?;
+    let mut out = Filtered {
+        answer,
+        rewritten: None,
+        removed: 0,
+        lists: 0,
+    };
+    let messages: Vec<&mut Value> = match &mut value {
+        Value::Array(items) => items.iter_mut().collect(),
+        single => vec![single],
+    };
+    for msg in messages {
+        let Some(Value::Object(result)) = msg.get_mut("result") else {
+            continue;
+        };
+        check_list_shape(result)?;
+        for kind in ListKind::ALL {
+            if let Some(Value::Array(items)) = result.get_mut(kind.key()) {
+                out.lists += 1;
+                out.removed += retain_visible(kind, items, &mut visible);
+            }
+        }
+    }
+    if out.removed > 0 {
+        out.rewritten = Some(Bytes::from(value.to_string()));
+    }
+    Ok(out)
+}
+
+/// Every key Portcullis reads in a list result is spelled exactly, and
+/// every list is an array: a client that reads `Tools`, or a list given as
+/// an object, must not see items the filter never judged.
+fn check_list_shape(result: &Map<String, Value>) -> Result<(), AnswerError> {
+    answer::exact_keys(result, &LIST_KEYS)?;
+    for kind in ListKind::ALL {
+        let Some(list) = result.get(kind.key()) else {
+            continue;
+        };
+        let items = list
+            .as_array()
+            .ok_or_else(|| AnswerError::Shape(format!("result.{} is not an array", kind.key())))?;
+        for item in items.iter().filter_map(Value::as_object) {
+            answer::exact_keys(item, &[kind.name_field(), "annotations"])?;
+            if let Some(Value::Object(hints)) = item.get("annotations") {
+                answer::exact_keys(hints, &HINT_KEYS)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lenient filter: returns `None` for anything it cannot read, which a
+/// caller would relay raw. Kept for callers not yet moved to
+/// [`filter_answer`], which refuses instead.
+///
 /// If `message` is a response carrying a list, returns it re-encoded with
 /// the items `visible` hides removed, and how many were removed. Returns
 /// `None` when the message is not a list or nothing was hidden, so that the

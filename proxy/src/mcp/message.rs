@@ -1,9 +1,15 @@
 //! Typed JSON-RPC messages: what a policy sees of each POSTed message.
 
-use serde::Deserialize;
+use std::collections::HashMap;
+
+use serde::{de::IgnoredAny, Deserialize};
 use serde_json::value::RawValue;
 
-use super::json::{self, JsonError};
+use super::{
+    fold::variant_of,
+    json::{self, JsonError},
+    ErrorCode,
+};
 
 /// The `_meta` key that carries the protocol version in 2026-07-28.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -100,11 +106,44 @@ pub enum CodecError {
     Json(#[from] JsonError),
     #[error("invalid JSON-RPC message: {0}")]
     Invalid(String),
+    /// A request method sent without an id (as a notification, in a batch
+    /// or not) or with `"id": null`. Lenient servers run such a message, so
+    /// it must not slip past the rules that apply to requests.
+    #[error("{method} is a request and needs a string or integer id")]
+    MissingId { method: String },
+    /// An id that is neither a string nor an integer.
+    #[error("the id of {method} must be a string or an integer, not {id}")]
+    BadId { method: String, id: String },
+    /// A lone key that Go would read as an envelope or `params` key, but
+    /// spelled otherwise (`Params`, `paramſ`, `_META`).
+    #[error("key {found:?} is a case variant of {expected:?}")]
+    CaseVariant {
+        found: String,
+        expected: &'static str,
+    },
+    /// A control character in the method or in a target name.
+    #[error("control character in {what} {value:?}")]
+    ControlChar { what: &'static str, value: String },
 }
+
+impl CodecError {
+    /// The JSON-RPC code to refuse the body with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Json(JsonError::Malformed(_) | JsonError::Encoding(_)) => ErrorCode::ParseError,
+            _ => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+/// The prefix of every method that may travel without an id.
+pub const NOTIFICATION_PREFIX: &str = "notifications/";
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(borrow, default)]
+    /// `"id": null` is kept as the raw `null`, not folded into "absent":
+    /// JSON-RPC gives the two different meanings.
+    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     #[serde(default)]
     method: Option<String>,
@@ -137,6 +176,10 @@ struct Params<'a> {
 struct Meta {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", default)]
     protocol_version: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 fn string_of(raw: Option<&RawValue>) -> Option<String> {
@@ -180,20 +223,11 @@ pub fn trim_start(bytes: &[u8]) -> &[u8] {
 pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
     let env: Envelope<'_> =
         serde_json::from_slice(bytes).map_err(|e| CodecError::Invalid(e.to_string()))?;
-    let kind = match (
-        &env.method,
-        env.id,
-        env.result.is_some() || env.error.is_some(),
-    ) {
-        (Some(_), Some(_), false) => Kind::Request,
-        (Some(_), None, false) => Kind::Notification,
-        (None, _, true) => Kind::Response,
-        _ => {
-            return Err(CodecError::Invalid(
-                "a message needs either a method or a result/error".into(),
-            ))
-        }
-    };
+    exact_spelling(bytes, &ENVELOPE_KEYS)?;
+    if let Some(params) = env.params.filter(|p| p.get().starts_with('{')) {
+        exact_spelling(params.get().as_bytes(), &PARAMS_KEYS)?;
+    }
+    let kind = kind_of(&env)?;
     let params: Params<'_> = match env.params {
         Some(raw) => serde_json::from_str(raw.get())
             .map_err(|e| CodecError::Invalid(format!("params: {e}")))?,
@@ -201,6 +235,9 @@ pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
     };
     let method = env.method.unwrap_or_default();
     let target = target_of(&method, &params)?;
+    if let Some(t) = &target {
+        refuse_controls("target name", t.name())?;
+    }
     let meta_version = params
         .meta
         .and_then(|m| serde_json::from_str::<Meta>(m.get()).ok())
@@ -221,6 +258,86 @@ pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
         body_version,
         era,
     })
+}
+
+/// The keys Portcullis reads, as the specification spells them.
+const ENVELOPE_KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+const PARAMS_KEYS: [&str; 5] = ["name", "uri", "arguments", "_meta", "protocolVersion"];
+
+/// Duplicates under folding are refused by the validator; this refuses the
+/// lone variant, which Portcullis would ignore and Go would read.
+fn exact_spelling(object: &[u8], known: &[&'static str]) -> Result<(), CodecError> {
+    let keys: HashMap<String, IgnoredAny> =
+        serde_json::from_slice(object).map_err(|e| CodecError::Invalid(e.to_string()))?;
+    for key in keys.keys() {
+        if let Some(expected) = variant_of(key, known) {
+            return Err(CodecError::CaseVariant {
+                found: key.clone(),
+                expected,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The rule for ids, made explicit: a method under `notifications/` is the
+/// only kind of message that may come without one; every other method is a
+/// request, needs a string or integer id, and meets the request rules.
+fn kind_of(env: &Envelope<'_>) -> Result<Kind, CodecError> {
+    let answer = env.result.is_some() || env.error.is_some();
+    let Some(method) = env.method.as_deref() else {
+        if env.result.is_some() && env.error.is_some() {
+            return Err(CodecError::Invalid(
+                "a response carries a result or an error, not both".into(),
+            ));
+        }
+        return match answer {
+            true => Ok(Kind::Response),
+            false => Err(CodecError::Invalid(
+                "a message needs either a method or a result/error".into(),
+            )),
+        };
+    };
+    if answer {
+        return Err(CodecError::Invalid(
+            "a message cannot carry both a method and a result/error".into(),
+        ));
+    }
+    refuse_controls("method", method)?;
+    match env.id {
+        None if method.starts_with(NOTIFICATION_PREFIX) => Ok(Kind::Notification),
+        Some(id) if is_request_id(id) => Ok(Kind::Request),
+        None => Err(CodecError::MissingId {
+            method: method.to_string(),
+        }),
+        Some(id) if id.get().trim() == "null" => Err(CodecError::MissingId {
+            method: method.to_string(),
+        }),
+        Some(id) => Err(CodecError::BadId {
+            method: method.to_string(),
+            id: id.get().to_string(),
+        }),
+    }
+}
+
+/// MCP: "a string or integer". Floats, `null`, booleans and structures
+/// are refused; two peers could not agree on which request they answer.
+fn is_request_id(id: &RawValue) -> bool {
+    match serde_json::from_str::<serde_json::Value>(id.get()) {
+        Ok(serde_json::Value::String(s)) => !s.chars().any(json::is_control),
+        Ok(serde_json::Value::Number(n)) => n.is_i64() || n.is_u64(),
+        _ => false,
+    }
+}
+
+fn refuse_controls(what: &'static str, value: &str) -> Result<(), CodecError> {
+    match value.chars().any(json::is_control) {
+        true => Err(CodecError::ControlChar {
+            what,
+            value: value.to_string(),
+        }),
+        false => Ok(()),
+    }
 }
 
 /// Re-encodes `message` with `params.arguments` replaced. What is

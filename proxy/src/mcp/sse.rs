@@ -3,8 +3,20 @@
 //! The decoder splits an upstream byte stream into whole events without
 //! waiting for the stream to end, and keeps each event's original bytes so
 //! that events the proxy does not change are forwarded exactly.
+//!
+//! It reads the stream the way clients do (the WHATWG rules, which browsers,
+//! Node's `eventsource-parser` and Python's `httpx-sse` follow), so that no
+//! event a client acts on escapes the filter: a BOM at the stream start is
+//! stripped, an empty `event:` field means `message`, and lines end in
+//! CRLF, LF or a lone CR, mixed freely. Where clients would guess (invalid
+//! UTF-8) or memory would grow without bound (an oversized event), the
+//! decoder returns an error and the relay ends the stream.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::answer::{self, Answer, AnswerError};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One SSE event: its bytes as received, and the fields MCP uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,12 +26,37 @@ pub struct Event {
     pub id: Option<String>,
     /// `data` lines joined with `\n`; `None` if the event had no data line.
     pub data: Option<String>,
+    /// A valid `retry:` field (milliseconds), if any.
+    pub retry: Option<u64>,
 }
 
 impl Event {
-    /// The event type, defaulting to `message` as the SSE standard says.
+    /// The event type, defaulting to `message` as the SSE standard says:
+    /// both a missing and an empty `event:` field mean `message`.
     pub fn kind(&self) -> &str {
-        self.event.as_deref().unwrap_or("message")
+        match self.event.as_deref() {
+            None | Some("") => "message",
+            Some(kind) => kind,
+        }
+    }
+
+    /// Whether clients hand this event's data to their JSON-RPC reader.
+    pub fn is_message(&self) -> bool {
+        self.kind() == "message"
+    }
+
+    /// What a message event carries, read strictly: `Ok(None)` for an
+    /// event clients do not read as JSON-RPC (another type, no data, or
+    /// blank data such as a priming event), otherwise the classified
+    /// message or batch, or the reason it cannot be read with certainty.
+    pub fn payload(&self, max_depth: usize) -> Result<Option<Answer>, AnswerError> {
+        let Some(data) = self.data.as_deref().filter(|_| self.is_message()) else {
+            return Ok(None);
+        };
+        if data.trim().is_empty() {
+            return Ok(None);
+        }
+        answer::read_answer(data.as_bytes(), max_depth).map(Some)
     }
 }
 
@@ -27,6 +64,8 @@ impl Event {
 pub enum SseError {
     #[error("SSE event larger than {0} bytes")]
     TooLarge(usize),
+    #[error("SSE event is not valid UTF-8")]
+    NotUtf8,
 }
 
 /// Accumulates chunks and yields complete events.
@@ -34,6 +73,11 @@ pub enum SseError {
 pub struct Decoder {
     buf: BytesMut,
     max_event: usize,
+    /// Still at the stream start, where one BOM may stand.
+    at_start: bool,
+    /// The last event ended in a lone CR at the end of the buffer; an LF
+    /// right after it belongs to that line end.
+    skip_lf: bool,
 }
 
 impl Decoder {
@@ -41,11 +85,25 @@ impl Decoder {
         Self {
             buf: BytesMut::new(),
             max_event,
+            at_start: true,
+            skip_lf: false,
         }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
+        if self.skip_lf && !self.buf.is_empty() {
+            if self.buf[0] == b'\n' {
+                self.buf.advance(1);
+            }
+            self.skip_lf = false;
+        }
+        if self.at_start && (self.buf.len() >= BOM.len() || !BOM.starts_with(&self.buf)) {
+            if self.buf.starts_with(BOM) {
+                self.buf.advance(BOM.len());
+            }
+            self.at_start = false;
+        }
     }
 
     /// Bytes received that do not yet form a whole event.
@@ -55,10 +113,16 @@ impl Decoder {
 
     /// The next complete event, if the buffer holds one.
     pub fn next_event(&mut self) -> Result<Option<Event>, SseError> {
+        if self.at_start {
+            // Only part of a BOM so far: wait for more.
+            return Ok(None);
+        }
         match event_end(&self.buf) {
+            Some(end) if end > self.max_event => Err(SseError::TooLarge(self.max_event)),
             Some(end) => {
+                self.skip_lf = self.buf[end - 1] == b'\r' && end == self.buf.len();
                 let raw = self.buf.split_to(end).freeze();
-                Ok(Some(parse_event(raw)))
+                parse_event(raw).map(Some)
             }
             None if self.buf.len() > self.max_event => Err(SseError::TooLarge(self.max_event)),
             None => Ok(None),
@@ -66,14 +130,23 @@ impl Decoder {
     }
 
     /// Whatever is left when the stream ends: a final event without its
-    /// blank line is still delivered, as browsers do.
+    /// blank line is still delivered, as browsers do. A tail that cannot be
+    /// read is dropped, not relayed; [`Decoder::finish_checked`] says why.
     pub fn finish(&mut self) -> Option<Event> {
-        if self.buf.iter().all(|b| b.is_ascii_whitespace()) {
+        self.finish_checked().ok().flatten()
+    }
+
+    /// [`Decoder::finish`], with the reason a tail was refused.
+    pub fn finish_checked(&mut self) -> Result<Option<Event>, SseError> {
+        if self.buf.iter().all(|b| b.is_ascii_whitespace()) || self.at_start {
             self.buf.clear();
-            return None;
+            return Ok(None);
+        }
+        if self.buf.len() > self.max_event {
+            return Err(SseError::TooLarge(self.max_event));
         }
         let raw = self.buf.split().freeze();
-        Some(parse_event(raw))
+        parse_event(raw).map(Some)
     }
 }
 
@@ -85,13 +158,10 @@ fn event_end(buf: &[u8]) -> Option<usize> {
     while i < buf.len() {
         let eol_len = match buf[i] {
             b'\n' => 1,
-            b'\r' if i + 1 < buf.len() => {
-                if buf[i + 1] == b'\n' {
-                    2
-                } else {
-                    1
-                }
-            }
+            b'\r' if buf.get(i + 1) == Some(&b'\n') => 2,
+            // A CR that ends a blank line ends the event now; an LF that
+            // may follow is dropped by the decoder.
+            b'\r' if i == line_start || i + 1 < buf.len() => 1,
             // A trailing CR may be the first half of a CRLF.
             b'\r' => return None,
             _ => {
@@ -108,35 +178,39 @@ fn event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-fn parse_event(raw: Bytes) -> Event {
-    let mut event = None;
-    let mut id = None;
-    let mut data: Option<String> = None;
-    let text = String::from_utf8_lossy(&raw);
+fn parse_event(raw: Bytes) -> Result<Event, SseError> {
+    let text = std::str::from_utf8(&raw).map_err(|_| SseError::NotUtf8)?;
+    let mut out = Event {
+        raw: Bytes::new(),
+        event: None,
+        id: None,
+        data: None,
+        retry: None,
+    };
     for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
         let (field, value) = match line.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
             None => (line, ""),
         };
         match field {
-            "event" => event = Some(value.to_string()),
-            "id" => id = Some(value.to_string()),
-            "data" => match &mut data {
+            "event" => out.event = Some(value.to_string()),
+            "id" => out.id = Some(value.to_string()),
+            "data" => match &mut out.data {
                 Some(d) => {
                     d.push('\n');
                     d.push_str(value);
                 }
-                None => data = Some(value.to_string()),
+                None => out.data = Some(value.to_string()),
             },
+            // The standard ignores a retry that is not all digits.
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                out.retry = value.parse().ok();
+            }
             _ => {}
         }
     }
-    Event {
-        raw,
-        event,
-        id,
-        data,
-    }
+    out.raw = raw;
+    Ok(out)
 }
 
 /// Encodes an event. `data` may span lines; each becomes a `data:` line.
