@@ -13,7 +13,7 @@ use crate::mcp::{
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
 
 fn call() -> Call {
-    match parse_body(CALL.as_bytes(), 32, &Era::from_version(None), None) {
+    match parse_body(CALL.as_bytes(), 32, &Era::from_version(None)) {
         Ok(Body::Single(c)) => c,
         other => panic!("{other:?}"),
     }

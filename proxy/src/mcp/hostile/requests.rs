@@ -11,7 +11,7 @@ fn era() -> Era {
 }
 
 fn parse(body: &str) -> Result<Body, CodecError> {
-    parse_body(body.as_bytes(), 64, &era(), None)
+    parse_body(body.as_bytes(), 64, &era())
 }
 
 /// Request methods with the params that name their target.
