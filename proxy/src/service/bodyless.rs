@@ -13,9 +13,15 @@ use super::{
     judge::Judge,
     legacy,
     outbound::{self, Outbound},
-    relay, rescue, Shared,
+    relay,
+    rescue::{self, Cause},
+    Shared,
 };
-use crate::{body::ProxyBody, identity::Principal};
+use crate::{
+    body::ProxyBody,
+    identity::Principal,
+    mcp::{content_type::BodyType, headers as mcp_headers},
+};
 
 /// Forwards a body-less request and waits for the answer's head; a failure
 /// is already turned into the client's answer.
@@ -25,6 +31,14 @@ async fn send(
     req: Request<Incoming>,
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {
     let (parts, _body) = req.into_parts();
+    // A doubled Mcp-Session-Id (or any MCP header) could be read as either
+    // value by the server: refused here as on POST.
+    if let Err(e) = mcp_headers::check_repeated(&parts.headers) {
+        return Err(rescue::answer(
+            &Cause::HeaderMismatch(e).into(),
+            shared.metrics(),
+        ));
+    }
     let out = Outbound::new(&shared.upstream, principal, shared.forward_authorization);
     let sent = match out.request(&parts, Bytes::new()) {
         Ok(req) => out.send(req).await,
@@ -57,8 +71,10 @@ pub async fn stream(
         Ok(resp) => resp,
         Err(answer) => return answer,
     };
-    if !relay::is_event_stream(resp.headers()) {
-        return outbound::relay_raw(resp);
+    match relay::body_type(resp.headers()) {
+        Ok(BodyType::EventStream) if resp.status().is_success() => {}
+        Ok(_) => return outbound::relay_raw(resp),
+        Err(refusal) => return rescue::upstream_failure(&refusal, &[], &[], shared.metrics()),
     }
     let head = outbound::response_head(&resp, false);
     let legacy = legacy::StreamContext::new(shared.legacy.clone());

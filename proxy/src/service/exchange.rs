@@ -12,8 +12,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::judge::Judge;
-use crate::mcp::Call;
+use super::{judge::Judge, rescue::Refusal};
+use crate::mcp::{
+    answer::{Answer, AnswerKind},
+    Call,
+};
 
 /// Calls whose results a policy wants to see, by canonical id. Shared with
 /// the legacy stream, where the answers to POSTs arrive.
@@ -62,14 +65,11 @@ impl Answers {
     }
 }
 
+/// The `result` of a response already read strictly.
 #[derive(Deserialize)]
-struct ResponseProbe<'a> {
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
+struct ResultOf<'a> {
     #[serde(borrow, default)]
     result: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    error: Option<&'a RawValue>,
 }
 
 pub struct Exchange {
@@ -86,18 +86,27 @@ impl Exchange {
     }
 
     /// Applies the policy to one message from the upstream. Returns the
-    /// bytes to send instead, or `None` to send the original.
-    pub fn process(&mut self, msg: &[u8]) -> Option<Bytes> {
-        let probe: ResponseProbe<'_> = serde_json::from_slice(msg).ok()?;
-        if probe.result.is_none() && probe.error.is_none() {
-            return None;
+    /// bytes to send instead, or `None` to send the original; an answer
+    /// that cannot be read with certainty is refused.
+    pub fn process(&mut self, msg: &[u8]) -> Result<Option<Bytes>, Refusal> {
+        let (answer, rewritten) = self.judge.judge_answer(msg)?;
+        let Answer::Single(AnswerKind::Response { id, is_error }) = &answer else {
+            return Ok(rewritten);
+        };
+        let Some(call) = self.answers.answered(id) else {
+            return Ok(rewritten);
+        };
+        if *is_error {
+            return Ok(rewritten);
         }
-        if let Some(id) = probe.id.map(|id| canonical_id(id.get())) {
-            if let (Some(call), Some(result)) = (self.answers.answered(&id), probe.result) {
-                return self.judge.check_result(&call, result);
-            }
-        }
-        self.judge.filter_lists(msg)
+        let shown = rewritten.as_deref().unwrap_or(msg);
+        let result = serde_json::from_slice::<ResultOf<'_>>(shown)
+            .ok()
+            .and_then(|r| r.result);
+        Ok(match result {
+            Some(result) => self.judge.check_result(&call, result).or(rewritten),
+            None => rewritten,
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     audit::Record,
     identity::Principal,
-    mcp::{lists, with_arguments, Call},
+    mcp::{answer::Answer, lists, with_arguments, Call},
     policy::{Decision, Denial, PolicyHandle, Request, ResultDecision},
 };
 
@@ -30,6 +30,8 @@ pub struct Court {
     pub metrics: HttpMetrics,
     /// This sidecar's instance identity, as policies see it.
     pub instance: String,
+    /// How deep an upstream answer may nest before it is refused.
+    pub max_json_depth: usize,
 }
 
 /// What happens to one message once the policy has spoken.
@@ -166,11 +168,15 @@ impl Judge {
         }
     }
 
-    /// Removes from a list answer what the principal may not see, and
-    /// learns tool annotations on the way. `None`: not a list, unchanged.
-    pub fn filter_lists(&self, msg: &[u8]) -> Option<Bytes> {
+    /// Reads an upstream answer strictly and removes from every list in it
+    /// what the principal may not see, learning tool annotations on the
+    /// way. Returns what the answer is and the bytes to send instead
+    /// (`None`: the original). An answer that cannot be read with
+    /// certainty is refused, never relayed raw.
+    pub fn judge_answer(&self, msg: &[u8]) -> Result<(Answer, Option<Bytes>), Refusal> {
         let policy = self.court.policy.snapshot();
-        let (out, removed) = lists::filter_message(msg, |kind, items| {
+        let depth = self.court.max_json_depth;
+        let filtered = lists::filter_answer(msg, depth, |kind, items| {
             if kind == lists::ListKind::Tools {
                 for item in items {
                     if let Some(a) = item.annotations {
@@ -182,9 +188,12 @@ impl Judge {
             let shown = verdicts.iter().take(items.len()).filter(|v| **v).count();
             self.court.metrics.hidden(kind.key(), items.len() - shown);
             verdicts
-        })?;
-        tracing::debug!(removed, "filtered list response");
-        Some(out)
+        })
+        .map_err(|e| Refusal::from(Cause::UnreadableAnswer(e.to_string())))?;
+        if filtered.removed > 0 {
+            tracing::debug!(removed = filtered.removed, "filtered list response");
+        }
+        Ok((filtered.answer, filtered.rewritten))
     }
 }
 

@@ -77,6 +77,7 @@ impl Shared {
                 catalog: ToolCatalog::default(),
                 metrics,
                 instance: config.instance_id(),
+                max_json_depth: config.limits.max_json_depth,
             }),
             hosts: HostGuard::new(&config.security.allowed_hosts),
             legacy: Arc::default(),

@@ -22,7 +22,10 @@ use super::{
 use crate::{
     body::{self, ProxyBody},
     identity::Principal,
-    mcp::{Body, Call, Kind},
+    mcp::{
+        content_type::{self, BodyType},
+        Body, Call, Kind,
+    },
     upstream::UpstreamError,
 };
 
@@ -206,25 +209,41 @@ async fn relay(
     denials: Vec<Bytes>,
 ) -> Response<ProxyBody> {
     let status = resp.status();
+    let kind = match relay::body_type(resp.headers()) {
+        Ok(kind) => kind,
+        Err(refusal) => return failure(shared, &refusal, &ex, &denials),
+    };
     // A 202 carries no answer a client reads, so the denials of a partly
     // allowed batch cannot ride in it.
     if !denials.is_empty() && status == StatusCode::ACCEPTED {
         return rescue::denials(format, &denials, true);
     }
-    if relay::is_event_stream(resp.headers()) && status.is_success() {
-        let head = outbound::response_head(&resp, false);
-        let stream = relay::SseRelay::new(ex, denials, shared.sse_settings());
-        return outbound::with_body(head, stream.spawn(resp.into_body()));
+    match kind {
+        BodyType::EventStream if status.is_success() => {
+            let head = outbound::response_head(&resp, false);
+            let stream = relay::SseRelay::new(ex, denials, shared.sse_settings());
+            outbound::with_body(head, stream.spawn(resp.into_body()))
+        }
+        // Whatever the status: a list answered with a 500 is still a list.
+        BodyType::Json => relay_json(shared, &mut ex, resp, &denials).await,
+        _ if !denials.is_empty() && status.is_success() => {
+            // The upstream accepted the allowed part; the client still
+            // needs the denials.
+            rescue::denials(format, &denials, true)
+        }
+        _ => relay_other(shared, &mut ex, resp, &denials).await,
     }
-    if relay::is_json(resp.headers()) && status.is_success() {
-        return relay_json(shared, &mut ex, resp, &denials).await;
+}
+
+/// Reads a whole answer body within the response limit and the timeout.
+async fn read_answer(shared: &Shared, body: Incoming) -> Result<Bytes, Refusal> {
+    let read = Limited::new(body, shared.max_response_bytes).collect();
+    let timeout = shared.upstream.request_timeout();
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(UpstreamError::Unavailable(format!("reading the answer: {e}")).into()),
+        Err(_) => Err(UpstreamError::Timeout(timeout).into()),
     }
-    if !denials.is_empty() && status.is_success() {
-        // The upstream accepted the allowed part (202); the client still
-        // needs the denials.
-        return rescue::denials(format, &denials, true);
-    }
-    outbound::relay_raw(resp)
 }
 
 async fn relay_json(
@@ -234,16 +253,40 @@ async fn relay_json(
     denials: &[Bytes],
 ) -> Response<ProxyBody> {
     let head = outbound::response_head(&resp, false);
-    let read = Limited::new(resp.into_body(), shared.max_response_bytes).collect();
-    let timeout = shared.upstream.request_timeout();
-    let bytes = match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => {
-            let e = UpstreamError::Unavailable(format!("reading JSON answer: {e}"));
-            return failure(shared, &e.into(), ex, denials);
-        }
-        Err(_) => return failure(shared, &UpstreamError::Timeout(timeout).into(), ex, denials),
+    let judged = match read_answer(shared, resp.into_body()).await {
+        Ok(bytes) => relay::filter_json(ex, &bytes, denials),
+        Err(refusal) => Err(refusal),
     };
-    let out = relay::filter_json(ex, &bytes, denials);
-    outbound::with_body(head, body::full(out))
+    match judged {
+        Ok(out) => outbound::with_body(head, body::full(out)),
+        Err(refusal) => failure(shared, &refusal, ex, denials),
+    }
+}
+
+/// An answer under a content type that is neither JSON nor SSE: relayed as
+/// it is, unless it looks like JSON to a client that parses any body
+/// (then it is judged like JSON).
+async fn relay_other(
+    shared: &Shared,
+    ex: &mut Exchange,
+    resp: Response<Incoming>,
+    denials: &[Bytes],
+) -> Response<ProxyBody> {
+    let head = outbound::response_head(&resp, true);
+    let bytes = match read_answer(shared, resp.into_body()).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return failure(shared, &refusal, ex, denials),
+    };
+    if !content_type::sniff_json(&bytes) {
+        return outbound::with_body(head, body::full(bytes));
+    }
+    match relay::filter_json(ex, &bytes, denials) {
+        Ok(out) if out == bytes => outbound::with_body(head, body::full(out)),
+        Ok(out) => {
+            let mut resp = outbound::with_body(head, body::full(out));
+            resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+            resp
+        }
+        Err(refusal) => failure(shared, &refusal, ex, denials),
+    }
 }

@@ -4,7 +4,7 @@
 //! [`SseRelay::emit`] (where a replay buffer will hook in).
 
 use bytes::Bytes;
-use http::{header, HeaderMap};
+use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
@@ -16,12 +16,15 @@ use super::{
     exchange::Exchange,
     legacy,
     metrics::HttpMetrics,
-    rescue::{self, Refusal},
+    rescue::{self, Cause, Refusal},
     respond,
 };
 use crate::{
     body::{BoxError, ProxyBody},
-    mcp::sse,
+    mcp::{
+        content_type::{self, BodyType},
+        sse,
+    },
     upstream::UpstreamError,
 };
 
@@ -29,20 +32,14 @@ use crate::{
 /// so that a slow client applies back-pressure to the upstream.
 const CHANNEL_FRAMES: usize = 16;
 
-pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    content_type_is(headers, respond::EVENT_STREAM)
-}
-
-pub fn is_json(headers: &HeaderMap) -> bool {
-    content_type_is(headers, respond::JSON)
-}
-
-fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
+/// How an answer's body will be read by a client: an SSE stream, JSON
+/// (inspected whole), or other bytes; a body Portcullis could not see
+/// through (compressed, a repeated or unreadable Content-Type, another
+/// charset) is refused.
+pub fn body_type(headers: &HeaderMap) -> Result<BodyType, Refusal> {
+    content_type::check_encoding(headers)
+        .and_then(|()| content_type::classify(headers))
+        .map_err(|e| Cause::UnreadableAnswer(e.to_string()).into())
 }
 
 /// What an SSE relay needs besides its exchange.
@@ -54,33 +51,36 @@ pub struct SseSettings {
 }
 
 /// Processes a whole JSON answer (one message or a batch) and appends
-/// `extra` messages (denials from a partly allowed batch).
-pub fn filter_json(ex: &mut Exchange, body: &[u8], extra: &[Bytes]) -> Bytes {
+/// `extra` messages (denials from a partly allowed batch). A body that
+/// cannot be read with certainty is refused whole.
+pub fn filter_json(ex: &mut Exchange, body: &[u8], extra: &[Bytes]) -> Result<Bytes, Refusal> {
     let trimmed = crate::mcp::message::trim_start(body);
     let is_batch = trimmed.first() == Some(&b'[');
     let mut msgs: Vec<Bytes> = if is_batch {
-        match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
-            Ok(items) => items
-                .iter()
-                .map(|m| process_or_copy(ex, m.get().as_bytes()))
-                .collect(),
-            Err(_) => return Bytes::copy_from_slice(body),
-        }
+        let items = serde_json::from_slice::<Vec<&RawValue>>(trimmed)
+            .map_err(|e| Refusal::from(Cause::UnreadableAnswer(e.to_string())))?;
+        items
+            .iter()
+            .map(|m| process_or_copy(ex, m.get().as_bytes()))
+            .collect::<Result<_, _>>()?
     } else if trimmed.is_empty() {
         Vec::new()
     } else {
-        vec![process_or_copy(ex, trimmed)]
+        // The whole body, not the trimmed one: a BOM or other bytes before
+        // the value are the strict reader's to refuse.
+        vec![process_or_copy(ex, body)?]
     };
     if extra.is_empty() && msgs.len() == 1 && !is_batch {
-        return msgs.remove(0);
+        return Ok(msgs.remove(0));
     }
     msgs.extend_from_slice(extra);
-    respond::join_array(&msgs)
+    Ok(respond::join_array(&msgs))
 }
 
-fn process_or_copy(ex: &mut Exchange, msg: &[u8]) -> Bytes {
-    ex.process(msg)
-        .unwrap_or_else(|| Bytes::copy_from_slice(msg))
+fn process_or_copy(ex: &mut Exchange, msg: &[u8]) -> Result<Bytes, Refusal> {
+    Ok(ex
+        .process(msg)?
+        .unwrap_or_else(|| Bytes::copy_from_slice(msg)))
 }
 
 /// A task that relays one upstream SSE stream to the client.
@@ -209,10 +209,17 @@ impl SseRelay {
                 ));
             }
         }
-        let Some(data) = event.data.as_deref().filter(|_| event.kind() == "message") else {
+        // An event with no data carries no message: servers send one with
+        // just an id to prime resumption (SEP-1699), and clients skip it.
+        let Some(data) = event
+            .data
+            .as_deref()
+            .filter(|d| event.kind() == "message" && !d.is_empty())
+        else {
             return Ok(event.raw);
         };
-        Ok(match self.ex.process(data.as_bytes()) {
+        let processed = self.ex.process(data.as_bytes()).map_err(|r| r.message())?;
+        Ok(match processed {
             Some(out) => sse::encode(
                 event.event.as_deref(),
                 event.id.as_deref(),

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     body::ProxyBody,
-    mcp::{headers::HeaderMismatch, json::JsonError, CodecError, ErrorCode, RpcError},
+    mcp::{headers::HeaderMismatch, CodecError, ErrorCode, RpcError},
     policy::Denial,
     upstream::UpstreamError,
 };
@@ -43,6 +43,10 @@ pub enum Cause {
     Upstream(UpstreamError),
     /// The upstream's answer could not be turned into one for the client.
     BadUpstreamResponse,
+    /// An upstream answer Portcullis must inspect but cannot read with
+    /// certainty (duplicate keys, a BOM, a case variant of a key it reads,
+    /// an encoding it cannot see through...): refused, never relayed raw.
+    UnreadableAnswer(String),
 }
 
 /// A refusal, addressed to the request it answers.
@@ -84,7 +88,9 @@ impl Refusal {
             }
             Cause::ResultDenied(_) => StatusCode::OK,
             Cause::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-            Cause::Upstream(_) | Cause::BadUpstreamResponse => StatusCode::BAD_GATEWAY,
+            Cause::Upstream(_) | Cause::BadUpstreamResponse | Cause::UnreadableAnswer(_) => {
+                StatusCode::BAD_GATEWAY
+            }
         }
     }
 
@@ -92,18 +98,19 @@ impl Refusal {
         match &self.cause {
             Cause::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
             Cause::BodyTooLarge(_) => ErrorCode::PayloadTooLarge,
-            Cause::Undecodable(CodecError::Json(JsonError::Malformed(_))) => ErrorCode::ParseError,
+            Cause::Undecodable(e) => e.code(),
             Cause::MethodNotAllowed
             | Cause::CompressedBody
             | Cause::BodyRead(_)
-            | Cause::BodyTimeout
-            | Cause::Undecodable(_) => ErrorCode::InvalidRequest,
+            | Cause::BodyTimeout => ErrorCode::InvalidRequest,
             Cause::HeaderMismatch(_) => ErrorCode::HeaderMismatch,
             Cause::Denied(_) | Cause::ResultDenied(_) | Cause::BatchDenied => {
                 ErrorCode::PolicyDenied
             }
             Cause::Upstream(UpstreamError::Timeout(_)) => ErrorCode::UpstreamTimeout,
-            Cause::Upstream(_) | Cause::BadUpstreamResponse => ErrorCode::UpstreamUnavailable,
+            Cause::Upstream(_) | Cause::BadUpstreamResponse | Cause::UnreadableAnswer(_) => {
+                ErrorCode::UpstreamUnavailable
+            }
         }
     }
 
@@ -124,7 +131,8 @@ impl Refusal {
             | Cause::ResultDenied(_)
             | Cause::BatchDenied
             | Cause::Upstream(_)
-            | Cause::BadUpstreamResponse => return None,
+            | Cause::BadUpstreamResponse
+            | Cause::UnreadableAnswer(_) => return None,
         })
     }
 
@@ -143,6 +151,9 @@ impl Refusal {
             Cause::BatchDenied => "every message in the batch was denied".into(),
             Cause::Upstream(e) => e.to_string(),
             Cause::BadUpstreamResponse => "invalid upstream response".into(),
+            Cause::UnreadableAnswer(why) => {
+                format!("upstream answer refused: it cannot be read with certainty ({why})")
+            }
         }
     }
 
@@ -169,9 +180,16 @@ impl Refusal {
             metrics.rejected(label);
             tracing::info!(reason = label, error = %self.message(), "refused request");
         }
-        if let Cause::Upstream(e) = &self.cause {
-            metrics.upstream_error(e.kind());
-            tracing::warn!(error = %e, "upstream request failed");
+        match &self.cause {
+            Cause::Upstream(e) => {
+                metrics.upstream_error(e.kind());
+                tracing::warn!(error = %e, "upstream request failed");
+            }
+            Cause::UnreadableAnswer(why) => {
+                metrics.upstream_error("unreadable_answer");
+                tracing::warn!(error = %why, "refused an upstream answer it cannot read with certainty");
+            }
+            _ => {}
         }
     }
 }
@@ -223,6 +241,7 @@ pub fn denials(format: Format, msgs: &[Bytes], batch: bool) -> Response<ProxyBod
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mcp::json::JsonError;
 
     fn id(text: &str) -> Option<Box<RawValue>> {
         Some(RawValue::from_string(text.into()).unwrap())

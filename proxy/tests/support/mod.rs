@@ -55,7 +55,15 @@ impl Upstream {
         let counter = posts.clone();
         let callers: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
         let seen = callers.clone();
-        let std = std::net::TcpListener::bind(addr).unwrap();
+        // A killed upstream's runtime shuts down in the background, so its
+        // listener may outlive `kill` by a moment: retry the same port.
+        let std = (0..100)
+            .find_map(|_| {
+                std::net::TcpListener::bind(addr)
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("upstream port still busy after 2 s");
         std.set_nonblocking(true).unwrap();
         let addr = std.local_addr().unwrap();
         runtime.spawn(async move {

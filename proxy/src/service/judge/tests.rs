@@ -3,6 +3,7 @@ use std::sync::Mutex;
 type Seen = Arc<Mutex<Vec<String>>>;
 
 use super::*;
+use crate::service::rescue::Cause;
 use crate::{
     identity::{Peer, SpiffeId},
     mcp::{
@@ -71,6 +72,7 @@ fn court_with(policy: Fake, metrics: &crate::metrics::Metrics) -> Arc<Court> {
         catalog: ToolCatalog::default(),
         metrics: metrics.http.clone(),
         instance: "test".into(),
+        max_json_depth: 32,
     })
 }
 
@@ -192,7 +194,7 @@ const LIST: &str = r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo",
 fn lists_are_filtered_and_annotations_learned() {
     let court = court(Fake::default());
     let judge = Judge::new(court.clone(), agent());
-    let out = judge.filter_lists(LIST.as_bytes()).unwrap();
+    let out = judge.judge_answer(LIST.as_bytes()).unwrap().1.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let names: Vec<&str> = v["result"]["tools"]
         .as_array()
@@ -205,20 +207,40 @@ fn lists_are_filtered_and_annotations_learned() {
         court.catalog.annotations("echo").as_deref(),
         Some(r#"{"readOnlyHint":true}"#)
     );
-    assert!(judge.filter_lists(ECHO.as_bytes()).is_none());
+    assert!(judge.judge_answer(ECHO.as_bytes()).unwrap().1.is_none());
 }
 
 #[test]
 fn a_policy_swap_reaches_a_judge_already_built() {
     let court = court(Fake::default());
     let judge = Judge::new(court.clone(), agent());
-    let before = judge.filter_lists(LIST.as_bytes()).unwrap();
+    let before = judge.judge_answer(LIST.as_bytes()).unwrap().1.unwrap();
     assert!(String::from_utf8_lossy(&before).contains("echo"));
     court.policy.swap(Box::new(Fake {
         hide_all: true,
         ..Fake::default()
     }));
-    let after = judge.filter_lists(LIST.as_bytes()).unwrap();
+    let after = judge.judge_answer(LIST.as_bytes()).unwrap().1.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&after).unwrap();
     assert_eq!(v["result"]["tools"], serde_json::json!([]));
+}
+
+/// An answer the strict reader cannot read with certainty is refused, not
+/// relayed raw: a client reading the second `tools` (or `Tools`, or the
+/// body after a BOM) would see the hidden tool.
+#[test]
+fn unreadable_answers_are_refused_not_relayed() {
+    let judge = Judge::new(court(Fake::default()), agent());
+    for hostile in [
+        r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[],"tools":[{"name":"secret_tool"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":5,"result":{"Tools":[{"name":"secret_tool"}]}}"#,
+        "\u{feff}{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"tools\":[{\"name\":\"secret_tool\"}]}}",
+        r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[]}}{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"secret_tool"}]}}"#,
+    ] {
+        let refused = judge.judge_answer(hostile.as_bytes());
+        assert!(
+            matches!(&refused, Err(r) if matches!(r.cause, Cause::UnreadableAnswer(_))),
+            "{hostile}: {refused:?}"
+        );
+    }
 }
