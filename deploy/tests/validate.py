@@ -790,6 +790,50 @@ CHECKS = {
 }
 
 
+def containerfile_stages(text):
+    """Stage name -> its lines, in order (a FROM line starts a stage)."""
+    stages, current = {}, None
+    for line in text.splitlines():
+        m = re.match(r"FROM\s+(\S+)(?:\s+AS\s+(\S+))?", line, re.I)
+        if m:
+            current = m.group(2) or m.group(1)
+            stages[current] = []
+        elif current:
+            stages[current].append(line)
+    return stages
+
+
+def check_containerfile(renders, text=None):
+    """Every image the manifests name has a Containerfile target, and the
+    runtime stages run as the uid the manifests expect."""
+    f = DEPLOY.parent / "Containerfile"
+    if text is None and not f.exists():
+        return ["no Containerfile at the repo root"]
+    stages = containerfile_stages(text if text is not None else f.read_text())
+    problems = []
+    if list(stages)[-1:] != ["proxy"]:
+        problems.append("the last stage (the default target) must be proxy")
+    settings = settings_of(renders.get("overlays/cert-manager") or []) or {}
+    images = {
+        "proxy": settings.get("proxyImage"), "init": settings.get("initImage"),
+        "inject": _webhook_container(renders.get("overlays/cert-manager") or [])["image"],
+        "example-server": pod_spec(one(renders.get(EXAMPLE) or [], "Deployment", "mcp-server"))["containers"][0]["image"],
+    }
+    repo = {"proxy": "portcullis", "init": "portcullis-init", "inject": "portcullis-inject",
+            "example-server": "example-mcp-server"}
+    for stage, image in images.items():
+        if stage not in stages:
+            problems.append(f"no Containerfile target {stage} for {image}")
+        elif f"/{repo[stage]}:" not in (image or ""):
+            problems.append(f"{image} does not look like the {stage} target's image ({repo[stage]})")
+    for stage, uid in (("proxy", "1338:1338"), ("inject", "1338:1338")):
+        if f"USER {uid}" not in stages.get(stage, []):
+            problems.append(f"stage {stage} must run as USER {uid}")
+    if not any("iptables" in l and "nftables" in l for l in stages.get("init", [])):
+        problems.append("the init stage must install iptables and nftables")
+    return problems
+
+
 def check_metric_sources():
     """The metric list above still matches the code that registers them."""
     src = DEPLOY.parent
@@ -869,6 +913,14 @@ def main_checks(res):
         if renders[rel]:
             run_target_checks(res, rel, role, renders[rel], installs)
     run_binary_checks(res, renders, installs)
+    res.record("Containerfile: a target for every image, non-root uids", check_containerfile(renders))
+    hadolint = Path(sys.executable).parent / "hadolint"
+    if hadolint.exists():
+        p = subprocess.run([str(hadolint), str(DEPLOY.parent / "Containerfile")],
+                           capture_output=True, text=True, timeout=60)
+        res.record("Containerfile: hadolint", (p.stdout + p.stderr).strip().splitlines())
+    else:
+        res.skip("Containerfile: hadolint", f"not installed in {Path(sys.executable).parent}")
     return renders, installs
 
 
@@ -1004,6 +1056,10 @@ def self_test(res, renders, installs):
         objs = copy.deepcopy(renders[EXAMPLE])
         mutate(objs)
         res.record(f"self-test: {name} is caught", [] if check_example(objs, installs) else ["NOT caught"])
+    text = (DEPLOY.parent / "Containerfile").read_text()
+    for name, broken in (("Containerfile without the init target", text.replace(" AS init", " AS initial")),
+                         ("Containerfile proxy as root", "USER 0".join(text.rsplit("USER 1338:1338", 1)))):
+        res.record(f"self-test: {name} is caught", [] if check_containerfile(renders, broken) else ["NOT caught"])
     METRICS["portcullis_not_exported_total"] = ("counter", set())
     try:
         drift = check_metric_sources()

