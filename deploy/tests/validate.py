@@ -463,6 +463,44 @@ def rules_for_sa(objs, sa, ns):
     return out
 
 
+def check_match_conditions(objs, example_pod):
+    """The CEL matchConditions, evaluated with cel-python (not the
+    apiserver's CEL, but the same language for these plain expressions):
+    an ordinary pod is sent to the webhook, hostNetwork and mirror pods
+    are not."""
+    import celpy
+    mwc = one(objs, "MutatingWebhookConfiguration", MWC_NAME)
+    if mwc is None:
+        return [f"no MutatingWebhookConfiguration {MWC_NAME}"]
+    host = copy.deepcopy(example_pod)
+    host["spec"]["hostNetwork"] = True
+    mirror = copy.deepcopy(example_pod)
+    mirror["metadata"].setdefault("annotations", {})["kubernetes.io/config.mirror"] = "abc"
+    cases = [("an ordinary pod", example_pod, True), ("a hostNetwork pod", host, False),
+             ("a mirror pod", mirror, False)]
+    env, problems = celpy.Environment(), []
+    for w in mwc["webhooks"]:
+        try:
+            programs = [env.program(env.compile(c["expression"])) for c in w.get("matchConditions", [])]
+        except celpy.CELParseError as e:
+            return [f"{w['name']}: CEL does not parse: {e}"]
+        for what, pod, sent in cases:
+            try:
+                got = all(bool(p.evaluate({"object": celpy.json_to_cel(pod)})) for p in programs)
+            except celpy.CELEvalError as e:
+                problems.append(f"{w['name']}: evaluating on {what}: {e}")
+                continue
+            if got != sent:
+                problems.append(f"{w['name']}: {what} would {'not ' if sent else ''}be sent to the webhook")
+    return problems
+
+
+def example_pod(renders):
+    d = one(renders.get(EXAMPLE) or [], "Deployment", "mcp-server")
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": copy.deepcopy(d["spec"]["template"]["metadata"]),
+            "spec": copy.deepcopy(pod_spec(d))}
+
+
 def check_rbac_least_privilege(objs):
     """No wildcards, no cluster-wide Secrets, no dangling bindings."""
     problems = []
@@ -912,6 +950,8 @@ def main_checks(res):
     for rel, role in TARGETS.items():
         if renders[rel]:
             run_target_checks(res, rel, role, renders[rel], installs)
+    for name, inst in installs.items():
+        res.record(f"{name}: matchConditions (CEL, cel-python)", check_match_conditions(inst, example_pod(renders)))
     run_binary_checks(res, renders, installs)
     res.record("Containerfile: a target for every image, non-root uids", check_containerfile(renders))
     hadolint = Path(sys.executable).parent / "hadolint"
@@ -968,6 +1008,10 @@ MUTANTS = [
     ("no per-pod opt-out", CM, check_webhook_configuration, lambda o: _mwc(o).pop("objectSelector")),
     ("no hostNetwork matchCondition", CM, check_webhook_configuration,
      lambda o: _mwc(o)["matchConditions"].pop(0)),
+    ("matchConditions always true", CM, "cel",
+     lambda o: [c.update(expression="true") for c in _mwc(o)["matchConditions"]]),
+    ("matchConditions skip every pod", CM, "cel",
+     lambda o: _mwc(o)["matchConditions"].append({"name": "never", "expression": "false"})),
     ("UPDATE too", CM, check_webhook_configuration,
      lambda o: _mwc(o)["rules"][0].update(operations=["CREATE", "UPDATE"])),
     ("wrong Service", CM, check_webhook_configuration,
@@ -1049,6 +1093,8 @@ def self_test(res, renders, installs):
             continue
         if check == "schema":
             caught = [p for o in objs for p in schema_problems(o)]
+        elif check == "cel":
+            caught = check_match_conditions(objs, example_pod(renders))
         else:
             caught = check(objs)
         res.record(f"self-test: {name} is caught", [] if caught else ["NOT caught"])

