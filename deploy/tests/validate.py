@@ -80,6 +80,7 @@ METRICS = {
     "portcullis_upstream_errors_total": ("counter", {"kind"}),
     "portcullis_rejected_total": ("counter", {"reason"}),
     "portcullis_list_items_hidden_total": ("counter", {"kind"}),
+    "portcullis_denials_total": ("counter", {"by"}),
     "portcullis_inflight_requests": ("gauge", set()),
     "portcullis_filter_evaluations_total": ("counter", {"filter", "hook", "outcome"}),
     "portcullis_filter_duration_seconds": ("histogram", {"filter"}),

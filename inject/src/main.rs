@@ -153,6 +153,19 @@ async fn serve(args: ServeArgs, settings: InjectSettings) -> Result<()> {
         settings,
         metrics: Metrics::default(),
     });
+    if let Some(addr) = args.probe_listen {
+        let probes = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(%addr, "portcullis-inject serving /healthz, /readyz and /metrics");
+        // Ends with the process: the probes must answer until the last
+        // admission request is done.
+        tokio::spawn(server::serve_plain(
+            probes,
+            state.clone(),
+            std::future::pending(),
+        ));
+    }
     server::serve(listener, acceptor, state, shutdown_signal()).await;
     Ok(())
 }

@@ -112,7 +112,10 @@ impl Judge {
         let rec = match decision {
             Decision::Allow => rec,
             Decision::Rewrite { by, .. } => rec.decided("rewrite", by, ""),
-            Decision::Deny(d) => rec.decided("deny", &d.by, &d.reason),
+            Decision::Deny(d) => {
+                self.court.metrics.denied(&d.by);
+                rec.decided("deny", &d.by, &d.reason)
+            }
         };
         rec.took(started.elapsed()).emit();
         self.court
@@ -159,6 +162,7 @@ impl Judge {
                 self.court
                     .metrics
                     .record_decision(&call.method, call.target_name(), "deny_result");
+                self.court.metrics.denied(&d.by);
                 Some(
                     Refusal::from(Cause::ResultDenied(d))
                         .with_id(call.id.clone())

@@ -19,6 +19,7 @@ pub struct HttpMetrics {
     upstream_errors: IntCounterVec,
     rejected: IntCounterVec,
     list_items_hidden: IntCounterVec,
+    denials: IntCounterVec,
     inflight: IntGauge,
     tool_labels: Arc<Mutex<HashSet<String>>>,
 }
@@ -75,6 +76,12 @@ impl HttpMetrics {
                 "List entries removed by policy",
                 &["kind"],
             )?,
+            denials: counter(
+                registry,
+                "denials_total",
+                "Denied messages and results by the rule or filter that decided",
+                &["by"],
+            )?,
             inflight,
             tool_labels: Arc::default(),
         })
@@ -91,6 +98,12 @@ impl HttpMetrics {
         self.latency
             .with_label_values(&[method_label(method)])
             .observe(seconds);
+    }
+
+    /// `by` names a rule or filter from the config (`static:<rule>`,
+    /// `filter:<name>`), so its values are bounded by the config.
+    pub fn denied(&self, by: &str) {
+        self.denials.with_label_values(&[by]).inc();
     }
 
     pub fn upstream_error(&self, kind: &str) {

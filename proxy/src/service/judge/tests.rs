@@ -118,6 +118,10 @@ fn denial_names_the_rule_and_counts() {
         ),
         "{text}"
     );
+    assert!(
+        text.contains(r#"portcullis_denials_total{by="fake:no-delete"} 1"#),
+        "{text}"
+    );
 }
 
 #[test]
