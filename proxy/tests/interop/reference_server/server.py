@@ -1,0 +1,375 @@
+"""Portcullis's reference MCP server for conformance parity.
+
+It implements the tools, resources and prompts that the MCP conformance
+suite's server scenarios ask for (names and payloads are read from the
+scenario definitions in @modelcontextprotocol/conformance 0.1.16 and
+0.2.0-alpha.12), with the Python SDK (mcp 2.x), so that it passes every
+server scenario it can when run directly. The parity runner then compares
+those results with the same suite run through Portcullis.
+
+Usage: server.py [PORT]   (Streamable HTTP on 127.0.0.1:PORT/mcp)
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import sys
+from typing import Any
+
+import anyio
+from mcp import types
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.prompts.base import UserMessage
+from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
+from mcp.server.transport_security import TransportSecuritySettings
+
+# A 1x1 red PNG and a tiny silent WAV: the suite only checks type and base64.
+RED_PIXEL_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
+SILENT_WAV = base64.b64encode(
+    b"RIFF" + (36 + 8).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+    + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (8000).to_bytes(4, "little")
+    + (8000).to_bytes(4, "little") + (1).to_bytes(2, "little") + (8).to_bytes(2, "little")
+    + b"data" + (8).to_bytes(4, "little") + bytes([128] * 8)
+).decode()
+
+JSON_SCHEMA_TOOL = "json_schema_2020_12_tool"
+JSON_SCHEMA_2020_12 = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {
+        "address": {
+            "type": "object",
+            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+        }
+    },
+    "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+    "additionalProperties": False,
+}
+
+
+class MemoryEventStore(EventStore):
+    """Keeps every event so a client can resume a stream with Last-Event-ID
+    (needed for SSE polling, SEP-1699). Unbounded: a test server only."""
+
+    def __init__(self) -> None:
+        self._events: list[tuple[str, str, types.JSONRPCMessage | None]] = []
+        self._ids = itertools.count(1)
+
+    async def store_event(self, stream_id: str, message: types.JSONRPCMessage | None) -> str:
+        event_id = str(next(self._ids))
+        self._events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+        stream_id = next((s for e, s, _ in self._events if e == last_event_id), None)
+        if stream_id is None:
+            return None
+        after = False
+        for event_id, sid, message in list(self._events):
+            if after and sid == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+            after = after or event_id == last_event_id
+        return stream_id
+
+
+server = MCPServer("portcullis-reference-server", version="1.0.0")
+
+
+def text(value: str) -> types.TextContent:
+    return types.TextContent(type="text", text=value)
+
+
+# ---------------------------------------------------------------- tools
+
+
+@server.tool(description="Returns a simple text response")
+def test_simple_text() -> types.CallToolResult:
+    return types.CallToolResult(content=[text("This is a simple text response for testing.")])
+
+
+@server.tool(description="Returns a 1x1 PNG image")
+def test_image_content() -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.ImageContent(type="image", data=RED_PIXEL_PNG, mime_type="image/png")]
+    )
+
+
+@server.tool(description="Returns a short WAV clip")
+def test_audio_content() -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.AudioContent(type="audio", data=SILENT_WAV, mime_type="audio/wav")]
+    )
+
+
+@server.tool(description="Returns an embedded text resource")
+def test_embedded_resource() -> types.CallToolResult:
+    resource = types.TextResourceContents(
+        uri="test://embedded-resource", mime_type="text/plain", text="This is an embedded resource content."
+    )
+    return types.CallToolResult(content=[types.EmbeddedResource(type="resource", resource=resource)])
+
+
+@server.tool(description="Returns text, image and resource content together")
+def test_multiple_content_types() -> types.CallToolResult:
+    resource = types.TextResourceContents(
+        uri="test://mixed-content-resource",
+        mime_type="application/json",
+        text=json.dumps({"test": "data", "value": 123}, separators=(",", ":")),
+    )
+    return types.CallToolResult(
+        content=[
+            text("Multiple content types test:"),
+            types.ImageContent(type="image", data=RED_PIXEL_PNG, mime_type="image/png"),
+            types.EmbeddedResource(type="resource", resource=resource),
+        ]
+    )
+
+
+@server.tool(description="Sends three info log notifications while running")
+async def test_tool_with_logging(ctx: Context) -> str:
+    await ctx.info("Tool execution started")
+    await anyio.sleep(0.05)
+    await ctx.info("Tool processing data")
+    await anyio.sleep(0.05)
+    await ctx.info("Tool execution completed")
+    return "Tool with logging executed successfully"
+
+
+@server.tool(description="A logging tool (2026-07-28 scenarios use this name)")
+async def test_logging_tool(ctx: Context) -> str:
+    return await test_tool_with_logging(ctx)
+
+
+@server.tool(description="Always fails")
+def test_error_handling() -> str:
+    raise ToolError("This tool intentionally returns an error for testing")
+
+
+@server.tool(description="Reports progress 0, 50, 100 of 100")
+async def test_tool_with_progress(ctx: Context) -> str:
+    for step in (0, 50, 100):
+        await ctx.report_progress(step, 100, f"step {step}")
+        if step < 100:
+            await anyio.sleep(0.05)
+    return "Tool with progress executed successfully"
+
+
+@server.tool(description="Asks the client to sample an LLM")
+async def test_sampling(prompt: str, ctx: Context) -> str:
+    result = await ctx.session.create_message(
+        messages=[types.SamplingMessage(role="user", content=text(prompt))],
+        max_tokens=100,
+        related_request_id=ctx.request_id,
+    )
+    content = result.content
+    answer = content.text if isinstance(content, types.TextContent) else str(content)
+    return f"LLM response: {answer}"
+
+
+async def elicit(ctx: Context, message: str, schema: dict[str, Any]) -> types.ElicitResult:
+    return await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+
+
+@server.tool(description="Asks the user for a username and email")
+async def test_elicitation(message: str, ctx: Context) -> str:
+    schema = {
+        "type": "object",
+        "properties": {
+            "username": {"type": "string", "description": "User's response"},
+            "email": {"type": "string", "description": "User's email address"},
+        },
+        "required": ["username", "email"],
+    }
+    result = await elicit(ctx, message, schema)
+    return f"User response: <action: {result.action}, content: {json.dumps(result.content)}>"
+
+
+@server.tool(description="Elicitation whose schema has defaults for every primitive type (SEP-1034)")
+async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "description": "Name", "default": "John Doe"},
+            "age": {"type": "integer", "description": "Age", "default": 30},
+            "score": {"type": "number", "description": "Score", "default": 95.5},
+            "status": {
+                "type": "string",
+                "description": "Status",
+                "enum": ["active", "inactive", "pending"],
+                "default": "active",
+            },
+            "verified": {"type": "boolean", "description": "Verified", "default": True},
+        },
+    }
+    result = await elicit(ctx, "Please review the defaults", schema)
+    return f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}"
+
+
+@server.tool(description="Elicitation with every enum variant (SEP-1330)")
+async def test_elicitation_sep1330_enums(ctx: Context) -> str:
+    titled = [("value1", "First Option"), ("value2", "Second Option"), ("value3", "Third Option")]
+    choices = [("value1", "First Choice"), ("value2", "Second Choice"), ("value3", "Third Choice")]
+    schema = {
+        "type": "object",
+        "properties": {
+            "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+            "titledSingle": {"type": "string", "oneOf": [{"const": c, "title": t} for c, t in titled]},
+            "legacyEnum": {
+                "type": "string",
+                "enum": ["opt1", "opt2", "opt3"],
+                "enumNames": ["Option One", "Option Two", "Option Three"],
+            },
+            "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+            "titledMulti": {"type": "array", "items": {"anyOf": [{"const": c, "title": t} for c, t in choices]}},
+        },
+    }
+    result = await elicit(ctx, "Pick some options", schema)
+    return f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}"
+
+
+@server.tool(name=JSON_SCHEMA_TOOL, description="Tool with JSON Schema 2020-12 features")
+def json_schema_2020_12_tool(name: str = "", address: dict[str, Any] | None = None) -> str:
+    return f"name={name} address={json.dumps(address)}"
+
+
+@server.tool(description="Ends the POST SSE stream mid-call; the answer comes on resumption (SEP-1699)")
+async def test_reconnection(ctx: Context) -> str:
+    await anyio.sleep(0.1)
+    await ctx.close_sse_stream()
+    await anyio.sleep(0.3)
+    return "Reconnection test completed"
+
+
+# ---------------------------------------------------------------- resources
+
+
+@server.resource("test://static-text", name="static-text", description="A static text resource", mime_type="text/plain")
+def static_text() -> str:
+    return "This is the content of the static text resource."
+
+
+@server.resource("test://static-binary", name="static-binary", description="A static PNG", mime_type="image/png")
+def static_binary() -> bytes:
+    return base64.b64decode(RED_PIXEL_PNG)
+
+
+@server.resource(
+    "test://watched-resource", name="watched-resource", description="A resource to subscribe to", mime_type="text/plain"
+)
+def watched_resource() -> str:
+    return "Watched resource content."
+
+
+@server.resource(
+    "test://template/{id}/data", name="template-data", description="A templated resource", mime_type="application/json"
+)
+def template_data(id: str) -> str:
+    return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"}, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def user(content: types.ContentBlock) -> UserMessage:
+    return UserMessage(content)
+
+
+@server.prompt(description="A simple prompt without arguments")
+def test_simple_prompt() -> list[UserMessage]:
+    return [user(text("This is a simple prompt for testing."))]
+
+
+@server.prompt(description="A prompt with two required arguments")
+def test_prompt_with_arguments(arg1: str, arg2: str) -> list[UserMessage]:
+    return [user(text(f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"))]
+
+
+@server.prompt(description="A prompt that embeds a resource")
+def test_prompt_with_embedded_resource(resourceUri: str) -> list[UserMessage]:  # noqa: N803 (wire name)
+    resource = types.TextResourceContents(
+        uri=resourceUri, mime_type="text/plain", text="Embedded resource content for testing."
+    )
+    return [
+        user(types.EmbeddedResource(type="resource", resource=resource)),
+        user(text("Please process the embedded resource above.")),
+    ]
+
+
+@server.prompt(description="A prompt with an image")
+def test_prompt_with_image() -> list[UserMessage]:
+    return [
+        user(types.ImageContent(type="image", data=RED_PIXEL_PNG, mime_type="image/png")),
+        user(text("Please analyze the image above.")),
+    ]
+
+
+@server.completion()
+async def complete(ref: Any, argument: types.CompletionArgument, context: Any) -> types.Completion:
+    candidates = ["paris", "park", "party", "test", "testing"]
+    values = [c for c in candidates if c.startswith(argument.value)]
+    return types.Completion(values=values, total=len(values), has_more=False)
+
+
+# ------------------------------------------------- handlers the SDK leaves out
+
+low = server._lowlevel_server  # noqa: SLF001 (the SDK has no public hook for these)
+subscribed: set[str] = set()
+_list_tools = server._handle_list_tools  # noqa: SLF001
+
+
+async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+    """The SDK derives input schemas from signatures; the 2020-12 scenario
+    needs `$schema`, `$defs` and `additionalProperties` kept verbatim."""
+    result = await _list_tools(ctx, params)
+    for tool in result.tools:
+        if tool.name == JSON_SCHEMA_TOOL:
+            tool.input_schema = JSON_SCHEMA_2020_12
+    return result
+
+
+async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+    return types.EmptyResult()
+
+
+async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    subscribed.add(str(params.uri))
+    return types.EmptyResult()
+
+
+async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    subscribed.discard(str(params.uri))
+    return types.EmptyResult()
+
+
+low.add_request_handler("tools/list", types.PaginatedRequestParams, list_tools)
+low.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+low.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+low.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
+
+
+def main() -> None:
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 3110
+    # Host/Origin checks: the dns-rebinding scenario expects a localhost
+    # server to refuse foreign Host and Origin headers.
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{h}:{port}" for h in ("localhost", "127.0.0.1", "[::1]")] + ["localhost", "127.0.0.1"],
+        allowed_origins=[f"http://{h}:{port}" for h in ("localhost", "127.0.0.1", "[::1]")],
+    )
+    server.run(
+        "streamable-http",
+        host="127.0.0.1",
+        port=port,
+        event_store=MemoryEventStore(),
+        retry_interval=500,
+        transport_security=security,
+    )
+
+
+if __name__ == "__main__":
+    main()
