@@ -16,15 +16,18 @@ import base64
 import itertools
 import json
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
+from mcp_types import MISSING_REQUIRED_CLIENT_CAPABILITY
+from pydantic import Field
 from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 
 # A 1x1 red PNG and a tiny silent WAV: the suite only checks type and base64.
 RED_PIXEL_PNG = (
@@ -243,6 +246,151 @@ async def test_reconnection(ctx: Context) -> str:
     await ctx.close_sse_stream()
     await anyio.sleep(0.3)
     return "Reconnection test completed"
+
+
+# ------------------------------------------- 2026-07-28 era (SEP-2322, 2575, 2243)
+
+
+def needs_input(requests: dict[str, Any], state: str | None = None) -> types.InputRequiredResult:
+    """An InputRequiredResult (SEP-2322); the SDK seals `requestState`, so a
+    tampered echo is refused before the tool runs."""
+    wire: dict[str, Any] = {"resultType": "input_required", "inputRequests": requests}
+    if state is not None:
+        wire["requestState"] = state
+    return types.InputRequiredResult.model_validate(wire)
+
+
+def ask(message: str, field: str, kind: str = "string") -> dict[str, Any]:
+    schema = {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
+    return {"method": "elicitation/create", "params": {"message": message, "requestedSchema": schema}}
+
+
+def sample(prompt: str, max_tokens: int = 100) -> dict[str, Any]:
+    message = {"role": "user", "content": {"type": "text", "text": prompt}}
+    return {"method": "sampling/createMessage", "params": {"messages": [message], "maxTokens": max_tokens}}
+
+
+ROOTS = {"method": "roots/list", "params": {}}
+
+
+def answers(ctx: Context) -> dict[str, Any]:
+    """The client's input responses as plain JSON, keyed as we asked."""
+    raw = ctx.input_responses or {}
+    return {k: (v.model_dump(by_alias=True, mode="json") if hasattr(v, "model_dump") else v) for k, v in raw.items()}
+
+
+def answered(ctx: Context, *keys: str) -> dict[str, Any] | None:
+    got = answers(ctx)
+    return got if all(isinstance(got.get(k), dict) for k in keys) else None
+
+
+@server.tool(description="MRTR: asks for the user's name by elicitation")
+def test_input_required_result_elicitation(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    got = answered(ctx, "user_name")
+    if got is None:
+        return needs_input({"user_name": ask("What is your name?", "name")})
+    name = (got["user_name"].get("content") or {}).get("name", "unknown")
+    return types.CallToolResult(content=[text(f"Hello, {name}!")])
+
+
+@server.tool(description="MRTR: asks the client to sample an LLM")
+def test_input_required_result_sampling(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    got = answered(ctx, "capital_question")
+    if got is None:
+        return needs_input({"capital_question": sample("What is the capital of France?")})
+    reply = got["capital_question"].get("content") or {}
+    return types.CallToolResult(content=[text(f"LLM said: {reply.get('text', '')}")])
+
+
+@server.tool(description="MRTR: asks for the client's roots")
+def test_input_required_result_list_roots(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    got = answered(ctx, "client_roots")
+    if got is None:
+        return needs_input({"client_roots": ROOTS})
+    uris = [r.get("uri", "") for r in got["client_roots"].get("roots", [])]
+    return types.CallToolResult(content=[text(f"Roots: {', '.join(uris)}")])
+
+
+@server.tool(description="MRTR: round-trips requestState")
+def test_input_required_result_request_state(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    if answered(ctx, "confirm") is None or ctx.request_state != "confirm-pending":
+        return needs_input({"confirm": ask("Please confirm", "ok", "boolean")}, "confirm-pending")
+    return types.CallToolResult(content=[text("Confirmed: state-ok")])
+
+
+@server.tool(description="MRTR: elicitation, sampling and roots in one round")
+def test_input_required_result_multiple_inputs(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    keys = ("user_name", "greeting", "client_roots")
+    if answered(ctx, *keys) is None:
+        requests = {
+            "user_name": ask("What is your name?", "name"),
+            "greeting": sample("Generate a greeting", 50),
+            "client_roots": ROOTS,
+        }
+        return needs_input(requests, "multi-pending")
+    return types.CallToolResult(content=[text("All inputs received")])
+
+
+@server.tool(description="MRTR: two rounds with evolving requestState")
+def test_input_required_result_multi_round(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    if ctx.request_state == "round-2" and answered(ctx, "step2"):
+        return types.CallToolResult(content=[text("Multi-round complete")])
+    if ctx.request_state == "round-1" and answered(ctx, "step1"):
+        return needs_input({"step2": ask("Step 2: What is your favorite color?", "color")}, "round-2")
+    return needs_input({"step1": ask("Step 1: What is your name?", "name")}, "round-1")
+
+
+@server.tool(description="MRTR: sealed requestState; a tampered echo is refused")
+def test_input_required_result_tampered_state(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    if ctx.request_state == "sealed" and answered(ctx, "confirm"):
+        return types.CallToolResult(content=[text("State verified")])
+    return needs_input({"confirm": ask("Please confirm", "ok", "boolean")}, "sealed")
+
+
+@server.tool(description="MRTR: only asks for what the client declared")
+def test_input_required_result_capabilities(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    if answers(ctx):
+        return types.CallToolResult(content=[text("Capabilities respected")])
+    caps = ctx.client_capabilities
+    requests: dict[str, Any] = {}
+    if caps is not None and caps.sampling is not None:
+        requests["question"] = sample("What is 2 + 2?")
+    if caps is not None and caps.elicitation is not None:
+        requests["user_name"] = ask("What is your name?", "name")
+    if caps is not None and caps.roots is not None:
+        requests["client_roots"] = ROOTS
+    if not requests:
+        return types.CallToolResult(content=[text("Client declared no input capability")])
+    return needs_input(requests)
+
+
+@server.prompt(description="MRTR on prompts/get")
+def test_input_required_result_prompt(ctx: Context) -> list[Any] | types.InputRequiredResult:
+    got = answered(ctx, "user_context")
+    if got is None:
+        return needs_input({"user_context": ask("What context should the prompt use?", "context")})
+    context = (got["user_context"].get("content") or {}).get("context", "")
+    return [UserMessage(text(f"Prompt with context: {context}"))]
+
+
+@server.tool(description="Needs the sampling capability; refused with -32021 when undeclared (SEP-2575)")
+def test_missing_capability(ctx: Context) -> str:
+    caps = ctx.client_capabilities
+    if caps is None or caps.sampling is None:
+        raise MCPError(
+            code=MISSING_REQUIRED_CLIENT_CAPABILITY,
+            message="Client did not declare the sampling capability",
+            data={"requiredCapabilities": {"sampling": {}}},
+        )
+    return "sampling capability present"
+
+
+@server.tool(description="Echoes parameters that clients mirror into Mcp-Param-* headers (SEP-2243)")
+def test_custom_headers(
+    region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})],
+    priority: Annotated[int, Field(json_schema_extra={"x-mcp-header": "Priority"})] = 0,
+) -> str:
+    return f"region={region} priority={priority}"
 
 
 # ---------------------------------------------------------------- resources
