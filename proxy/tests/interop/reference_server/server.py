@@ -24,7 +24,7 @@ from pydantic import Field
 from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.prompts.base import UserMessage
+from mcp.server.mcpserver.prompts.base import Prompt, UserMessage
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -393,6 +393,34 @@ def test_custom_headers(
     return f"region={region} priority={priority}"
 
 
+_changes = itertools.count(1)
+
+
+@server.tool(description="Adds a tool and announces it on subscriptions/listen streams (SEP-2575)")
+async def test_trigger_tool_change(ctx: Context) -> str:
+    name = f"dynamic_tool_{next(_changes)}"
+    server.add_tool(lambda: "dynamic", name=name, description="A tool added at run time")
+    await ctx.notify_tools_changed()
+    return f"added {name}"
+
+
+@server.tool(description="Adds a prompt and announces it on subscriptions/listen streams (SEP-2575)")
+async def test_trigger_prompt_change(ctx: Context) -> str:
+    name = f"dynamic_prompt_{next(_changes)}"
+    server.add_prompt(Prompt.from_function(lambda: "dynamic", name=name, description="A prompt added at run time"))
+    await ctx.notify_prompts_changed()
+    return f"added {name}"
+
+
+@server.tool(description="Counts slowly with progress and log notifications (for client resumption tests)")
+async def slow_progress(ctx: Context, steps: int = 5, delay_ms: int = 200) -> str:
+    for i in range(1, steps + 1):
+        await anyio.sleep(delay_ms / 1000)
+        await ctx.report_progress(i, steps, f"step {i}")
+        await ctx.info(f"step {i} of {steps}")
+    return f"counted to {steps}"
+
+
 # ---------------------------------------------------------------- resources
 
 
@@ -504,10 +532,12 @@ def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 3110
     # Host/Origin checks: the dns-rebinding scenario expects a localhost
     # server to refuse foreign Host and Origin headers.
+    # Any port: through Portcullis the Host header names the sidecar's port.
+    local = ("localhost", "127.0.0.1", "[::1]")
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{h}:{port}" for h in ("localhost", "127.0.0.1", "[::1]")] + ["localhost", "127.0.0.1"],
-        allowed_origins=[f"http://{h}:{port}" for h in ("localhost", "127.0.0.1", "[::1]")],
+        allowed_hosts=[*local, *(f"{h}:*" for h in local)],
+        allowed_origins=[f"http://{h}:*" for h in local] + [f"http://{h}" for h in local],
     )
     server.run(
         "streamable-http",
