@@ -4,8 +4,9 @@ Each probe drives Portcullis in front of a scripted upstream (a tiny raw
 HTTP/1.1 server in this file, so every byte the upstream sends is under the
 probe's control) and prints PASS or FAIL against the EXPECTED, FIXED
 behaviour. On code that still has a defect, its probe fails; that is the
-point. Probe 6 is an extra finding (client-drop resumption) made while
-writing the TypeScript SDK client scenarios.
+point. Probes 6 and 7 are extra: 6 guards the resumption GET, 7 is a finding
+(client-drop resumption) made while writing the TypeScript SDK client
+scenarios.
 
 Usage: regression_probes.py [--portcullis PATH] [--only N ...]
 Exit status 1 when any probe fails; the last line is `N passed, M failed`.
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -43,6 +45,8 @@ MODERN_META = {
 }
 
 # ------------------------------------------------------------ scripted upstream
+
+HOLD_RELEASED = threading.Event()  # set when the upstream sees /hold's connection close
 
 
 def head(status: str, ctype: str, extra: str = "", length: int | None = None) -> bytes:
@@ -85,6 +89,17 @@ async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
                 await asyncio.sleep(REQUEST_TIMEOUT_S + 5)
             except asyncio.CancelledError:
                 return  # the probe run is over
+        elif path == "/hold":
+            # An SSE answer still in progress; notes when the proxy lets go.
+            writer.write(head("200 OK", "text/event-stream", "mcp-session-id: s1\r\n"))
+            writer.write(b"id: ev-1\ndata: \n\n")
+            await writer.drain()
+            try:
+                while await asyncio.wait_for(reader.read(1024), REQUEST_TIMEOUT_S):
+                    pass
+                HOLD_RELEASED.set()
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                return
         elif path == "/resume" and method == "GET":
             # Resumption with Last-Event-ID: the replayed answer, then the end.
             last = headers.get("last-event-id", "")
@@ -232,6 +247,18 @@ def probe_resume_get() -> tuple[bool, str]:
     return ok, f"status {status}, body {text.strip()[:200]!r}"
 
 
+def probe_client_drop_reaches_upstream() -> tuple[bool, str]:
+    """Extra: when the client drops a POST's SSE stream, Portcullis drops its
+    upstream request too, as a direct connection would; otherwise the server
+    keeps the stream registered and a resumption GET gets nothing until the
+    call ends (seen with the TypeScript SDK client and the Python SDK server)."""
+    HOLD_RELEASED.clear()
+    call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "hold", "arguments": {}}}
+    status, _, body = http("POST", "/hold", call, {"mcp-session-id": "s1", "mcp-protocol-version": "2025-11-25"}, 1)
+    released = HOLD_RELEASED.wait(3)
+    return released, f"client got status {status} and {len(body)} bytes, then left; upstream connection closed: {released}"
+
+
 PROBES = [
     ("1 SSE clean end after an event with an id is relayed without -32052", probe_sse_clean_end),
     ("2 -32020/-32600 errors carry the request id", probe_error_ids),
@@ -239,6 +266,7 @@ PROBES = [
     ("4 resources/subscribe without uri (2026-07-28) gets the server's -32601", probe_removed_method_passthrough),
     ("5 an endless application/json answer streams to the client", probe_endless_json),
     ("6 resumption GET with Last-Event-ID relays the replayed answer", probe_resume_get),
+    ("7 a client dropping a POST stream releases the upstream request", probe_client_drop_reaches_upstream),
 ]
 
 
@@ -280,7 +308,7 @@ async def run(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--portcullis", default=os.environ.get("PORTCULLIS_BIN", str(ROOT / "target/debug/portcullis")))
-    ap.add_argument("--only", action="append", help="probe numbers to run (1-6)")
+    ap.add_argument("--only", action="append", help="probe numbers to run (1-7)")
     return asyncio.run(run(ap.parse_args()))
 
 
