@@ -30,7 +30,7 @@ probe() { # name args...
 }
 probe tools-list --method tools/list
 probe tools-call --method tools/call --tool-name test_simple_text
-probe tools-call-args --method tools/call --tool-name json_schema_2020_12_tool --tool-arg name=ada
+probe tools-call-args --method tools/call --tool-name json_schema_2020_12_tool --tool-arg name=ada contactMethod=email email=ada@example.org
 probe tools-call-error --method tools/call --tool-name test_error_handling
 probe prompts-list --method prompts/list
 probe prompts-get --method prompts/get --prompt-name test_prompt_with_arguments --prompt-args arg1=hello arg2=world

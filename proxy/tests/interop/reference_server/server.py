@@ -46,11 +46,23 @@ JSON_SCHEMA_2020_12 = {
     "type": "object",
     "$defs": {
         "address": {
+            "$anchor": "addressDef",
             "type": "object",
             "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
         }
     },
-    "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+    "properties": {
+        "name": {"type": "string"},
+        "address": {"$ref": "#/$defs/address"},
+        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+        "phone": {"type": "string"},
+        "email": {"type": "string"},
+    },
+    # SEP-2106 (2026-07-28): composition, conditional and $anchor keywords survive.
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
     "additionalProperties": False,
 }
 
@@ -236,8 +248,14 @@ async def test_elicitation_sep1330_enums(ctx: Context) -> str:
 
 
 @server.tool(name=JSON_SCHEMA_TOOL, description="Tool with JSON Schema 2020-12 features")
-def json_schema_2020_12_tool(name: str = "", address: dict[str, Any] | None = None) -> str:
-    return f"name={name} address={json.dumps(address)}"
+def json_schema_2020_12_tool(
+    name: str = "",
+    address: dict[str, Any] | None = None,
+    contactMethod: str | None = None,  # noqa: N803 (wire name)
+    phone: str | None = None,
+    email: str | None = None,
+) -> str:
+    return f"name={name} address={json.dumps(address)} contact={contactMethod} phone={phone} email={email}"
 
 
 @server.tool(description="Ends the POST SSE stream mid-call; the answer comes on resumption (SEP-1699)")
