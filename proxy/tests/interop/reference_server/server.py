@@ -28,6 +28,7 @@ from mcp.server.mcpserver.prompts.base import Prompt, UserMessage
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from tasks_ext import TasksExtension
 
 # A 1x1 red PNG and a tiny silent WAV: the suite only checks type and base64.
 RED_PIXEL_PNG = (
@@ -92,7 +93,7 @@ class MemoryEventStore(EventStore):
         return stream_id
 
 
-server = MCPServer("portcullis-reference-server", version="1.0.0")
+server = MCPServer("portcullis-reference-server", version="1.0.0", extensions=[TasksExtension()])
 
 
 def text(value: str) -> types.TextContent:
@@ -437,6 +438,47 @@ async def slow_progress(ctx: Context, steps: int = 5, delay_ms: int = 200) -> st
         await ctx.report_progress(i, steps, f"step {i}")
         await ctx.info(f"step {i} of {steps}")
     return f"counted to {steps}"
+
+
+# --------------------------------------- tasks extension fixtures (SEP-2663)
+# Run as tasks by tasks_ext.TasksExtension when the client declared the
+# extension; these bodies are the synchronous fall-through.
+
+
+@server.tool(description="Sync-only greeting")
+def greet(name: str) -> str:
+    return f"Hello, {name}!"
+
+
+@server.tool(description="Task-supporting: sleeps `seconds`, then answers")
+async def slow_compute(seconds: float = 1, label: str = "") -> str:
+    await anyio.sleep(min(seconds, 5))
+    return f"computed {label} in {seconds:g}s"
+
+
+@server.tool(description="Task-required: always ends in a tool error")
+def failing_job() -> str:
+    raise ToolError("failing_job failed on purpose")
+
+
+@server.tool(description="Task-supporting: crashes into a protocol error")
+def protocol_error_job() -> str:
+    raise MCPError(code=-32603, message="protocol_error_job crashed on purpose")
+
+
+@server.tool(description="Task-supporting: asks for confirmation by elicitation")
+def confirm_delete(path: str = "it") -> str:
+    return f"delete of {path} needs a task to confirm"
+
+
+@server.tool(description="Task-supporting: asks two questions at once")
+def multi_input() -> str:
+    return "multi_input needs a task"
+
+
+@server.tool(description="Task-required: MRTR first, then a task")
+def test_tool_with_task() -> str:
+    return "test_tool_with_task needs a task"
 
 
 # ---------------------------------------------------------------- resources
