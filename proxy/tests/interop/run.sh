@@ -130,7 +130,7 @@ step conformance-compare python3 "$here/conformance_compare.py" "$logs/conforman
 
 # Issue 15: conformance parity against our reference server (can fail), the
 # TypeScript SDK client, the MCP Inspector CLI, HTTP/2 (h2c, h2 over mTLS)
-# and the transparency regression probes. About 100 s; see README.md.
+# and the transparency regression probes. About 2 min; see README.md.
 step real-clients env PORTCULLIS_BIN="$pc" bash "$here/real_clients.sh" "$logs/real-clients"
 
 echo
