@@ -30,19 +30,23 @@ pub fn call(req: &Request<'_>, arguments: Option<&str>) -> types::Call {
         },
         method: c.method.clone(),
         id: c.id.as_ref().map(|i| i.get().to_string()),
-        target: c.target.as_ref().map(|t| match t {
-            Target::Tool(n) => types::Target {
+        // 0.1 has no task kind: a filter sees the method (`tasks/get`...)
+        // without a target; the task's own tool call was judged when it
+        // was created, and 0.2 adds the task kind (policy-sdk/WIT-0.2.md).
+        target: c.target.as_ref().and_then(|t| match t {
+            Target::Tool(n) => Some(types::Target {
                 kind: types::TargetKind::Tool,
                 name: n.clone(),
-            },
-            Target::Prompt(n) => types::Target {
+            }),
+            Target::Prompt(n) => Some(types::Target {
                 kind: types::TargetKind::Prompt,
                 name: n.clone(),
-            },
-            Target::Resource(n) => types::Target {
+            }),
+            Target::Resource(n) => Some(types::Target {
                 kind: types::TargetKind::Resource,
                 name: n.clone(),
-            },
+            }),
+            Target::Task(_) => None,
         }),
         arguments: arguments.map(str::to_string),
         caller: caller(req.principal),

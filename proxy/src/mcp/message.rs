@@ -60,15 +60,21 @@ pub enum Target {
     Tool(String),
     Prompt(String),
     Resource(String),
+    /// A task of the tasks extension (SEP-2663), by its id: `tasks/get`,
+    /// `tasks/result`, `tasks/update`, `tasks/cancel`.
+    Task(String),
 }
 
 impl Target {
     pub fn name(&self) -> &str {
         match self {
-            Self::Tool(n) | Self::Prompt(n) | Self::Resource(n) => n,
+            Self::Tool(n) | Self::Prompt(n) | Self::Resource(n) | Self::Task(n) => n,
         }
     }
 }
+
+/// The task methods, which name their task by `params.taskId`.
+pub const TASK_METHODS: [&str; 4] = ["tasks/get", "tasks/result", "tasks/update", "tasks/cancel"];
 
 /// One parsed JSON-RPC message.
 #[derive(Debug, Clone)]
@@ -170,6 +176,8 @@ struct Params<'a> {
     meta: Option<&'a RawValue>,
     #[serde(rename = "protocolVersion", borrow, default)]
     protocol_version: Option<&'a RawValue>,
+    #[serde(rename = "taskId", borrow, default)]
+    task_id: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -234,10 +242,6 @@ pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
         None => Params::default(),
     };
     let method = env.method.unwrap_or_default();
-    let target = target_of(&method, &params)?;
-    if let Some(t) = &target {
-        refuse_controls("target name", t.name())?;
-    }
     let meta_version = params
         .meta
         .and_then(|m| serde_json::from_str::<Meta>(m.get()).ok())
@@ -248,6 +252,10 @@ pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
     };
     // `initialize` names the version it offers; only `_meta` fixes the era.
     let era = refine_era(era, meta_version.as_deref());
+    let target = target_of(&method, &params, &era)?;
+    if let Some(t) = &target {
+        refuse_controls("target name", t.name())?;
+    }
     let body_version = meta_version.or(init_version);
     Ok(Call {
         kind,
@@ -262,7 +270,14 @@ pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
 
 /// The keys Portcullis reads, as the specification spells them.
 const ENVELOPE_KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
-const PARAMS_KEYS: [&str; 5] = ["name", "uri", "arguments", "_meta", "protocolVersion"];
+const PARAMS_KEYS: [&str; 6] = [
+    "name",
+    "uri",
+    "arguments",
+    "_meta",
+    "protocolVersion",
+    "taskId",
+];
 
 /// Duplicates under folding are refused by the validator; this refuses the
 /// lone variant, which Portcullis would ignore and Go would read.
@@ -370,7 +385,15 @@ fn refine_era(era: &Era, body_version: Option<&str>) -> Era {
     }
 }
 
-fn target_of(method: &str, params: &Params<'_>) -> Result<Option<Target>, CodecError> {
+/// Methods an era removed: the server answers them (usually -32601), so a
+/// missing target is the server's to refuse; a target that is present
+/// must still be readable.
+fn removed_in(era: &Era, method: &str) -> bool {
+    *era == Era::Sessionless2026
+        && matches!(method, "resources/subscribe" | "resources/unsubscribe")
+}
+
+fn target_of(method: &str, params: &Params<'_>, era: &Era) -> Result<Option<Target>, CodecError> {
     let need = |field: Option<&RawValue>, what: &str| {
         string_of(field)
             .ok_or_else(|| CodecError::Invalid(format!("{method} requires a string params.{what}")))
@@ -378,9 +401,11 @@ fn target_of(method: &str, params: &Params<'_>) -> Result<Option<Target>, CodecE
     Ok(match method {
         "tools/call" => Some(Target::Tool(need(params.name, "name")?)),
         "prompts/get" => Some(Target::Prompt(need(params.name, "name")?)),
+        _ if removed_in(era, method) && params.uri.is_none() => None,
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             Some(Target::Resource(need(params.uri, "uri")?))
         }
+        m if TASK_METHODS.contains(&m) => Some(Target::Task(need(params.task_id, "taskId")?)),
         _ => None,
     })
 }
@@ -514,6 +539,55 @@ mod tests {
         assert_eq!(
             err.err(),
             Some(CodecError::Json(JsonError::DuplicateKey("name".into())))
+        );
+    }
+}
+
+#[cfg(test)]
+mod fidelity {
+    use super::*;
+
+    fn parse(body: &str, version: &str) -> Result<Call, CodecError> {
+        match parse_body(body.as_bytes(), 64, &Era::from_version(Some(version)))? {
+            Body::Single(c) => Ok(c),
+            Body::Batch(_) => panic!("batch"),
+        }
+    }
+
+    /// Tasks (SEP-2663) name their task, so `Mcp-Name: <taskId>` has
+    /// something to agree with; a task call without a readable id is
+    /// refused like a tool call without a name.
+    #[test]
+    fn task_methods_name_their_task() {
+        for method in TASK_METHODS {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":"task-7"}}}}"#
+            );
+            let c = parse(&body, "2026-07-28").unwrap();
+            assert_eq!(c.target, Some(Target::Task("task-7".into())), "{method}");
+            let bad = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":5}}}}"#
+            );
+            assert!(parse(&bad, "2026-07-28").is_err(), "{method}");
+        }
+        let variant = r#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"TaskId":"a"}}"#;
+        assert!(parse(variant, "2026-07-28").is_err());
+    }
+
+    /// A method the era removed is the server's to answer: without a target
+    /// it passes to the server (which answers -32601); a target that is
+    /// there must still be readable.
+    #[test]
+    fn removed_methods_reach_the_server_but_targets_stay_strict() {
+        let bare = r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{}}"#;
+        assert_eq!(parse(bare, "2026-07-28").unwrap().target, None);
+        assert!(parse(bare, "2025-11-25").is_err(), "still required in 2025");
+        let odd = r#"{"jsonrpc":"2.0","id":1,"method":"resources/unsubscribe","params":{"uri":7}}"#;
+        assert!(parse(odd, "2026-07-28").is_err());
+        let named = r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///a"}}"#;
+        assert_eq!(
+            parse(named, "2026-07-28").unwrap().target,
+            Some(Target::Resource("file:///a".into()))
         );
     }
 }

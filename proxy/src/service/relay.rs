@@ -91,6 +91,9 @@ pub struct SseRelay {
     preface: Vec<Bytes>,
     legacy: Option<legacy::StreamContext>,
     until: Option<CancellationToken>,
+    /// Whether an event with an id has passed: the client can resume the
+    /// stream from it, so a clean end is the server's to explain.
+    resumable: bool,
 }
 
 type Tx = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
@@ -103,6 +106,7 @@ impl SseRelay {
             preface,
             legacy: None,
             until: None,
+            resumable: false,
         }
     }
 
@@ -157,6 +161,10 @@ impl SseRelay {
                     None => injected = None,
                 },
                 () = cancelled(until.as_ref()) => break None,
+                // The client went away: let go of the upstream request now
+                // (dropping its body resets it), not at the next event, so
+                // that the server frees the stream for a resumption.
+                () = tx.closed() => return,
             }
         };
         let mut failure = failure;
@@ -195,6 +203,9 @@ impl SseRelay {
         event: sse::Event,
         injected: &mut Option<mpsc::Receiver<Bytes>>,
     ) -> Result<Bytes, String> {
+        if event.id.as_deref().is_some_and(|id| !id.is_empty()) {
+            self.resumable = true;
+        }
         if event.kind() == "endpoint" {
             if let (Some(ctx), Some(data)) = (self.legacy.as_mut(), event.data.as_deref()) {
                 // An endpoint that could lead the client around the proxy
@@ -237,7 +248,11 @@ impl SseRelay {
             self.settings.metrics.upstream_error("stream_broken");
             tracing::warn!(error = %why, pending = pending.len(), "upstream SSE stream ended abnormally");
         }
-        if pending.is_empty() {
+        // A server may end a stream on purpose once it has sent an event
+        // with an id (SSE polling, SEP-1699): the client resumes with
+        // Last-Event-ID and gets the answers there. Only a stream that broke,
+        // or ended before anything resumable, leaves the client waiting.
+        if pending.is_empty() || (failure.is_none() && self.resumable) {
             return;
         }
         let why = failure.unwrap_or_else(|| "upstream closed the stream before answering".into());

@@ -80,8 +80,8 @@ start portcullis-ts-client 15112 "$pc" run --config "$here/ts-client.yaml"
 start portcullis-inspector 15113 "$pc" run --config "$here/inspector.yaml"
 start portcullis-mtls-reference 15114 "$pc" run --config "$logs/mtls-reference.yaml"
 
-# The last TypeScript scenario (server-ended stream, SEP-1699) is a known
-# Portcullis defect (issue 15 defect 1): it fails until that is fixed.
+# The TypeScript scenarios include both resumptions: after the client drops
+# the stream, and after the server ends it on purpose (SEP-1699).
 step ts-sdk-client "$node" "$here/ts_client/scenarios.mjs" \
   http://127.0.0.1:15112/mcp http://127.0.0.1:3112/mcp test_audio_content
 step inspector-cli bash "$here/inspector_check.sh" \
@@ -90,8 +90,8 @@ step http2-h2c bash "$here/h2_check.sh" h2c http://127.0.0.1:15113/mcp --http2-p
 step http2-mtls bash "$here/h2_check.sh" h2-mtls https://localhost:15114/mcp --http2 \
   --cacert "$pki/ca/ca.pem" --cert "$pki/agent.pem" --key "$pki/agent.key"
 
-# ---- Regression probes (scripted upstream :3120, Portcullis :15120); each
-# fails until its defect is fixed.
+# ---- Regression probes (scripted upstream :3120, Portcullis :15120): one
+# per transparency defect of issue 15; the ones still open are XFAIL.
 step regression-probes "$py" "$here/regression_probes.py" --portcullis "$pc"
 
 echo

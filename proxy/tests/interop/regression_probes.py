@@ -280,6 +280,14 @@ def wait_port(port: int) -> None:
     raise SystemExit(f"FAIL nothing listening on :{port}")
 
 
+# Defects still open (issue 15): reported as XFAIL and not counted as a
+# failure, so that the suite stays a gate for everything else. A known-open
+# probe that passes is reported as XPASS: take it off this list.
+KNOWN_OPEN = {
+    "5": "issue 15 defect 5: an answer that needs no inspection is still read whole",
+}
+
+
 async def run(args: argparse.Namespace) -> int:
     server = await asyncio.start_server(upstream, "127.0.0.1", UPSTREAM_PORT)
     work = pathlib.Path(tempfile.mkdtemp(prefix="probes-"))
@@ -294,6 +302,11 @@ async def run(args: argparse.Namespace) -> int:
             if args.only and name.split()[0] not in args.only:
                 continue
             ok, detail = await asyncio.to_thread(probe)
+            number = name.split()[0]
+            if number in KNOWN_OPEN:
+                tag = "XPASS (take it off KNOWN_OPEN)" if ok else f"XFAIL ({KNOWN_OPEN[number]})"
+                print(f"{tag} probe {name}: {detail}", flush=True)
+                continue
             passed, failed = passed + ok, failed + (not ok)
             print(f"{'PASS' if ok else 'FAIL'} probe {name}: {detail}", flush=True)
     finally:
