@@ -1,5 +1,5 @@
 # Portcullis: the two commands a new machine needs are `make demo` and `make test`.
-.PHONY: demo demo-up test toolchain filters lint unit interop bench bench-smoke peers clean
+.PHONY: demo demo-up test toolchain filters lint unit interop kube bench bench-smoke peers clean
 
 ## Build everything, run the example server behind portcullis, and show
 ## allowed and denied calls. Exits 0 when every call behaved as it must.
@@ -12,7 +12,7 @@ demo-up:
 
 ## Everything CI runs: format, lints, unit and end-to-end tests, and
 ## interop with real MCP peers (installed into .tools/ on first use).
-test: toolchain lint filters unit interop bench-smoke
+test: toolchain lint filters unit kube interop bench-smoke
 
 ## The WASM target that filters are built for.
 toolchain:
@@ -38,6 +38,13 @@ unit:
 
 interop:
 	bash proxy/tests/interop/run.sh
+
+## The Kubernetes half: the webhook's fixtures over HTTPS with goldens and
+## the independent patch checker (jsonpatch + kubernetes-validate), then
+## every kustomization rendered and validated (1.29, 1.33, newest).
+kube:
+	bash inject/tests/run.sh
+	bash deploy/tests/validate.sh
 
 ## The benchmark: portcullis against direct and Envoy 1.40 (configurations
 ## a-g, see bench/README.md). Release builds; writes bench/RESULTS.md,
