@@ -38,6 +38,9 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Install (or, with --clean, remove) the nat rules that send the pod's
+    /// TCP connections to the sidecar. Run by the capture init container.
+    Capture(portcullis_capture::CaptureArgs),
     /// A development CA for demos and tests (production SVIDs come from
     /// SPIRE or cert-manager).
     Ca {
@@ -131,6 +134,10 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => policy_test(&filter, config.as_deref(), call.or(fixtures), timeout),
         Command::Ca { command } => ca(command),
+        Command::Capture(args) => {
+            let mut out = std::io::stdout().lock();
+            portcullis_capture::run(&args, &mut out).context("portcullis capture")
+        }
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             tracing::info!(config = ?cfg, "effective configuration");
