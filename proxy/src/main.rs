@@ -118,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
         Command::Validate { config } => {
-            let cfg = Config::load(&config)?;
+            let cfg = load(&config)?;
             println!("{cfg:#?}");
             println!("config OK: {}", config.display());
             Ok(())
@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
             portcullis_capture::run(&args, &mut out).context("portcullis capture")
         }
         Command::Run { config } => {
-            let cfg = Config::load(&config)?;
+            let cfg = load(&config)?;
             tracing::info!(config = ?cfg, "effective configuration");
             let running = portcullis::start(cfg)
                 .await
@@ -154,6 +154,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The config file, with what the injected pod sets in the environment
+/// (`PORTCULLIS_CAPTURE_MODE`, `PORTCULLIS_INBOUND_PORTS`,
+/// `PORTCULLIS_APP_PROBES`) applied on top.
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(path)?;
+    cfg.apply_env(|name| std::env::var(name).ok())?;
+    Ok(cfg)
 }
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {
