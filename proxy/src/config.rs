@@ -244,11 +244,29 @@ impl Default for ShutdownConfig {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] with [`Config::apply_env`] before validation, so a
+    /// `capture` section may leave its ports to the environment.
+    pub fn load_with_env(
+        path: &Path,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::read(path)?;
+        config.apply_env(get)?;
+        Ok(config)
+    }
+
+    /// Reads and parses, paths resolved, not validated.
+    fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let mut config = Self::from_yaml(&text)?;
+        let mut config = Self::parse(&text)?;
         // Absolute, so that relative filter and cache paths do not depend
         // on the working directory.
         let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -317,10 +335,13 @@ impl Config {
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config = Self::parse(text)?;
         config.validate()?;
         Ok(config)
+    }
+
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -750,6 +771,22 @@ mod tests {
             ]))
             .unwrap_err();
         assert!(e.to_string().contains("PORTCULLIS_INBOUND_PORTS"), "{e}");
+    }
+
+    #[test]
+    fn a_capture_section_may_leave_its_ports_to_the_environment() {
+        let dir = std::env::temp_dir().join(format!("pc-capture-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        let yaml = "upstream: {url: 'http://127.0.0.1:8080'}\ncapture: {addr: '[::]:15106'}\n";
+        std::fs::write(&path, yaml).unwrap();
+        assert!(Config::load(&path).is_err());
+        let ports = [("PORTCULLIS_INBOUND_PORTS", "8080")];
+        let c = Config::load_with_env(&path, env(&ports)).unwrap();
+        let capture = c.capture.unwrap();
+        assert_eq!(capture.addr, "[::]:15106".parse().unwrap());
+        assert_eq!(capture.mcp_ports, [8080]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

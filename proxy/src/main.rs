@@ -160,9 +160,7 @@ async fn main() -> anyhow::Result<()> {
 /// (`PORTCULLIS_CAPTURE_MODE`, `PORTCULLIS_INBOUND_PORTS`,
 /// `PORTCULLIS_APP_PROBES`) applied on top.
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    let mut cfg = Config::load(path)?;
-    cfg.apply_env(|name| std::env::var(name).ok())?;
-    Ok(cfg)
+    Ok(Config::load_with_env(path, |name| std::env::var(name).ok())?)
 }
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {
