@@ -8,8 +8,13 @@ serve HOST PORT LOG   Streamable-HTTP-shaped JSON-RPC on POST /mcp; every
 call URL TOOL         POST a tools/call; prints "status=N <result or error>"
                       or "ERR <why>" when the connection fails.
 get URL               GET; prints "status=N <body>" or "ERR <why>".
+session URL TOOL...   A whole MCP session (initialize, initialized, then one
+                      tools/call per TOOL), as an SDK client would; prints
+                      one line per call: "TOOL: ok <text>" or "TOOL: error <message>".
+                      $MCP_HOST, if set, is sent as the Host header.
 """
 import json
+import os
 import socket
 import sys
 import urllib.error
@@ -98,11 +103,58 @@ def fetch(req):
         return f"ERR {type(e).__name__}: {e}"
 
 
+def post(url, msg, session=None):
+    headers = {"content-type": "application/json",
+               "accept": "application/json, text/event-stream",
+               "mcp-protocol-version": "2025-06-18"}
+    if session:
+        headers["mcp-session-id"] = session
+    if os.environ.get("MCP_HOST"):
+        headers["host"] = os.environ["MCP_HOST"]
+    req = urllib.request.Request(url, data=json.dumps(msg).encode(), method="POST", headers=headers)
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+        body = resp.read().decode()
+        sid = resp.headers.get("mcp-session-id")
+    # JSON, or an SSE stream whose data lines hold JSON-RPC messages.
+    msgs = [json.loads(line[5:]) for line in body.splitlines()
+            if line.startswith("data:") and line[5:].strip()]
+    if not msgs and body.strip():
+        msgs = [json.loads(body)]
+    return sid, [m for m in msgs if m.get("id") == msg.get("id")]
+
+
+def session(url, tools):
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "demo-capture", "version": "1"}}}
+    sid, _ = post(url, init)
+    post(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
+    for i, tool in enumerate(tools, start=1):
+        call = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": tool, "arguments": {"path": "/etc/passwd", "text": "hello"}}}
+        try:
+            _, answers = post(url, call, sid)
+        except Exception as e:  # connection refused or reset, timeout
+            print(f"{tool}: ERR {type(e).__name__}: {e}")
+            continue
+        a = answers[0] if answers else {}
+        if "error" in a:
+            print(f"{tool}: error {a['error'].get('message')}")
+        else:
+            text = " ".join(c.get("text", "") for c in a.get("result", {}).get("content", []))
+            print(f"{tool}: ok {text}")
+
+
 def main(argv):
     if argv[1] == "serve":
         DualStack((argv[2], int(argv[3])), handler(argv[4])).serve_forever()
     elif argv[1] == "call":
         print(call(argv[2], argv[3]))
+    elif argv[1] == "session":
+        try:
+            session(argv[2], argv[3:])
+        except Exception as e:  # the session could not even start
+            print(f"ERR {type(e).__name__}: {e}")
     elif argv[1] == "get":
         print(fetch(urllib.request.Request(argv[2])))
     else:
