@@ -6,7 +6,9 @@ serve HOST PORT LOG   Streamable-HTTP-shaped JSON-RPC on POST /mcp; every
                       so the test can prove what reached the server.
                       GET /healthz answers 200 (the app's readiness probe).
 call URL TOOL         POST a tools/call; prints "status=N <result or error>"
-                      or "ERR <why>" when the connection fails.
+                      or "ERR <why>" when the connection fails. For an https
+                      URL, $MCP_CA is the trust bundle and $MCP_SVID the
+                      client SVID's path prefix (none: no client cert).
 get URL               GET; prints "status=N <body>" or "ERR <why>".
 session URL TOOL...   A whole MCP session (initialize, initialized, then one
                       tools/call per TOOL), as an SDK client would; prints
@@ -16,6 +18,7 @@ session URL TOOL...   A whole MCP session (initialize, initialized, then one
 import json
 import os
 import socket
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -93,9 +96,22 @@ def call(url, tool):
     return fetch(req)
 
 
+def tls_context():
+    """mTLS from $MCP_CA and $MCP_SVID (`<prefix>.pem`/`.key`), or None.
+    SVIDs name a SPIFFE ID, not a host: the chain is verified, the name not."""
+    if not os.environ.get("MCP_CA"):
+        return None
+    ctx = ssl.create_default_context(cafile=os.environ["MCP_CA"])
+    ctx.check_hostname = False
+    svid = os.environ.get("MCP_SVID")
+    if svid:
+        ctx.load_cert_chain(f"{svid}.pem", f"{svid}.key")
+    return ctx
+
+
 def fetch(req):
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+        with urllib.request.urlopen(req, timeout=TIMEOUT, context=tls_context()) as resp:
             return f"status={resp.status} {resp.read().decode().strip()}"
     except urllib.error.HTTPError as e:
         return f"status={e.code} {e.read().decode().strip()}"
