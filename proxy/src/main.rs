@@ -160,7 +160,9 @@ async fn main() -> anyhow::Result<()> {
 /// (`PORTCULLIS_CAPTURE_MODE`, `PORTCULLIS_INBOUND_PORTS`,
 /// `PORTCULLIS_APP_PROBES`) applied on top.
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    Ok(Config::load_with_env(path, |name| std::env::var(name).ok())?)
+    Ok(Config::load_with_env(path, |name| {
+        std::env::var(name).ok()
+    })?)
 }
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {
