@@ -1,5 +1,5 @@
 # Portcullis: the two commands a new machine needs are `make demo` and `make test`.
-.PHONY: demo demo-up test toolchain filters lint unit interop kube bench bench-smoke peers clean
+.PHONY: demo demo-up demo-capture test toolchain filters lint unit kube interop capture-test bench bench-smoke peers clean
 
 ## Build everything, run the example server behind portcullis, and show
 ## allowed and denied calls. Exits 0 when every call behaved as it must.
@@ -10,9 +10,14 @@ demo:
 demo-up:
 	bash scripts/demo.sh --keep
 
+## Transparent capture: a client that dials the MCP server's own port in a
+## pod (two network namespaces) is still policed. Needs root.
+demo-capture:
+	bash scripts/demo-capture.sh
+
 ## Everything CI runs: format, lints, unit and end-to-end tests, and
 ## interop with real MCP peers (installed into .tools/ on first use).
-test: toolchain lint filters unit kube interop bench-smoke
+test: toolchain lint filters unit kube interop capture-test bench-smoke
 
 ## The WASM target that filters are built for.
 toolchain:
@@ -45,6 +50,21 @@ interop:
 kube:
 	bash inject/tests/run.sh
 	bash deploy/tests/validate.sh
+
+# Root for network namespaces and nat rules: sudo when not root already.
+# The scripts install iptables/nftables with apt-get if missing, and fail
+# (never skip) when they cannot run.
+AS_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo sudo -E)
+CAPTURE_BIN := $(abspath $(or $(CARGO_TARGET_DIR),target))/debug
+
+## Capture in real network namespaces, both backends: the rules with a
+## stand-in sidecar (capture/tests/netns.sh), then the real sidecar in front
+## of an MCP server (proxy/tests/capture_netns.sh). Each prints N passed, M failed.
+capture-test:
+	cargo build -p portcullis-capture --bin portcullis-capture --example origdst_echo
+	cargo build -p portcullis --bin portcullis
+	$(AS_ROOT) env PCX_BIN_DIR=$(CAPTURE_BIN) timeout 300 bash capture/tests/netns.sh
+	$(AS_ROOT) env PORTCULLIS_BIN=$(CAPTURE_BIN)/portcullis timeout 300 bash proxy/tests/capture_netns.sh
 
 ## The benchmark: portcullis against direct and Envoy 1.40 (configurations
 ## a-g, see bench/README.md). Release builds; writes bench/RESULTS.md,

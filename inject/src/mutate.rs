@@ -174,7 +174,11 @@ fn plan(pod: &PodObject, o: &PodOverrides, s: &InjectSettings) -> Result<Plan, I
     });
     let mut init_containers = Vec::new();
     if capturing {
-        init_containers.push(containers::init_container(s, &capture_args(o, s)));
+        let args = capture_args(o, s);
+        // Refuse here what the init container would refuse at pod start.
+        args.check()
+            .map_err(|e| InjectError::Conflict(format!("capture settings: {e}")))?;
+        init_containers.push(containers::init_container(s, &args));
     }
     init_containers.push(proxy);
     let volumes = containers::volumes(o);
@@ -199,6 +203,7 @@ fn capture_args(o: &PodOverrides, s: &InjectSettings) -> CaptureArgs {
         mode: o.capture_mode,
         capture_port: s.capture_port,
         outbound_capture_port: s.outbound_capture_port,
+        canary_port: s.canary_port,
         proxy_uid: s.proxy_uid,
         proxy_gid: s.proxy_gid,
         exclude_inbound_ports: exclude,

@@ -2,11 +2,12 @@
 //! unknown fields, and [`Config::validate`] names the field at fault, so a
 //! typo is loud instead of silently changing behaviour.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
 use crate::{
+    admin::app_health::AppProbe,
     filter::{ChainSpec, EngineConfig, FilterSpec},
     identity::source::SourceConfig,
     policy::StaticRules,
@@ -47,6 +48,15 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Transparent capture: the listener the pod's nat rules send inbound
+    /// connections to. Absent: no capture listener.
+    #[serde(default)]
+    pub capture: Option<CaptureConfig>,
+    /// The app's own probes, run by the admin listener under
+    /// `/app-health/<container>/<kind>` (the webhook passes them in
+    /// `PORTCULLIS_APP_PROBES`).
+    #[serde(default)]
+    pub app_probes: BTreeMap<String, AppProbe>,
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub limits: Limits,
@@ -133,6 +143,28 @@ impl Default for AdminConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Where the nat `REDIRECT` delivers (`--inbound-port` of `portcullis capture`).
+    pub addr: SocketAddr,
+    /// The app's MCP ports: a connection redirected from one of these is
+    /// served and forwarded to `127.0.0.1:<port>`; any other is refused.
+    pub mcp_ports: Vec<u16>,
+    /// Answered `200` only through the redirect (the readiness probe).
+    pub canary_port: u16,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 15106)),
+            mcp_ports: Vec::new(),
+            canary_port: 15122,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `http://host:port` of the local MCP server, or `https://host:port`
@@ -212,11 +244,29 @@ impl Default for ShutdownConfig {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] with [`Config::apply_env`] before validation, so a
+    /// `capture` section may leave its ports to the environment.
+    pub fn load_with_env(
+        path: &Path,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::read(path)?;
+        config.apply_env(get)?;
+        Ok(config)
+    }
+
+    /// Reads and parses, paths resolved, not validated.
+    fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let mut config = Self::from_yaml(&text)?;
+        let mut config = Self::parse(&text)?;
         // Absolute, so that relative filter and cache paths do not depend
         // on the working directory.
         let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -264,9 +314,11 @@ impl Config {
             reload_interval: std::time::Duration::ZERO,
             ..c.filter_engine.clone()
         };
-        let checks: [(&'static str, bool); 9] = [
+        let checks: [(&'static str, bool); 11] = [
             ("instance", self.instance == next.instance),
             ("listener", self.listener == next.listener),
+            ("capture", self.capture == next.capture),
+            ("app_probes", self.app_probes == next.app_probes),
             ("identity", self.identity == next.identity),
             ("admin", self.admin == next.admin),
             ("upstream", self.upstream == next.upstream),
@@ -283,10 +335,13 @@ impl Config {
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config = Self::parse(text)?;
         config.validate()?;
         Ok(config)
+    }
+
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -334,7 +389,101 @@ impl Config {
         }
         self.validate_limits()?;
         self.validate_policy()?;
+        self.validate_capture()?;
+        self.validate_app_probes()?;
         self.validate_filters()
+    }
+
+    /// Applies what the injected pod sets in the sidecar's environment
+    /// (`get` is `std::env::var` outside tests), then validates again:
+    /// * `PORTCULLIS_CAPTURE_MODE`: `none` removes the capture listener,
+    ///   `inbound` or `inbound+outbound` adds one (defaults unless the
+    ///   file has a `capture` section);
+    /// * `PORTCULLIS_INBOUND_PORTS`: the MCP ports, `8080,8081`;
+    /// * `PORTCULLIS_APP_PROBES`: JSON, added to `app_probes`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        match get("PORTCULLIS_CAPTURE_MODE").as_deref() {
+            None => {}
+            Some("none") => self.capture = None,
+            Some("inbound" | "inbound+outbound") => {
+                self.capture.get_or_insert_with(CaptureConfig::default);
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "PORTCULLIS_CAPTURE_MODE",
+                    format!("{other:?}: expected none, inbound or inbound+outbound"),
+                ))
+            }
+        }
+        if let (Some(ports), Some(capture)) = (get("PORTCULLIS_INBOUND_PORTS"), &mut self.capture) {
+            let mut ports = portcullis_capture::spec::parse_ports(&ports)
+                .map_err(|e| invalid("PORTCULLIS_INBOUND_PORTS", e.to_string()))?;
+            ports.sort_unstable();
+            ports.dedup();
+            capture.mcp_ports = ports;
+        }
+        if let Some(json) = get("PORTCULLIS_APP_PROBES") {
+            let probes: BTreeMap<String, AppProbe> = serde_json::from_str(&json)
+                .map_err(|e| invalid("PORTCULLIS_APP_PROBES", e.to_string()))?;
+            self.app_probes.extend(probes);
+        }
+        self.validate()
+    }
+
+    fn validate_capture(&self) -> Result<(), ConfigError> {
+        let Some(c) = &self.capture else {
+            return Ok(());
+        };
+        let own = [
+            (c.addr.port(), "the capture port"),
+            (c.canary_port, "the canary port"),
+            (self.listener.addr.port(), "the explicit listener's port"),
+            (self.admin.addr.port(), "the admin port"),
+        ];
+        if c.mcp_ports.is_empty() {
+            return Err(invalid(
+                "capture.mcp_ports",
+                "must name at least one port (or set PORTCULLIS_INBOUND_PORTS)",
+            ));
+        }
+        if c.canary_port == 0 || c.mcp_ports.contains(&0) {
+            return Err(invalid("capture", "port 0 is not a port"));
+        }
+        if c.canary_port == c.addr.port() {
+            return Err(invalid(
+                "capture.canary_port",
+                "must differ from the capture port",
+            ));
+        }
+        // Forwarding a captured port to one of the sidecar's own would loop
+        // into it (or expose the admin port through capture).
+        for (port, what) in own {
+            if c.mcp_ports.contains(&port) {
+                return Err(invalid(
+                    "capture.mcp_ports",
+                    format!("{port} is {what}, not an app port"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_app_probes(&self) -> Result<(), ConfigError> {
+        for (path, probe) in &self.app_probes {
+            if !path.starts_with(crate::admin::app_health::PREFIX) {
+                return Err(invalid(
+                    "app_probes",
+                    format!(
+                        "{path:?} must start with {}",
+                        crate::admin::app_health::PREFIX
+                    ),
+                ));
+            }
+            probe
+                .validate()
+                .map_err(|e| invalid("app_probes", format!("{path}: {e}")))?;
+        }
+        Ok(())
     }
 
     fn validate_filters(&self) -> Result<(), ConfigError> {
@@ -543,5 +692,118 @@ mod tests {
         ))
         .unwrap();
         assert!(old.restart_needed(&applied).is_empty());
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_string())
+        }
+    }
+
+    #[test]
+    fn the_capture_section_is_checked() {
+        let base = "upstream: {url: 'http://127.0.0.1:8080'}\n";
+        let c = Config::from_yaml(&format!("{base}capture: {{mcp_ports: [8080]}}\n")).unwrap();
+        let capture = c.capture.unwrap();
+        assert_eq!(capture.addr, "0.0.0.0:15106".parse().unwrap());
+        assert_eq!(capture.canary_port, 15122);
+        assert!(Config::from_yaml(base).unwrap().capture.is_none());
+        let cases = [
+            ("capture: {mcp_ports: []}", "at least one port"),
+            ("capture: {mcp_ports: [0]}", "port 0"),
+            ("capture: {mcp_ports: [15106]}", "the capture port"),
+            ("capture: {mcp_ports: [15122]}", "the canary port"),
+            ("capture: {mcp_ports: [15001]}", "explicit listener"),
+            ("capture: {mcp_ports: [15020]}", "the admin port"),
+            (
+                "capture: {mcp_ports: [80], canary_port: 15106}",
+                "canary_port",
+            ),
+            (
+                "capture: {mcp_ports: [80], port: 1}",
+                "unknown field `port`",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = err(&format!("{base}{yaml}\n"));
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_injected_environment_turns_capture_on_and_off() {
+        let base = "upstream: {url: 'http://127.0.0.1:8080'}\n";
+        let mut c = Config::from_yaml(base).unwrap();
+        c.apply_env(env(&[
+            ("PORTCULLIS_CAPTURE_MODE", "inbound"),
+            ("PORTCULLIS_INBOUND_PORTS", "8081,8080"),
+        ]))
+        .unwrap();
+        assert_eq!(c.capture.as_ref().unwrap().mcp_ports, [8080, 8081]);
+        c.apply_env(env(&[("PORTCULLIS_CAPTURE_MODE", "none")]))
+            .unwrap();
+        assert!(c.capture.is_none());
+        // Capture with no port to serve is refused rather than run empty.
+        let mut c = Config::from_yaml(base).unwrap();
+        let e = c
+            .apply_env(env(&[("PORTCULLIS_CAPTURE_MODE", "inbound+outbound")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("capture.mcp_ports"), "{e}");
+        let cases = [
+            (
+                ("PORTCULLIS_CAPTURE_MODE", "all"),
+                "PORTCULLIS_CAPTURE_MODE",
+            ),
+            (("PORTCULLIS_APP_PROBES", "{"), "PORTCULLIS_APP_PROBES"),
+        ];
+        for ((k, v), want) in cases {
+            let mut c = Config::from_yaml(base).unwrap();
+            let e = c.apply_env(env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(want), "{k}={v}: {e}");
+        }
+        let mut c = Config::from_yaml(base).unwrap();
+        let e = c
+            .apply_env(env(&[
+                ("PORTCULLIS_CAPTURE_MODE", "inbound"),
+                ("PORTCULLIS_INBOUND_PORTS", "80,x"),
+            ]))
+            .unwrap_err();
+        assert!(e.to_string().contains("PORTCULLIS_INBOUND_PORTS"), "{e}");
+    }
+
+    #[test]
+    fn a_capture_section_may_leave_its_ports_to_the_environment() {
+        let dir = std::env::temp_dir().join(format!("pc-capture-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        let yaml = "upstream: {url: 'http://127.0.0.1:8080'}\ncapture: {addr: '[::]:15106'}\n";
+        std::fs::write(&path, yaml).unwrap();
+        assert!(Config::load(&path).is_err());
+        let ports = [("PORTCULLIS_INBOUND_PORTS", "8080")];
+        let c = Config::load_with_env(&path, env(&ports)).unwrap();
+        let capture = c.capture.unwrap();
+        assert_eq!(capture.addr, "[::]:15106".parse().unwrap());
+        assert_eq!(capture.mcp_ports, [8080]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn app_probes_come_from_the_environment_and_stay_on_loopback() {
+        let mut c = Config::from_yaml("upstream: {url: 'http://127.0.0.1:8080'}\n").unwrap();
+        let probes = r#"{"/app-health/server/readyz":{"httpGet":{"path":"/healthz","port":8080,"scheme":"HTTP"},"timeoutSeconds":1}}"#;
+        c.apply_env(env(&[("PORTCULLIS_APP_PROBES", probes)]))
+            .unwrap();
+        assert!(c.app_probes.contains_key("/app-health/server/readyz"));
+        let away =
+            r#"{"/app-health/server/readyz":{"httpGet":{"port":80,"host":"169.254.169.254"}}}"#;
+        let e = c
+            .apply_env(env(&[("PORTCULLIS_APP_PROBES", away)]))
+            .unwrap_err();
+        assert!(e.to_string().contains("127.0.0.1"), "{e}");
+        let e =
+            err("upstream: {url: 'http://x:1'}\napp_probes: {/metrics: {tcpSocket: {port: 1}}}\n");
+        assert!(e.contains("/app-health/"), "{e}");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The data path is: [`listener`] (accept, handshake) → [`service`]
 //! (hygiene, [`mcp`] decoding, [`policy`], forwarding via [`upstream`]) →
-//! relay back to the client. [`admin`] serves metrics and health.
+//! relay back to the client. [`capture`] is the second way in: connections
+//! the pod's nat rules redirected. [`admin`] serves metrics and health.
 
 // One audited exception, `memory::release_free_heap`; nothing else.
 #![deny(unsafe_code)]
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod capture;
 pub mod config;
 pub mod filter;
 pub mod guard;

@@ -38,6 +38,9 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Install (or, with --clean, remove) the nat rules that send the pod's
+    /// TCP connections to the sidecar. Run by the capture init container.
+    Capture(portcullis_capture::CaptureArgs),
     /// A development CA for demos and tests (production SVIDs come from
     /// SPIRE or cert-manager).
     Ca {
@@ -115,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
         Command::Validate { config } => {
-            let cfg = Config::load(&config)?;
+            let cfg = load(&config)?;
             println!("{cfg:#?}");
             println!("config OK: {}", config.display());
             Ok(())
@@ -131,8 +134,12 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => policy_test(&filter, config.as_deref(), call.or(fixtures), timeout),
         Command::Ca { command } => ca(command),
+        Command::Capture(args) => {
+            let mut out = std::io::stdout().lock();
+            portcullis_capture::run(&args, &mut out).context("portcullis capture")
+        }
         Command::Run { config } => {
-            let cfg = Config::load(&config)?;
+            let cfg = load(&config)?;
             tracing::info!(config = ?cfg, "effective configuration");
             let running = portcullis::start(cfg)
                 .await
@@ -147,6 +154,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The config file, with what the injected pod sets in the environment
+/// (`PORTCULLIS_CAPTURE_MODE`, `PORTCULLIS_INBOUND_PORTS`,
+/// `PORTCULLIS_APP_PROBES`) applied on top.
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load_with_env(path, |name| {
+        std::env::var(name).ok()
+    })?)
 }
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub filter: FilterMetrics,
     pub identity: IdentityMetrics,
+    pub capture: crate::capture::CaptureMetrics,
 }
 
 impl Metrics {
@@ -24,6 +25,7 @@ impl Metrics {
             http: HttpMetrics::register(&registry)?,
             filter: FilterMetrics::register(&registry)?,
             identity: IdentityMetrics::register(&registry)?,
+            capture: crate::capture::CaptureMetrics::register(&registry)?,
             registry,
         })
     }

@@ -14,6 +14,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     admin::Admin,
+    capture::{CaptureListener, Routes},
     config::{Config, ConfigError},
     filter::{build_chain, EngineOptions, FilterEngine, FilterError},
     identity::{
@@ -22,7 +23,7 @@ use crate::{
         tls,
     },
     listener::tls::Mtls,
-    listener::{self, ConnCtx, Plaintext},
+    listener::{self, ConnCtx, Handshake, Plaintext},
     metrics::Metrics,
     policy::{Policy, PolicyHandle},
     reload::Reloader,
@@ -52,6 +53,8 @@ pub enum StartError {
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The capture listener's address, when capture is configured.
+    pub capture_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -75,10 +78,15 @@ impl Running {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
+/// A bound listener and the address it really got (port 0 in tests).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bound = TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind { addr, source })
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local = bound
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((bound, local))
 }
 
 /// Starts the sidecar from `config`: static rules and WASM filters, with
@@ -132,117 +140,141 @@ pub async fn start_with_policy(
     serve(config, Arc::new(PolicyHandle::new(policy)), Metrics::new()?).await
 }
 
-/// The sockets the sidecar serves on, bound before anything starts.
-struct Bound {
-    proxy: TcpListener,
-    admin: TcpListener,
-    proxy_addr: SocketAddr,
-    admin_addr: SocketAddr,
-}
-
-async fn bind_listeners(config: &Config) -> Result<Bound, StartError> {
-    let local = |l: &TcpListener, addr: SocketAddr| {
-        l.local_addr()
-            .map_err(|source| StartError::Bind { addr, source })
-    };
-    let proxy = bind(config.listener.addr).await?;
-    let admin = bind(config.admin.addr).await?;
-    Ok(Bound {
-        proxy_addr: local(&proxy, config.listener.addr)?,
-        admin_addr: local(&admin, config.admin.addr)?,
-        proxy,
-        admin,
-    })
-}
-
-/// Starts the sidecar: bind, start the identity source, build the shared
-/// request state, spawn admin, then serve until shutdown and drain.
 async fn serve(
     config: Config,
     policy: Arc<PolicyHandle>,
     metrics: Metrics,
 ) -> Result<Running, StartError> {
     let config = Arc::new(config);
-    let bound = bind_listeners(&config).await?;
+    // Every port is bound before anything starts, so a clash fails the start.
+    let (proxy, proxy_addr) = bind(config.listener.addr).await?;
+    let (admin, admin_addr) = bind(config.admin.addr).await?;
+    let capture = match &config.capture {
+        Some(c) => Some(bind(c.addr).await?),
+        None => None,
+    };
+    let capture_addr = capture.as_ref().map(|(_, addr)| *addr);
+
     let shutdown = CancellationToken::new();
     let draining = CancellationToken::new();
     let identity = start_identity(&config, &metrics, shutdown.clone()).await?;
-    let upstream_tls = identity.as_ref().and_then(|i| i.upstream.clone());
-    let shared = Shared::new(
+    let shared = Arc::new(Shared::new(
         &config,
         policy,
         metrics.http.clone(),
         draining.clone(),
-        upstream_tls,
-    )?;
+        identity.as_ref().and_then(|i| i.upstream.clone()),
+    )?);
     let ready = Arc::new(AtomicBool::new(true));
     let admin_stop = CancellationToken::new();
-    tokio::spawn(Admin::new(metrics, ready.clone()).serve(bound.admin, admin_stop.clone()));
-    tracing::info!(proxy_addr = %bound.proxy_addr, admin_addr = %bound.admin_addr, upstream = %config.upstream.url, rules = config.policy.rules.len(), "portcullis started");
-    let stop = shutdown.clone();
-    let (proxy_addr, admin_addr) = (bound.proxy_addr, bound.admin_addr);
-    let task = tokio::spawn(async move {
-        let tracker = TaskTracker::new();
-        accept_until(
-            bound.proxy,
-            identity,
-            Arc::new(shared),
-            &config,
-            stop,
-            &tracker,
-        )
-        .await;
-        ready.store(false, Ordering::Release);
-        draining.cancel();
-        drain(&tracker, config.shutdown.drain_timeout).await;
-        admin_stop.cancel();
-        tracing::info!("portcullis stopped");
-    });
+    let admin_server =
+        Admin::new(metrics.clone(), ready.clone()).with_app_probes(config.app_probes.clone());
+    tokio::spawn(admin_server.serve(admin, admin_stop.clone()));
+
+    tracing::info!(%proxy_addr, %admin_addr, ?capture_addr, upstream = %config.upstream.url, rules = config.policy.rules.len(), "portcullis started");
+    let listeners = Listeners {
+        capture: capture.and_then(|(bound, _)| capture_listener(&config, bound, &metrics)),
+        proxy,
+    };
+    let data = DataPath {
+        config,
+        shared,
+        ready,
+        draining,
+        admin_stop,
+    };
+    let task = tokio::spawn(data.run(listeners, identity, shutdown.clone()));
     Ok(Running {
         proxy_addr,
         admin_addr,
+        capture_addr,
         shutdown,
         task,
     })
 }
 
-/// Serves the MCP listener until `stop`, with mTLS when identity is on.
-async fn accept_until(
-    proxy: TcpListener,
-    identity: Option<Identity>,
-    shared: Arc<Shared>,
+fn capture_listener(
     config: &Config,
-    stop: CancellationToken,
-    tracker: &TaskTracker,
-) {
-    let service =
-        move |conn: Arc<ConnCtx>, req| service::handle(shared.clone(), conn.principal.clone(), req);
-    let settings = &config.listener;
-    match identity {
-        Some(id) => {
-            listener::serve(
-                proxy,
-                id.handshake,
-                settings,
-                service,
-                stop,
-                tracker.clone(),
-            )
-            .await
-        }
-        None => listener::serve(proxy, Plaintext, settings, service, stop, tracker.clone()).await,
-    }
+    listener: TcpListener,
+    metrics: &Metrics,
+) -> Option<CaptureListener> {
+    Some(CaptureListener {
+        listener,
+        routes: Routes::new(config.capture.as_ref()?),
+        metrics: metrics.capture.clone(),
+        settings: config.listener.clone(),
+    })
 }
 
-/// Waits for open connections and streams to finish, up to `timeout`.
-async fn drain(tracker: &TaskTracker, timeout: std::time::Duration) {
-    tracker.close();
-    tracing::info!(open = tracker.len(), ?timeout, "draining connections");
-    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
-        tracing::warn!(
-            open = tracker.len(),
-            "drain timeout reached; closing remaining connections"
+/// The listeners that carry MCP traffic.
+struct Listeners {
+    proxy: TcpListener,
+    capture: Option<CaptureListener>,
+}
+
+/// What serves the data path, and what its drain stops.
+struct DataPath {
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    ready: Arc<AtomicBool>,
+    draining: CancellationToken,
+    admin_stop: CancellationToken,
+}
+
+impl DataPath {
+    async fn run(self, listeners: Listeners, identity: Option<Identity>, stop: CancellationToken) {
+        let tracker = TaskTracker::new();
+        match identity {
+            Some(id) => self.accept(listeners, id.handshake, stop, &tracker).await,
+            None => self.accept(listeners, Plaintext, stop, &tracker).await,
+        }
+        self.drain(tracker).await;
+    }
+
+    /// Both listeners share one handshake (so one mTLS mode) and one
+    /// service; only the target differs, set per connection.
+    async fn accept<H: Handshake>(
+        &self,
+        listeners: Listeners,
+        handshake: H,
+        stop: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let shared = self.shared.clone();
+        let service = move |conn: Arc<ConnCtx>, req| {
+            service::handle(shared.clone(), conn.principal.clone(), conn.target, req)
+        };
+        let explicit = listener::serve(
+            listeners.proxy,
+            handshake.clone(),
+            &self.config.listener,
+            service.clone(),
+            stop.clone(),
+            tracker.clone(),
         );
+        match listeners.capture {
+            Some(capture) => {
+                let captured = capture.serve(handshake, service, stop, tracker.clone());
+                tokio::join!(explicit, captured);
+            }
+            None => explicit.await,
+        }
+    }
+
+    async fn drain(self, tracker: TaskTracker) {
+        self.ready.store(false, Ordering::Release);
+        self.draining.cancel();
+        tracker.close();
+        let timeout = self.config.shutdown.drain_timeout;
+        tracing::info!(open = tracker.len(), ?timeout, "draining connections");
+        if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                open = tracker.len(),
+                "drain timeout reached; closing remaining connections"
+            );
+        }
+        self.admin_stop.cancel();
+        tracing::info!("portcullis stopped");
     }
 }
 

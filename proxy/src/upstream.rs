@@ -34,6 +34,18 @@ impl UpstreamError {
     }
 }
 
+/// Where one connection's requests go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// The configured `upstream.url` (the explicit listener).
+    #[default]
+    Configured,
+    /// `http://127.0.0.1:<port>`: the local server port a captured client
+    /// dialled. Always loopback and always plain HTTP: the app is in the
+    /// same pod, and the port was checked against the configured MCP ports.
+    Loopback(u16),
+}
+
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -106,13 +118,17 @@ impl Upstream {
         self.request_timeout
     }
 
-    /// The upstream URI for a client's path and query.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        Uri::builder()
-            .scheme(self.scheme)
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+    /// The upstream URI for a client's path and query, at `target`.
+    pub fn uri_for(&self, target: Target, path_and_query: &str) -> Result<Uri, http::Error> {
+        let builder = match target {
+            Target::Configured => Uri::builder()
+                .scheme(self.scheme)
+                .authority(self.authority.clone()),
+            Target::Loopback(port) => Uri::builder()
+                .scheme("http")
+                .authority(format!("127.0.0.1:{port}")),
+        };
+        builder.path_and_query(path_and_query).build()
     }
 
     /// Sends a request and waits for the response headers, within the
@@ -139,4 +155,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn a_captured_connection_goes_to_loopback_over_plain_http() {
+        let c = Config::from_yaml("upstream: {url: 'http://10.1.2.3:9000'}\n").unwrap();
+        let up = Upstream::new(&c.upstream, &c.upstream_uri().unwrap(), None).unwrap();
+        let configured = up.uri_for(Target::Configured, "/mcp?x=1").unwrap();
+        assert_eq!(configured.to_string(), "http://10.1.2.3:9000/mcp?x=1");
+        let captured = up.uri_for(Target::Loopback(8080), "/mcp").unwrap();
+        assert_eq!(captured.to_string(), "http://127.0.0.1:8080/mcp");
+    }
 }

@@ -38,6 +38,7 @@ use crate::{
     body::{Guarded, ProxyBody},
     config::ListenerConfig,
     identity::{Peer, Principal},
+    upstream::Target,
 };
 
 /// Turns an accepted TCP stream into the stream HTTP is served on, and
@@ -62,6 +63,9 @@ pub struct ConnCtx {
     pub orig_dst: Option<SocketAddr>,
     /// The verified peer, as a principal requests start from.
     pub principal: Principal,
+    /// Where allowed requests go: the configured upstream on the explicit
+    /// listener, the dialled local port on the capture listener.
+    pub target: Target,
 }
 
 /// No TLS: every caller is anonymous.
@@ -134,29 +138,52 @@ pub async fn serve<H, S, F>(
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     while let Some((tcp, peer)) = accept(&listener, &shutdown).await {
-        let _ = tcp.set_nodelay(true);
-        let conn = Connection {
-            settings: settings.clone(),
-            shutdown: shutdown.clone(),
-            peer,
-        };
+        let conn = Connection::new(settings, &shutdown, peer);
         tracker.spawn(conn.run(tcp, handshake.clone(), service.clone()));
     }
 }
 
-struct Connection {
+/// One accepted connection, from handshake to drain.
+pub(crate) struct Connection {
     settings: ListenerConfig,
     shutdown: CancellationToken,
     peer: SocketAddr,
+    orig_dst: Option<SocketAddr>,
+    target: Target,
 }
 
 impl Connection {
-    async fn run<H, S, F>(self, tcp: TcpStream, handshake: H, service: S)
+    pub(crate) fn new(
+        settings: &ListenerConfig,
+        shutdown: &CancellationToken,
+        peer: SocketAddr,
+    ) -> Self {
+        Self {
+            settings: settings.clone(),
+            shutdown: shutdown.clone(),
+            peer,
+            orig_dst: None,
+            target: Target::Configured,
+        }
+    }
+
+    /// A connection the kernel redirected from `orig_dst`, whose requests go
+    /// to `target`.
+    pub(crate) fn redirected(self, orig_dst: SocketAddr, target: Target) -> Self {
+        Self {
+            orig_dst: Some(orig_dst),
+            target,
+            ..self
+        }
+    }
+
+    pub(crate) async fn run<H, S, F>(self, tcp: TcpStream, handshake: H, service: S)
     where
         H: Handshake,
         S: Fn(Arc<ConnCtx>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
+        let _ = tcp.set_nodelay(true);
         let local_addr = tcp.local_addr().ok();
         let timeout = self.settings.header_read_timeout;
         let (io, peer) = match tokio::time::timeout(timeout, handshake.handshake(tcp, self.peer))
@@ -169,8 +196,9 @@ impl Connection {
         let ctx = Arc::new(ConnCtx {
             peer_addr: self.peer,
             local_addr,
-            orig_dst: None,
+            orig_dst: self.orig_dst,
             principal: Principal::from_peer(peer),
+            target: self.target,
         });
         self.serve(io, ctx, service).await;
     }

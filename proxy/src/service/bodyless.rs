@@ -27,7 +27,7 @@ use crate::{
 /// is already turned into the client's answer.
 async fn send(
     shared: &Shared,
-    principal: &Principal,
+    out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {
     let (parts, _body) = req.into_parts();
@@ -39,7 +39,6 @@ async fn send(
             shared.metrics(),
         ));
     }
-    let out = Outbound::new(&shared.upstream, principal, shared.forward_authorization);
     let sent = match out.request(&parts, Bytes::new()) {
         Ok(req) => out.send(req).await,
         Err(refusal) => Err(refusal),
@@ -50,10 +49,10 @@ async fn send(
 /// DELETE and other body-less methods: forwarded, answer relayed as is.
 pub async fn passthrough(
     shared: &Arc<Shared>,
-    principal: Principal,
+    out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    match send(shared, &principal, req).await {
+    match send(shared, out, req).await {
         Ok(resp) => outbound::relay_raw(resp),
         Err(answer) => answer,
     }
@@ -65,9 +64,10 @@ pub async fn passthrough(
 pub async fn stream(
     shared: &Arc<Shared>,
     principal: Principal,
+    out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let resp = match send(shared, &principal, req).await {
+    let resp = match send(shared, out, req).await {
         Ok(resp) => resp,
         Err(answer) => return answer,
     };

@@ -41,8 +41,9 @@ use crate::{
     guard::HostGuard,
     identity::Principal,
     policy::PolicyHandle,
-    upstream::Upstream,
+    upstream::{Target, Upstream},
 };
+use outbound::Outbound;
 
 /// Everything a request needs, shared by all connections.
 pub struct Shared {
@@ -113,16 +114,18 @@ impl Drop for InflightGuard {
     }
 }
 
-/// Serves one HTTP request from `principal`.
+/// Serves one HTTP request from `principal`, forwarding what the policy
+/// allows to `target` (chosen by the listener for the whole connection).
 pub async fn handle(
     shared: Arc<Shared>,
     principal: Principal,
+    target: Target,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let gauge = shared.metrics().inflight().clone();
     gauge.inc();
     let guard = InflightGuard(gauge);
-    let resp = route(&shared, principal, req).await;
+    let resp = route(&shared, principal, target, req).await;
     let (parts, body) = resp.into_parts();
     let body = http_body_util::BodyExt::boxed_unsync(Guarded::new(body, guard));
     Response::from_parts(parts, body)
@@ -131,17 +134,24 @@ pub async fn handle(
 async fn route(
     shared: &Arc<Shared>,
     principal: Principal,
+    target: Target,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if let Err(why) = shared.hosts.check(req.uri(), req.headers()) {
         let refusal = Refusal::from(Cause::ForbiddenOrigin(why));
         return rescue::answer(&refusal, shared.metrics());
     }
+    let out = Outbound::new(
+        &shared.upstream,
+        target,
+        &principal,
+        shared.forward_authorization,
+    );
     match *req.method() {
-        Method::POST => post::handle(shared, principal, req).await,
-        Method::GET => bodyless::stream(shared, principal, req).await,
+        Method::POST => post::handle(shared, principal, &out, req).await,
+        Method::GET => bodyless::stream(shared, principal, &out, req).await,
         Method::DELETE | Method::OPTIONS | Method::HEAD => {
-            bodyless::passthrough(shared, principal, req).await
+            bodyless::passthrough(shared, &out, req).await
         }
         _ => rescue::answer(&Cause::MethodNotAllowed.into(), shared.metrics()),
     }

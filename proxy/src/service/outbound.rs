@@ -19,7 +19,7 @@ use super::{
 use crate::{
     body::ProxyBody,
     identity::Principal,
-    upstream::{Upstream, UpstreamError},
+    upstream::{Target, Upstream, UpstreamError},
 };
 
 /// Set by Portcullis to the verified caller's SPIFFE ID. Any copy a client
@@ -59,18 +59,26 @@ const HOP_BY_HOP: &[&str] = &[
 /// How one request is sent upstream.
 pub struct Outbound<'a> {
     pub upstream: &'a Upstream,
+    /// Where this connection's requests go (set by the listener).
+    target: Target,
     /// The value of [`CALLER_HEADER`], from the verified peer.
     caller: Option<HeaderValue>,
     forward_authorization: bool,
 }
 
 impl<'a> Outbound<'a> {
-    pub fn new(upstream: &'a Upstream, principal: &Principal, forward_authorization: bool) -> Self {
+    pub fn new(
+        upstream: &'a Upstream,
+        target: Target,
+        principal: &Principal,
+        forward_authorization: bool,
+    ) -> Self {
         let caller = principal
             .spiffe_id()
             .and_then(|id| HeaderValue::from_str(&id.to_string()).ok());
         Self {
             upstream,
+            target,
             caller,
             forward_authorization,
         }
@@ -82,8 +90,11 @@ impl<'a> Outbound<'a> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = self
             .upstream
-            .uri_for(path)
+            .uri_for(self.target, path)
             .map_err(UpstreamError::Request)?;
+        let host = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         let mut req = Request::builder()
             .method(parts.method.clone())
             .uri(uri)
@@ -110,7 +121,7 @@ impl<'a> Outbound<'a> {
         if let Some(id) = &self.caller {
             headers.insert(CALLER_HEADER, id.clone());
         }
-        if let Ok(host) = HeaderValue::from_str(self.upstream.authority().as_str()) {
+        if let Some(host) = host {
             headers.insert(header::HOST, host);
         }
         Ok(req)
@@ -201,7 +212,7 @@ mod tests {
         let agent = Principal::from_peer(Peer::Spiffe(
             SpiffeId::parse("spiffe://td/ns/a/sa/real").unwrap(),
         ));
-        let out = Outbound::new(&up, &agent, false);
+        let out = Outbound::new(&up, Target::Configured, &agent, false);
         let spoof = "spiffe://td/ns/a/sa/admin";
         let p = parts(&[
             ("x-portcullis-caller", spoof),
@@ -237,7 +248,7 @@ mod tests {
     #[test]
     fn an_anonymous_caller_gets_no_caller_header() {
         let up = upstream();
-        let out = Outbound::new(&up, &Principal::default(), false);
+        let out = Outbound::new(&up, Target::Configured, &Principal::default(), false);
         let req = out
             .request(
                 &parts(&[("x_portcullis_caller", "spiffe://td/x")]),

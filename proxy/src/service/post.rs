@@ -32,13 +32,14 @@ use crate::{
 pub async fn handle(
     shared: &Arc<Shared>,
     principal: Principal,
+    out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let (method, resp) = match inbound::decode(req, shared.limits, &shared.legacy).await {
         Ok(decoded) => {
             let method = decoded.method().to_string();
-            (method, judged(shared, principal, decoded).await)
+            (method, judged(shared, principal, out, decoded).await)
         }
         Err(refusal) => (String::new(), rescue::answer(&refusal, shared.metrics())),
     };
@@ -51,6 +52,7 @@ pub async fn handle(
 async fn judged(
     shared: &Arc<Shared>,
     principal: Principal,
+    out: &Outbound<'_>,
     decoded: Decoded,
 ) -> Response<ProxyBody> {
     let mut judge = Judge::new(shared.court.clone(), principal);
@@ -62,7 +64,9 @@ async fn judged(
         Body::Batch(entries) => batch(shared, &decoded, ex, entries),
     };
     match plan {
-        Ok(Plan::Forward { body, ex, denials }) => send(shared, &decoded, ex, body, denials).await,
+        Ok(Plan::Forward { body, ex, denials }) => {
+            send(shared, out, &decoded, ex, body, denials).await
+        }
         Ok(Plan::Answered(resp)) => resp,
         Err(refusal) => rescue::answer(&refusal, shared.metrics()),
     }
@@ -172,16 +176,12 @@ fn batch(
 /// a partly allowed batch).
 async fn send(
     shared: &Shared,
+    out: &Outbound<'_>,
     decoded: &Decoded,
     ex: Exchange,
     body: Bytes,
     denials: Vec<Bytes>,
 ) -> Response<ProxyBody> {
-    let out = Outbound::new(
-        &shared.upstream,
-        &ex.judge.principal,
-        shared.forward_authorization,
-    );
     let sent = match out.request(&decoded.parts, body) {
         Ok(req) => out.send(req).await,
         Err(refusal) => Err(refusal),

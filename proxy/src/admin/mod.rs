@@ -1,7 +1,11 @@
-//! The admin listener: `/metrics`, `/healthz` and `/readyz`, on a port of
-//! its own so that it is never exposed through the MCP listener.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` and the app's own
+//! probes under `/app-health/` ([`app_health`]), on a port of its own so
+//! that it is never exposed through the MCP listener.
+
+pub mod app_health;
 
 use std::{
+    collections::BTreeMap,
     convert::Infallible,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -16,17 +20,31 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
+use self::app_health::AppProbe;
 use crate::{listener, metrics::Metrics};
 
 #[derive(Clone)]
 pub struct Admin {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
+    app_probes: Arc<BTreeMap<String, AppProbe>>,
 }
 
 impl Admin {
     pub fn new(metrics: Metrics, ready: Arc<AtomicBool>) -> Self {
-        Self { metrics, ready }
+        Self {
+            metrics,
+            ready,
+            app_probes: Arc::default(),
+        }
+    }
+
+    /// Serves the app's probes, keyed by their full admin path.
+    pub fn with_app_probes(self, probes: BTreeMap<String, AppProbe>) -> Self {
+        Self {
+            app_probes: Arc::new(probes),
+            ..self
+        }
     }
 
     pub async fn serve<L>(self, listener: L, shutdown: CancellationToken)
@@ -40,7 +58,7 @@ impl Admin {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.answer(&req)) }
+                    async move { Ok::<_, Infallible>(admin.answer(&req).await) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), svc)
@@ -49,8 +67,22 @@ impl Admin {
         }
     }
 
-    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        match req.uri().path() {
+    async fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if path.starts_with(app_health::PREFIX) {
+            return match self.app_probes.get(path) {
+                Some(probe) => {
+                    let (status, detail) = probe.run().await;
+                    text_response(status, "text/plain", format!("{detail}\n").into_bytes())
+                }
+                None => not_found(),
+            };
+        }
+        self.answer_own(path)
+    }
+
+    fn answer_own(&self, path: &str) -> Response<Full<Bytes>> {
+        match path {
             "/metrics" => match self.metrics.render() {
                 Ok(text) => text_response(StatusCode::OK, "text/plain; version=0.0.4", text),
                 Err(e) => text_response(
@@ -68,9 +100,13 @@ impl Admin {
                 "text/plain",
                 b"draining\n".to_vec(),
             ),
-            _ => text_response(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+            _ => not_found(),
         }
     }
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    text_response(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec())
 }
 
 fn text_response(
