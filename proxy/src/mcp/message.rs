@@ -61,7 +61,8 @@ pub enum Target {
     Prompt(String),
     Resource(String),
     /// A task of the tasks extension (SEP-2663), by its id: `tasks/get`,
-    /// `tasks/result`, `tasks/update`, `tasks/cancel`.
+    /// `tasks/update`, `tasks/cancel`. (`tasks/result` is removed in that
+    /// revision: the server answers it, -32601.)
     Task(String),
 }
 
@@ -74,7 +75,7 @@ impl Target {
 }
 
 /// The task methods, which name their task by `params.taskId`.
-pub const TASK_METHODS: [&str; 4] = ["tasks/get", "tasks/result", "tasks/update", "tasks/cancel"];
+pub const TASK_METHODS: [&str; 3] = ["tasks/get", "tasks/update", "tasks/cancel"];
 
 /// One parsed JSON-RPC message.
 #[derive(Debug, Clone)]
