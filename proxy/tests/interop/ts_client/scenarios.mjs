@@ -135,19 +135,31 @@ async function serverEndsAndClientResumes(url) {
 }
 
 scenario("control: server ends the stream, client resumes (direct, no Portcullis)", () => serverEndsAndClientResumes(direct));
-scenario("resumption after the server ends the stream (SEP-1699 polling)", () => serverEndsAndClientResumes(proxied),
-  "EXPECTED-FAIL until issue 15 defect 1 is fixed");
+scenario("resumption after the server ends the stream (SEP-1699 polling)", () => serverEndsAndClientResumes(proxied));
 
 let passed = 0, failed = 0;
+// The resumption scenarios race a 300 ms tool against stream drops; on a
+// loaded 2-core CI machine the direct control itself was seen to miss once.
+// A scenario gets one retry, and a pass on retry says so: a Portcullis defect
+// fails both tries.
 for (const { name, fn, note } of scenarios) {
   const tag = note ? ` [${note}]` : "";
-  try {
-    const detail = await withTimeout(fn(), 20000, name);
-    passed++;
-    console.log(`PASS ${name}${tag}: ${detail}`);
-  } catch (err) {
+  let lastErr;
+  for (const attempt of [1, 2]) {
+    try {
+      const detail = await withTimeout(fn(), 20000, name);
+      passed++;
+      console.log(`PASS ${name}${tag}${attempt > 1 ? " (on retry)" : ""}: ${detail}`);
+      lastErr = undefined;
+      break;
+    } catch (err) {
+      lastErr = err;
+      if (attempt === 1) console.log(`retry ${name}: ${err?.message ?? err}`);
+    }
+  }
+  if (lastErr !== undefined) {
     failed++;
-    console.log(`FAIL ${name}${tag}: ${err?.message ?? err}`);
+    console.log(`FAIL ${name}${tag}: ${lastErr?.message ?? lastErr}`);
   }
 }
 console.log(`${passed} passed, ${failed} failed`);
