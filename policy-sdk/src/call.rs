@@ -78,9 +78,22 @@ pub struct Call {
 }
 
 impl Call {
-    /// The tool name, for `tools/call`.
+    /// The tool name, for `tools/call` only. A task call (`tasks/get`...)
+    /// is also aimed at a tool, the one whose call created the task, so
+    /// that rules on `call.target` cover it; it carries no arguments and
+    /// is not a new call of the tool, so rate limits and argument checks
+    /// keyed on this name leave it alone.
     pub fn tool_name(&self) -> Option<&str> {
-        self.target_of(TargetKind::Tool)
+        (self.method == "tools/call")
+            .then(|| self.target_of(TargetKind::Tool))
+            .flatten()
+    }
+
+    /// For a task call, the tool whose call created the task.
+    pub fn task_tool(&self) -> Option<&str> {
+        (self.method != "tools/call")
+            .then(|| self.target_of(TargetKind::Tool))
+            .flatten()
     }
 
     pub fn prompt_name(&self) -> Option<&str> {

@@ -284,7 +284,13 @@ mod tests {
             .jwt(serde_json::json!({"sub": "alice"}))
             .build();
         assert_eq!(c.tool_name(), Some("t"));
+        assert_eq!(c.task_tool(), None);
         assert_eq!(c.prompt_name(), None);
+        let task = CallBuilder::method("tasks/get")
+            .target(TargetKind::Tool, "t")
+            .build();
+        assert_eq!(task.tool_name(), None, "a task poll is not a call of t");
+        assert_eq!(task.task_tool(), Some("t"));
         assert_eq!(c.args_value()["path"], "/a");
         assert_eq!(c.annotation("destructiveHint"), Some(true));
         assert_eq!(c.caller.claim("sub"), Some(serde_json::json!("alice")));

@@ -128,6 +128,7 @@ fn bench(c: &mut Criterion) {
         headers: &headers,
         annotations: None,
         instance: "bench",
+        task_tool: None,
     };
     assert!(one.check(&req).is_allow());
     assert!(four.check(&req).is_allow());

@@ -188,6 +188,7 @@ fn decide(chain: &FilterChain, fx: &Fixture) -> Result<String, String> {
         headers: &[],
         annotations: annotations.as_deref(),
         instance: "policy-test",
+        task_tool: None,
     };
     let mut line = match chain.check(&req) {
         Decision::Allow => "allow".to_string(),

@@ -78,6 +78,7 @@ fn check(chain: &FilterChain, who: &str, tool: &str) -> String {
         headers: &[],
         annotations: None,
         instance: "test",
+        task_tool: None,
     };
     match chain.check(&req) {
         Decision::Deny(d) => d.reason,

@@ -247,6 +247,22 @@ mod tests {
         assert!(h.visible(&reader, ListKind::Prompts, &["p"]).is_empty());
     }
 
+    /// The proxy aims a task call at the tool that created the task: a
+    /// caller denied the tool is denied its task.
+    #[test]
+    fn task_calls_follow_their_tool() {
+        let h = harness();
+        let task = |tool: &str| {
+            CallBuilder::method("tasks/get")
+                .target(TargetKind::Tool, tool)
+                .spiffe(AGENT)
+                .build()
+        };
+        h.request(&task("echo")).assert_allowed();
+        h.request(&task("delete_file"))
+            .assert_denied("rule no-delete");
+    }
+
     #[test]
     fn untargeted_methods_pass() {
         harness()

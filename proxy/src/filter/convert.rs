@@ -30,9 +30,10 @@ pub fn call(req: &Request<'_>, arguments: Option<&str>) -> types::Call {
         },
         method: c.method.clone(),
         id: c.id.as_ref().map(|i| i.get().to_string()),
-        // 0.1 has no task kind: a filter sees the method (`tasks/get`...)
-        // without a target; the task's own tool call was judged when it
-        // was created, and 0.2 adds the task kind (policy-sdk/WIT-0.2.md).
+        // 0.1 has no task kind: a filter sees a task call (`tasks/get`...)
+        // aimed at the tool whose call created the task, so that a rule
+        // on the tool covers its task; 0.2 adds the task kind
+        // (policy-sdk/WIT-0.2.md).
         target: c.target.as_ref().and_then(|t| match t {
             Target::Tool(n) => Some(types::Target {
                 kind: types::TargetKind::Tool,
@@ -46,7 +47,10 @@ pub fn call(req: &Request<'_>, arguments: Option<&str>) -> types::Call {
                 kind: types::TargetKind::Resource,
                 name: n.clone(),
             }),
-            Target::Task(_) => None,
+            Target::Task(_) => req.task_tool.map(|tool| types::Target {
+                kind: types::TargetKind::Tool,
+                name: tool.to_string(),
+            }),
         }),
         arguments: arguments.map(str::to_string),
         caller: caller(req.principal),

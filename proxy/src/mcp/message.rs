@@ -407,6 +407,11 @@ fn target_of(method: &str, params: &Params<'_>, era: &Era) -> Result<Option<Targ
             Some(Target::Resource(need(params.uri, "uri")?))
         }
         m if TASK_METHODS.contains(&m) => Some(Target::Task(need(params.task_id, "taskId")?)),
+        // 2025-11-25 tasks read their result with `tasks/result`, which
+        // the tasks extension of 2026-07-28 removed.
+        "tasks/result" if *era != Era::Sessionless2026 => {
+            Some(Target::Task(need(params.task_id, "taskId")?))
+        }
         _ => None,
     })
 }

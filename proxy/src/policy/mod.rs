@@ -35,6 +35,9 @@ pub struct Request<'a> {
     pub annotations: Option<&'a str>,
     /// This sidecar's instance identity.
     pub instance: &'a str,
+    /// For a task call (`tasks/get`...), the tool whose `tools/call`
+    /// created the task: a task is judged as a call of its tool too.
+    pub task_tool: Option<&'a str>,
 }
 
 /// Why a message was refused, and by whom.

@@ -101,12 +101,16 @@ impl StaticRules {
 impl Policy for StaticRules {
     fn check(&self, req: &Request<'_>) -> Decision {
         let call = req.call;
-        self.decide(
-            req.principal.peer_text(),
-            call.kind,
-            &call.method,
-            call.target_name(),
-        )
+        let caller = req.principal.peer_text();
+        let own = self.decide(caller, call.kind, &call.method, call.target_name());
+        match req.task_tool {
+            // A task is its tool call's answer: whoever may not call the
+            // tool may not reach its task either.
+            Some(tool) if own.is_allow() => {
+                self.decide(caller, Kind::Request, "tools/call", Some(tool))
+            }
+            _ => own,
+        }
     }
 
     fn visible(&self, principal: &Principal, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
@@ -146,6 +150,7 @@ mod tests {
             headers: &[],
             annotations: None,
             instance: "test",
+            task_tool: None,
         })
     }
 
@@ -298,5 +303,32 @@ rules:
             .unwrap_err()
             .to_string()
             .contains("unknown field `tool`"));
+    }
+
+    /// A task call is judged as a call of the tool that created the task,
+    /// and also by rules on its own method.
+    #[test]
+    fn task_calls_are_judged_as_their_tool() {
+        let r = rules(
+            "rules:\n  - {name: no-delete, action: deny, methods: [tools/call], names: [delete_file]}\n  - {name: no-cancel, action: deny, methods: [tasks/cancel]}\n",
+        );
+        let p = Principal::from_peer(Peer::Anonymous);
+        let get = call(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t"}}"#);
+        let cancel =
+            call(r#"{"jsonrpc":"2.0","id":2,"method":"tasks/cancel","params":{"taskId":"t"}}"#);
+        let judged = |c: &Call, tool: Option<&str>| {
+            r.check(&Request {
+                principal: &p,
+                call: c,
+                session: None,
+                headers: &[],
+                annotations: None,
+                instance: "test",
+                task_tool: tool,
+            })
+        };
+        assert!(judged(&get, Some("echo")).is_allow());
+        assert!(!judged(&get, Some("delete_file")).is_allow());
+        assert!(!judged(&cancel, Some("echo")).is_allow());
     }
 }

@@ -30,11 +30,19 @@ pub fn canonical_id(raw: &str) -> String {
         .unwrap_or_else(|_| raw.to_string())
 }
 
+/// A request whose answer must be read, not only matched.
+struct Pending {
+    call: Call,
+    /// Whether result hooks apply. A `tools/call` is kept even when they
+    /// do not, because its answer may create a task.
+    inspect: bool,
+}
+
 /// Requests still waiting for their answer.
 #[derive(Default)]
 pub struct Answers {
-    /// By canonical id; the call is kept when its result is inspected.
-    waiting: HashMap<String, Option<Call>>,
+    /// By canonical id; the call is kept when its answer must be read.
+    waiting: HashMap<String, Option<Pending>>,
     /// Legacy streams: calls POSTed elsewhere whose answers come here.
     pub legacy_calls: Option<PendingCalls>,
 }
@@ -44,8 +52,12 @@ impl Answers {
     /// for the result hooks.
     pub fn track(&mut self, call: &Call, inspect: bool) {
         let Some(id) = &call.id else { return };
-        self.waiting
-            .insert(canonical_id(id.get()), inspect.then(|| call.clone()));
+        let keep = inspect || call.method == "tools/call";
+        let pending = keep.then(|| Pending {
+            call: call.clone(),
+            inspect,
+        });
+        self.waiting.insert(canonical_id(id.get()), pending);
     }
 
     /// Ids still without an answer, as JSON text.
@@ -56,11 +68,17 @@ impl Answers {
             .collect()
     }
 
-    /// The call answered by `id`, if its result is to be inspected.
-    fn answered(&mut self, id: &str) -> Option<Call> {
+    /// The call answered by `id`, if its answer is to be read.
+    fn answered(&mut self, id: &str) -> Option<Pending> {
         match self.waiting.remove(id) {
-            Some(call) => call,
-            None => self.legacy_calls.as_ref()?.lock().ok()?.remove(id),
+            Some(pending) => pending,
+            None => {
+                let call = self.legacy_calls.as_ref()?.lock().ok()?.remove(id)?;
+                Some(Pending {
+                    call,
+                    inspect: true,
+                })
+            }
         }
     }
 }
@@ -93,19 +111,23 @@ impl Exchange {
         let Answer::Single(AnswerKind::Response { id, is_error }) = &answer else {
             return Ok(rewritten);
         };
-        let Some(call) = self.answers.answered(id) else {
+        let Some(pending) = self.answers.answered(id) else {
             return Ok(rewritten);
         };
         if *is_error {
             return Ok(rewritten);
         }
         let shown = rewritten.as_deref().unwrap_or(msg);
-        let result = serde_json::from_slice::<ResultOf<'_>>(shown)
+        let Some(result) = serde_json::from_slice::<ResultOf<'_>>(shown)
             .ok()
-            .and_then(|r| r.result);
-        Ok(match result {
-            Some(result) => self.judge.check_result(&call, result).or(rewritten),
-            None => rewritten,
+            .and_then(|r| r.result)
+        else {
+            return Ok(rewritten);
+        };
+        self.judge.note_task(&pending.call, result);
+        Ok(match pending.inspect {
+            true => self.judge.check_result(&pending.call, result).or(rewritten),
+            false => rewritten,
         })
     }
 }

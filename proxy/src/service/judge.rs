@@ -15,11 +15,12 @@ use super::{
     catalog::ToolCatalog,
     metrics::HttpMetrics,
     rescue::{Cause, Refusal},
+    tasks::{self, Owner, TaskOwners},
 };
 use crate::{
     audit::Record,
     identity::Principal,
-    mcp::{answer::Answer, lists, with_arguments, Call},
+    mcp::{answer::Answer, lists, with_arguments, Call, Target},
     policy::{Decision, Denial, PolicyHandle, Request, ResultDecision},
 };
 
@@ -32,6 +33,8 @@ pub struct Court {
     pub instance: String,
     /// How deep an upstream answer may nest before it is refused.
     pub max_json_depth: usize,
+    /// Which tool call and caller each task belongs to.
+    pub tasks: TaskOwners,
 }
 
 /// What happens to one message once the policy has spoken.
@@ -73,7 +76,37 @@ impl Judge {
             headers: &self.headers,
             annotations,
             instance: &self.court.instance,
+            task_tool: None,
         }
+    }
+
+    /// The tool a task call reaches, or why it may not: a task the sidecar
+    /// did not see created, or one created by another caller.
+    fn task_tool(&self, task_id: &str) -> Result<String, Denial> {
+        match self.court.tasks.owner(task_id) {
+            Some(o) if o.principal == self.principal.key() => Ok(o.tool),
+            Some(_) => Err(Denial::new(
+                "task-owner",
+                "the task belongs to another caller".to_string(),
+            )),
+            None => Err(Denial::new(
+                "task-owner",
+                "the task was not created through this sidecar".to_string(),
+            )),
+        }
+    }
+
+    /// Remembers the task that an allowed `tools/call` created, if any.
+    pub fn note_task(&self, call: &Call, result: &RawValue) {
+        let (Some(Target::Tool(tool)), Some(id)) = (&call.target, tasks::created_task(result))
+        else {
+            return;
+        };
+        let owner = Owner {
+            tool: tool.clone(),
+            principal: self.principal.key().to_string(),
+        };
+        self.court.tasks.record(&id, owner);
     }
 
     /// Asks the policy about one message (given with its bytes), records
@@ -83,11 +116,17 @@ impl Judge {
         let annotations = call
             .target_name()
             .and_then(|t| self.court.catalog.annotations(t));
-        let decision = self
-            .court
-            .policy
-            .snapshot()
-            .check(&self.request(call, annotations.as_deref()));
+        let task_tool = match &call.target {
+            Some(Target::Task(id)) => self.task_tool(id).map(Some),
+            _ => Ok(None),
+        };
+        let decision = match task_tool {
+            Ok(task_tool) => self.court.policy.snapshot().check(&Request {
+                task_tool: task_tool.as_deref(),
+                ..self.request(call, annotations.as_deref())
+            }),
+            Err(denial) => Decision::Deny(denial),
+        };
         self.record(call, &decision, t);
         match decision {
             Decision::Allow => Verdict::Forward(Bytes::copy_from_slice(raw)),

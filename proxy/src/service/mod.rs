@@ -21,6 +21,7 @@ mod post;
 mod relay;
 mod rescue;
 mod respond;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -79,6 +80,7 @@ impl Shared {
                 metrics,
                 instance: config.instance_id(),
                 max_json_depth: config.limits.max_json_depth,
+                tasks: Default::default(),
             }),
             hosts: HostGuard::new(&config.security.allowed_hosts),
             legacy: Arc::default(),

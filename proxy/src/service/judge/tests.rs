@@ -3,7 +3,7 @@ use std::sync::Mutex;
 type Seen = Arc<Mutex<Vec<String>>>;
 
 use super::*;
-use crate::service::rescue::Cause;
+use crate::service::{exchange::Exchange, rescue::Cause};
 use crate::{
     identity::{Peer, SpiffeId},
     mcp::{
@@ -30,7 +30,8 @@ impl Policy for Fake {
             .lock()
             .unwrap()
             .push(req.principal.key().to_string());
-        match req.call.target_name() {
+        // A task call is judged by the tool that created the task.
+        match req.task_tool.or(req.call.target_name()) {
             Some("delete_file") => Decision::Deny(Denial::new("fake:no-delete", "destructive")),
             Some("shout") => Decision::Rewrite {
                 arguments: RawValue::from_string(r#"{"text":"HI"}"#.into()).unwrap(),
@@ -73,6 +74,7 @@ fn court_with(policy: Fake, metrics: &crate::metrics::Metrics) -> Arc<Court> {
         metrics: metrics.http.clone(),
         instance: "test".into(),
         max_json_depth: 32,
+        tasks: TaskOwners::default(),
     })
 }
 
@@ -246,5 +248,86 @@ fn unreadable_answers_are_refused_not_relayed() {
             matches!(&refused, Err(r) if matches!(r.cause, Cause::UnreadableAnswer(_))),
             "{hostile}: {refused:?}"
         );
+    }
+}
+
+fn task_get(id: &str) -> (Call, String) {
+    let body =
+        format!(r#"{{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{{"taskId":"{id}"}}}}"#);
+    (call(&body), body)
+}
+
+fn denied_by(judge: &Judge, (mut c, body): (Call, String)) -> Option<String> {
+    match judge.decide(&mut c, body.as_bytes()) {
+        Verdict::Forward(_) => None,
+        Verdict::Deny(d) => Some(format!("{}: {}", d.by, d.reason)),
+    }
+}
+
+#[test]
+fn a_task_belongs_to_the_caller_and_tool_that_created_it() {
+    let court = court(Fake::default());
+    let agent_judge = Arc::new(Judge::new(court.clone(), agent()));
+    let other = Principal::from_peer(Peer::Spiffe(
+        SpiffeId::parse("spiffe://td/ns/b/sa/other").unwrap(),
+    ));
+    let other_judge = Judge::new(court.clone(), other);
+
+    // Unknown to the sidecar: refused, whoever asks.
+    let unknown = denied_by(&agent_judge, task_get("t-1")).expect("unknown task refused");
+    assert!(unknown.starts_with("task-owner:"), "{unknown}");
+
+    // The agent's allowed `echo` call creates task t-1 (flat form).
+    let mut ex = Exchange::new(agent_judge.clone());
+    ex.answers.track(&call(ECHO), false);
+    let created = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"t-1","status":"working"}}"#;
+    assert_eq!(ex.process(created).unwrap(), None, "relayed unchanged");
+    assert_eq!(denied_by(&agent_judge, task_get("t-1")), None);
+    for m in ["tasks/update", "tasks/cancel"] {
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":8,"method":"{m}","params":{{"taskId":"t-1"}}}}"#);
+        assert_eq!(
+            denied_by(&agent_judge, (call(&body), body.clone())),
+            None,
+            "{m}"
+        );
+    }
+    let stolen = denied_by(&other_judge, task_get("t-1")).expect("other caller refused");
+    assert!(stolen.contains("another caller"), "{stolen}");
+}
+
+#[test]
+fn a_task_of_a_denied_tool_is_denied() {
+    let court = court(Fake::default());
+    let judge = Judge::new(court.clone(), agent());
+    // Created before the policy denied the tool (a reload), or in the
+    // 2025-11-25 nested form: either way the task is the tool's.
+    let owner = tasks::Owner {
+        tool: "delete_file".into(),
+        principal: agent().key().to_string(),
+    };
+    court.tasks.record("t-del", owner);
+    let d = denied_by(&judge, task_get("t-del")).expect("task of a denied tool refused");
+    assert!(d.starts_with("fake:no-delete"), "{d}");
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tasks/result","params":{"taskId":"t-del"}}"#;
+    let d = denied_by(&judge, (call(body), body.to_string())).expect("2025 tasks/result too");
+    assert!(d.starts_with("fake:no-delete"), "{d}");
+}
+
+#[test]
+fn error_answers_and_other_methods_create_no_task() {
+    let court = court(Fake::default());
+    let judge = Arc::new(Judge::new(court.clone(), agent()));
+    let mut ex = Exchange::new(judge.clone());
+    ex.answers.track(&call(ECHO), false);
+    let err =
+        br#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"x","data":{"taskId":"t-e"}}}"#;
+    ex.process(err).unwrap();
+    let list = call(r#"{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"p"}}"#);
+    ex.answers.track(&list, false);
+    ex.process(br#"{"jsonrpc":"2.0","id":2,"result":{"resultType":"task","taskId":"t-p"}}"#)
+        .unwrap();
+    for id in ["t-e", "t-p"] {
+        assert!(denied_by(&judge, task_get(id)).is_some(), "{id}");
     }
 }
