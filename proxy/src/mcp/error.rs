@@ -24,6 +24,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// `Host` or `Origin` is not on the allowlist (DNS-rebinding protection).
     ForbiddenOrigin,
+    /// A bound of Portcullis's own is reached; retry later.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -37,6 +39,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => -32053,
             Self::PayloadTooLarge => -32054,
             Self::ForbiddenOrigin => -32055,
+            Self::Overloaded => -32056,
         }
     }
 
@@ -51,6 +54,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::PayloadTooLarge => "payload_too_large",
             Self::ForbiddenOrigin => "forbidden_origin",
+            Self::Overloaded => "overloaded",
         }
     }
 }

@@ -15,7 +15,10 @@ use bytes::Bytes;
 use http::Uri;
 use tokio::sync::mpsc;
 
-use super::exchange::{canonical_id, PendingCalls};
+use super::{
+    exchange::{canonical_id, PendingCalls},
+    rescue::{Cause, Refusal},
+};
 use crate::mcp::Call;
 
 /// Denials waiting to be written on one legacy stream.
@@ -58,20 +61,28 @@ impl LegacySessions {
             .is_some_and(|s| s.inject.try_send(msg).is_ok())
     }
 
-    /// Remembers an allowed call whose answer will arrive on the stream.
-    pub fn track(&self, endpoint: &str, call: &Call) {
-        let Some(id) = &call.id else { return };
+    /// Remembers an allowed call whose answer will arrive on the stream
+    /// and must be inspected. Refuses when the stream already holds
+    /// [`MAX_PENDING_CALLS`]: an answer that could not be matched would
+    /// reach the client uninspected.
+    pub fn track(&self, endpoint: &str, call: &Call) -> Result<(), Refusal> {
+        let full = || Refusal::from(Cause::Overloaded("too many calls awaiting their answer"));
+        let Some(id) = &call.id else { return Ok(()) };
         let calls = match self.streams.lock() {
             Ok(streams) => match streams.get(endpoint) {
                 Some(stream) => stream.calls.clone(),
-                None => return,
+                None => return Ok(()),
             },
-            Err(_) => return,
+            Err(_) => return Err(full()),
         };
-        let Ok(mut calls) = calls.lock() else { return };
-        if calls.len() < MAX_PENDING_CALLS {
-            calls.insert(canonical_id(id.get()), call.clone());
+        let Ok(mut calls) = calls.lock() else {
+            return Err(full());
+        };
+        if calls.len() >= MAX_PENDING_CALLS {
+            return Err(full());
         }
+        calls.insert(canonical_id(id.get()), call.clone());
+        Ok(())
     }
 
     fn insert(&self, endpoint: String, stream: Stream) {
@@ -169,6 +180,38 @@ fn rewrite_endpoint(data: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past the bound, a call whose answer must be inspected is refused,
+    /// not forwarded untracked (its answer would reach the client
+    /// uninspected). This failed open before: the call was forwarded.
+    #[test]
+    fn a_full_stream_refuses_calls_it_could_not_match() {
+        let sessions = Arc::new(LegacySessions::default());
+        let mut ctx = StreamContext::new(sessions.clone());
+        let (endpoint, _rx, calls) = ctx.register("/messages?sessionId=1").unwrap();
+        let era = crate::mcp::Era::HttpSse2024;
+        let call_with = |id: usize| {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"t"}}}}"#
+            );
+            match crate::mcp::parse_body(body.as_bytes(), 32, &era) {
+                Ok(crate::mcp::Body::Single(c)) => c,
+                other => panic!("{other:?}"),
+            }
+        };
+        for id in 0..MAX_PENDING_CALLS {
+            sessions.track(&endpoint, &call_with(id)).unwrap();
+        }
+        let refused = sessions
+            .track(&endpoint, &call_with(MAX_PENDING_CALLS))
+            .expect_err("the bound holds");
+        assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[0].0, http::header::RETRY_AFTER);
+        assert_eq!(calls.lock().unwrap().len(), MAX_PENDING_CALLS);
+        // An answer frees a place.
+        calls.lock().unwrap().remove("0");
+        sessions.track(&endpoint, &call_with(0)).unwrap();
+    }
 
     #[test]
     fn endpoint_rewrite() {

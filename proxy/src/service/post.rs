@@ -85,16 +85,26 @@ enum Plan {
 }
 
 /// Notes an allowed request whose answer must be matched (errors on a
-/// broken stream, result policy).
-fn track_answer(shared: &Shared, decoded: &Decoded, ex: &mut Exchange, call: &Call) {
+/// broken stream, result policy). Refuses it when its answer could not be
+/// matched, so would arrive uninspected.
+fn track_answer(
+    shared: &Shared,
+    decoded: &Decoded,
+    ex: &mut Exchange,
+    call: &Call,
+) -> Result<(), Refusal> {
     if call.kind != Kind::Request {
-        return;
+        return Ok(());
     }
     let inspect = ex.judge.wants_result(call);
-    ex.answers.track(call, inspect);
     if let (Some(endpoint), true) = (&decoded.legacy, inspect) {
-        shared.legacy.track(endpoint, call);
+        shared
+            .legacy
+            .track(endpoint, call)
+            .map_err(|r| r.with_id(call.id.clone()))?;
     }
+    ex.answers.track(call, inspect);
+    Ok(())
 }
 
 fn single(
@@ -105,7 +115,7 @@ fn single(
 ) -> Result<Plan, Refusal> {
     match ex.judge.decide(&mut call, &decoded.body) {
         Verdict::Forward(body) => {
-            track_answer(shared, decoded, &mut ex, &call);
+            track_answer(shared, decoded, &mut ex, &call)?;
             Ok(Plan::Forward {
                 body,
                 ex,
@@ -144,10 +154,10 @@ fn batch(
     for (raw, call) in entries {
         let mut call = call.clone();
         match ex.judge.decide(&mut call, raw.get().as_bytes()) {
-            Verdict::Forward(bytes) => {
-                allowed.push(bytes);
-                track_answer(shared, decoded, &mut ex, &call);
-            }
+            Verdict::Forward(bytes) => match track_answer(shared, decoded, &mut ex, &call) {
+                Ok(()) => allowed.push(bytes),
+                Err(refusal) => denials.push(refusal.to_message()),
+            },
             // Only requests get an answer; a denied notification is dropped.
             Verdict::Deny(d) if call.kind == Kind::Request => denials.push(
                 Refusal::from(Cause::Denied(d))

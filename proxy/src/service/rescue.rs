@@ -47,6 +47,9 @@ pub enum Cause {
     /// certainty (duplicate keys, a BOM, a case variant of a key it reads,
     /// an encoding it cannot see through...): refused, never relayed raw.
     UnreadableAnswer(String),
+    /// A bound of Portcullis's own is reached (named here): the message
+    /// is refused rather than let through unwatched.
+    Overloaded(&'static str),
 }
 
 /// A refusal, addressed to the request it answers.
@@ -87,6 +90,7 @@ impl Refusal {
                 StatusCode::BAD_REQUEST
             }
             Cause::ResultDenied(_) => StatusCode::OK,
+            Cause::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Cause::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Cause::Upstream(_) | Cause::BadUpstreamResponse | Cause::UnreadableAnswer(_) => {
                 StatusCode::BAD_GATEWAY
@@ -104,6 +108,7 @@ impl Refusal {
             | Cause::BodyRead(_)
             | Cause::BodyTimeout => ErrorCode::InvalidRequest,
             Cause::HeaderMismatch(_) => ErrorCode::HeaderMismatch,
+            Cause::Overloaded(_) => ErrorCode::Overloaded,
             Cause::Denied(_) | Cause::ResultDenied(_) | Cause::BatchDenied => {
                 ErrorCode::PolicyDenied
             }
@@ -126,7 +131,8 @@ impl Refusal {
             Cause::ForbiddenOrigin(_)
             | Cause::BodyTooLarge(_)
             | Cause::Undecodable(_)
-            | Cause::HeaderMismatch(_) => self.code().name(),
+            | Cause::HeaderMismatch(_)
+            | Cause::Overloaded(_) => self.code().name(),
             Cause::Denied(_)
             | Cause::ResultDenied(_)
             | Cause::BatchDenied
@@ -154,13 +160,19 @@ impl Refusal {
             Cause::UnreadableAnswer(why) => {
                 format!("upstream answer refused: it cannot be read with certainty ({why})")
             }
+            Cause::Overloaded(what) => format!("{what}; retry later"),
         }
     }
 
     /// Headers the answer needs besides its content type (the auth phase
     /// will add `WWW-Authenticate` here).
     pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        Vec::new()
+        match self.cause {
+            Cause::Overloaded(_) => {
+                vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The JSON-RPC error message, addressed to the request's id.
