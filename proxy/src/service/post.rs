@@ -36,13 +36,14 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let (method, resp) = match inbound::decode(req, shared.limits, &shared.legacy).await {
-        Ok(decoded) => {
-            let method = decoded.method().to_string();
-            (method, judged(shared, principal, out, decoded).await)
-        }
-        Err(refusal) => (String::new(), rescue::answer(&refusal, shared.metrics())),
-    };
+    let (method, resp) =
+        match inbound::decode(req, shared.limits, &shared.legacy, &shared.court.catalog).await {
+            Ok(decoded) => {
+                let method = decoded.method().to_string();
+                (method, judged(shared, principal, out, decoded).await)
+            }
+            Err(refusal) => (String::new(), rescue::answer(&refusal, shared.metrics())),
+        };
     shared
         .metrics()
         .observe_latency(&method, started.elapsed().as_secs_f64());
