@@ -26,6 +26,11 @@ async fn server(State(calls): State<Calls>, Json(msg): Json<Value>) -> Json<Valu
                 "region": {"type": "string", "x-mcp-header": "Region"},
                 "query": {"type": "string"}
             }}
+        }, {
+            "name": "read_file",
+            "inputSchema": {"type": "object", "properties": {
+                "path": {"type": "string", "x-mcp-header": "Path"}
+            }}
         }]}),
         _ => {
             calls.0.fetch_add(1, Ordering::SeqCst);
@@ -107,5 +112,37 @@ async fn mismatch_on_a_listed_tool_is_refused_with_its_id() {
     list_tools(&url).await;
     assert_refused(&call(&url, 7, "eu", Some("us")).await, 7);
     assert_eq!(calls.0.load(Ordering::SeqCst), 0);
+    proxy.shutdown().await;
+}
+
+/// A filter's rewrite of a mirrored argument would leave the header
+/// naming the old value: refused rather than forwarded half-rewritten.
+#[tokio::test]
+async fn rewrite_of_a_mirrored_argument_is_refused() {
+    let (addr, calls) = start_upstream().await;
+    let guard = format!(
+        "filter_engine:\n  cache_dir: {}/../target/filter-cache\nfilters:\n  - name: arg-guard\n    path: {}\n    config: {}\n    timeout: 2s\n",
+        env!("CARGO_MANIFEST_DIR"),
+        wasm::filter("arg-guard").display(),
+        json!({"constraints": [{"tools": ["read_file"], "pointer": "/path", "path_prefix": "/srv", "normalize": true}]}),
+    );
+    let proxy = portcullis::start(config(addr, "default: allow\nrules: []", &guard))
+        .await
+        .unwrap();
+    let url = mcp_url(&proxy);
+    list_tools(&url).await;
+    let read = |id, path: &'static str| {
+        modern_call(&url, id, "read_file", json!({"path": path})).header("mcp-param-path", path)
+    };
+    // Already normal: no rewrite, forwarded.
+    let ok = read(1, "/srv/b").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    // Normalized to /srv/b by the filter while the header says /srv/a/../b.
+    let resp = read(2, "/srv/a/../b").send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v = messages(&resp.text().await.unwrap()).remove(0);
+    assert_refused(&(status, v.clone()), 2);
+    assert!(v["error"]["message"].to_string().contains("rewrite"), "{v}");
+    assert_eq!(calls.0.load(Ordering::SeqCst), 1);
     proxy.shutdown().await;
 }

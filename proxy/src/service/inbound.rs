@@ -116,7 +116,7 @@ fn check_headers(
 
 /// `Mcp-Param-*` headers are checked against the schema the upstream's
 /// `tools/list` gave for the tool (see [`param_headers`]).
-fn check_params(
+pub fn check_params(
     headers: &HeaderMap,
     call: &Call,
     catalog: &ToolCatalog,
