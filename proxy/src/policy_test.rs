@@ -233,6 +233,7 @@ fn visible(
         .map(|n| ListItem {
             name: n,
             annotations: None,
+            input_schema: None,
         })
         .collect();
     let shown = chain.visible(principal, kind, &items);

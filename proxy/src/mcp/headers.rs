@@ -58,7 +58,22 @@ pub fn check_repeated(headers: &HeaderMap) -> Result<(), HeaderMismatch> {
 }
 
 /// Decodes the `=?base64?…?=` form used for non-ASCII header values.
+/// A name (`Mcp-Name`) may not hold a control character.
 pub fn decode_value(value: &str) -> Result<String, HeaderMismatch> {
+    let text = decode_wrapped(value)?;
+    if text.chars().any(is_control) {
+        return Err(HeaderMismatch(
+            "header value has a control character".into(),
+        ));
+    }
+    Ok(text)
+}
+
+/// Decodes the `=?base64?…?=` form; a value without the exact wrapper is
+/// literal. The Base64 must be canonical (padded, standard alphabet), so
+/// one header has one reading. Control characters are kept: an argument
+/// may hold a tab or a line break, which is why it was wrapped.
+pub fn decode_wrapped(value: &str) -> Result<String, HeaderMismatch> {
     let Some(inner) = value
         .strip_prefix("=?base64?")
         .and_then(|v| v.strip_suffix("?="))
@@ -68,14 +83,7 @@ pub fn decode_value(value: &str) -> Result<String, HeaderMismatch> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(inner)
         .map_err(|_| HeaderMismatch("header value has invalid base64".into()))?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| HeaderMismatch("header value is not UTF-8".into()))?;
-    if text.chars().any(is_control) {
-        return Err(HeaderMismatch(
-            "header value has a control character".into(),
-        ));
-    }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|_| HeaderMismatch("header value is not UTF-8".into()))
 }
 
 /// Checks the routing headers of a single-message POST against its body.
@@ -110,9 +118,12 @@ pub fn check_single(headers: &HeaderMap, call: &Call) -> Result<(), HeaderMismat
 /// A batch cannot be described by one set of routing headers.
 pub fn check_batch(headers: &HeaderMap) -> Result<(), HeaderMismatch> {
     check_repeated(headers)?;
-    if headers.contains_key(MCP_METHOD) || headers.contains_key(MCP_NAME) {
+    let param = headers
+        .keys()
+        .any(|k| k.as_str().starts_with(MCP_PARAM_PREFIX));
+    if headers.contains_key(MCP_METHOD) || headers.contains_key(MCP_NAME) || param {
         return Err(HeaderMismatch(
-            "Mcp-Method/Mcp-Name cannot describe a batch".into(),
+            "Mcp-Method/Mcp-Name/Mcp-Param-* cannot describe a batch".into(),
         ));
     }
     Ok(())
@@ -224,5 +235,7 @@ mod tests {
         let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#);
         assert_eq!(check_single(&HeaderMap::new(), &c), Ok(()));
         assert!(check_batch(&headers(&[(MCP_METHOD, "ping")])).is_err());
+        assert!(check_batch(&headers(&[("mcp-param-region", "eu")])).is_err());
+        assert_eq!(check_batch(&HeaderMap::new()), Ok(()));
     }
 }

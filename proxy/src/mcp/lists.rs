@@ -56,6 +56,8 @@ pub struct ListItem<'a> {
     pub name: &'a str,
     /// A tool's `annotations` (hints from the server, not guarantees).
     pub annotations: Option<&'a Value>,
+    /// A tool's `inputSchema`, for its `x-mcp-header` parameters.
+    pub input_schema: Option<&'a Value>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +219,7 @@ where
             Some(ListItem {
                 name,
                 annotations: item.get("annotations"),
+                input_schema: item.get("inputSchema"),
             })
         })
         .collect();

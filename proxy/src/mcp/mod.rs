@@ -10,6 +10,7 @@ pub mod headers;
 pub mod json;
 pub mod lists;
 pub mod message;
+pub mod param_headers;
 pub mod sse;
 
 pub use error::{ErrorCode, RpcError};

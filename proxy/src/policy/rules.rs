@@ -277,10 +277,12 @@ rules:
             ListItem {
                 name: "echo",
                 annotations: None,
+                input_schema: None,
             },
             ListItem {
                 name: "delete_file",
                 annotations: None,
+                input_schema: None,
             },
         ];
         assert_eq!(

@@ -15,11 +15,16 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
+    catalog::ToolCatalog,
     legacy::LegacySessions,
     rescue::{Cause, Refusal},
     respond::Format,
 };
-use crate::mcp::{headers as mcp_headers, json, parse_body, Body, Era};
+use crate::mcp::{
+    headers as mcp_headers, json,
+    param_headers::{self, Declared},
+    parse_body, Body, Call, Era, Kind,
+};
 
 /// The limits the decode phase enforces.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +64,7 @@ pub async fn decode(
     req: Request<Incoming>,
     limits: Limits,
     legacy: &LegacySessions,
+    catalog: &ToolCatalog,
 ) -> Result<Decoded, Refusal> {
     let (parts, body) = req.into_parts();
     refuse_encoding(&parts.headers)?;
@@ -75,7 +81,7 @@ pub async fn decode(
     };
     let messages = parse_body(&body, limits.max_json_depth, &era)
         .map_err(|e| Refusal::from(Cause::Undecodable(e)).with_id(readable_id(&body, limits)))?;
-    check_headers(&parts.headers, &messages)?;
+    check_headers(&parts.headers, &messages, catalog)?;
     Ok(Decoded {
         session: session_of(&parts, legacy.is_some()),
         mcp_headers: mcp_header_pairs(&parts.headers),
@@ -89,9 +95,14 @@ pub async fn decode(
 
 /// The routing headers must agree with the body, for a single message and
 /// for a batch alike.
-fn check_headers(headers: &HeaderMap, messages: &Body) -> Result<(), Refusal> {
+fn check_headers(
+    headers: &HeaderMap,
+    messages: &Body,
+    catalog: &ToolCatalog,
+) -> Result<(), Refusal> {
     let checked = match messages {
         Body::Single(call) => mcp_headers::check_single(headers, call)
+            .and_then(|()| check_params(headers, call, catalog))
             .map_err(|e| Refusal::from(Cause::HeaderMismatch(e)).with_id(call.id.clone())),
         Body::Batch(_) => {
             mcp_headers::check_batch(headers).map_err(|e| Refusal::from(Cause::HeaderMismatch(e)))
@@ -101,6 +112,23 @@ fn check_headers(headers: &HeaderMap, messages: &Body) -> Result<(), Refusal> {
         tracing::info!(error = %r.message(), "routing headers disagree with body");
     }
     checked
+}
+
+/// `Mcp-Param-*` headers are checked against the schema the upstream's
+/// `tools/list` gave for the tool (see [`param_headers`]).
+pub fn check_params(
+    headers: &HeaderMap,
+    call: &Call,
+    catalog: &ToolCatalog,
+) -> Result<(), mcp_headers::HeaderMismatch> {
+    let tool = match (call.method.as_str(), call.kind, call.target_name()) {
+        ("tools/call", Kind::Request, Some(tool)) => tool,
+        _ => return param_headers::refuse_any(headers),
+    };
+    let known = catalog.params(tool);
+    let declared = known.as_deref().map_or(Declared::Unknown, Declared::Known);
+    let modern = call.era == Era::Sessionless2026;
+    param_headers::check(headers, declared, call.arguments.as_deref(), modern)
 }
 
 #[derive(Deserialize)]
@@ -217,7 +245,52 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("mcp-method", "tools/call".parse().unwrap());
         h.insert("mcp-name", "delete_file".parse().unwrap());
-        let r = check_headers(&h, &messages).unwrap_err();
+        let r = check_headers(&h, &messages, &ToolCatalog::default()).unwrap_err();
         assert_eq!(r.id.unwrap().get(), "9");
+    }
+
+    const ROUTED: &str = r#"{"jsonrpc":"2.0","id":"c7","method":"tools/call","params":{"name":"route","arguments":{"region":"eu"}}}"#;
+
+    fn routed_catalog() -> ToolCatalog {
+        let catalog = ToolCatalog::default();
+        let schema = serde_json::json!({"properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"}
+        }});
+        catalog.record_params("route", Some(&schema));
+        catalog
+    }
+
+    fn param(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("mcp-param-region", value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn param_header_mismatch_is_refused_with_the_id() {
+        let messages = parse_body(ROUTED.as_bytes(), 16, &Era::from_version(None)).unwrap();
+        let catalog = routed_catalog();
+        assert!(check_headers(&param("eu"), &messages, &catalog).is_ok());
+        let r = check_headers(&param("us"), &messages, &catalog).unwrap_err();
+        assert!(matches!(r.cause, Cause::HeaderMismatch(_)));
+        assert_eq!(r.id.unwrap().get(), r#""c7""#);
+    }
+
+    #[test]
+    fn param_header_needs_a_known_schema() {
+        let messages = parse_body(ROUTED.as_bytes(), 16, &Era::from_version(None)).unwrap();
+        let unknown = ToolCatalog::default();
+        assert!(check_headers(&param("eu"), &messages, &unknown).is_err());
+        assert!(check_headers(&HeaderMap::new(), &messages, &unknown).is_ok());
+    }
+
+    #[test]
+    fn param_header_on_other_methods_is_refused() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let messages = parse_body(body, 16, &Era::from_version(None)).unwrap();
+        assert!(check_headers(&param("eu"), &messages, &routed_catalog()).is_err());
+        let batch = format!("[{ROUTED}]");
+        let messages = parse_body(batch.as_bytes(), 16, &Era::from_version(None)).unwrap();
+        assert!(check_headers(&param("eu"), &messages, &routed_catalog()).is_err());
     }
 }

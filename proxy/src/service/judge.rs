@@ -225,6 +225,9 @@ impl Judge {
                     if let Some(a) = item.annotations {
                         self.court.catalog.record(item.name, a);
                     }
+                    self.court
+                        .catalog
+                        .record_params(item.name, item.input_schema);
                 }
             }
             let verdicts = policy.visible(&self.principal, kind, items);

@@ -24,6 +24,7 @@ use crate::{
     identity::Principal,
     mcp::{
         content_type::{self, BodyType},
+        headers::HeaderMismatch,
         Body, Call, Kind,
     },
     upstream::UpstreamError,
@@ -36,13 +37,14 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let (method, resp) = match inbound::decode(req, shared.limits, &shared.legacy).await {
-        Ok(decoded) => {
-            let method = decoded.method().to_string();
-            (method, judged(shared, principal, out, decoded).await)
-        }
-        Err(refusal) => (String::new(), rescue::answer(&refusal, shared.metrics())),
-    };
+    let (method, resp) =
+        match inbound::decode(req, shared.limits, &shared.legacy, &shared.court.catalog).await {
+            Ok(decoded) => {
+                let method = decoded.method().to_string();
+                (method, judged(shared, principal, out, decoded).await)
+            }
+            Err(refusal) => (String::new(), rescue::answer(&refusal, shared.metrics())),
+        };
     shared
         .metrics()
         .observe_latency(&method, started.elapsed().as_secs_f64());
@@ -113,8 +115,10 @@ fn single(
     mut ex: Exchange,
     mut call: Call,
 ) -> Result<Plan, Refusal> {
+    let before = call.arguments.clone();
     match ex.judge.decide(&mut call, &decoded.body) {
         Verdict::Forward(body) => {
+            still_mirrored(shared, decoded, &call, before.as_deref())?;
             track_answer(shared, decoded, &mut ex, &call)?;
             Ok(Plan::Forward {
                 body,
@@ -141,6 +145,25 @@ fn single(
             )))
         }
     }
+}
+
+/// A policy's rewrite may change an argument the client mirrored in an
+/// `Mcp-Param-*` header; forwarding the old header with the new body would
+/// let a router act on one value and the server on another, so the
+/// headers are checked again and a disagreement is refused.
+fn still_mirrored(
+    shared: &Shared,
+    decoded: &Decoded,
+    call: &Call,
+    before: Option<&RawValue>,
+) -> Result<(), Refusal> {
+    if call.arguments.as_deref().map(RawValue::get) == before.map(RawValue::get) {
+        return Ok(());
+    }
+    inbound::check_params(&decoded.parts.headers, call, &shared.court.catalog).map_err(|e| {
+        let e = HeaderMismatch(format!("after the policy's rewrite: {}", e.0));
+        Refusal::from(Cause::HeaderMismatch(e)).with_id(call.id.clone())
+    })
 }
 
 fn batch(

@@ -331,3 +331,16 @@ fn error_answers_and_other_methods_create_no_task() {
         assert!(denied_by(&judge, task_get(id)).is_some(), "{id}");
     }
 }
+
+#[test]
+fn listed_tools_teach_their_param_headers() {
+    let court = court(Fake::default());
+    let judge = Judge::new(court.clone(), agent());
+    assert!(court.catalog.params("route").is_none());
+    let list = r#"{"jsonrpc":"2.0","id":6,"result":{"tools":[{"name":"route","inputSchema":{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}}}},{"name":"echo","inputSchema":{"type":"object"}}]}}"#;
+    judge.judge_answer(list.as_bytes()).unwrap();
+    let route = court.catalog.params("route").unwrap();
+    assert_eq!(route.argument("region"), Some("region"));
+    // A tool listed without annotations is known to declare none.
+    assert!(court.catalog.params("echo").unwrap().is_empty());
+}
