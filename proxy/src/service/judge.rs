@@ -80,19 +80,20 @@ impl Judge {
         }
     }
 
-    /// The tool a task call reaches, or why it may not: a task the sidecar
-    /// did not see created, or one created by another caller.
-    fn task_tool(&self, task_id: &str) -> Result<String, Denial> {
+    /// The tool a task call reaches, or a denial when another caller
+    /// created the task. A task id the sidecar did not see created is
+    /// judged by its method alone and left to the server, which answers
+    /// `-32602` for an id it does not know (refusing it here broke that
+    /// answer for every client); the cost is that a task created before a
+    /// restart of the sidecar is not tied to its tool (README, Limits).
+    fn task_tool(&self, task_id: &str) -> Result<Option<String>, Denial> {
         match self.court.tasks.owner(task_id) {
-            Some(o) if o.principal == self.principal.key() => Ok(o.tool),
+            Some(o) if o.principal == self.principal.key() => Ok(Some(o.tool)),
             Some(_) => Err(Denial::new(
                 "task-owner",
                 "the task belongs to another caller".to_string(),
             )),
-            None => Err(Denial::new(
-                "task-owner",
-                "the task was not created through this sidecar".to_string(),
-            )),
+            None => Ok(None),
         }
     }
 
@@ -117,7 +118,7 @@ impl Judge {
             .target_name()
             .and_then(|t| self.court.catalog.annotations(t));
         let task_tool = match &call.target {
-            Some(Target::Task(id)) => self.task_tool(id).map(Some),
+            Some(Target::Task(id)) => self.task_tool(id),
             _ => Ok(None),
         };
         let decision = match task_tool {
