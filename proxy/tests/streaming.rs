@@ -159,3 +159,132 @@ async fn shutdown_drains_streams_in_flight() {
         .expect("drain finishes once the stream is done")
         .unwrap();
 }
+
+/// The start of an answer that a held-open upstream never finishes.
+const HELD_PREFIX: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"x","text":"ab"#;
+
+/// An upstream that answers every POST with `application/json`, writes
+/// [`HELD_PREFIX`], then holds the body open without ever ending it.
+async fn start_held_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     transfer-encoding: chunked\r\n\r\n{:x}\r\n{HELD_PREFIX}\r\n",
+                    HELD_PREFIX.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(sock);
+            });
+        }
+    });
+    addr
+}
+
+/// A 2025-06-18 request (no routing headers needed) with id 1.
+fn held_request(url: &str, method: &str, params: serde_json::Value) -> reqwest::RequestBuilder {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    post(url)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_string())
+}
+
+const HELD_TIMEOUT: Duration = Duration::from_millis(1500);
+
+async fn held_proxy() -> portcullis::Running {
+    let upstream = start_held_upstream().await;
+    let mut cfg = config(upstream, DENY_DELETE, "");
+    cfg.upstream.request_timeout = HELD_TIMEOUT;
+    portcullis::start(cfg).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_endless_json_answer_nobody_inspects_arrives_as_it_is_written() {
+    let proxy = held_proxy().await;
+    let start = Instant::now();
+    let resp = held_request(
+        &mcp_url(&proxy),
+        "resources/read",
+        serde_json::json!({"uri": "x"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    if resp.status() != 200 {
+        panic!("{}: {}", resp.status(), resp.text().await.unwrap());
+    }
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let mut body = resp.bytes_stream();
+    let mut got = Vec::new();
+    while got.len() < HELD_PREFIX.len() {
+        match body.next().await {
+            Some(Ok(chunk)) => got.extend_from_slice(&chunk),
+            other => panic!("body ended early: {other:?}"),
+        }
+    }
+    let first = start.elapsed();
+    assert_eq!(String::from_utf8_lossy(&got), HELD_PREFIX);
+    assert!(first < HELD_TIMEOUT, "first bytes after {first:?}");
+    // A body that stops making progress for a whole request_timeout is cut
+    // (the client sees a broken body), not held open forever.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "a stalled body was never cut");
+    assert!(start.elapsed() >= HELD_TIMEOUT, "cut too early");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_endless_json_list_is_still_bounded_by_the_timeout() {
+    let proxy = held_proxy().await;
+    let start = Instant::now();
+    let resp = held_request(&mcp_url(&proxy), "tools/list", serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = tokio::time::timeout(Duration::from_secs(10), resp.text())
+        .await
+        .expect("the list answer never ended")
+        .unwrap();
+    assert!(start.elapsed() >= HELD_TIMEOUT);
+    assert!(!text.contains("contents"), "raw bytes relayed: {text}");
+    assert_eq!(status, 504, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], -32053, "{text}");
+    assert_eq!(v["id"], 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_endless_tools_call_answer_is_still_bounded_by_the_timeout() {
+    let proxy = held_proxy().await;
+    let params = serde_json::json!({"name": "echo", "arguments": {"text": "x"}});
+    let resp = held_request(&mcp_url(&proxy), "tools/call", params)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = tokio::time::timeout(Duration::from_secs(10), resp.text())
+        .await
+        .expect("the tools/call answer never ended")
+        .unwrap();
+    assert!(!text.contains("contents"), "raw bytes relayed: {text}");
+    assert_eq!(status, 504, "{text}");
+    proxy.shutdown().await;
+}

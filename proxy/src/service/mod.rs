@@ -17,6 +17,7 @@ mod judge;
 mod legacy;
 mod metrics;
 mod outbound;
+mod passthrough;
 mod post;
 mod relay;
 mod rescue;

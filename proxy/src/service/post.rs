@@ -14,7 +14,7 @@ use super::{
     inbound::{self, Decoded},
     judge::{Judge, Verdict},
     outbound::{self, Outbound},
-    relay,
+    passthrough, relay,
     rescue::{self, Cause, Refusal},
     respond::{self, Format},
     Shared,
@@ -66,9 +66,7 @@ async fn judged(
         Body::Batch(entries) => batch(shared, &decoded, ex, entries),
     };
     match plan {
-        Ok(Plan::Forward { body, ex, denials }) => {
-            send(shared, out, &decoded, ex, body, denials).await
-        }
+        Ok(Plan::Forward(fwd)) => send(shared, out, &decoded, fwd).await,
         Ok(Plan::Answered(resp)) => resp,
         Err(refusal) => rescue::answer(&refusal, shared.metrics()),
     }
@@ -76,27 +74,35 @@ async fn judged(
 
 /// What the decision phase leaves for the send phase.
 enum Plan {
-    /// Forward `body`; `denials` are answers for the denied part of a batch.
-    Forward {
-        body: Bytes,
-        ex: Exchange,
-        denials: Vec<Bytes>,
-    },
+    Forward(Forward),
     /// Nothing to forward: this is the client's answer.
     Answered(Response<ProxyBody>),
 }
 
-/// Notes an allowed request whose answer must be matched (errors on a
-/// broken stream, result policy). Refuses it when its answer could not be
-/// matched, so would arrive uninspected.
+/// An allowed body to send, and how its answer comes back.
+struct Forward {
+    body: Bytes,
+    ex: Exchange,
+    /// Answers for the denied part of a batch.
+    denials: Vec<Bytes>,
+    /// Whether the answer may pass unread ([`passthrough`]): true only when
+    /// every message sent is a request whose answer no policy reads.
+    stream: bool,
+}
+
+/// Notes an allowed message whose answer must be matched (errors on a
+/// broken stream, result policy). Returns whether its answer may pass
+/// unread (anything not tracked as a request is read), or refuses the
+/// message when its answer could not be matched, so would arrive
+/// uninspected.
 fn track_answer(
     shared: &Shared,
     decoded: &Decoded,
     ex: &mut Exchange,
     call: &Call,
-) -> Result<(), Refusal> {
+) -> Result<bool, Refusal> {
     if call.kind != Kind::Request {
-        return Ok(());
+        return Ok(false);
     }
     let inspect = ex.judge.wants_result(call);
     if let (Some(endpoint), true) = (&decoded.legacy, inspect) {
@@ -106,7 +112,8 @@ fn track_answer(
             .map_err(|r| r.with_id(call.id.clone()))?;
     }
     ex.answers.track(call, inspect);
-    Ok(())
+    // Legacy answers arrive on the GET stream, which is always read.
+    Ok(decoded.legacy.is_none() && passthrough::may_stream(call, inspect))
 }
 
 fn single(
@@ -119,12 +126,13 @@ fn single(
     match ex.judge.decide(&mut call, &decoded.body) {
         Verdict::Forward(body) => {
             still_mirrored(shared, decoded, &call, before.as_deref())?;
-            track_answer(shared, decoded, &mut ex, &call)?;
-            Ok(Plan::Forward {
+            let stream = track_answer(shared, decoded, &mut ex, &call)?;
+            Ok(Plan::Forward(Forward {
                 body,
                 ex,
                 denials: Vec::new(),
-            })
+                stream,
+            }))
         }
         // A notification has no answer to carry the denial: its status does.
         Verdict::Deny(d) if call.kind != Kind::Request => Err(Cause::Denied(d).into()),
@@ -174,12 +182,19 @@ fn batch(
 ) -> Result<Plan, Refusal> {
     let mut allowed = Vec::new();
     let mut denials = Vec::new();
+    let mut stream = true;
     for (raw, call) in entries {
         let mut call = call.clone();
         match ex.judge.decide(&mut call, raw.get().as_bytes()) {
             Verdict::Forward(bytes) => match track_answer(shared, decoded, &mut ex, &call) {
-                Ok(()) => allowed.push(bytes),
-                Err(refusal) => denials.push(refusal.to_message()),
+                Ok(may_stream) => {
+                    allowed.push(bytes);
+                    stream &= may_stream;
+                }
+                Err(refusal) => {
+                    stream = false;
+                    denials.push(refusal.to_message());
+                }
             },
             // Only requests get an answer; a denied notification is dropped.
             Verdict::Deny(d) if call.kind == Kind::Request => denials.push(
@@ -197,30 +212,36 @@ fn batch(
             &denials,
             true,
         ))),
-        (false, _) => Ok(Plan::Forward {
+        (false, _) => Ok(Plan::Forward(Forward {
             body: respond::join_array(&allowed),
             ex,
+            // Denials are merged into the answer, which must then be read.
+            stream: stream && denials.is_empty(),
             denials,
-        }),
+        })),
     }
 }
 
-/// Forwards an allowed body and relays the answer, adding `denials` (from
-/// a partly allowed batch).
+/// Forwards an allowed body and relays the answer, adding the denials of
+/// a partly allowed batch.
 async fn send(
     shared: &Shared,
     out: &Outbound<'_>,
     decoded: &Decoded,
-    ex: Exchange,
-    body: Bytes,
-    denials: Vec<Bytes>,
+    fwd: Forward,
 ) -> Response<ProxyBody> {
+    let Forward {
+        body,
+        ex,
+        denials,
+        stream,
+    } = fwd;
     let sent = match out.request(&decoded.parts, body) {
         Ok(req) => out.send(req).await,
         Err(refusal) => Err(refusal),
     };
     match sent {
-        Ok(resp) => relay(shared, decoded.format, ex, resp, denials).await,
+        Ok(resp) => relay(shared, decoded.format, ex, resp, denials, stream).await,
         Err(refusal) => failure(shared, &refusal, &ex, &denials),
     }
 }
@@ -240,6 +261,7 @@ async fn relay(
     mut ex: Exchange,
     resp: Response<Incoming>,
     denials: Vec<Bytes>,
+    stream: bool,
 ) -> Response<ProxyBody> {
     let status = resp.status();
     let kind = match relay::body_type(resp.headers()) {
@@ -254,9 +276,16 @@ async fn relay(
     match kind {
         BodyType::EventStream if status.is_success() => {
             let head = outbound::response_head(&resp, false);
-            let stream = relay::SseRelay::new(ex, denials, shared.sse_settings());
-            outbound::with_body(head, stream.spawn(resp.into_body()))
+            let sse = relay::SseRelay::new(ex, denials, shared.sse_settings());
+            outbound::with_body(head, sse.spawn(resp.into_body()))
         }
+        // No policy reads this answer (and there are no denials to add):
+        // it passes as it arrives, bounded by progress, not by its end.
+        _ if stream => passthrough::relay(
+            resp,
+            shared.upstream.request_timeout(),
+            shared.metrics().clone(),
+        ),
         // Whatever the status: a list answered with a 500 is still a list.
         BodyType::Json => relay_json(shared, &mut ex, resp, &denials).await,
         _ if !denials.is_empty() && status.is_success() => {
