@@ -12,7 +12,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{judge::Judge, rescue::Refusal};
+use super::{
+    judge::Judge,
+    rescue::{Cause, Refusal},
+};
 use crate::mcp::{
     answer::{Answer, AnswerKind},
     Call,
@@ -45,6 +48,12 @@ pub struct Answers {
     waiting: HashMap<String, Option<Pending>>,
     /// Legacy streams: calls POSTed elsewhere whose answers come here.
     pub legacy_calls: Option<PendingCalls>,
+    /// The answer to a POST may only answer that POST's requests, each
+    /// once. (A GET stream carries replays of earlier POSTs' answers, and
+    /// a legacy stream the answers to POSTs made elsewhere.)
+    pub only_asked: bool,
+    /// The POST was a batch (2025-03-26), so its answer may be one too.
+    pub batch_asked: bool,
 }
 
 impl Answers {
@@ -58,6 +67,44 @@ impl Answers {
             inspect,
         });
         self.waiting.insert(canonical_id(id.get()), pending);
+    }
+
+    /// Refuses an answer that a client could match to a request this
+    /// exchange did not forward, or already has the answer of: a denied
+    /// call's id (the client has its denial), an id never asked, a second
+    /// answer to one id; and a batch answering a single request, which
+    /// eras without batches do not define. Clients differ on which of two
+    /// answers they keep, so neither is relayed. An error with `id: null`
+    /// (the server could not read an id) answers nothing and may pass.
+    pub fn admit(&self, answer: &Answer) -> Result<(), Refusal> {
+        if !self.only_asked {
+            return Ok(());
+        }
+        if matches!(answer, Answer::Batch(_)) {
+            self.admit_batch()?;
+        }
+        for m in answer.messages() {
+            let AnswerKind::Response { id, is_error } = m else {
+                continue;
+            };
+            let unaddressed = *is_error && id == "null";
+            if !unaddressed && !self.waiting.contains_key(id) {
+                return Err(unasked(format!(
+                    "an answer to id {id}, which this request did not forward or was already answered"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a JSON array answering a POST that was not a batch.
+    pub fn admit_batch(&self) -> Result<(), Refusal> {
+        match self.only_asked && !self.batch_asked {
+            true => Err(unasked(
+                "a batch answers a request that was not a batch".into(),
+            )),
+            false => Ok(()),
+        }
     }
 
     /// Ids still without an answer, as JSON text.
@@ -81,6 +128,10 @@ impl Answers {
             }
         }
     }
+}
+
+fn unasked(why: String) -> Refusal {
+    Cause::UnreadableAnswer(why).into()
 }
 
 /// The `result` of a response already read strictly.
@@ -108,6 +159,7 @@ impl Exchange {
     /// that cannot be read with certainty is refused.
     pub fn process(&mut self, msg: &[u8]) -> Result<Option<Bytes>, Refusal> {
         let (answer, rewritten) = self.judge.judge_answer(msg)?;
+        self.answers.admit(&answer)?;
         let Answer::Single(AnswerKind::Response { id, is_error }) = &answer else {
             return Ok(rewritten);
         };

@@ -60,7 +60,9 @@ async fn judged(
     let mut judge = Judge::new(shared.court.clone(), principal);
     judge.session.clone_from(&decoded.session);
     judge.headers.clone_from(&decoded.mcp_headers);
-    let ex = Exchange::new(Arc::new(judge));
+    let mut ex = Exchange::new(Arc::new(judge));
+    ex.answers.only_asked = decoded.legacy.is_none();
+    ex.answers.batch_asked = matches!(decoded.messages, Body::Batch(_));
     let plan = match &decoded.messages {
         Body::Single(call) => single(shared, &decoded, ex, call.clone()),
         Body::Batch(entries) => batch(shared, &decoded, ex, entries),

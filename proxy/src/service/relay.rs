@@ -57,6 +57,7 @@ pub fn filter_json(ex: &mut Exchange, body: &[u8], extra: &[Bytes]) -> Result<By
     let trimmed = crate::mcp::message::trim_start(body);
     let is_batch = trimmed.first() == Some(&b'[');
     let mut msgs: Vec<Bytes> = if is_batch {
+        ex.answers.admit_batch()?;
         let items = serde_json::from_slice::<Vec<&RawValue>>(trimmed)
             .map_err(|e| Refusal::from(Cause::UnreadableAnswer(e.to_string())))?;
         items

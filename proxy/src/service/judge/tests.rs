@@ -353,3 +353,56 @@ fn listed_tools_teach_their_param_headers() {
     // A tool listed without annotations is known to declare none.
     assert!(court.catalog.params("echo").unwrap().is_empty());
 }
+
+/// A POST's answer answers that POST's requests, each once (issue 13:
+/// answers to ids never asked, to a denied call's id, twice to one id).
+/// Before this, every one of these was relayed.
+#[test]
+fn a_post_answer_answers_only_what_was_asked() {
+    let judge = Arc::new(Judge::new(court(Fake::default()), agent()));
+    let fresh = || {
+        let mut ex = Exchange::new(judge.clone());
+        ex.answers.only_asked = true;
+        ex.answers.track(&call(ECHO), false);
+        ex
+    };
+    let answer = |id: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
+    for never in ["2", "\"1\"", "null", "1.0"] {
+        let refused = fresh().process(answer(never).as_bytes());
+        assert!(
+            matches!(&refused, Err(r) if matches!(r.cause, Cause::UnreadableAnswer(_))),
+            "{never}: {refused:?}"
+        );
+    }
+    let mut ex = fresh();
+    assert!(ex.process(answer("1").as_bytes()).is_ok());
+    assert!(
+        ex.process(answer("1").as_bytes()).is_err(),
+        "a second answer"
+    );
+    // The server's own error for a request it could not read passes.
+    let unaddressed = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#;
+    assert!(fresh().process(unaddressed).is_ok());
+    // Server requests and notifications are not answers.
+    let note = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#;
+    assert!(fresh().process(note).is_ok());
+    let ask = br#"{"jsonrpc":"2.0","id":"s-1","method":"roots/list"}"#;
+    assert!(fresh().process(ask).is_ok());
+}
+
+#[test]
+fn a_batch_answers_only_a_batch() {
+    let judge = Arc::new(Judge::new(court(Fake::default()), agent()));
+    let mut ex = Exchange::new(judge.clone());
+    ex.answers.only_asked = true;
+    ex.answers.track(&call(ECHO), false);
+    let batch = br#"[{"jsonrpc":"2.0","id":1,"result":{}}]"#;
+    assert!(crate::service::relay::filter_json(&mut ex, batch, &[]).is_err());
+    ex.answers.batch_asked = true;
+    assert!(crate::service::relay::filter_json(&mut ex, batch, &[]).is_ok());
+    // GET streams carry replays of earlier answers: not checked there.
+    let mut get = Exchange::new(judge);
+    assert!(get
+        .process(br#"{"jsonrpc":"2.0","id":5,"result":{}}"#)
+        .is_ok());
+}
