@@ -107,6 +107,12 @@ impl Answers {
         }
     }
 
+    /// Whether some expected answer must be read (a result hook, or a
+    /// `tools/call` that may create a task).
+    pub fn reads_any(&self) -> bool {
+        self.waiting.values().any(Option::is_some)
+    }
+
     /// Ids still without an answer, as JSON text.
     pub fn unanswered(&self) -> Vec<Bytes> {
         self.waiting

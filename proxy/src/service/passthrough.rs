@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
-use super::{metrics::HttpMetrics, outbound};
+use super::{exchange::Exchange, metrics::HttpMetrics, outbound};
 use crate::{
     body::{BoxError, ProxyBody},
     mcp::{Call, Kind},
@@ -36,9 +36,12 @@ const CHANNEL_FRAMES: usize = 16;
 /// Methods whose answers no policy reads. An allowlist, so that a method
 /// added later (or one Portcullis does not know) is inspected until it is
 /// put here on purpose: lists are filtered, `tools/call` results go to the
-/// result hooks and carry the task ids tasks are owned by, and the
-/// `tasks/*` methods answer with those results and ids.
+/// result hooks when any is in force, and the `tasks/*` methods answer
+/// with those results.
 const UNINSPECTED: &[&str] = &[
+    // Without result hooks; its bytes are watched for a task it creates
+    // (see [`Sniff`]), never held.
+    "tools/call",
     "initialize",
     "ping",
     "resources/read",
@@ -66,10 +69,11 @@ pub fn relay(
     resp: Response<Incoming>,
     idle: Duration,
     metrics: HttpMetrics,
+    sniff: Sniff,
 ) -> Response<ProxyBody> {
     let head = outbound::response_head(&resp, true);
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    tokio::spawn(pump(resp.into_body(), tx, idle, metrics));
+    tokio::spawn(pump(resp.into_body(), tx, idle, metrics, sniff));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -78,9 +82,54 @@ pub fn relay(
 
 type Tx = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
 
+/// Watches a passed-through `tools/call` answer for the task it creates,
+/// so that the task is tied to its tool and caller before the client can
+/// read its id: the bytes seen so far (up to `max_response_bytes`, the
+/// bound a read-whole answer has) are read as an answer whenever they may
+/// be complete, before the frame that completes them is sent on.
+pub struct Sniff {
+    ex: Option<Exchange>,
+    seen: Vec<u8>,
+    cap: usize,
+}
+
+impl Sniff {
+    /// `ex` expects the answer; nothing is watched when it keeps no call.
+    pub fn new(ex: Exchange, cap: usize) -> Self {
+        Self {
+            ex: ex.answers.reads_any().then_some(ex),
+            seen: Vec::new(),
+            cap,
+        }
+    }
+
+    pub fn frame(&mut self, frame: &Frame<Bytes>) {
+        let (Some(ex), Some(data)) = (&mut self.ex, frame.data_ref()) else {
+            return;
+        };
+        if self.seen.len() + data.len() > self.cap {
+            // Larger than any answer Portcullis reads whole: not a task.
+            self.ex = None;
+            self.seen = Vec::new();
+            return;
+        }
+        self.seen.extend_from_slice(data);
+        if self.seen.trim_ascii_end().last() == Some(&b'}') && ex.process(&self.seen).is_ok() {
+            self.ex = None;
+            self.seen = Vec::new();
+        }
+    }
+}
+
 /// Moves frames from the upstream to the client. Time spent waiting on a
 /// slow client does not count against the upstream.
-async fn pump(mut upstream: Incoming, tx: Tx, idle: Duration, metrics: HttpMetrics) {
+async fn pump(
+    mut upstream: Incoming,
+    tx: Tx,
+    idle: Duration,
+    metrics: HttpMetrics,
+    mut sniff: Sniff,
+) {
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout(idle, upstream.frame()) => next,
@@ -89,7 +138,10 @@ async fn pump(mut upstream: Incoming, tx: Tx, idle: Duration, metrics: HttpMetri
         };
         let item = match next {
             Ok(None) => return,
-            Ok(Some(Ok(frame))) => Ok(frame),
+            Ok(Some(Ok(frame))) => {
+                sniff.frame(&frame);
+                Ok(frame)
+            }
             Ok(Some(Err(e))) => {
                 metrics.upstream_error("stream_broken");
                 Err(Box::new(e) as BoxError)
@@ -124,7 +176,13 @@ mod tests {
 
     #[test]
     fn only_answers_no_policy_reads_may_stream() {
-        for method in ["resources/read", "prompts/get", "initialize", "ping"] {
+        for method in [
+            "resources/read",
+            "prompts/get",
+            "initialize",
+            "ping",
+            "tools/call",
+        ] {
             assert!(may_stream(&request(method), false), "{method}");
         }
         for method in [
@@ -132,7 +190,6 @@ mod tests {
             "prompts/list",
             "resources/list",
             "resources/templates/list",
-            "tools/call",
             "tasks/get",
             "tasks/list",
             "vendor/unknown",

@@ -287,6 +287,7 @@ async fn relay(
             resp,
             shared.upstream.request_timeout(),
             shared.metrics().clone(),
+            passthrough::Sniff::new(ex, shared.max_response_bytes),
         ),
         // Whatever the status: a list answered with a 500 is still a list.
         BodyType::Json => relay_json(shared, &mut ex, resp, &denials).await,

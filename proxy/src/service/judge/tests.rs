@@ -406,3 +406,35 @@ fn a_batch_answers_only_a_batch() {
         .process(br#"{"jsonrpc":"2.0","id":5,"result":{}}"#)
         .is_ok());
 }
+
+/// A `tools/call` answer that passes as it arrives still ties the task it
+/// creates to its tool and caller, by the time the frame completing it is
+/// sent on.
+#[test]
+fn a_passed_through_answer_still_records_its_task() {
+    use crate::service::passthrough::Sniff;
+    use http_body::Frame;
+    let court = court(Fake::default());
+    let judge = Arc::new(Judge::new(court.clone(), agent()));
+    let sniffed = |cap: usize| {
+        let mut ex = Exchange::new(judge.clone());
+        ex.answers.only_asked = true;
+        ex.answers.track(&call(ECHO), false);
+        let mut sniff = Sniff::new(ex, cap);
+        let parts: [&[u8]; 3] = [
+            br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","#,
+            br#""taskId":"t-s","status":"working"}"#,
+            b"}\n",
+        ];
+        for p in parts {
+            sniff.frame(&Frame::data(Bytes::from_static(p)));
+        }
+    };
+    sniffed(16);
+    assert_eq!(court.tasks.owner("t-s"), None, "over the cap: not read");
+    sniffed(1 << 20);
+    assert_eq!(
+        court.tasks.owner("t-s").map(|o| o.tool),
+        Some("echo".into())
+    );
+}
