@@ -86,6 +86,19 @@ pub struct ListenerConfig {
     /// Time allowed for a client to send a POST body once its headers are in.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// Connections admitted at once; beyond, `503` and close (see
+    /// [`crate::admission`]).
+    pub max_connections: usize,
+    /// Connections admitted at once from one caller (a SPIFFE ID, or an
+    /// anonymous caller's IP address).
+    pub max_connections_per_caller: usize,
+    /// Requests in flight at once (an open stream counts until it ends).
+    pub max_inflight: usize,
+    pub max_inflight_per_caller: usize,
+    /// Open event streams (`GET`) from one caller.
+    pub max_streams_per_caller: usize,
+    /// HTTP/2 streams a client may open at once on one connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ListenerConfig {
@@ -95,6 +108,12 @@ impl Default for ListenerConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             body_read_timeout: Duration::from_secs(30),
+            max_connections: 16_384,
+            max_connections_per_caller: 4_096,
+            max_inflight: 4_096,
+            max_inflight_per_caller: 1_024,
+            max_streams_per_caller: 256,
+            max_streams_per_connection: 128,
         }
     }
 }
@@ -530,7 +549,33 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        Ok(())
+        self.validate_admission()
+    }
+
+    /// A zero limit would refuse everything: surely a mistake.
+    fn validate_admission(&self) -> Result<(), ConfigError> {
+        let l = &self.listener;
+        let limits = [
+            ("listener.max_connections", l.max_connections),
+            (
+                "listener.max_connections_per_caller",
+                l.max_connections_per_caller,
+            ),
+            ("listener.max_inflight", l.max_inflight),
+            (
+                "listener.max_inflight_per_caller",
+                l.max_inflight_per_caller,
+            ),
+            ("listener.max_streams_per_caller", l.max_streams_per_caller),
+            (
+                "listener.max_streams_per_connection",
+                l.max_streams_per_connection as usize,
+            ),
+        ];
+        match limits.iter().find(|(_, v)| *v == 0) {
+            Some((field, _)) => Err(invalid(field, "must be greater than 0")),
+            None => Ok(()),
+        }
     }
 
     fn validate_policy(&self) -> Result<(), ConfigError> {

@@ -140,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let cfg = load(&config)?;
+            raise_fd_limit();
             tracing::info!(config = ?cfg, "effective configuration");
             let running = portcullis::start(cfg)
                 .await
@@ -154,6 +155,22 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Every connection costs a descriptor (two when proxied), and the usual
+/// soft limit (1024) is far below `listener.max_connections`: raise it to
+/// the hard limit, as a server process should, and say so.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    if before < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            return tracing::warn!(error = %e, "could not raise the open-file limit");
+        }
+    }
+    tracing::info!(from = ?before, to = ?limit.current, "open-file limit");
 }
 
 /// The config file, with what the injected pod sets in the environment

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub filter: FilterMetrics,
     pub identity: IdentityMetrics,
     pub capture: crate::capture::CaptureMetrics,
+    pub admission: crate::admission::AdmissionMetrics,
 }
 
 impl Metrics {
@@ -26,6 +27,7 @@ impl Metrics {
             filter: FilterMetrics::register(&registry)?,
             identity: IdentityMetrics::register(&registry)?,
             capture: crate::capture::CaptureMetrics::register(&registry)?,
+            admission: crate::admission::AdmissionMetrics::register(&registry)?,
             registry,
         })
     }

@@ -14,6 +14,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     admin::Admin,
+    admission::{self, Gate},
     capture::{CaptureListener, Routes},
     config::{Config, ConfigError},
     filter::{build_chain, EngineOptions, FilterEngine, FilterError},
@@ -175,6 +176,7 @@ async fn serve(
     let listeners = Listeners {
         capture: capture.and_then(|(bound, _)| capture_listener(&config, bound, &metrics)),
         proxy,
+        gate: gate("proxy", &config, &metrics),
     };
     let data = DataPath {
         config,
@@ -203,12 +205,21 @@ fn capture_listener(
         routes: Routes::new(config.capture.as_ref()?),
         metrics: metrics.capture.clone(),
         settings: config.listener.clone(),
+        gate: gate("capture", config, metrics),
     })
+}
+
+/// The admission gate of one listener (see [`crate::admission`]).
+fn gate(name: &'static str, config: &Config, metrics: &Metrics) -> Arc<Gate> {
+    let limits = admission::Limits::from_config(&config.listener);
+    Arc::new(Gate::new(name, limits, Some(metrics.admission.clone())))
 }
 
 /// The listeners that carry MCP traffic.
 struct Listeners {
     proxy: TcpListener,
+    /// The explicit listener's gate (the capture listener has its own).
+    gate: Arc<Gate>,
     capture: Option<CaptureListener>,
 }
 
@@ -242,12 +253,19 @@ impl DataPath {
     ) {
         let shared = self.shared.clone();
         let service = move |conn: Arc<ConnCtx>, req| {
-            service::handle(shared.clone(), conn.principal.clone(), conn.target, req)
+            service::handle(
+                shared.clone(),
+                conn.principal.clone(),
+                conn.target,
+                conn.admitted.clone(),
+                req,
+            )
         };
         let explicit = listener::serve(
             listeners.proxy,
             handshake.clone(),
             &self.config.listener,
+            listeners.gate,
             service.clone(),
             stop.clone(),
             tracker.clone(),

@@ -104,6 +104,7 @@ pub struct CaptureListener {
     pub routes: Routes,
     pub metrics: CaptureMetrics,
     pub settings: ListenerConfig,
+    pub gate: Arc<crate::admission::Gate>,
 }
 
 impl CaptureListener {
@@ -123,7 +124,7 @@ impl CaptureListener {
         while let Some((tcp, peer)) = accept(&self.listener, &shutdown).await {
             let route = self.routes.route(&portcullis_capture::redirected_dst(&tcp));
             self.metrics.route(&route);
-            let conn = Connection::new(&self.settings, &shutdown, peer);
+            let conn = Connection::new(&self.settings, &self.gate, &shutdown, peer);
             match route {
                 Route::Mcp(dst) => {
                     let conn = conn.redirected(dst, Target::Loopback(dst.port()));

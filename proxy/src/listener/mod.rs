@@ -35,6 +35,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    admission::{self, Admitted, Entry, Gate},
     body::{Guarded, ProxyBody},
     config::ListenerConfig,
     identity::{Peer, Principal},
@@ -66,6 +67,8 @@ pub struct ConnCtx {
     /// Where allowed requests go: the configured upstream on the explicit
     /// listener, the dialled local port on the capture listener.
     pub target: Target,
+    /// The connection's standing at its listener's gate.
+    pub admitted: Admitted,
 }
 
 /// No TLS: every caller is anonymous.
@@ -129,6 +132,7 @@ pub async fn serve<H, S, F>(
     listener: TcpListener,
     handshake: H,
     settings: &ListenerConfig,
+    gate: Arc<Gate>,
     service: S,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -138,7 +142,7 @@ pub async fn serve<H, S, F>(
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     while let Some((tcp, peer)) = accept(&listener, &shutdown).await {
-        let conn = Connection::new(settings, &shutdown, peer);
+        let conn = Connection::new(settings, &gate, &shutdown, peer);
         tracker.spawn(conn.run(tcp, handshake.clone(), service.clone()));
     }
 }
@@ -146,6 +150,7 @@ pub async fn serve<H, S, F>(
 /// One accepted connection, from handshake to drain.
 pub(crate) struct Connection {
     settings: ListenerConfig,
+    gate: Arc<Gate>,
     shutdown: CancellationToken,
     peer: SocketAddr,
     orig_dst: Option<SocketAddr>,
@@ -155,11 +160,13 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn new(
         settings: &ListenerConfig,
+        gate: &Arc<Gate>,
         shutdown: &CancellationToken,
         peer: SocketAddr,
     ) -> Self {
         Self {
             settings: settings.clone(),
+            gate: gate.clone(),
             shutdown: shutdown.clone(),
             peer,
             orig_dst: None,
@@ -183,6 +190,11 @@ impl Connection {
         S: Fn(Arc<ConnCtx>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
+        // The listener's place is taken before the handshake, so that a
+        // flood past the limit costs no TLS work.
+        let Ok(entry) = self.gate.accept() else {
+            return reset(tcp, self.peer, self.gate.listener());
+        };
         let _ = tcp.set_nodelay(true);
         let local_addr = tcp.local_addr().ok();
         let timeout = self.settings.header_read_timeout;
@@ -193,23 +205,36 @@ impl Connection {
             Ok(Err(e)) => return tracing::info!(peer = %self.peer, error = %e, "handshake failed"),
             Err(_) => return tracing::info!(peer = %self.peer, "handshake timed out"),
         };
+        let principal = Principal::from_peer(peer);
+        let caller = admission::caller_key(&principal, self.peer);
+        // Past the handshake a refused connection holds TLS state already:
+        // it is answered `503` rather than reset, if a shed place is left.
+        let Ok(entry) = self.gate.caller(entry, caller.clone()) else {
+            return tracing::info!(peer = %self.peer, "connection refused: no shed place left");
+        };
         let ctx = Arc::new(ConnCtx {
             peer_addr: self.peer,
             local_addr,
             orig_dst: self.orig_dst,
-            principal: Principal::from_peer(peer),
+            principal,
             target: self.target,
+            admitted: Admitted {
+                gate: self.gate.clone(),
+                caller,
+                shed: entry.shed(),
+            },
         });
-        self.serve(io, ctx, service).await;
+        self.serve(io, ctx, entry, service).await;
     }
 
-    async fn serve<I, S, F>(self, io: I, ctx: Arc<ConnCtx>, service: S)
+    async fn serve<I, S, F>(self, io: I, ctx: Arc<ConnCtx>, _entry: Entry, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: Fn(Arc<ConnCtx>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
         let listener = &self.settings;
+        let shed = ctx.admitted.shed.is_some();
         let activity = Arc::new(Activity::new());
         let act = activity.clone();
         let svc = service_fn(move |req| {
@@ -226,11 +251,16 @@ impl Connection {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(listener.header_read_timeout);
+            .header_read_timeout(listener.header_read_timeout)
+            // A shed connection is closed after its one `503`.
+            .keep_alive(!shed)
+            .max_buf_size(H1_MAX_BUF);
         builder
             .http2()
             .timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(30)));
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams(listener.max_streams_per_connection)
+            .max_header_list_size(H2_MAX_HEADER_LIST);
         let conn = builder.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let idle_limit = listener.idle_timeout;
@@ -253,7 +283,10 @@ impl Connection {
                     closing = true;
                 }
                 _ = tick.tick(), if !closing => {
-                    if activity.idle_for() >= idle_limit {
+                    // HTTP/2 has no keep-alive switch: a shed connection
+                    // goes away once its first answer is sent.
+                    let shed_done = shed && activity.served() > 0 && activity.idle_for() > Duration::ZERO;
+                    if shed_done || activity.idle_for() >= idle_limit {
                         tracing::debug!(peer = %self.peer, "closing idle connection");
                         conn.as_mut().graceful_shutdown();
                         closing = true;
@@ -264,9 +297,25 @@ impl Connection {
     }
 }
 
+/// A connection's read buffer for HTTP/1 (request heads must fit in it;
+/// hyper's default is 400 KiB). Bodies do not pass through it.
+const H1_MAX_BUF: usize = 64 * 1024;
+
+/// The largest HTTP/2 header block a client may send (hyper's default is
+/// 16 MiB).
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// Closes a connection over every limit with a reset, at once: the client
+/// learns at once, and the flood costs no handshake.
+fn reset(tcp: TcpStream, peer: SocketAddr, listener: &str) {
+    tracing::debug!(%peer, listener, "connection reset: over the connection limit");
+    let _ = tcp.set_zero_linger();
+}
+
 /// Requests in flight on one connection, and when it was last busy.
 struct Activity {
     start: Instant,
+    served: AtomicU64,
     inflight: AtomicUsize,
     last_ms: AtomicU64,
 }
@@ -275,6 +324,7 @@ impl Activity {
     fn new() -> Self {
         Self {
             start: Instant::now(),
+            served: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
         }
@@ -285,9 +335,14 @@ impl Activity {
     }
 
     fn begin(self: &Arc<Self>) -> Busy {
+        self.served.fetch_add(1, Ordering::AcqRel);
         self.inflight.fetch_add(1, Ordering::AcqRel);
         self.last_ms.store(self.now_ms(), Ordering::Release);
         Busy(self.clone())
+    }
+
+    fn served(&self) -> u64 {
+        self.served.load(Ordering::Acquire)
     }
 
     /// Zero while a request (or its streaming body) is in flight.

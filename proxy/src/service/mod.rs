@@ -38,6 +38,7 @@ pub use self::{
     rescue::{Cause, Refusal},
 };
 use crate::{
+    admission::{Admitted, Limit, Permit},
     body::{Guarded, ProxyBody},
     config::Config,
     guard::HostGuard,
@@ -119,30 +120,47 @@ impl Drop for InflightGuard {
 
 /// Serves one HTTP request from `principal`, forwarding what the policy
 /// allows to `target` (chosen by the listener for the whole connection).
+/// Admission comes first: a request over a limit is answered `503` before
+/// anything of it is read.
 pub async fn handle(
     shared: Arc<Shared>,
     principal: Principal,
     target: Target,
+    admitted: Admitted,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let permit = match admitted.request() {
+        Ok(permit) => permit,
+        Err(limit) => return overloaded(&shared, limit),
+    };
     let gauge = shared.metrics().inflight().clone();
     gauge.inc();
-    let guard = InflightGuard(gauge);
-    let resp = route(&shared, principal, target, req).await;
+    let guard = (InflightGuard(gauge), permit);
+    let (resp, stream) = route(&shared, principal, target, &admitted, req).await;
     let (parts, body) = resp.into_parts();
-    let body = http_body_util::BodyExt::boxed_unsync(Guarded::new(body, guard));
+    let body = http_body_util::BodyExt::boxed_unsync(Guarded::new(body, (guard, stream)));
     Response::from_parts(parts, body)
 }
 
+fn overloaded(shared: &Shared, limit: Limit) -> Response<ProxyBody> {
+    rescue::answer(
+        &Cause::Overloaded(limit.describe()).into(),
+        shared.metrics(),
+    )
+}
+
+/// The response, and the stream place a `GET` holds for as long as its
+/// body is open.
 async fn route(
     shared: &Arc<Shared>,
     principal: Principal,
     target: Target,
+    admitted: &Admitted,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, Option<Permit>) {
     if let Err(why) = shared.hosts.check(req.uri(), req.headers()) {
         let refusal = Refusal::from(Cause::ForbiddenOrigin(why));
-        return rescue::answer(&refusal, shared.metrics());
+        return (rescue::answer(&refusal, shared.metrics()), None);
     }
     let out = Outbound::new(
         &shared.upstream,
@@ -150,12 +168,19 @@ async fn route(
         &principal,
         shared.forward_authorization,
     );
-    match *req.method() {
+    let resp = match *req.method() {
         Method::POST => post::handle(shared, principal, &out, req).await,
-        Method::GET => bodyless::stream(shared, principal, &out, req).await,
+        Method::GET => match admitted.stream() {
+            Ok(place) => {
+                let resp = bodyless::stream(shared, principal, &out, req).await;
+                return (resp, Some(place));
+            }
+            Err(limit) => overloaded(shared, limit),
+        },
         Method::DELETE | Method::OPTIONS | Method::HEAD => {
             bodyless::passthrough(shared, &out, req).await
         }
         _ => rescue::answer(&Cause::MethodNotAllowed.into(), shared.metrics()),
-    }
+    };
+    (resp, None)
 }
