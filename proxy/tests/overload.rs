@@ -34,6 +34,8 @@ enum Behaviour {
     Drip(Duration),
     /// `200 text/event-stream` and events as fast as the socket takes them.
     Flood,
+    /// A `200 application/json` answer of 1 GiB, written as fast as it is read.
+    Huge,
 }
 
 struct RawUpstream {
@@ -105,6 +107,17 @@ async fn serve_raw(
                         return;
                     }
                     tokio::time::sleep(every).await;
+                }
+            }
+            Behaviour::Huge => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[";
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let item = "{\"name\":\"t\",\"inputSchema\":{\"type\":\"object\"}},".repeat(100);
+                loop {
+                    if tcp.write_all(item.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    written.fetch_add(item.len() as u64, Ordering::SeqCst);
                 }
             }
             Behaviour::Flood => {
@@ -602,6 +615,49 @@ async fn a_slow_reader_of_a_large_stream_stops_the_upstream_not_grows_memory() {
     );
 }
 
+#[tokio::test]
+async fn a_huge_json_answer_is_refused_at_the_bound_and_reading_stops() {
+    let up = raw_upstream(Behaviour::Huge).await;
+    let proxy = start(config(up.addr, "", "")).await;
+    let mut tcp = connect(&proxy).await;
+    let (status, _, body) = post_on(&mut tcp, LIST).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("-32052"), "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = up.written.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = up.written.load(Ordering::SeqCst);
+    println!(
+        "a 1 GiB answer: {read} bytes written by the upstream before it was refused (bound 16 MiB)"
+    );
+    assert!(
+        read < 64 * 1024 * 1024,
+        "read far past max_response_bytes: {read}"
+    );
+    assert_eq!(read, later, "the upstream is no longer read");
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused_not_buffered() {
+    let up = raw_upstream(Behaviour::Answer).await;
+    let proxy = start(config(up.addr, "", "")).await;
+    let mut tcp = connect(&proxy).await;
+    let big = format!(
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\nx-filler: {}\r\ncontent-length: 2\r\n\r\n{{}}",
+        "a".repeat(200 * 1024)
+    );
+    // The proxy may close before reading it all: a write error is fine.
+    let _ = tcp.write_all(big.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "{text}"
+    );
+    assert_eq!(up.requests.load(Ordering::SeqCst), 0);
+}
+
 /// The real binary, for memory figures that are the proxy's alone.
 struct Child {
     child: std::process::Child,
@@ -617,11 +673,25 @@ impl Drop for Child {
 }
 
 fn spawn_binary(upstream: SocketAddr, listener: &str) -> Child {
-    let dir = support::pki::dir("overload-binary");
+    spawn_binary_in(
+        &support::pki::dir("overload-binary"),
+        upstream,
+        listener,
+        "",
+    )
+}
+
+/// `top` is appended as top-level sections.
+fn spawn_binary_in(
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    listener: &str,
+    top: &str,
+) -> Child {
     let proxy = free_port();
     let admin = free_port();
     let yaml = format!(
-        "listener:\n  addr: {proxy}\n{listener}admin:\n  addr: {admin}\nupstream:\n  url: http://{upstream}\npolicy:\n  default: allow\n"
+        "listener:\n  addr: {proxy}\n{listener}admin:\n  addr: {admin}\nupstream:\n  url: http://{upstream}\npolicy:\n  default: allow\n{top}"
     );
     let path = dir.join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
@@ -725,5 +795,56 @@ async fn ten_thousand_idle_connections_are_held_and_measured() {
         let (status, _, body) = post_on(tcp, LIST).await;
         assert_eq!(status, 200, "{body}");
     }
+    drop(conns);
+}
+
+#[tokio::test]
+async fn a_thousand_idle_mtls_connections_are_measured() {
+    use support::pki;
+    const N: usize = 1_000;
+    support::tls_init();
+    raise_own_fd_limit();
+    let up = raw_upstream(Behaviour::Answer).await;
+    let dir = pki::dir("overload-mtls");
+    let ca = pki::ca(pki::TD);
+    pki::write_svid(&dir, &ca, pki::SIDECAR_ID);
+    let identity = pki::identity_yaml(&dir, "strict", "1s");
+    let child = spawn_binary_in(&dir, up.addr, "", &identity);
+    let (cert, key) = ca
+        .issue(
+            "spiffe://demo.local/ns/agents/sa/client",
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let client = pki::Client::new(&cert, &key, &ca.cert_pem, pki::SIDECAR_ID);
+    let mut ready = false;
+    for _ in 0..200 {
+        if client.post(child.proxy, LIST, &[]).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "portcullis did not start");
+    let pid = child.child.id();
+    let before = rss_kib(pid);
+    let mut conns = Vec::with_capacity(N);
+    for _ in 0..N {
+        conns.push(client.connect(child.proxy).await.unwrap());
+    }
+    let mut open = 0.0;
+    for _ in 0..200 {
+        open = gauge(child.admin).await;
+        if open >= N as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(open >= N as f64, "{open} connections admitted");
+    let after = rss_kib(pid);
+    let per_conn = (after.saturating_sub(before) * 1024) as f64 / N as f64;
+    println!(
+        "1000 idle mTLS connections: RSS {before} KiB -> {after} KiB, {per_conn:.0} bytes per connection"
+    );
     drop(conns);
 }

@@ -125,21 +125,29 @@ impl Client {
 
     /// POSTs `body` to `/mcp` over mTLS; an error if the handshake or the
     /// exchange fails.
+    /// A finished mTLS handshake with the sidecar at `addr`.
+    pub async fn connect(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        let name = ServerName::try_from("localhost").unwrap();
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))
+    }
+
     pub async fn post(
         &self,
         addr: std::net::SocketAddr,
         body: &str,
         extra: &[(&str, &str)],
     ) -> Result<(u16, String), String> {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
-        let name = ServerName::try_from("localhost").unwrap();
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let tls = self.connect(addr).await?;
         let (mut send, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
