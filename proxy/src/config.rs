@@ -26,6 +26,10 @@ pub enum ConfigError {
     Invalid { field: &'static str, reason: String },
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
@@ -36,10 +40,13 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// This sidecar's instance identity as policies see it. Defaults to
-    /// `$PORTCULLIS_INSTANCE`, then `$HOSTNAME` (the pod name).
+    /// This sidecar's stable instance id (see [`crate::instance`] for
+    /// what is used when it is not set).
     #[serde(default)]
     pub instance: Option<String>,
+    /// Add `Portcullis-Instance: <instance UUID>` to every response.
+    #[serde(default = "yes")]
+    pub instance_header: bool,
     #[serde(default)]
     pub listener: ListenerConfig,
     /// mTLS with SPIFFE identities. Absent: a plaintext listener, every
@@ -333,8 +340,12 @@ impl Config {
             reload_interval: std::time::Duration::ZERO,
             ..c.filter_engine.clone()
         };
-        let checks: [(&'static str, bool); 11] = [
+        let checks: [(&'static str, bool); 12] = [
             ("instance", self.instance == next.instance),
+            (
+                "instance_header",
+                self.instance_header == next.instance_header,
+            ),
             ("listener", self.listener == next.listener),
             ("capture", self.capture == next.capture),
             ("app_probes", self.app_probes == next.app_probes),
@@ -592,14 +603,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    pub fn instance_id(&self) -> String {
-        self.instance
-            .clone()
-            .or_else(|| std::env::var("PORTCULLIS_INSTANCE").ok())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "portcullis".into())
     }
 
     /// The upstream's `scheme://authority`, validated by [`Config::validate`].

@@ -20,6 +20,7 @@ pub mod config;
 pub mod filter;
 pub mod guard;
 pub mod identity;
+pub mod instance;
 pub mod listener;
 pub mod mcp;
 pub mod memory;

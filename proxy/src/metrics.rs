@@ -32,6 +32,14 @@ impl Metrics {
         })
     }
 
+    /// `portcullis_instance_info`, once the instance is resolved.
+    pub fn register_instance(
+        &self,
+        instance: &crate::instance::Instance,
+    ) -> prometheus::Result<()> {
+        instance.register(&self.registry)
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut out = Vec::new();

@@ -13,7 +13,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    admin::Admin,
+    admin::{identity::IdentityReport, Admin},
     admission::{self, Gate},
     capture::{CaptureListener, Routes},
     config::{Config, ConfigError},
@@ -23,6 +23,7 @@ use crate::{
         svid::IdentityStore,
         tls,
     },
+    instance::Instance,
     listener::tls::Mtls,
     listener::{self, ConnCtx, Handshake, Plaintext},
     metrics::Metrics,
@@ -120,7 +121,13 @@ async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, St
     };
     tracing::info!(filters = ?chain.filter_names(), "filter chain loaded");
     let handle = Arc::new(PolicyHandle::new(Box::new(chain)));
-    let running = serve(config.clone(), handle.clone(), metrics.clone()).await?;
+    let running = serve(
+        config.clone(),
+        path.clone(),
+        handle.clone(),
+        metrics.clone(),
+    )
+    .await?;
     let reloader = Reloader {
         engine,
         handle,
@@ -138,15 +145,24 @@ pub async fn start_with_policy(
     policy: Box<dyn Policy>,
 ) -> Result<Running, StartError> {
     config.validate()?;
-    serve(config, Arc::new(PolicyHandle::new(policy)), Metrics::new()?).await
+    serve(
+        config,
+        None,
+        Arc::new(PolicyHandle::new(policy)),
+        Metrics::new()?,
+    )
+    .await
 }
 
 async fn serve(
     config: Config,
+    config_path: Option<PathBuf>,
     policy: Arc<PolicyHandle>,
     metrics: Metrics,
 ) -> Result<Running, StartError> {
     let config = Arc::new(config);
+    let instance = Arc::new(Instance::from_env(config.instance.as_deref()));
+    metrics.register_instance(&instance)?;
     // Every port is bound before anything starts, so a clash fails the start.
     let (proxy, proxy_addr) = bind(config.listener.addr).await?;
     let (admin, admin_addr) = bind(config.admin.addr).await?;
@@ -161,6 +177,7 @@ async fn serve(
     let identity = start_identity(&config, &metrics, shutdown.clone()).await?;
     let shared = Arc::new(Shared::new(
         &config,
+        &instance,
         policy,
         metrics.http.clone(),
         draining.clone(),
@@ -168,8 +185,14 @@ async fn serve(
     )?);
     let ready = Arc::new(AtomicBool::new(true));
     let admin_stop = CancellationToken::new();
-    let admin_server =
-        Admin::new(metrics.clone(), ready.clone()).with_app_probes(config.app_probes.clone());
+    let admin_server = Admin::new(metrics.clone(), ready.clone())
+        .with_app_probes(config.app_probes.clone())
+        .with_identity(IdentityReport {
+            instance,
+            svid: identity.as_ref().map(|i| i.store.clone()),
+            config_path,
+            config: config.clone(),
+        });
     tokio::spawn(admin_server.serve(admin, admin_stop.clone()));
 
     tracing::info!(%proxy_addr, %admin_addr, ?capture_addr, upstream = %config.upstream.url, rules = config.policy.rules.len(), "portcullis started");
@@ -299,6 +322,8 @@ impl DataPath {
 /// What mTLS needs once the SVID source is running.
 struct Identity {
     handshake: Mtls,
+    /// The current SVID, for `/identity`.
+    store: Arc<IdentityStore>,
     /// The client config for an `https` upstream.
     upstream: Option<rustls::ClientConfig>,
 }
@@ -312,6 +337,7 @@ async fn start_identity(
         return Ok(None);
     };
     let store = Arc::new(IdentityStore::default());
+    let store_for_report = store.clone();
     source::start(&id.source, store.clone(), metrics.identity.clone(), stop).await?;
     let server = tls::server_config(
         store.clone(),
@@ -328,6 +354,7 @@ async fn start_identity(
     };
     tracing::info!(mode = id.mode.label(), trust_domains = ?id.trust_domains, "mTLS enabled");
     Ok(Some(Identity {
+        store: store_for_report,
         handshake: Mtls::new(server, id.mode, metrics.identity.clone()),
         upstream,
     }))

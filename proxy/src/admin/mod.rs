@@ -3,6 +3,7 @@
 //! that it is never exposed through the MCP listener.
 
 pub mod app_health;
+pub mod identity;
 
 use std::{
     collections::BTreeMap,
@@ -20,7 +21,7 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
-use self::app_health::AppProbe;
+use self::{app_health::AppProbe, identity::IdentityReport};
 use crate::{listener, metrics::Metrics};
 
 #[derive(Clone)]
@@ -28,6 +29,7 @@ pub struct Admin {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
     app_probes: Arc<BTreeMap<String, AppProbe>>,
+    identity: Option<Arc<IdentityReport>>,
 }
 
 impl Admin {
@@ -36,6 +38,15 @@ impl Admin {
             metrics,
             ready,
             app_probes: Arc::default(),
+            identity: None,
+        }
+    }
+
+    /// Serves `GET /identity`.
+    pub fn with_identity(self, report: IdentityReport) -> Self {
+        Self {
+            identity: Some(Arc::new(report)),
+            ..self
         }
     }
 
@@ -92,6 +103,14 @@ impl Admin {
                 ),
             },
             "/healthz" => text_response(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/identity" => match &self.identity {
+                Some(report) => text_response(
+                    StatusCode::OK,
+                    "application/json",
+                    report.render().to_string().into_bytes(),
+                ),
+                None => not_found(),
+            },
             "/readyz" if self.ready.load(Ordering::Acquire) => {
                 text_response(StatusCode::OK, "text/plain", b"ready\n".to_vec())
             }

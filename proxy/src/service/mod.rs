@@ -26,7 +26,7 @@ mod tasks;
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +43,7 @@ use crate::{
     config::Config,
     guard::HostGuard,
     identity::Principal,
+    instance::Instance,
     policy::PolicyHandle,
     upstream::{Target, Upstream},
 };
@@ -63,11 +64,17 @@ pub struct Shared {
     /// Cancelled when the process starts draining: long-lived GET streams
     /// end then, so that their clients reconnect elsewhere.
     pub draining: CancellationToken,
+    /// `Portcullis-Instance` on every response, unless turned off.
+    pub instance_header: Option<HeaderValue>,
 }
+
+/// The response header naming this instance (its UUID).
+pub const INSTANCE_HEADER: &str = "portcullis-instance";
 
 impl Shared {
     pub fn new(
         config: &Config,
+        instance: &Instance,
         policy: Arc<PolicyHandle>,
         metrics: HttpMetrics,
         draining: CancellationToken,
@@ -80,7 +87,7 @@ impl Shared {
                 policy,
                 catalog: ToolCatalog::default(),
                 metrics,
-                instance: config.instance_id(),
+                instance: instance.id.clone(),
                 max_json_depth: config.limits.max_json_depth,
                 tasks: Default::default(),
             }),
@@ -94,6 +101,10 @@ impl Shared {
             max_response_bytes: config.limits.max_response_bytes,
             forward_authorization: config.upstream.forward_authorization,
             draining,
+            instance_header: config
+                .instance_header
+                .then(|| HeaderValue::from_str(&instance.uuid.to_string()).ok())
+                .flatten(),
         })
     }
 
@@ -137,7 +148,10 @@ pub async fn handle(
     gauge.inc();
     let guard = (InflightGuard(gauge), permit);
     let (resp, stream) = route(&shared, principal, target, &admitted, req).await;
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    if let Some(value) = &shared.instance_header {
+        parts.headers.insert(INSTANCE_HEADER, value.clone());
+    }
     let body = http_body_util::BodyExt::boxed_unsync(Guarded::new(body, (guard, stream)));
     Response::from_parts(parts, body)
 }
