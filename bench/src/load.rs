@@ -94,7 +94,11 @@ struct Answer<'a> {
 
 /// Sends one call and checks that it came back as a 200 JSON result for
 /// the same id.
-pub async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>, id: u64) -> Result<(), String> {
+pub async fn exchange(
+    sender: &mut Sender,
+    req: Request<Full<Bytes>>,
+    id: u64,
+) -> Result<(), String> {
     sender
         .ready()
         .await

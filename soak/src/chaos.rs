@@ -49,9 +49,10 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct Chaos {
     pub paths: Paths,
     pub start: Instant,
-    pub config_file: PathBuf,
-    /// The config as first written; each reload writes a variant of it.
-    pub config_text: String,
+    /// The filter file the proxy runs, rewritten at each reload.
+    pub filter_file: PathBuf,
+    /// Its original bytes.
+    pub filter_wasm: Vec<u8>,
     pub admin: SocketAddr,
     pub proxy: SocketAddr,
     pub client_tls: Arc<rustls::ClientConfig>,
@@ -68,8 +69,8 @@ impl Chaos {
     pub fn new(
         paths: Paths,
         start: Instant,
-        config_file: PathBuf,
-        config_text: String,
+        filter_file: PathBuf,
+        filter_wasm: Vec<u8>,
         admin: SocketAddr,
         proxy: SocketAddr,
         client_tls: Arc<rustls::ClientConfig>,
@@ -79,8 +80,8 @@ impl Chaos {
         Self {
             paths,
             start,
-            config_file,
-            config_text,
+            filter_file,
+            filter_wasm,
             admin,
             proxy,
             client_tls,
@@ -115,24 +116,22 @@ impl Chaos {
         });
     }
 
-    /// Rewrites the config with one harmless change (arg-guard's length
-    /// limit moves between 1024 and 1025; the soak's text is 54 chars) and
-    /// waits for the proxy's reload counter to count a success.
+    /// Replaces tool-rbac's .wasm with a variant (same code, a custom
+    /// section that alternates between two values: a new file hash, two
+    /// compiled modules at most) and waits for the proxy's reload counter
+    /// to count a success. Editing the config file would be the natural
+    /// change, but `portcullis run` does not watch it (see README).
     pub async fn reload(&mut self) {
         self.reloads += 1;
-        let n = self.reloads;
-        let text = self.config_text.replace(
-            "max_length: 1024",
-            &format!("max_length: {}", 1024 + n % 2),
-        ) + &format!("# soak reload {n}\n");
+        let bytes = with_custom_section(&self.filter_wasm, self.reloads % 2);
         let at = Instant::now();
         let result = async {
             let before = reload_count(self.admin, "success").await?;
             let refused = reload_count(self.admin, "failure").await?;
-            replace_file(&self.config_file, text.as_bytes())?;
+            replace_file(&self.filter_file, &bytes)?;
             wait_for(at, || async {
                 if reload_count(self.admin, "failure").await? > refused {
-                    return Err("the proxy refused the new config".to_string());
+                    return Err("the proxy refused the new filter".to_string());
                 }
                 Ok(reload_count(self.admin, "success").await? > before)
             })
@@ -252,6 +251,19 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("moving {}: {e}", tmp.display()))
 }
 
+/// `wasm` with a custom section `soak-reload` holding one byte appended.
+/// Custom sections may end both core modules and components, and carry
+/// nothing the runtime reads.
+pub fn with_custom_section(wasm: &[u8], value: u64) -> Vec<u8> {
+    let name = b"soak-reload";
+    // Section id 0; size and name length fit one LEB128 byte each.
+    let mut out = wasm.to_vec();
+    out.extend([0u8, (1 + name.len() + 1) as u8, name.len() as u8]);
+    out.extend(name);
+    out.push(value as u8);
+    out
+}
+
 /// `portcullis_filter_reloads_total{result=...}` from the admin port.
 async fn reload_count(admin: SocketAddr, result: &str) -> Result<u64, String> {
     let text = scrape::metrics_text(admin).await?;
@@ -268,13 +280,8 @@ pub fn counter(text: &str, name: &str, label: &str, value: &str) -> Option<u64> 
 }
 
 /// The leaf certificate the proxy serves to a new TLS handshake.
-async fn served_leaf(
-    proxy: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-) -> Result<Vec<u8>, String> {
-    let tcp = TcpStream::connect(proxy)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn served_leaf(proxy: SocketAddr, tls: Arc<rustls::ClientConfig>) -> Result<Vec<u8>, String> {
+    let tcp = TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
     let stream = TlsConnector::from(tls)
         .connect(name, tcp)
@@ -291,6 +298,20 @@ async fn served_leaf(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn custom_section_variants_differ_and_keep_the_original_prefix() {
+        let wasm = b"\0asm\x0d\0\x01\0".to_vec();
+        let (a, b) = (
+            super::with_custom_section(&wasm, 0),
+            super::with_custom_section(&wasm, 1),
+        );
+        assert_ne!(a, b);
+        assert!(a.starts_with(&wasm));
+        // id 0, size 13 = name length byte + 11 name bytes + 1 value byte.
+        assert_eq!(&a[wasm.len()..wasm.len() + 3], &[0, 13, 11]);
+        assert_eq!(a.len(), wasm.len() + 2 + 13);
+    }
+
     #[test]
     fn reads_a_labelled_counter() {
         let text = "# TYPE portcullis_filter_reloads_total counter\n\

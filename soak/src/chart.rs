@@ -24,7 +24,8 @@ pub fn draw(s: &Summary, out: &Path) -> Result<(), ChartError> {
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
-type DrawResult<'a> = Result<(), DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>;
+type DrawResult<'a> =
+    Result<(), DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>;
 
 fn resources<'a>(s: &Summary, area: &Area<'a>) -> DrawResult<'a> {
     let x_max = (s.duration_s / 60.0).max(0.1);
@@ -88,19 +89,31 @@ fn latency<'a>(s: &Summary, area: &Area<'a>) -> DrawResult<'a> {
     let p50: Vec<(f64, f64)> = s.windows.iter().map(|w| (mid(w), w.p50_ms)).collect();
     let y_top = p99.iter().map(|p| p.1).fold(1.0, f64::max) * 1.25;
     let mut chart = ChartBuilder::on(area)
-        .caption("latency per window (from when each call was due)", ("sans-serif", 22))
+        .caption(
+            "latency per window (from when each call was due)",
+            ("sans-serif", 22),
+        )
         .margin(14)
         .x_label_area_size(34)
         .y_label_area_size(64)
-        .right_y_label_area_size(64)
         .build_cartesian_2d(0f64..x_max, 0f64..y_top)?;
-    chart.configure_mesh().x_desc("minutes").y_desc("ms").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .y_desc("ms")
+        .draw()?;
     for (points, color, name) in [(p99, RED, "p99"), (p50, BLUE, "p50")] {
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, color.filled())),
+        )?;
     }
     chart
         .configure_series_labels()

@@ -51,7 +51,7 @@ pub struct Args {
     /// Connections the calls are spread over.
     #[arg(long, default_value_t = 8)]
     connections: usize,
-    /// Config rewrite (a filter setting changes) every ...
+    /// Filter chain reload (tool-rbac's file is rewritten) every ...
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     reload_every: Duration,
     /// New proxy SVID every ...
@@ -128,20 +128,28 @@ async fn run(args: Args) -> anyhow::Result<Vec<String>> {
     let paths = Paths {
         portcullis: absolute(&args.portcullis)?,
         envoy: None,
-        filters: absolute(&args.filters)?,
+        filters: absolute(&args.work)?.join("filters"),
         envoy_wasm: None,
         work: absolute(&args.work)?,
         base_port: args.base_port,
     };
     let _ = std::fs::remove_dir_all(paths.work.join("filter-cache"));
+    // The proxy runs copies of the filters, which reloads rewrite.
+    let filters = paths.work.join("filters");
+    std::fs::create_dir_all(&filters)?;
+    for f in ["tool_rbac.wasm", "arg_guard.wasm"] {
+        let from = absolute(&args.filters)?.join(f);
+        std::fs::copy(&from, filters.join(f))
+            .with_context(|| format!("copying {}", from.display()))?;
+    }
     targets::mint_pki(&paths).await?;
     let upstream = targets::start_upstream(&paths).await?;
     let proxy = targets::start(Kind::D, &paths).await?;
     verify::enforces_policy(Kind::D, &proxy.endpoint).await?;
     let pid = proxy.pid().context("the proxy has no pid")?;
     let admin = proxy.admin.context("the proxy has no admin port")?;
-    let config_file = paths.work.join("d.yaml");
-    let config_text = std::fs::read_to_string(&config_file)?;
+    let filter_file = paths.filters.join("tool_rbac.wasm");
+    let filter_wasm = std::fs::read(&filter_file)?;
     let pki = paths.pki();
     let tls = Arc::new(conn::mtls_client(
         &pki.join("ca/ca.pem"),
@@ -167,8 +175,8 @@ async fn run(args: Args) -> anyhow::Result<Vec<String>> {
     let mut chaos = chaos::Chaos::new(
         paths.clone(),
         start,
-        config_file,
-        config_text,
+        filter_file,
+        filter_wasm,
         admin,
         proxy.endpoint.addr,
         tls,
@@ -202,13 +210,18 @@ async fn drive(chaos: &mut chaos::Chaos, args: &Args, start: Instant) {
         let Some(soonest) = next.iter().copied().min() else {
             return;
         };
-        if soonest >= args.duration {
+        // A change that took long to check may have pushed the schedule
+        // past the end of the run.
+        if soonest >= args.duration || start.elapsed() >= args.duration {
             return;
         }
         tokio::time::sleep_until(start + soonest).await;
         for i in 0..3 {
             if next[i] > soonest {
                 continue;
+            }
+            if start.elapsed() >= args.duration {
+                return;
             }
             next[i] += every[i];
             match i {

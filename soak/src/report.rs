@@ -177,11 +177,7 @@ fn applied(events: &[Event], kind: Kind) -> Applied {
 
 fn range(samples: &[Sample], warmup_s: f64, value: impl Fn(&Sample) -> f64) -> Option<Range> {
     let points: Vec<(f64, f64)> = samples.iter().map(|s| (s.t_s, value(s))).collect();
-    let after: Vec<(f64, f64)> = points
-        .iter()
-        .copied()
-        .filter(|p| p.0 >= warmup_s)
-        .collect();
+    let after: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= warmup_s).collect();
     let per_h = |p: &[(f64, f64)]| stats::slope(p).map(|s| s * 3600.0);
     Some(Range {
         start: points.first()?.1,
@@ -206,7 +202,9 @@ fn leak_verdict(duration_s: f64, rss: &Option<Range>, fds: &Option<Range>) -> St
     if rss > RSS_MIB_PER_H || fds > FDS_PER_H {
         format!("LEAK? growth above {RSS_MIB_PER_H} MiB/h or {FDS_PER_H} fds/h after the warm-up")
     } else {
-        format!("no leak: growth after the warm-up below {RSS_MIB_PER_H} MiB/h and {FDS_PER_H} fds/h")
+        format!(
+            "no leak: growth after the warm-up below {RSS_MIB_PER_H} MiB/h and {FDS_PER_H} fds/h"
+        )
     }
 }
 

@@ -167,10 +167,7 @@ mod tests {
                 ErrorClass::ConnectionLost,
             ),
             ("connection: broken pipe", ErrorClass::ConnectionLost),
-            (
-                "JSON-RPC error: {\"code\":-32603}",
-                ErrorClass::JsonRpc,
-            ),
+            ("JSON-RPC error: {\"code\":-32603}", ErrorClass::JsonRpc),
             ("answer without a result for id 3", ErrorClass::BadAnswer),
             ("answer is not JSON-RPC: eof", ErrorClass::BadAnswer),
             ("HTTP x", ErrorClass::Other),

@@ -34,7 +34,7 @@ pub fn markdown(s: &Summary) -> String {
          - **portcullis:** {}; tree `{}`\n\
          - **Run:** {} at {:.0} calls/s (open loop) over {} mTLS connections, through \
          portcullis with two WASM filters (bench configuration d)\n\
-         - **During the run:** config reload every {}, SVID rotation every {}, upstream restart \
+         - **During the run:** filter reload every {}, SVID rotation every {}, upstream restart \
          every {} (down {:.1} s; errors up to {:.0} s after it listens again count as inside)\n\n\
          ![RSS, fds and p99 over time](soak.png)\n\n",
         m.date,
@@ -104,7 +104,7 @@ fn changes(md: &mut String, s: &Summary) {
             a.attempted, a.applied, a.median_ms, a.max_ms
         );
     };
-    row(md, "config reload", &s.reloads);
+    row(md, "filter reload", &s.reloads);
     row(md, "SVID rotation", &s.rotations);
     row(md, "upstream restart", &s.restarts);
     md.push('\n');
