@@ -20,6 +20,10 @@ pub async fn run(pid: u32, start: Instant, deadline: Instant, every: Duration) -
     let mut tick = tokio::time::interval(every);
     while Instant::now() < deadline {
         tick.tick().await;
+        // A tick after the end would catch the proxy with the load gone.
+        if Instant::now() >= deadline {
+            break;
+        }
         let (Ok(rss_bytes), Ok(fds)) = (procstat::rss(pid), procstat::open_fds(pid)) else {
             eprintln!("soak: cannot read /proc/{pid}: the proxy has exited?");
             break;
