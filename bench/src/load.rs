@@ -46,12 +46,12 @@ pub const TEXT: &str = "The quick brown fox jumps over the lazy dog, 0123456789"
 
 /// `text` as a JSON string literal. Encoding a string cannot fail; the
 /// fallback only satisfies the type.
-fn json_string(text: &str) -> String {
+pub fn json_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_default()
 }
 
 /// A `tools/call` of `tool` with `text` (already a JSON string literal).
-fn call(
+pub fn call(
     endpoint: &Endpoint,
     id: u64,
     tool: &str,
@@ -94,7 +94,11 @@ struct Answer<'a> {
 
 /// Sends one call and checks that it came back as a 200 JSON result for
 /// the same id.
-async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>, id: u64) -> Result<(), String> {
+pub async fn exchange(
+    sender: &mut Sender,
+    req: Request<Full<Bytes>>,
+    id: u64,
+) -> Result<(), String> {
     sender
         .ready()
         .await
@@ -135,7 +139,7 @@ struct Worker {
 }
 
 /// Latencies from 1 µs to 60 s at three significant digits.
-const MAX_US: u64 = 60_000_000;
+pub const MAX_US: u64 = 60_000_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("latency histogram: {0}")]

@@ -76,6 +76,33 @@ pub fn peak_rss(pid: u32) -> Result<u64, ProcError> {
         })
 }
 
+/// Current resident set size in bytes (VmRSS).
+pub fn rss(pid: u32) -> Result<u64, ProcError> {
+    let status = read(pid, "status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or(ProcError::Field {
+            pid,
+            file: "status",
+            field: "VmRSS",
+        })
+}
+
+/// How many file descriptors the process holds open (entries of
+/// /proc/PID/fd): sockets, files, epoll and event fds.
+pub fn open_fds(pid: u32) -> Result<usize, ProcError> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .map_err(|source| ProcError::Read {
+            pid,
+            file: "fd",
+            source,
+        })
+}
+
 /// Starts a new peak-RSS window, so that each run reports its own peak.
 /// Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
 pub fn reset_peak_rss(pid: u32) -> Result<(), ProcError> {
@@ -126,5 +153,20 @@ mod tests {
     fn a_missing_process_is_an_error() {
         assert!(cpu_seconds(u32::MAX, 100.0).is_err());
         assert!(peak_rss(u32::MAX).is_err());
+        assert!(rss(u32::MAX).is_err());
+        assert!(open_fds(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn open_fds_counts_a_file_this_process_opens() {
+        let pid = std::process::id();
+        let before = open_fds(pid).unwrap();
+        let files: Vec<_> = (0..8)
+            .map(|_| std::fs::File::open("/proc/self/status").unwrap())
+            .collect();
+        // Other test threads may open or close files meanwhile; eight more
+        // held here must show, give or take a few.
+        assert!(open_fds(pid).unwrap() + 4 >= before + files.len());
+        assert!(rss(pid).unwrap() > 0);
     }
 }

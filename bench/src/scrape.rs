@@ -18,6 +18,11 @@ pub struct FilterCost {
 }
 
 pub async fn filter_costs(admin: SocketAddr) -> Result<Vec<FilterCost>, String> {
+    Ok(parse(&metrics_text(admin).await?))
+}
+
+/// The proxy's Prometheus text from its admin port.
+pub async fn metrics_text(admin: SocketAddr) -> Result<String, String> {
     let mut sender = Endpoint::plain(admin)
         .connect()
         .await
@@ -33,7 +38,7 @@ pub async fn filter_costs(admin: SocketAddr) -> Result<Vec<FilterCost>, String> 
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    Ok(parse(&String::from_utf8_lossy(&body)))
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Pairs `_sum` and `_count` lines of the histogram by filter label.

@@ -141,7 +141,7 @@ impl Paths {
         SocketAddr::from(([127, 0, 0, 1], self.port(0)))
     }
 
-    fn pki(&self) -> PathBuf {
+    pub fn pki(&self) -> PathBuf {
         self.work.join("pki")
     }
 }
@@ -198,7 +198,9 @@ pub async fn mint_pki(paths: &Paths) -> Result<(), SetupError> {
     Ok(())
 }
 
-async fn run_portcullis(paths: &Paths, args: &[OsString]) -> Result<(), SetupError> {
+/// Runs `portcullis ARGS` (its `ca` subcommands) and fails with its
+/// stderr if it fails.
+pub async fn run_portcullis(paths: &Paths, args: &[OsString]) -> Result<(), SetupError> {
     let out = Command::new(&paths.portcullis)
         .args(args)
         .output()

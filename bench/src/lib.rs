@@ -1,0 +1,16 @@
+//! The benchmark harness's parts, as a library: the load generator, the
+//! upstream MCP server, the configurations and their PKI, /proc readers
+//! and charts. `portcullis-bench` (src/main.rs) and the soak test
+//! (`soak/`, `portcullis-soak`) are both built on them.
+
+pub mod chart;
+pub mod conn;
+pub mod load;
+pub mod machine;
+pub mod plan;
+pub mod procstat;
+pub mod report;
+pub mod scrape;
+pub mod targets;
+pub mod upstream;
+pub mod verify;
