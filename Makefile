@@ -1,5 +1,5 @@
 # Portcullis: the two commands a new machine needs are `make demo` and `make test`.
-.PHONY: demo demo-up demo-capture test toolchain filters lint unit kube interop capture-test bench bench-smoke soak peers clean
+.PHONY: demo demo-up demo-capture test fuzz fuzz-smoke toolchain filters lint unit kube interop capture-test bench bench-smoke soak peers clean
 
 ## Build everything, run the example server behind portcullis, and show
 ## allowed and denied calls. Exits 0 when every call behaved as it must.
@@ -17,7 +17,17 @@ demo-capture:
 
 ## Everything CI runs: format, lints, unit and end-to-end tests, and
 ## interop with real MCP peers (installed into .tools/ on first use).
-test: toolchain lint filters unit kube interop capture-test bench-smoke
+test: toolchain lint filters unit kube interop capture-test bench-smoke fuzz-smoke
+
+## Fuzzing (cargo-fuzz, nightly): every target in fuzz/ for 15 minutes,
+## new coverage merged into fuzz/corpus, a line each in fuzz/stats.tsv.
+fuzz:
+	scripts/fuzz.sh --seconds 900
+
+## Every fuzz target for 5 seconds, corpus untouched: they build and do not
+## crash on their seeds.
+fuzz-smoke:
+	scripts/fuzz.sh --seconds 5 --no-merge
 
 ## The WASM target that filters are built for.
 toolchain:

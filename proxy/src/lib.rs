@@ -18,6 +18,8 @@ pub mod body;
 pub mod capture;
 pub mod config;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod identity;
 pub mod instance;

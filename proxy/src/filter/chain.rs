@@ -81,24 +81,50 @@ impl FilterChain {
         out
     }
 
-    /// Checks a rewrite before the next filter sees it: it must be strict
-    /// JSON (no duplicate keys) and an object.
-    fn accept_rewrite(&self, text: &str) -> Result<Box<RawValue>, Fault> {
-        self.accept_json(text, true)
-    }
-
-    /// What a filter returns as JSON must be strict JSON (no duplicate
-    /// keys, bounded depth) before anything else reads it: an object when
-    /// `object_only`.
     fn accept_json(&self, text: &str, object_only: bool) -> Result<Box<RawValue>, Fault> {
-        json::validate(text.as_bytes(), self.max_json_depth)
-            .map_err(|e| Fault::BadJson(e.to_string()))?;
-        if object_only && !text.trim_start().starts_with('{') {
-            return Err(Fault::BadJson(
-                "rewritten arguments must be an object".into(),
-            ));
+        accept_json(text, self.max_json_depth, object_only)
+    }
+}
+
+/// What a filter returns as JSON must be strict JSON (no duplicate keys,
+/// bounded depth) before anything else reads it: an object when
+/// `object_only` (rewritten arguments).
+pub(crate) fn accept_json(
+    text: &str,
+    max_depth: usize,
+    object_only: bool,
+) -> Result<Box<RawValue>, Fault> {
+    json::validate(text.as_bytes(), max_depth).map_err(|e| Fault::BadJson(e.to_string()))?;
+    if object_only && !text.trim_start().starts_with('{') {
+        return Err(Fault::BadJson(
+            "rewritten arguments must be an object".into(),
+        ));
+    }
+    RawValue::from_string(text.to_string()).map_err(|e| Fault::BadJson(e.to_string()))
+}
+
+/// A guest's answer to `on-request`, decoded: a rewrite is checked before
+/// the next filter sees it.
+pub(crate) fn decode_request(d: types::Decision, max_depth: usize) -> Result<Step, Fault> {
+    match d {
+        types::Decision::RewriteArguments(text) => {
+            accept_json(&text, max_depth, true).map(Step::Rewrite)
         }
-        RawValue::from_string(text.to_string()).map_err(|e| Fault::BadJson(e.to_string()))
+        types::Decision::Allow => Ok(Step::Allow),
+        types::Decision::Deny(d) => Ok(Step::Deny(d)),
+    }
+}
+
+/// A guest's denial code: 0 means "none given".
+pub(crate) fn denial_code(code: i32) -> Option<i64> {
+    (code != 0).then_some(i64::from(code))
+}
+
+/// Folds one filter's list verdicts into `shown`. A short answer hides the
+/// rest: fail closed.
+pub(crate) fn merge_verdicts(shown: &mut [bool], verdicts: &[bool]) {
+    for (i, s) in shown.iter_mut().enumerate() {
+        *s = *s && verdicts.get(i).copied().unwrap_or(false);
     }
 }
 
@@ -115,7 +141,7 @@ fn denial(f: &WasmFilter, d: types::Denial) -> Denial {
     Denial {
         by: by(&[&f.name]),
         reason: d.message,
-        code: (d.code != 0).then_some(i64::from(d.code)),
+        code: denial_code(d.code),
     }
 }
 
@@ -130,13 +156,7 @@ impl Policy for FilterChain {
             let call = convert::call(req, args.as_deref().map(RawValue::get));
             let outcome = self
                 .timed(f, "request", || f.on_request(&call, req.principal.key()))
-                .and_then(|d| match d {
-                    types::Decision::RewriteArguments(text) => {
-                        self.accept_rewrite(&text).map(Step::Rewrite)
-                    }
-                    types::Decision::Allow => Ok(Step::Allow),
-                    types::Decision::Deny(d) => Ok(Step::Deny(d)),
-                });
+                .and_then(|d| decode_request(d, self.max_json_depth));
             match outcome {
                 Ok(Step::Allow) => {}
                 Ok(Step::Deny(d)) => return Decision::Deny(denial(f, d)),
@@ -208,12 +228,7 @@ impl Policy for FilterChain {
             match self.timed(f, "list", || {
                 f.on_list(&wit_caller, principal.key(), wit_kind, &wit_items)
             }) {
-                Ok(verdicts) => {
-                    // A short answer hides the rest: fail closed.
-                    for (i, s) in shown.iter_mut().enumerate() {
-                        *s = *s && verdicts.get(i).copied().unwrap_or(false);
-                    }
-                }
+                Ok(verdicts) => merge_verdicts(&mut shown, &verdicts),
                 Err(fault) => {
                     if let OnFault::Deny(_) = self.fault(f, "list", &fault) {
                         return vec![false; items.len()];
@@ -230,7 +245,7 @@ impl Policy for FilterChain {
 }
 
 /// One filter's answer to a request, with a rewrite already checked.
-enum Step {
+pub(crate) enum Step {
     Allow,
     Deny(types::Denial),
     Rewrite(Box<RawValue>),

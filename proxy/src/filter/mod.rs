@@ -3,8 +3,8 @@
 //! [`Isolation`]), chained after the static rules, and reloaded when their
 //! files or the config change.
 
-mod bindings;
-mod chain;
+pub(crate) mod bindings;
+pub(crate) mod chain;
 mod convert;
 mod engine;
 mod host;

@@ -238,6 +238,10 @@ pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
     }
     let kind = kind_of(&env)?;
     let params: Params<'_> = match env.params {
+        // By-position `params` (a JSON-RPC array) name nothing: serde
+        // would read them into the named fields in order, and a policy
+        // would route on a name no MCP server reads there.
+        Some(raw) if raw.get().starts_with('[') => Params::default(),
         Some(raw) => serde_json::from_str(raw.get())
             .map_err(|e| CodecError::Invalid(format!("params: {e}")))?,
         None => Params::default(),
@@ -245,6 +249,7 @@ pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
     let method = env.method.unwrap_or_default();
     let meta_version = params
         .meta
+        .filter(|m| m.get().starts_with('{'))
         .and_then(|m| serde_json::from_str::<Meta>(m.get()).ok())
         .and_then(|m| m.protocol_version);
     let init_version = match method.as_str() {
@@ -520,7 +525,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
         );
         assert_eq!(entries[1].1.kind, Kind::Notification);
-        assert!(parse_body(b"[]", 64, &era()).is_err());
+        assert!(parse_body(b"[]", 64, &super::tests::era()).is_err());
     }
 
     #[test]
@@ -546,6 +551,23 @@ mod tests {
             err.err(),
             Some(CodecError::Json(JsonError::DuplicateKey("name".into())))
         );
+    }
+
+    /// Found by the `differential` fuzz target: `params` given as an array
+    /// (JSON-RPC's by-position form) was read positionally into the named
+    /// fields, so Portcullis saw a tool name (and a `_meta` version) that
+    /// no MCP server reads there.
+    #[test]
+    fn fuzz_regression_params_by_position() {
+        let positional = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo"]}"#;
+        assert!(parse_body(positional.as_bytes(), 64, &era()).is_err());
+        let meta = r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":["2026-07-28"]}}"#;
+        let call = single(meta);
+        assert_eq!(call.era, era());
+        assert_eq!(call.body_version, None);
+        // By-position params of a method without a target stay accepted.
+        let ping = single(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#);
+        assert_eq!(ping.target, None);
     }
 }
 

@@ -152,7 +152,7 @@ impl Drop for StreamContext {
 /// to another host is refused: a scheme-relative `//host/...`, a
 /// backslash (WHATWG parsers, as in browsers and Node, read `/\host` as
 /// `//host`), control characters or spaces.
-fn rewrite_endpoint(data: &str) -> Result<String, String> {
+pub(crate) fn rewrite_endpoint(data: &str) -> Result<String, String> {
     let refuse = |why: &str| Err(format!("legacy endpoint {data:?} refused: {why}"));
     if data
         .chars()

@@ -14,7 +14,7 @@ mod catalog;
 mod exchange;
 mod inbound;
 mod judge;
-mod legacy;
+pub(crate) mod legacy;
 mod metrics;
 mod outbound;
 mod passthrough;
