@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
             let cfg = load(&config)?;
             raise_fd_limit();
             tracing::info!(config = ?cfg, "effective configuration");
-            let running = portcullis::start(cfg)
+            let running = portcullis::runtime::start_watching(cfg, &config)
                 .await
                 .map_err(|e| anyhow::anyhow!("starting portcullis: {e}"))?;
             let stop = running.shutdown_token();

@@ -78,7 +78,10 @@ impl Reloader {
 
     async fn reload(&mut self) {
         let next = match &self.config_path {
-            Some(path) => match Config::load(path) {
+            // The environment overrides what the injected pod sets, as at
+            // start (`Config::load_with_env`), so that a reload does not
+            // see those sections as changed.
+            Some(path) => match Config::load_with_env(path, |name| std::env::var(name).ok()) {
                 Ok(next) => next,
                 Err(e) => return self.refused(&e.to_string()),
             },

@@ -97,6 +97,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     start_from(config, None).await
 }
 
+/// Starts the sidecar with `config`, read from `path` (and the environment)
+/// by the caller; `path` is watched for changes as by [`start_from_file`].
+pub async fn start_watching(config: Config, path: &Path) -> Result<Running, StartError> {
+    start_from(config, Some(path.to_path_buf())).await
+}
+
 /// Starts the sidecar from a config file, which is watched too: a change
 /// to its policy or filters is applied without a restart.
 pub async fn start_from_file(path: &Path) -> Result<Running, StartError> {

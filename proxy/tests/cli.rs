@@ -101,3 +101,50 @@ fn sigterm_drains_and_exits_cleanly() {
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
     assert!(out.contains("portcullis stopped"), "{out}");
 }
+
+/// `portcullis run` watches the file it was started from: a policy change
+/// is applied without a restart (it was not, before: only `start_from_file`
+/// watched the config, and `run` did not use it).
+#[test]
+fn run_reloads_its_config_file() {
+    let text = |rule: &str| {
+        format!(
+            "listener: {{addr: '127.0.0.1:0'}}\nadmin: {{addr: '127.0.0.1:0'}}\nupstream: {{url: 'http://127.0.0.1:9'}}\nfilter_engine: {{reload_interval: 200ms}}\npolicy:\n  default: allow\n  rules:\n    - {{name: {rule}, action: deny, methods: [tools/call], names: [x]}}\n"
+        )
+    };
+    let cfg = write("reload.yaml", &text("first"));
+    let mut child = portcullis()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    std::fs::write(&cfg, text("second")).unwrap();
+    let start = std::time::Instant::now();
+    let reloaded = loop {
+        if lines.lock().unwrap().contains("filter chain reloaded") {
+            break true;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reloaded, "no reload logged:\n{}", lines.lock().unwrap());
+}
