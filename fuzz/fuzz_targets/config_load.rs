@@ -3,18 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::Config;
 
-fuzz_target!(|text: &str| {
-    let Ok(mut config) = Config::from_yaml(text) else {
-        return;
-    };
-    assert!(config.validate().is_ok());
-    assert!(config.upstream_uri().is_ok(), "validated upstream is not a URI");
-    let _ = config.chain();
-    let _ = config.instance_id();
-    // Environment overrides come from the fuzz input too: a few variables.
-    let env = |name: &str| (name.len() % 3 == 0).then(|| text.to_string());
-    let _ = config.apply_env(env);
-    config.resolve_paths(std::path::Path::new("/nonexistent"));
-});
+fuzz_target!(|data: &[u8]| portcullis::fuzzing::targets::config_load::run(data));

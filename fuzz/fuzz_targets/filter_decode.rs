@@ -3,56 +3,6 @@
 //! code 0 means "none", and short list verdicts hide the rest.
 #![no_main]
 
-use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use portcullis::fuzzing::{decode_replace, decode_request, merge_verdicts, Decoded, GuestDecision};
-use portcullis::mcp::json;
-use portcullis_fuzz::MAX_DEPTH;
 
-#[derive(Arbitrary, Debug)]
-enum Guest {
-    Allow,
-    Deny(i32, String),
-    Rewrite(String),
-}
-
-#[derive(Arbitrary, Debug)]
-struct Input {
-    decision: Guest,
-    replace: String,
-    shown: Vec<bool>,
-    verdicts: Vec<bool>,
-}
-
-fuzz_target!(|input: Input| {
-    let guest = match input.decision {
-        Guest::Allow => GuestDecision::Allow,
-        Guest::Deny(code, message) => GuestDecision::Deny { code, message },
-        Guest::Rewrite(text) => GuestDecision::Rewrite(text),
-    };
-    let sent = guest.clone();
-    match (decode_request(guest, MAX_DEPTH), sent) {
-        (Ok(Decoded::Allow), GuestDecision::Allow) => {}
-        (Ok(Decoded::Deny { code, reason }), GuestDecision::Deny { code: c, message }) => {
-            assert_eq!(reason, message);
-            assert_eq!(code, (c != 0).then_some(i64::from(c)));
-        }
-        (Ok(Decoded::Rewrite(out)), GuestDecision::Rewrite(text)) => {
-            assert_eq!(out, text, "a rewrite passes byte for byte");
-            assert!(json::validate(out.as_bytes(), MAX_DEPTH).is_ok());
-            let v: serde_json::Value = serde_json::from_str(&out).expect("strict JSON");
-            assert!(v.is_object(), "rewritten arguments must be an object");
-        }
-        (Err(_), GuestDecision::Rewrite(_)) => {}
-        (out, sent) => panic!("{sent:?} decoded as {out:?}"),
-    }
-    if let Ok(out) = decode_replace(&input.replace, MAX_DEPTH) {
-        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok());
-    }
-    let before = input.shown.clone();
-    let mut shown = input.shown;
-    merge_verdicts(&mut shown, &input.verdicts);
-    for (i, s) in shown.iter().enumerate() {
-        assert_eq!(*s, before[i] && input.verdicts.get(i).copied().unwrap_or(false));
-    }
-});
+fuzz_target!(|data: &[u8]| portcullis::fuzzing::targets::filter_decode::run(data));

@@ -167,9 +167,14 @@ pub(crate) fn rewrite_endpoint(data: &str) -> Result<String, String> {
     let relative = match (uri.scheme(), uri.authority()) {
         (None, None) if data.starts_with('/') => data.to_string(),
         (None, None) => return refuse("a relative endpoint must start with /"),
-        _ => uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        // An absolute URI with an empty path (`http://h?x=1`) means the
+        // root path; its bare query (`?x=1`) would resolve against the
+        // stream's URL instead (found by the fuzz corpus replay).
+        _ => match uri.path_and_query().map(|p| p.as_str()) {
+            None => "/".to_string(),
+            Some(p) if p.starts_with('?') => format!("/{p}"),
+            Some(p) => p.to_string(),
+        },
     };
     if relative.starts_with("//") || relative.is_empty() {
         return refuse("it would name another host");
@@ -180,6 +185,19 @@ pub(crate) fn rewrite_endpoint(data: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_regression_endpoint_with_a_query_and_no_path() {
+        assert_eq!(
+            rewrite_endpoint("htps://evil.examx?y=1#fpl").unwrap(),
+            "/?y=1"
+        );
+        assert_eq!(
+            rewrite_endpoint("http://0.0.0.0:3001?s=1").unwrap(),
+            "/?s=1"
+        );
+        assert_eq!(rewrite_endpoint("http://h").unwrap(), "/");
+    }
 
     /// Past the bound, a call whose answer must be inspected is refused,
     /// not forwarded untracked (its answer would reach the client

@@ -2,7 +2,29 @@
 //! crate keeps private. Not an API: hidden from the docs, may change with
 //! any commit. Each function only forwards to the code the proxy runs.
 
+// A fuzz target reports a bug by panicking: asserts and `expect` are how
+// it speaks, here and only here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod envelope;
+pub mod targets;
+
 use crate::filter::{bindings::types, chain};
+use crate::mcp::Era;
+
+/// Every era a message can be read in, picked by one byte.
+pub fn era(pick: u8) -> Era {
+    match pick % 5 {
+        0 => Era::HttpSse2024,
+        1 => Era::Streamable2025("2025-03-26".into()),
+        2 => Era::Streamable2025("2025-06-18".into()),
+        3 => Era::Streamable2025("2025-11-25".into()),
+        _ => Era::Sessionless2026,
+    }
+}
+
+/// The depth bound the proxy uses by default.
+pub const MAX_DEPTH: usize = 64;
 
 /// The legacy (2024-11-05) `endpoint` event rewrite: the URI the client is
 /// told, or why the upstream's endpoint was refused.

@@ -1,0 +1,84 @@
+//! List filtering of upstream answers, as a JSON body or an SSE stream,
+//! with a policy that hides every name containing "secret": whatever the
+//! filter lets through (rewritten or original) shows no such item to a
+//! client reading it with a plain JSON reader.
+
+use crate::fuzzing::MAX_DEPTH;
+use crate::mcp::{
+    lists::{filter_answer, filter_message, ListItem, ListKind},
+    sse::Decoder,
+};
+use serde_json::Value;
+
+fn visible(_: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
+    items.iter().map(|i| !i.name.contains("secret")).collect()
+}
+
+/// The list keys and the field that names their items.
+const LISTS: [(&str, &str); 4] = [
+    ("tools", "name"),
+    ("prompts", "name"),
+    ("resources", "uri"),
+    ("resourceTemplates", "uriTemplate"),
+];
+
+/// Panics if a client reading `bytes` would see a hidden item.
+fn assert_clean(bytes: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
+        panic!("the filter passed what serde_json cannot read");
+    };
+    let messages = match &value {
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    for msg in messages {
+        let Some(result) = msg.get("result") else {
+            continue;
+        };
+        for (list, field) in LISTS {
+            let Some(items) = result.get(list).and_then(Value::as_array) else {
+                continue;
+            };
+            for item in items {
+                let name = item.get(field).and_then(Value::as_str);
+                assert!(
+                    !name.is_some_and(|n| n.contains("secret")),
+                    "hidden item {name:?} passed in {list}"
+                );
+            }
+        }
+    }
+}
+
+fn check(message: &[u8]) {
+    if let Ok(f) = filter_answer(message, MAX_DEPTH, visible) {
+        assert_clean(f.rewritten.as_deref().unwrap_or(message));
+    }
+    if let Some((out, removed)) = filter_message(message, visible) {
+        assert!(removed > 0);
+        assert_clean(&out);
+    }
+}
+
+/// One fuzz input.
+pub fn run(data: &[u8]) {
+    let input = data;
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        return check(rest);
+    }
+    let mut d = Decoder::new(1 << 16);
+    d.push(rest);
+    while let Ok(Some(event)) = d.next_event() {
+        if let Some(data) = event.data.as_deref().filter(|_| event.is_message()) {
+            check(data.as_bytes());
+        }
+    }
+    if let Ok(Some(event)) = d.finish_checked() {
+        if let Some(data) = event.data.as_deref() {
+            check(data.as_bytes());
+        }
+    }
+}
