@@ -32,6 +32,8 @@ pub mod policy_test;
 pub mod reload;
 pub mod runtime;
 pub mod service;
+#[cfg(not(fuzzing))]
+pub mod session;
 pub mod upstream;
 
 pub use config::Config;
