@@ -177,12 +177,16 @@ const LIST: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{}}
 /// A POST of `body` as raw HTTP/1.1 on `tcp`; the status, the head
 /// (lower case) and the body. Reads until the body is complete.
 async fn post_on(tcp: &mut TcpStream, body: &str) -> (u16, String, String) {
-    let req = format!(
+    tcp.write_all(post_request(body).as_bytes()).await.unwrap();
+    read_response(tcp).await
+}
+
+/// A 2025-06-18 POST of `body` as raw HTTP/1.1.
+fn post_request(body: &str) -> String {
+    format!(
         "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2025-06-18\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    read_response(tcp).await
+    )
 }
 
 async fn read_response(tcp: &mut TcpStream) -> (u16, String, String) {
@@ -343,10 +347,7 @@ async fn requests_in_flight_are_bounded_per_caller_and_per_listener() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut tcp = connect(&proxy).await;
-        let req = format!(
-            "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2025-06-18\r\ncontent-length: {}\r\n\r\n{LIST}",
-            LIST.len()
-        );
+        let req = post_request(LIST);
         tcp.write_all(req.as_bytes()).await.unwrap();
         held.push(tcp);
     }
@@ -357,10 +358,7 @@ async fn requests_in_flight_are_bounded_per_caller_and_per_listener() {
     assert_overloaded(status, &head, &body, "from this caller");
     // Another caller (another address) gets the listener's last place...
     let mut other = connect_from([127, 0, 0, 2], &proxy).await;
-    let req = format!(
-        "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json\r\nmcp-protocol-version: 2025-06-18\r\ncontent-length: {}\r\n\r\n{LIST}",
-        LIST.len()
-    );
+    let req = post_request(LIST);
     other.write_all(req.as_bytes()).await.unwrap();
     assert!(support::eventually(|| up.requests.load(Ordering::SeqCst) == 3).await);
     // ...and a third caller finds the listener full.
@@ -392,10 +390,7 @@ async fn requests_in_flight_are_bounded_per_caller_and_per_listener() {
     drop(other);
     let mut again = connect(&proxy).await;
     let req_count = up.requests.load(Ordering::SeqCst);
-    let send = format!(
-        "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json\r\nmcp-protocol-version: 2025-06-18\r\ncontent-length: {}\r\n\r\n{LIST}",
-        LIST.len()
-    );
+    let send = post_request(LIST);
     let mut forwarded = false;
     for _ in 0..50 {
         again.write_all(send.as_bytes()).await.unwrap();
