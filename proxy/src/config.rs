@@ -78,6 +78,49 @@ pub struct Config {
     pub filters: Vec<FilterSpec>,
     #[serde(default)]
     pub filter_engine: EngineConfig,
+    /// Client-facing sealed session ids and transparent rebind (see
+    /// [`crate::session`]). Absent: session ids pass through unchanged.
+    #[serde(default)]
+    pub sessions: Option<SessionsConfig>,
+}
+
+/// `sessions:`: Portcullis issues its own `Mcp-Session-Id` and keeps the
+/// client's session alive across upstream restarts.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// The keyring (a file mounted from a Secret; see
+    /// [`crate::session::keyring`]). Required: there is no default key.
+    pub keyring_file: std::path::PathBuf,
+    /// How often the keyring file is read again for rotations.
+    #[serde(default = "default_keyring_reload", with = "humantime_serde")]
+    pub keyring_reload_interval: Duration,
+    /// Absolute lifetime of a session id.
+    #[serde(default = "default_session_lifetime", with = "humantime_serde")]
+    pub lifetime: Duration,
+    /// Session records held in memory (least recently used go first).
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Re-establish the upstream session when the upstream has lost it.
+    #[serde(default = "yes")]
+    pub rebind: bool,
+    /// Upstream statuses that mean "I do not know this session": 404 by
+    /// the spec; add 400 or 401 for servers that answer those.
+    #[serde(default = "default_lost_statuses")]
+    pub session_lost_statuses: Vec<u16>,
+}
+
+fn default_keyring_reload() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_session_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_sessions() -> usize {
+    100_000
+}
+fn default_lost_statuses() -> Vec<u16> {
+    vec![404]
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -318,6 +361,9 @@ impl Config {
             files.federated.values_mut().for_each(fix);
         }
         self.filters.iter_mut().for_each(|f| fix(&mut f.path));
+        if let Some(sessions) = self.sessions.as_mut() {
+            fix(&mut sessions.keyring_file);
+        }
         if let Some(dir) = self.filter_engine.cache_dir.as_mut() {
             fix(dir);
         }
@@ -340,7 +386,7 @@ impl Config {
             reload_interval: std::time::Duration::ZERO,
             ..c.filter_engine.clone()
         };
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 13] = [
             ("instance", self.instance == next.instance),
             (
                 "instance_header",
@@ -356,6 +402,8 @@ impl Config {
             ("security", self.security == next.security),
             ("shutdown", self.shutdown == next.shutdown),
             ("filter_engine", engine(self) == engine(next)),
+            // The keyring file itself is reloaded; the settings are not.
+            ("sessions", self.sessions == next.sessions),
         ];
         checks
             .into_iter()
@@ -420,6 +468,7 @@ impl Config {
         self.validate_limits()?;
         self.validate_policy()?;
         self.validate_capture()?;
+        self.validate_sessions()?;
         self.validate_app_probes()?;
         self.validate_filters()
     }
@@ -458,6 +507,30 @@ impl Config {
             self.app_probes.extend(probes);
         }
         self.validate()
+    }
+
+    fn validate_sessions(&self) -> Result<(), ConfigError> {
+        let Some(s) = &self.sessions else {
+            return Ok(());
+        };
+        if s.lifetime < Duration::from_secs(60) {
+            return Err(invalid("sessions.lifetime", "must be at least 1m"));
+        }
+        if s.max_sessions == 0 {
+            return Err(invalid("sessions.max_sessions", "must be at least 1"));
+        }
+        if s.keyring_reload_interval.is_zero() {
+            return Err(invalid("sessions.keyring_reload_interval", "must not be 0"));
+        }
+        // A 2xx or 3xx "lost" status would make a rebind retry requests
+        // the upstream may have run.
+        if let Some(bad) = s.session_lost_statuses.iter().find(|c| !(400..=499).contains(*c)) {
+            return Err(invalid(
+                "sessions.session_lost_statuses",
+                format!("{bad} is not a 4xx status: only a refusal proves nothing ran"),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_capture(&self) -> Result<(), ConfigError> {

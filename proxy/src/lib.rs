@@ -32,7 +32,6 @@ pub mod policy_test;
 pub mod reload;
 pub mod runtime;
 pub mod service;
-#[cfg(not(fuzzing))]
 pub mod session;
 pub mod upstream;
 

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub identity: IdentityMetrics,
     pub capture: crate::capture::CaptureMetrics,
     pub admission: crate::admission::AdmissionMetrics,
+    pub session: crate::session::SessionMetrics,
 }
 
 impl Metrics {
@@ -28,6 +29,7 @@ impl Metrics {
             identity: IdentityMetrics::register(&registry)?,
             capture: crate::capture::CaptureMetrics::register(&registry)?,
             admission: crate::admission::AdmissionMetrics::register(&registry)?,
+            session: crate::session::SessionMetrics::register(&registry)?,
             registry,
         })
     }

@@ -30,6 +30,7 @@ use crate::{
     policy::{Policy, PolicyHandle},
     reload::Reloader,
     service::{self, Shared},
+    session::Sessions,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub enum StartError {
     Identity(#[from] SourceError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("sessions: {0}")]
+    Sessions(#[from] crate::session::KeyringError),
 }
 
 /// A started sidecar.
@@ -181,6 +184,7 @@ async fn serve(
     let shutdown = CancellationToken::new();
     let draining = CancellationToken::new();
     let identity = start_identity(&config, &metrics, shutdown.clone()).await?;
+    let sessions = start_sessions(&config, &instance, &metrics, shutdown.clone())?;
     let shared = Arc::new(Shared::new(
         &config,
         &instance,
@@ -188,6 +192,7 @@ async fn serve(
         metrics.http.clone(),
         draining.clone(),
         identity.as_ref().and_then(|i| i.upstream.clone()),
+        sessions,
     )?);
     let ready = Arc::new(AtomicBool::new(true));
     let admin_stop = CancellationToken::new();
@@ -222,6 +227,40 @@ async fn serve(
         shutdown,
         task,
     })
+}
+
+/// The session keyring, read now (a missing or invalid keyring fails the
+/// start: there is no default key) and again every `keyring_reload_interval`
+/// so that keys rotate without a restart.
+fn start_sessions(
+    config: &Config,
+    instance: &Instance,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) -> Result<Option<Arc<Sessions>>, StartError> {
+    let Some(c) = &config.sessions else {
+        return Ok(None);
+    };
+    let sessions = Arc::new(Sessions::new(c, instance.uuid, metrics.session.clone())?);
+    let (watched, every) = (sessions.clone(), c.keyring_reload_interval);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match watched.reload_keyring() {
+                Ok(true) => tracing::info!(keys = ?watched.keys(), "session keyring reloaded"),
+                Ok(false) => {}
+                // The keys in force stay: a half-written Secret must not
+                // end every session.
+                Err(e) => tracing::warn!(error = %e, "session keyring not reloaded"),
+            }
+        }
+    });
+    Ok(Some(sessions))
 }
 
 fn capture_listener(

@@ -1,6 +1,6 @@
 //! The pooled HTTP client that reaches the local MCP server.
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use bytes::Bytes;
 use http::{uri::Authority, Request, Response, Uri};
@@ -52,6 +52,18 @@ pub struct Upstream {
     authority: Authority,
     scheme: &'static str,
     request_timeout: Duration,
+    incarnation: std::sync::Arc<Incarnation>,
+}
+
+/// Counts restarts of the upstream as a sidecar sees them: a refused
+/// connection followed by a served request means a new process is
+/// listening. Sessions bound before it are rebound before their next
+/// request, which catches servers that accept unknown session ids silently
+/// instead of answering 404.
+#[derive(Debug, Default)]
+struct Incarnation {
+    refused: std::sync::atomic::AtomicBool,
+    count: std::sync::atomic::AtomicU64,
 }
 
 impl Upstream {
@@ -107,7 +119,14 @@ impl Upstream {
             authority,
             scheme: if https { "https" } else { "http" },
             request_timeout: config.request_timeout,
+            incarnation: std::sync::Arc::default(),
         })
+    }
+
+    /// How many times the upstream was seen to restart (see
+    /// [`Incarnation`]).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation.count.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn authority(&self) -> &Authority {
@@ -139,8 +158,18 @@ impl Upstream {
     ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.request_timeout)),
-            Ok(Err(e)) => Err(UpstreamError::Unavailable(error_chain(&e))),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => {
+                if e.is_connect() {
+                    self.incarnation.refused.store(true, Ordering::Release);
+                }
+                Err(UpstreamError::Unavailable(error_chain(&e)))
+            }
+            Ok(Ok(resp)) => {
+                if self.incarnation.refused.swap(false, Ordering::AcqRel) {
+                    self.incarnation.count.fetch_add(1, Ordering::AcqRel);
+                }
+                Ok(resp)
+            }
         }
     }
 }

@@ -26,6 +26,9 @@ pub enum ErrorCode {
     ForbiddenOrigin,
     /// A bound of Portcullis's own is reached; retry later.
     Overloaded,
+    /// The session id is not one this server (Portcullis) knows: the same
+    /// code the MCP SDK servers use, under 404.
+    SessionNotFound,
 }
 
 impl ErrorCode {
@@ -40,6 +43,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => -32054,
             Self::ForbiddenOrigin => -32055,
             Self::Overloaded => -32056,
+            Self::SessionNotFound => -32001,
         }
     }
 
@@ -55,6 +59,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::ForbiddenOrigin => "forbidden_origin",
             Self::Overloaded => "overloaded",
+            Self::SessionNotFound => "session_not_found",
         }
     }
 }

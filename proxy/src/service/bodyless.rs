@@ -14,8 +14,8 @@ use super::{
     legacy,
     outbound::{self, Outbound},
     relay,
-    rescue::{self, Cause},
-    Shared,
+    rescue::{self, Cause, Refusal},
+    session, Shared,
 };
 use crate::{
     body::ProxyBody,
@@ -27,6 +27,7 @@ use crate::{
 /// is already turned into the client's answer.
 async fn send(
     shared: &Shared,
+    principal: &Principal,
     out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {
@@ -39,20 +40,22 @@ async fn send(
             shared.metrics(),
         ));
     }
-    let sent = match out.request(&parts, Bytes::new()) {
-        Ok(req) => out.send(req).await,
-        Err(refusal) => Err(refusal),
-    };
-    sent.map_err(|r| rescue::upstream_failure(&r, &[], &[], shared.metrics()))
+    let fail = |r: Refusal| rescue::upstream_failure(&r, &[], &[], shared.metrics());
+    let bound = session::bind(shared, principal, &parts.headers, None).map_err(fail)?;
+    let build = || out.request(&parts, Bytes::new());
+    session::send(shared, out, principal, &parts, &bound, build)
+        .await
+        .map_err(fail)
 }
 
 /// DELETE and other body-less methods: forwarded, answer relayed as is.
 pub async fn passthrough(
     shared: &Arc<Shared>,
+    principal: &Principal,
     out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    match send(shared, out, req).await {
+    match send(shared, principal, out, req).await {
         Ok(resp) => outbound::relay_raw(resp),
         Err(answer) => answer,
     }
@@ -67,7 +70,7 @@ pub async fn stream(
     out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let resp = match send(shared, out, req).await {
+    let resp = match send(shared, &principal, out, req).await {
         Ok(resp) => resp,
         Err(answer) => return answer,
     };

@@ -19,9 +19,11 @@ mod metrics;
 mod outbound;
 mod passthrough;
 mod post;
+mod rebind;
 mod relay;
 mod rescue;
 mod respond;
+mod session;
 mod tasks;
 
 use std::sync::Arc;
@@ -36,6 +38,7 @@ pub use self::{
     metrics::HttpMetrics,
     outbound::CALLER_HEADER,
     rescue::{Cause, Refusal},
+    session::SESSION_KEY_HEADER,
 };
 use crate::{
     admission::{Admitted, Limit, Permit},
@@ -45,6 +48,7 @@ use crate::{
     identity::Principal,
     instance::Instance,
     policy::PolicyHandle,
+    session::Sessions,
     upstream::{Target, Upstream},
 };
 use outbound::Outbound;
@@ -66,6 +70,8 @@ pub struct Shared {
     pub draining: CancellationToken,
     /// `Portcullis-Instance` on every response, unless turned off.
     pub instance_header: Option<HeaderValue>,
+    /// Sealed client-facing session ids, when `sessions:` is configured.
+    pub sessions: Option<Arc<Sessions>>,
 }
 
 /// The response header naming this instance (its UUID).
@@ -79,6 +85,7 @@ impl Shared {
         metrics: HttpMetrics,
         draining: CancellationToken,
         upstream_tls: Option<rustls::ClientConfig>,
+        sessions: Option<Arc<Sessions>>,
     ) -> Result<Self, crate::config::ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.upstream_uri()?, upstream_tls)?;
         Ok(Self {
@@ -105,6 +112,7 @@ impl Shared {
                 .instance_header
                 .then(|| HeaderValue::from_str(&instance.uuid.to_string()).ok())
                 .flatten(),
+            sessions,
         })
     }
 
@@ -192,7 +200,7 @@ async fn route(
             Err(limit) => overloaded(shared, limit),
         },
         Method::DELETE | Method::OPTIONS | Method::HEAD => {
-            bodyless::passthrough(shared, &out, req).await
+            bodyless::passthrough(shared, &principal, &out, req).await
         }
         _ => rescue::answer(&Cause::MethodNotAllowed.into(), shared.metrics()),
     };

@@ -17,6 +17,7 @@ use super::{
     passthrough, relay,
     rescue::{self, Cause, Refusal},
     respond::{self, Format},
+    session::{self, Bound},
     Shared,
 };
 use crate::{
@@ -57,7 +58,7 @@ async fn judged(
     out: &Outbound<'_>,
     decoded: Decoded,
 ) -> Response<ProxyBody> {
-    let mut judge = Judge::new(shared.court.clone(), principal);
+    let mut judge = Judge::new(shared.court.clone(), principal.clone());
     judge.session.clone_from(&decoded.session);
     judge.headers.clone_from(&decoded.mcp_headers);
     let mut ex = Exchange::new(Arc::new(judge));
@@ -68,7 +69,7 @@ async fn judged(
         Body::Batch(entries) => batch(shared, &decoded, ex, entries),
     };
     match plan {
-        Ok(Plan::Forward(fwd)) => send(shared, out, &decoded, fwd).await,
+        Ok(Plan::Forward(fwd)) => send(shared, out, &principal, &decoded, fwd).await,
         Ok(Plan::Answered(resp)) => resp,
         Err(refusal) => rescue::answer(&refusal, shared.metrics()),
     }
@@ -229,6 +230,7 @@ fn batch(
 async fn send(
     shared: &Shared,
     out: &Outbound<'_>,
+    principal: &Principal,
     decoded: &Decoded,
     fwd: Forward,
 ) -> Response<ProxyBody> {
@@ -238,13 +240,50 @@ async fn send(
         denials,
         stream,
     } = fwd;
-    let sent = match out.request(&decoded.parts, body) {
-        Ok(req) => out.send(req).await,
-        Err(refusal) => Err(refusal),
+    let bound = match bind_session(shared, principal, decoded, &body) {
+        Ok(bound) => bound,
+        Err(refusal) => return failure(shared, &refusal.with_id(single_id(decoded)), &ex, &denials),
     };
+    let build = || out.request(&decoded.parts, body.clone());
+    let sent = session::send(shared, out, principal, &decoded.parts, &bound, build).await;
     match sent {
         Ok(resp) => relay(shared, decoded.format, ex, resp, denials, stream).await,
         Err(refusal) => failure(shared, &refusal, &ex, &denials),
+    }
+}
+
+/// The session phase: which session the allowed body is sent in, and what a
+/// rebind must replay of it.
+fn bind_session(
+    shared: &Shared,
+    principal: &Principal,
+    decoded: &Decoded,
+    body: &Bytes,
+) -> Result<Bound, Refusal> {
+    // Legacy (2024-11-05) sessions are the endpoint's, not a header's.
+    if decoded.legacy.is_some() {
+        return Ok(Bound::Plain);
+    }
+    let initialize = match &decoded.messages {
+        Body::Single(call) if session::initialize_call(call) => Some((call, body)),
+        _ => None,
+    };
+    let bound = session::bind(shared, principal, &decoded.parts.headers, initialize)?;
+    match &decoded.messages {
+        Body::Single(call) => session::note(&bound, call, body),
+        Body::Batch(entries) => {
+            for (raw, call) in entries {
+                session::note(&bound, call, raw.get().as_bytes());
+            }
+        }
+    }
+    Ok(bound)
+}
+
+fn single_id(decoded: &Decoded) -> Option<Box<RawValue>> {
+    match &decoded.messages {
+        Body::Single(call) => call.id.clone(),
+        Body::Batch(_) => None,
     }
 }
 

@@ -50,6 +50,9 @@ pub enum Cause {
     /// A bound of Portcullis's own is reached (named here): the message
     /// is refused rather than let through unwatched.
     Overloaded(&'static str),
+    /// The session id is unknown, tampered, expired, revoked or another
+    /// caller's: one answer for all, so it is no oracle.
+    UnknownSession,
 }
 
 /// A refusal, addressed to the request it answers.
@@ -91,6 +94,7 @@ impl Refusal {
             }
             Cause::ResultDenied(_) => StatusCode::OK,
             Cause::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Cause::UnknownSession => StatusCode::NOT_FOUND,
             Cause::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Cause::Upstream(_) | Cause::BadUpstreamResponse | Cause::UnreadableAnswer(_) => {
                 StatusCode::BAD_GATEWAY
@@ -109,6 +113,7 @@ impl Refusal {
             | Cause::BodyTimeout => ErrorCode::InvalidRequest,
             Cause::HeaderMismatch(_) => ErrorCode::HeaderMismatch,
             Cause::Overloaded(_) => ErrorCode::Overloaded,
+            Cause::UnknownSession => ErrorCode::SessionNotFound,
             Cause::Denied(_) | Cause::ResultDenied(_) | Cause::BatchDenied => {
                 ErrorCode::PolicyDenied
             }
@@ -132,7 +137,8 @@ impl Refusal {
             | Cause::BodyTooLarge(_)
             | Cause::Undecodable(_)
             | Cause::HeaderMismatch(_)
-            | Cause::Overloaded(_) => self.code().name(),
+            | Cause::Overloaded(_)
+            | Cause::UnknownSession => self.code().name(),
             Cause::Denied(_)
             | Cause::ResultDenied(_)
             | Cause::BatchDenied
@@ -161,6 +167,7 @@ impl Refusal {
                 format!("upstream answer refused: it cannot be read with certainty ({why})")
             }
             Cause::Overloaded(what) => format!("{what}; retry later"),
+            Cause::UnknownSession => "Session not found".into(),
         }
     }
 

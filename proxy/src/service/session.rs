@@ -1,0 +1,271 @@
+//! The session phase: between the decision and the upstream.
+//!
+//! With `sessions:` configured, the client never sees the upstream's
+//! `Mcp-Session-Id`. An `initialize` answer's id is sealed into Portcullis's
+//! own (see [`crate::session`]); a request's sealed id is opened (any
+//! failure: the same 404, nothing sent upstream) and replaced by the
+//! upstream id currently bound to it. When the upstream answers that it
+//! does not know the session (404, or a configured quirk status), it
+//! refused before running anything, so Portcullis re-establishes the
+//! upstream session with the recorded `initialize` and sends the request
+//! once more ([`rebind`]).
+
+use bytes::Bytes;
+use http::{request::Parts, HeaderMap, HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::{
+    outbound::Outbound,
+    rebind,
+    rescue::{Cause, Refusal},
+    Shared,
+};
+use crate::{
+    identity::Principal,
+    mcp::{headers::MCP_SESSION_ID, Call, Kind},
+    session::{Opened, Sessions},
+};
+
+/// Set on every request to the app in a Portcullis session: a key the app
+/// may store per-session state under, stable across rebinds (the upstream
+/// session id is not). Owned by Portcullis: a client's copy is removed.
+pub const SESSION_KEY_HEADER: &str = "x-portcullis-session-key";
+
+/// What the session phase decided for one request.
+pub enum Bound {
+    /// Sessions are off, or the request names none: sent as it is (but an
+    /// upstream session id in the answer is never shown to the client).
+    Plain,
+    /// An `initialize`: a client's old id is dropped (a fresh one is
+    /// always issued, so an id cannot be planted), and the upstream id in
+    /// the answer is sealed.
+    Initialize {
+        body: Bytes,
+        requested_protocol: String,
+    },
+    /// A request in a session Portcullis issued.
+    Session { token: String, opened: Opened },
+}
+
+/// Reads the request's session id, if sessions are on. `initialize` is the
+/// body when the request is a lone `initialize`.
+pub fn bind(
+    shared: &Shared,
+    principal: &Principal,
+    headers: &HeaderMap,
+    initialize: Option<(&Call, &Bytes)>,
+) -> Result<Bound, Refusal> {
+    let Some(sessions) = &shared.sessions else {
+        return Ok(Bound::Plain);
+    };
+    if let Some((call, body)) = initialize {
+        return Ok(Bound::Initialize {
+            body: body.clone(),
+            requested_protocol: call.body_version.clone().unwrap_or_default(),
+        });
+    }
+    // A repeated header is refused before this phase (check_repeated).
+    let Some(token) = headers
+        .get(MCP_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return match headers.contains_key(MCP_SESSION_ID) {
+            // Not visible ASCII: no id Portcullis issued.
+            true => {
+                sessions.metrics.reject("malformed");
+                Err(Cause::UnknownSession.into())
+            }
+            false => Ok(Bound::Plain),
+        };
+    };
+    match sessions.open(token, principal) {
+        Some(opened) => Ok(Bound::Session {
+            token: token.to_string(),
+            opened,
+        }),
+        None => Err(Cause::UnknownSession.into()),
+    }
+}
+
+/// The lone `initialize` of a POST body, if that is what it is.
+pub fn initialize_call(call: &Call) -> bool {
+    call.kind == Kind::Request && call.method == "initialize"
+}
+
+/// Notes what a rebind must replay: the log level and subscriptions.
+pub fn note(bound: &Bound, call: &Call, raw: &[u8]) {
+    let Bound::Session { opened, .. } = bound else {
+        return;
+    };
+    let Some(record) = &opened.record else {
+        return;
+    };
+    match call.method.as_str() {
+        "logging/setLevel" => {
+            if let Some(params) = params_of(raw) {
+                record.state().log_level = Some(params);
+            }
+        }
+        "resources/subscribe" => {
+            if let Some(uri) = call.target_name() {
+                record.state().subscriptions.insert(uri.to_string());
+            }
+        }
+        "resources/unsubscribe" => {
+            if let Some(uri) = call.target_name() {
+                record.state().subscriptions.remove(uri);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A message's `params`, byte for byte (it was read strictly already).
+fn params_of(raw: &[u8]) -> Option<Bytes> {
+    #[derive(serde::Deserialize)]
+    struct P<'a> {
+        #[serde(borrow)]
+        params: Option<&'a serde_json::value::RawValue>,
+    }
+    let p: P<'_> = serde_json::from_slice(raw).ok()?;
+    Some(Bytes::copy_from_slice(p.params?.get().as_bytes()))
+}
+
+/// Sends a request built by `build` in the session `bound` names, rebinding
+/// and sending it once more if the upstream lost the session (`retry`:
+/// whether sending again is safe; it is after a refusal, which is what the
+/// lost-session statuses are). The answer's session id is the client's.
+pub async fn send<F>(
+    shared: &Shared,
+    out: &Outbound<'_>,
+    principal: &Principal,
+    parts: &Parts,
+    bound: &Bound,
+    build: F,
+) -> Result<Response<Incoming>, Refusal>
+where
+    F: Fn() -> Result<Request<Full<Bytes>>, Refusal>,
+{
+    let Some(sessions) = &shared.sessions else {
+        return out.send(build()?).await;
+    };
+    let mut resp = match bound {
+        Bound::Plain => out.send(build()?).await?,
+        Bound::Initialize { .. } => {
+            let mut req = build()?;
+            req.headers_mut().remove(MCP_SESSION_ID);
+            out.send(req).await?
+        }
+        Bound::Session { opened, .. } => {
+            send_in_session(shared, sessions, out, parts, opened, &build).await?
+        }
+    };
+    let success = resp.status().is_success();
+    let headers = resp.headers_mut();
+    match bound {
+        Bound::Plain => {
+            // The client opened no session through Portcullis: it cannot
+            // be handed the upstream's raw id.
+            headers.remove(MCP_SESSION_ID);
+        }
+        Bound::Initialize {
+            body,
+            requested_protocol,
+        } => {
+            let upstream_id = headers
+                .get(MCP_SESSION_ID)
+                .map(|v| v.to_str().map(str::to_string));
+            match upstream_id {
+                // A sessionless server: nothing to seal.
+                None => {}
+                Some(Ok(id)) if success => {
+                    let (token, _) = sessions
+                        .issue(
+                            principal,
+                            &id,
+                            body.clone(),
+                            requested_protocol,
+                            shared.upstream.incarnation(),
+                        )
+                        .map_err(|e| {
+                            tracing::warn!(error = %e, "cannot seal the upstream session id");
+                            Refusal::from(Cause::BadUpstreamResponse)
+                        })?;
+                    let value = HeaderValue::from_str(&token)
+                        .map_err(|_| Refusal::from(Cause::BadUpstreamResponse))?;
+                    headers.insert(MCP_SESSION_ID, value);
+                }
+                Some(_) => {
+                    headers.remove(MCP_SESSION_ID);
+                }
+            }
+        }
+        Bound::Session { token, .. } => {
+            // Whatever id the upstream names, the client's stays the same.
+            if headers.contains_key(MCP_SESSION_ID) {
+                if let Ok(v) = HeaderValue::from_str(token) {
+                    headers.insert(MCP_SESSION_ID, v);
+                }
+            }
+        }
+    }
+    if parts.method == Method::DELETE {
+        if let Bound::Session { opened, .. } = bound {
+            sessions.revoke(opened);
+        }
+    }
+    Ok(resp)
+}
+
+async fn send_in_session<F>(
+    shared: &Shared,
+    sessions: &Sessions,
+    out: &Outbound<'_>,
+    parts: &Parts,
+    opened: &Opened,
+    build: &F,
+) -> Result<Response<Incoming>, Refusal>
+where
+    F: Fn() -> Result<Request<Full<Bytes>>, Refusal>,
+{
+    let (mut upstream_id, mut state) = opened.upstream();
+    let may_rebind = sessions.rebind && parts.method != Method::DELETE;
+    // The upstream restarted since this session was bound: rebind before
+    // sending, since some servers accept an unknown id silently.
+    if let (Some(record), Some(s), true) = (&opened.record, &state, may_rebind) {
+        if s.incarnation != shared.upstream.incarnation() {
+            let fresh = rebind::rebind(shared, sessions, out, parts, record, s, "incarnation").await?;
+            upstream_id.clone_from(&fresh.upstream_id);
+            state = Some(fresh);
+        }
+    }
+    let resp = out.send(in_session(build()?, &upstream_id, opened)?).await?;
+    let (Some(record), Some(seen), true) = (&opened.record, state, may_rebind) else {
+        return Ok(resp);
+    };
+    if !sessions.is_lost(resp.status()) {
+        return Ok(resp);
+    }
+    // The upstream refused before running anything: rebinding and sending
+    // again cannot run the request twice.
+    drop(resp);
+    let fresh = rebind::rebind(shared, sessions, out, parts, record, &seen, "upstream_lost").await?;
+    sessions.metrics.retry("after_lost_session");
+    out.send(in_session(build()?, &fresh.upstream_id, opened)?).await
+}
+
+/// Names the upstream session (and the app's session key) on a request.
+fn in_session(
+    mut req: Request<Full<Bytes>>,
+    upstream_id: &str,
+    opened: &Opened,
+) -> Result<Request<Full<Bytes>>, Refusal> {
+    let id = HeaderValue::from_str(upstream_id).map_err(|_| Cause::UnknownSession)?;
+    let key = HeaderValue::from_str(&Sessions::app_key(&opened.claims.handle))
+        .map_err(|_| Cause::UnknownSession)?;
+    let headers = req.headers_mut();
+    headers.insert(MCP_SESSION_ID, id);
+    headers.insert(SESSION_KEY_HEADER, key);
+    Ok(req)
+}

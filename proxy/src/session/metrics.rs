@@ -1,0 +1,68 @@
+//! Session metrics: what makes the claim "sessions survive a restart"
+//! checkable from outside.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct SessionMetrics {
+    rejects: IntCounterVec,
+    rebinds: IntCounterVec,
+    retries: IntCounterVec,
+    issued: IntCounterVec,
+    active: IntGauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl SessionMetrics {
+    pub fn register(r: &Registry) -> prometheus::Result<Self> {
+        let active = IntGauge::new("sessions_active", "Client sessions Portcullis holds a record of")?;
+        r.register(Box::new(active.clone()))?;
+        Ok(Self {
+            rejects: counter(
+                r,
+                "sid_reject_total",
+                "Client session ids refused (each answered the same 404), by reason",
+                &["reason"],
+            )?,
+            rebinds: counter(
+                r,
+                "session_rebinds_total",
+                "Upstream sessions re-established under a client session, by reason and outcome",
+                &["reason", "outcome"],
+            )?,
+            retries: counter(
+                r,
+                "request_retries_total",
+                "Requests sent again after a rebind, by cause",
+                &["cause"],
+            )?,
+            issued: counter(r, "sessions_issued_total", "Sealed session ids issued", &["kind"])?,
+            active,
+        })
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejects.with_label_values(&[reason]).inc();
+    }
+
+    pub fn rebind(&self, reason: &str, outcome: &str) {
+        self.rebinds.with_label_values(&[reason, outcome]).inc();
+    }
+
+    pub fn retry(&self, cause: &str) {
+        self.retries.with_label_values(&[cause]).inc();
+    }
+
+    pub fn issued(&self, kind: &str) {
+        self.issued.with_label_values(&[kind]).inc();
+    }
+
+    pub fn set_active(&self, n: usize) {
+        self.active.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
