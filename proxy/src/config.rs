@@ -524,7 +524,11 @@ impl Config {
         }
         // A 2xx or 3xx "lost" status would make a rebind retry requests
         // the upstream may have run.
-        if let Some(bad) = s.session_lost_statuses.iter().find(|c| !(400..=499).contains(*c)) {
+        if let Some(bad) = s
+            .session_lost_statuses
+            .iter()
+            .find(|c| !(400..=499).contains(*c))
+        {
             return Err(invalid(
                 "sessions.session_lost_statuses",
                 format!("{bad} is not a 4xx status: only a refusal proves nothing ran"),

@@ -55,9 +55,9 @@ pub struct Upstream {
     incarnation: std::sync::Arc<Incarnation>,
 }
 
-/// Counts restarts of the upstream as a sidecar sees them: a refused
-/// connection followed by a served request means a new process is
-/// listening. Sessions bound before it are rebound before their next
+/// Counts restarts of the upstream as a sidecar sees them: a failed
+/// exchange (refused, reset or closed connection) followed by a served
+/// request most likely means a new process is listening. Sessions bound before it are rebound before their next
 /// request, which catches servers that accept unknown session ids silently
 /// instead of answering 404.
 #[derive(Debug, Default)]
@@ -125,8 +125,11 @@ impl Upstream {
 
     /// How many times the upstream was seen to restart (see
     /// [`Incarnation`]).
+    /// While the last exchange failed, this is already the next number: the
+    /// request about to be sent is the first the new process sees.
     pub fn incarnation(&self) -> u64 {
-        self.incarnation.count.load(std::sync::atomic::Ordering::Acquire)
+        let i = &self.incarnation;
+        i.count.load(Ordering::Acquire) + u64::from(i.refused.load(Ordering::Acquire))
     }
 
     pub fn authority(&self) -> &Authority {
@@ -159,9 +162,10 @@ impl Upstream {
         match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.request_timeout)),
             Ok(Err(e)) => {
-                if e.is_connect() {
-                    self.incarnation.refused.store(true, Ordering::Release);
-                }
+                // Refused, reset or closed mid-answer: the process may be
+                // gone (a pooled connection to a dead app fails this way
+                // before any connect is refused).
+                self.incarnation.refused.store(true, Ordering::Release);
                 Err(UpstreamError::Unavailable(error_chain(&e)))
             }
             Ok(Ok(resp)) => {

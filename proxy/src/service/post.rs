@@ -242,7 +242,9 @@ async fn send(
     } = fwd;
     let bound = match bind_session(shared, principal, decoded, &body) {
         Ok(bound) => bound,
-        Err(refusal) => return failure(shared, &refusal.with_id(single_id(decoded)), &ex, &denials),
+        Err(refusal) => {
+            return failure(shared, &refusal.with_id(single_id(decoded)), &ex, &denials)
+        }
     };
     let build = || out.request(&decoded.parts, body.clone());
     let sent = session::send(shared, out, principal, &decoded.parts, &bound, build).await;

@@ -206,10 +206,9 @@ fn request(
 }
 
 fn message(method: &str, n: usize, params: &[u8]) -> Bytes {
-    let mut out = format!(
-        r#"{{"jsonrpc":"2.0","id":"portcullis-rebind-{n}","method":"{method}","params":"#
-    )
-    .into_bytes();
+    let mut out =
+        format!(r#"{{"jsonrpc":"2.0","id":"portcullis-rebind-{n}","method":"{method}","params":"#)
+            .into_bytes();
     out.extend_from_slice(params);
     out.push(b'}');
     Bytes::from(out)
@@ -245,7 +244,12 @@ async fn negotiated(shared: &Shared, resp: Response<Incoming>) -> Result<Option<
     let (kind, bytes) = read(shared, resp).await?;
     let version = |data: &[u8]| -> Option<String> {
         let v: serde_json::Value = serde_json::from_slice(data).ok()?;
-        Some(v.get("result")?.get("protocolVersion")?.as_str()?.to_string())
+        Some(
+            v.get("result")?
+                .get("protocolVersion")?
+                .as_str()?
+                .to_string(),
+        )
     };
     Ok(match kind {
         BodyType::EventStream => {

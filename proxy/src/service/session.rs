@@ -66,10 +66,7 @@ pub fn bind(
         });
     }
     // A repeated header is refused before this phase (check_repeated).
-    let Some(token) = headers
-        .get(MCP_SESSION_ID)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(token) = headers.get(MCP_SESSION_ID).and_then(|v| v.to_str().ok()) else {
         return match headers.contains_key(MCP_SESSION_ID) {
             // Not visible ASCII: no id Portcullis issued.
             true => {
@@ -161,6 +158,24 @@ where
             send_in_session(shared, sessions, out, parts, opened, &build).await?
         }
     };
+    name_client_session(sessions, shared, principal, bound, &mut resp)?;
+    if parts.method == Method::DELETE {
+        if let Bound::Session { opened, .. } = bound {
+            sessions.revoke(opened);
+        }
+    }
+    Ok(resp)
+}
+
+/// The session id on the answer is the client's: sealed from the upstream's
+/// on `initialize`, the same token in a session, none otherwise.
+fn name_client_session(
+    sessions: &Sessions,
+    shared: &Shared,
+    principal: &Principal,
+    bound: &Bound,
+    resp: &mut Response<Incoming>,
+) -> Result<(), Refusal> {
     let success = resp.status().is_success();
     let headers = resp.headers_mut();
     match bound {
@@ -210,12 +225,7 @@ where
             }
         }
     }
-    if parts.method == Method::DELETE {
-        if let Bound::Session { opened, .. } = bound {
-            sessions.revoke(opened);
-        }
-    }
-    Ok(resp)
+    Ok(())
 }
 
 async fn send_in_session<F>(
@@ -235,12 +245,15 @@ where
     // sending, since some servers accept an unknown id silently.
     if let (Some(record), Some(s), true) = (&opened.record, &state, may_rebind) {
         if s.incarnation != shared.upstream.incarnation() {
-            let fresh = rebind::rebind(shared, sessions, out, parts, record, s, "incarnation").await?;
+            let fresh =
+                rebind::rebind(shared, sessions, out, parts, record, s, "incarnation").await?;
             upstream_id.clone_from(&fresh.upstream_id);
             state = Some(fresh);
         }
     }
-    let resp = out.send(in_session(build()?, &upstream_id, opened)?).await?;
+    let resp = out
+        .send(in_session(build()?, &upstream_id, opened)?)
+        .await?;
     let (Some(record), Some(seen), true) = (&opened.record, state, may_rebind) else {
         return Ok(resp);
     };
@@ -250,9 +263,11 @@ where
     // The upstream refused before running anything: rebinding and sending
     // again cannot run the request twice.
     drop(resp);
-    let fresh = rebind::rebind(shared, sessions, out, parts, record, &seen, "upstream_lost").await?;
+    let fresh =
+        rebind::rebind(shared, sessions, out, parts, record, &seen, "upstream_lost").await?;
     sessions.metrics.retry("after_lost_session");
-    out.send(in_session(build()?, &fresh.upstream_id, opened)?).await
+    out.send(in_session(build()?, &fresh.upstream_id, opened)?)
+        .await
 }
 
 /// Names the upstream session (and the app's session key) on a request.

@@ -12,7 +12,12 @@ pub struct SessionMetrics {
     active: IntGauge,
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
@@ -20,7 +25,10 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus:
 
 impl SessionMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
-        let active = IntGauge::new("sessions_active", "Client sessions Portcullis holds a record of")?;
+        let active = IntGauge::new(
+            "sessions_active",
+            "Client sessions Portcullis holds a record of",
+        )?;
         r.register(Box::new(active.clone()))?;
         Ok(Self {
             rejects: counter(
@@ -41,7 +49,12 @@ impl SessionMetrics {
                 "Requests sent again after a rebind, by cause",
                 &["cause"],
             )?,
-            issued: counter(r, "sessions_issued_total", "Sealed session ids issued", &["kind"])?,
+            issued: counter(
+                r,
+                "sessions_issued_total",
+                "Sealed session ids issued",
+                &["kind"],
+            )?,
             active,
         })
     }

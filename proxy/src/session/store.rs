@@ -52,7 +52,13 @@ pub struct State {
 }
 
 impl Record {
-    pub fn new(handle: Handle, initialize: Bytes, requested_protocol: String, upstream_id: String, incarnation: u64) -> Self {
+    pub fn new(
+        handle: Handle,
+        initialize: Bytes,
+        requested_protocol: String,
+        upstream_id: String,
+        incarnation: u64,
+    ) -> Self {
         Self {
             handle,
             initialize,
@@ -164,7 +170,13 @@ mod tests {
     use super::*;
 
     fn record(n: u8) -> Arc<Record> {
-        Arc::new(Record::new([n; 16], Bytes::from_static(b"{}"), "2025-06-18".into(), format!("up-{n}"), 0))
+        Arc::new(Record::new(
+            [n; 16],
+            Bytes::from_static(b"{}"),
+            "2025-06-18".into(),
+            format!("up-{n}"),
+            0,
+        ))
     }
 
     #[test]

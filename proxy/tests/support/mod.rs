@@ -27,6 +27,8 @@ pub struct Upstream {
     pub posts: Arc<AtomicUsize>,
     /// The `x-portcullis-caller` header of each POST, as received.
     pub callers: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    /// The headers of each POST, as received.
+    pub heads: Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -55,6 +57,8 @@ impl Upstream {
         let counter = posts.clone();
         let callers: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
         let seen = callers.clone();
+        let heads: Arc<std::sync::Mutex<Vec<http::HeaderMap>>> = Arc::default();
+        let heads_seen = heads.clone();
         // A killed upstream's runtime shuts down in the background, so its
         // listener may outlive `kill` by a moment: retry the same port.
         let std = (0..100)
@@ -73,8 +77,10 @@ impl Upstream {
                 move |req: axum::extract::Request, next: axum::middleware::Next| {
                     let counter = counter.clone();
                     let seen = seen.clone();
+                    let heads_seen = heads_seen.clone();
                     async move {
                         if req.method() == http::Method::POST {
+                            heads_seen.lock().unwrap().push(req.headers().clone());
                             counter.fetch_add(1, Ordering::SeqCst);
                             let caller = req
                                 .headers()
@@ -93,6 +99,7 @@ impl Upstream {
             addr,
             posts,
             callers,
+            heads,
             runtime: Some(runtime),
         }
     }
@@ -215,4 +222,10 @@ pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     false
+}
+
+/// A plain HTTP client (ring installed as the TLS provider).
+pub fn tls_client() -> reqwest::Client {
+    tls_init();
+    reqwest::Client::new()
 }
