@@ -108,6 +108,10 @@ pub struct SessionsConfig {
     /// the spec; add 400 or 401 for servers that answer those.
     #[serde(default = "default_lost_statuses")]
     pub session_lost_statuses: Vec<u16>,
+    /// Tools never sent again after the upstream was lost mid-answer, even
+    /// if the server annotates them read-only or idempotent.
+    #[serde(default)]
+    pub never_retry: Vec<String>,
 }
 
 fn default_keyring_reload() -> Duration {

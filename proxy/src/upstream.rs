@@ -125,6 +125,12 @@ impl Upstream {
 
     /// How many times the upstream was seen to restart (see
     /// [`Incarnation`]).
+    /// Notes a failure seen outside [`Upstream::send`] (a stream that broke
+    /// mid-answer), so that the next served request counts as a restart.
+    pub fn note_failure(&self) {
+        self.incarnation.refused.store(true, Ordering::Release);
+    }
+
     /// While the last exchange failed, this is already the next number: the
     /// request about to be sent is the first the new process sees.
     pub fn incarnation(&self) -> u64 {

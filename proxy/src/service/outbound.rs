@@ -84,6 +84,11 @@ impl<'a> Outbound<'a> {
         }
     }
 
+    /// Where this request goes.
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
     /// The upstream request for a client request's `parts` and (checked)
     /// body.
     pub fn request(&self, parts: &Parts, body: Bytes) -> Result<Request<Full<Bytes>>, Refusal> {

@@ -228,7 +228,7 @@ fn batch(
 /// Forwards an allowed body and relays the answer, adding the denials of
 /// a partly allowed batch.
 async fn send(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     out: &Outbound<'_>,
     principal: &Principal,
     decoded: &Decoded,
@@ -248,8 +248,9 @@ async fn send(
     };
     let build = || out.request(&decoded.parts, body.clone());
     let sent = session::send(shared, out, principal, &decoded.parts, &bound, build).await;
+    let retry = retry(shared, out, principal, decoded, &body, &bound);
     match sent {
-        Ok(resp) => relay(shared, decoded.format, ex, resp, denials, stream).await,
+        Ok(resp) => relay(shared, decoded.format, ex, resp, denials, stream, retry).await,
         Err(refusal) => failure(shared, &refusal, &ex, &denials),
     }
 }
@@ -282,6 +283,57 @@ fn bind_session(
     Ok(bound)
 }
 
+/// How to send a replay-safe request again if the upstream stream breaks
+/// before its answer (with `sessions:` configured): in the session, rebound
+/// if the upstream restarted, for as long as the request timeout allows
+/// while the upstream comes back.
+fn retry(
+    shared: &Arc<Shared>,
+    out: &Outbound<'_>,
+    principal: &Principal,
+    decoded: &Decoded,
+    body: &Bytes,
+    bound: &Bound,
+) -> Option<relay::Retry> {
+    let sessions = shared.sessions.as_ref()?;
+    let Body::Single(call) = &decoded.messages else {
+        return None;
+    };
+    if decoded.legacy.is_some()
+        || !session::replay_safe(call, &shared.court.catalog, &sessions.never_retry)
+    {
+        return None;
+    }
+    let (shared, principal, target) = (shared.clone(), principal.clone(), out.target());
+    let (parts, body, bound) = (decoded.parts.clone(), body.clone(), bound.clone());
+    Some(Box::new(move || {
+        Box::pin(async move {
+            shared.upstream.note_failure();
+            if let Some(s) = &shared.sessions {
+                s.metrics.retry("stream_break");
+            }
+            let out = Outbound::new(
+                &shared.upstream,
+                target,
+                &principal,
+                shared.forward_authorization,
+            );
+            let deadline = Instant::now() + shared.upstream.request_timeout();
+            let mut pause = std::time::Duration::from_millis(100);
+            loop {
+                let build = || out.request(&parts, body.clone());
+                match session::send(&shared, &out, &principal, &parts, &bound, build).await {
+                    Err(r) if r.is_unavailable() && Instant::now() + pause < deadline => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                    }
+                    sent => return sent,
+                }
+            }
+        })
+    }))
+}
+
 fn single_id(decoded: &Decoded) -> Option<Box<RawValue>> {
     match &decoded.messages {
         Body::Single(call) => call.id.clone(),
@@ -305,6 +357,7 @@ async fn relay(
     resp: Response<Incoming>,
     denials: Vec<Bytes>,
     stream: bool,
+    retry: Option<relay::Retry>,
 ) -> Response<ProxyBody> {
     let status = resp.status();
     let kind = match relay::body_type(resp.headers()) {
@@ -319,7 +372,7 @@ async fn relay(
     match kind {
         BodyType::EventStream if status.is_success() => {
             let head = outbound::response_head(&resp, false);
-            let sse = relay::SseRelay::new(ex, denials, shared.sse_settings());
+            let sse = relay::SseRelay::new(ex, denials, shared.sse_settings()).with_retry(retry);
             outbound::with_body(head, sse.spawn(resp.into_body()))
         }
         // No policy reads this answer (and there are no denials to add):

@@ -25,7 +25,6 @@ use crate::{
         content_type::{self, BodyType},
         sse,
     },
-    upstream::UpstreamError,
 };
 
 /// Frames buffered between the relay task and the client connection. Small,
@@ -95,6 +94,25 @@ pub struct SseRelay {
     /// Whether an event with an id has passed: the client can resume the
     /// stream from it, so a clean end is the server's to explain.
     resumable: bool,
+    /// Sends the request again if the upstream stream breaks before its
+    /// answer: set only for requests that are safe to run twice.
+    retry: Option<Retry>,
+}
+
+/// Sends a request again, in a session rebound if need be.
+pub type Retry = Box<
+    dyn FnOnce() -> futures_util::future::BoxFuture<
+            'static,
+            Result<http::Response<Incoming>, Refusal>,
+        > + Send,
+>;
+
+/// How one upstream body ended.
+enum Ended {
+    /// The client went away.
+    ClientGone,
+    /// Cleanly (`None`) or broken (why).
+    Upstream(Option<String>),
 }
 
 type Tx = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
@@ -108,7 +126,14 @@ impl SseRelay {
             legacy: None,
             until: None,
             resumable: false,
+            retry: None,
         }
+    }
+
+    /// See [`SseRelay::retry`].
+    pub fn with_retry(mut self, retry: Option<Retry>) -> Self {
+        self.retry = retry;
+        self
     }
 
     pub fn with_legacy(mut self, ctx: legacy::StreamContext) -> Self {
@@ -139,8 +164,46 @@ impl SseRelay {
                 return;
             }
         }
-        let mut decoder = sse::Decoder::new(self.settings.max_event_bytes);
         let mut injected: Option<mpsc::Receiver<Bytes>> = None;
+        loop {
+            let failure = match self.relay_body(upstream, &mut injected, &tx).await {
+                Ended::ClientGone => return,
+                Ended::Upstream(failure) => failure,
+            };
+            let waiting = !self.ex.answers.unanswered().is_empty();
+            let retry = match (&failure, waiting) {
+                (Some(_), true) => self.retry.take(),
+                _ => None,
+            };
+            let Some(retry) = retry else {
+                return self.finish(failure, &tx).await;
+            };
+            if let Some(why) = &failure {
+                tracing::info!(error = %why, "upstream stream broke; sending the replay-safe request again");
+            }
+            match retry().await {
+                Ok(resp) if resp.status().is_success() => match body_type(resp.headers()) {
+                    Ok(BodyType::EventStream) => upstream = resp.into_body(),
+                    Ok(BodyType::Json) => return self.finish_json(resp, &tx).await,
+                    _ => return self.finish(failure, &tx).await,
+                },
+                Ok(resp) => {
+                    let why = format!("sent again, the upstream answered {}", resp.status());
+                    return self.finish(Some(why), &tx).await;
+                }
+                Err(refusal) => return self.finish(Some(refusal.message()), &tx).await,
+            }
+        }
+    }
+
+    /// Relays one upstream body until it ends, breaks, or the client goes.
+    async fn relay_body(
+        &mut self,
+        mut upstream: Incoming,
+        injected: &mut Option<mpsc::Receiver<Bytes>>,
+        tx: &Tx,
+    ) -> Ended {
+        let mut decoder = sse::Decoder::new(self.settings.max_event_bytes);
         let until = self.until.clone();
         let failure = loop {
             tokio::select! {
@@ -150,36 +213,58 @@ impl SseRelay {
                     Some(Ok(frame)) => {
                         let Ok(data) = frame.into_data() else { continue };
                         decoder.push(&data);
-                        match self.drain(&mut decoder, &mut injected, &tx).await {
+                        match self.drain(&mut decoder, injected, tx).await {
                             Ok(true) => {}
-                            Ok(false) => return,
+                            Ok(false) => return Ended::ClientGone,
                             Err(e) => break Some(e),
                         }
                     }
                 },
-                msg = recv(&mut injected) => match msg {
-                    Some(msg) => if Self::emit(&tx, respond::sse_message(&msg)).await.is_err() { return },
-                    None => injected = None,
+                msg = recv(injected) => match msg {
+                    Some(msg) => if Self::emit(tx, respond::sse_message(&msg)).await.is_err() {
+                        return Ended::ClientGone;
+                    },
+                    None => *injected = None,
                 },
                 () = cancelled(until.as_ref()) => break None,
                 // The client went away: let go of the upstream request now
                 // (dropping its body resets it), not at the next event, so
                 // that the server frees the stream for a resumption.
-                () = tx.closed() => return,
+                () = tx.closed() => return Ended::ClientGone,
             }
         };
         let mut failure = failure;
         if let Some(event) = decoder.finish() {
-            match self.on_event(event, &mut injected) {
+            match self.on_event(event, injected) {
                 Ok(out) => {
-                    if Self::emit(&tx, out).await.is_err() {
-                        return;
+                    if Self::emit(tx, out).await.is_err() {
+                        return Ended::ClientGone;
                     }
                 }
                 Err(e) => failure = Some(e),
             }
         }
-        self.finish(failure, &tx).await;
+        Ended::Upstream(failure)
+    }
+
+    /// A request sent again was answered in JSON: its answer goes on the
+    /// client's stream as one event.
+    async fn finish_json(mut self, resp: http::Response<Incoming>, tx: &Tx) {
+        let read = http_body_util::Limited::new(resp.into_body(), self.settings.max_event_bytes)
+            .collect()
+            .await;
+        let out = match read {
+            Ok(c) => filter_json(&mut self.ex, &c.to_bytes(), &[]).map_err(|r| r.message()),
+            Err(e) => Err(format!("reading the answer: {e}")),
+        };
+        match out {
+            Ok(msg) => {
+                if Self::emit(tx, respond::sse_message(&msg)).await.is_ok() {
+                    self.finish(None, tx).await;
+                }
+            }
+            Err(why) => self.finish(Some(why), tx).await,
+        }
     }
 
     /// Sends every complete event in the decoder. `Ok(false)` means the
@@ -257,7 +342,10 @@ impl SseRelay {
             return;
         }
         let why = failure.unwrap_or_else(|| "upstream closed the stream before answering".into());
-        let refusal = Refusal::from(UpstreamError::Unavailable(why));
+        // The request reached the upstream and no answer came back: it may
+        // have run. Saying so lets the client decide; Portcullis resends
+        // only what is safe to run twice (`retry`).
+        let refusal = Refusal::from(Cause::OutcomeUnknown(why));
         for id in &pending {
             let msg = rescue::for_id(&refusal, id);
             if Self::emit(tx, respond::sse_message(&msg)).await.is_err() {

@@ -53,6 +53,9 @@ pub enum Cause {
     /// The session id is unknown, tampered, expired, revoked or another
     /// caller's: one answer for all, so it is no oracle.
     UnknownSession,
+    /// The upstream was lost while it ran a request that is not safe to
+    /// run twice: it may or may not have run, and is not sent again.
+    OutcomeUnknown(String),
 }
 
 /// A refusal, addressed to the request it answers.
@@ -80,6 +83,11 @@ impl Refusal {
         self
     }
 
+    /// The upstream could not be reached (it may be restarting).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self.cause, Cause::Upstream(UpstreamError::Unavailable(_)))
+    }
+
     pub fn status(&self) -> StatusCode {
         match &self.cause {
             Cause::ForbiddenOrigin(_) | Cause::BatchDenied => StatusCode::FORBIDDEN,
@@ -96,9 +104,10 @@ impl Refusal {
             Cause::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Cause::UnknownSession => StatusCode::NOT_FOUND,
             Cause::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-            Cause::Upstream(_) | Cause::BadUpstreamResponse | Cause::UnreadableAnswer(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Cause::Upstream(_)
+            | Cause::BadUpstreamResponse
+            | Cause::UnreadableAnswer(_)
+            | Cause::OutcomeUnknown(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -118,9 +127,10 @@ impl Refusal {
                 ErrorCode::PolicyDenied
             }
             Cause::Upstream(UpstreamError::Timeout(_)) => ErrorCode::UpstreamTimeout,
-            Cause::Upstream(_) | Cause::BadUpstreamResponse | Cause::UnreadableAnswer(_) => {
-                ErrorCode::UpstreamUnavailable
-            }
+            Cause::Upstream(_)
+            | Cause::BadUpstreamResponse
+            | Cause::UnreadableAnswer(_)
+            | Cause::OutcomeUnknown(_) => ErrorCode::UpstreamUnavailable,
         }
     }
 
@@ -144,7 +154,8 @@ impl Refusal {
             | Cause::BatchDenied
             | Cause::Upstream(_)
             | Cause::BadUpstreamResponse
-            | Cause::UnreadableAnswer(_) => return None,
+            | Cause::UnreadableAnswer(_)
+            | Cause::OutcomeUnknown(_) => return None,
         })
     }
 
@@ -168,6 +179,10 @@ impl Refusal {
             }
             Cause::Overloaded(what) => format!("{what}; retry later"),
             Cause::UnknownSession => "Session not found".into(),
+            Cause::OutcomeUnknown(why) => format!(
+                "the upstream was lost while running this request ({why}); \
+                 it may or may not have run, and was not sent again"
+            ),
         }
     }
 
@@ -190,7 +205,22 @@ impl Refusal {
                 .with_code_override(d.code)
                 .with_data(serde_json::json!({ "by": d.by, "reason": d.reason }));
         }
+        if let Some(data) = self.data() {
+            err = err.with_data(data);
+        }
         err.to_bytes()
+    }
+
+    /// Machine-readable detail for causes a client may act on.
+    fn data(&self) -> Option<serde_json::Value> {
+        match &self.cause {
+            Cause::OutcomeUnknown(_) => Some(serde_json::json!({
+                "executed": "unknown",
+                "retryable": false,
+                "reason": "upstream_lost",
+            })),
+            _ => None,
+        }
     }
 
     /// Counts the refusal and logs it; the answer comes from [`answer`].
@@ -246,9 +276,11 @@ pub fn upstream_failure(
 /// `refusal`'s error message addressed to `id` (JSON text).
 pub fn for_id(refusal: &Refusal, id: &[u8]) -> Bytes {
     let raw = RawValue::from_string(String::from_utf8_lossy(id).into_owned()).ok();
-    RpcError::new(refusal.code(), refusal.message())
-        .with_id(raw)
-        .to_bytes()
+    let err = RpcError::new(refusal.code(), refusal.message()).with_id(raw);
+    match refusal.data() {
+        Some(data) => err.with_data(data).to_bytes(),
+        None => err.to_bytes(),
+    }
 }
 
 /// Denials of requests as messages, in the format the client asked for

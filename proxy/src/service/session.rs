@@ -16,6 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::{
+    catalog::ToolCatalog,
     outbound::Outbound,
     rebind,
     rescue::{Cause, Refusal},
@@ -33,6 +34,7 @@ use crate::{
 pub const SESSION_KEY_HEADER: &str = "x-portcullis-session-key";
 
 /// What the session phase decided for one request.
+#[derive(Clone)]
 pub enum Bound {
     /// Sessions are off, or the request names none: sent as it is (but an
     /// upstream session id in the answer is never shown to the client).
@@ -82,6 +84,48 @@ pub fn bind(
             opened,
         }),
         None => Err(Cause::UnknownSession.into()),
+    }
+}
+
+/// Whether a request may be sent again after the upstream was lost while
+/// answering it: methods that only read (by the spec), the idempotent
+/// ones, and `tools/call` of a tool the server annotates read-only or
+/// idempotent, unless the operator says never (`sessions.never_retry`).
+/// Annotations are hints, learnt from the `tools/list` answers relayed.
+pub fn replay_safe(call: &Call, catalog: &ToolCatalog, never: &[String]) -> bool {
+    if call.kind != Kind::Request {
+        return false;
+    }
+    match call.method.as_str() {
+        "ping"
+        | "tools/list"
+        | "prompts/list"
+        | "prompts/get"
+        | "resources/list"
+        | "resources/read"
+        | "resources/templates/list"
+        | "completion/complete"
+        | "logging/setLevel"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "tasks/get"
+        | "tasks/list" => true,
+        "tools/call" => {
+            let Some(tool) = call.target_name() else {
+                return false;
+            };
+            if never.iter().any(|n| n == tool) {
+                return false;
+            }
+            let hints = catalog
+                .annotations(tool)
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok());
+            hints.is_some_and(|h| {
+                h.get("readOnlyHint") == Some(&serde_json::Value::Bool(true))
+                    || h.get("idempotentHint") == Some(&serde_json::Value::Bool(true))
+            })
+        }
+        _ => false,
     }
 }
 

@@ -36,7 +36,7 @@ pub use self::{
 use crate::{config::SessionsConfig, identity::Principal};
 
 /// A session id the caller presented, opened.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Opened {
     pub claims: Claims,
     /// `None` when this instance has no record of it (issued before this
@@ -70,6 +70,8 @@ pub struct Sessions {
     /// some SDK servers answer 400 or 401).
     lost_statuses: Vec<u16>,
     pub rebind: bool,
+    /// Tools never sent again after a mid-answer loss.
+    pub never_retry: Vec<String>,
     pub metrics: SessionMetrics,
 }
 
@@ -100,6 +102,7 @@ impl Sessions {
             instance: *instance.as_bytes(),
             lost_statuses: config.session_lost_statuses.clone(),
             rebind: config.rebind,
+            never_retry: config.never_retry.clone(),
             metrics,
         })
     }

@@ -1,0 +1,204 @@
+"""Drives one MCP session with the unmodified Python SDK client while the
+backend server process is killed (SIGKILL) and started again, and reports
+what the client saw.
+
+The driver owns the backend: it starts `server.py`, and between calls (or
+during one) kills it and starts a new one on the same port. Each kill is
+proved: the new process has another PID, and it answers 404 to a session
+id the old process had issued (a probe session opened directly).
+
+Every client-visible failure counts as an error: an exception, a JSON-RPC
+error, an `isError` result or a wrong answer. Prints one JSON object.
+
+Usage: driver.py --url URL --port BACKEND_PORT --ledger FILE --label NAME
+                 [--restarts N] [--mid-call K] [--mid-stream K]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from mcp import Client
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INIT = {
+    "jsonrpc": "2.0", "id": 0, "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+               "clientInfo": {"name": "probe", "version": "1"}},
+}
+
+
+class Backend:
+    def __init__(self, port, ledger, log):
+        self.port, self.ledger, self.log = port, ledger, log
+        self.proc = None
+
+    def start(self):
+        out = open(self.log, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "server.py"), str(self.port), self.ledger],
+            stdout=out, stderr=out)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self.proc.pid
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("backend did not start")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def restart(self):
+        old = self.proc.pid
+        self.kill()
+        new = self.start()
+        return old, new
+
+
+def post(url, body, sid=None):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "content-type": "application/json", "accept": "application/json, text/event-stream",
+        **({"mcp-session-id": sid, "mcp-protocol-version": "2025-06-18"} if sid else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+            return r.status, r.headers.get("mcp-session-id")
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def text_of(result):
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ledger", required=True)
+    p.add_argument("--label", required=True)
+    p.add_argument("--restarts", type=int, default=10)
+    p.add_argument("--mid-call", type=int, default=0)
+    p.add_argument("--mid-stream", type=int, default=0)
+    p.add_argument("--log", default="/dev/null")
+    a = p.parse_args()
+    direct = f"http://127.0.0.1:{a.port}/mcp"
+    backend = Backend(a.port, a.ledger, a.log)
+    backend.start()
+    r = {"label": a.label, "restarts": 0, "calls": 0, "errors": 0, "error_samples": [],
+         "pids_changed": 0, "old_ids_404": 0, "first_after_restart_ms": [], "steady_ms": [],
+         "mid_call_kills": 0, "mid_call_errors": 0, "mid_call_samples": [], "mid_stream_kills": 0, "mid_stream_errors": 0,
+         "appended": []}
+
+    def error(what, e):
+        r["errors"] += 1
+        if len(r["error_samples"]) < 5:
+            r["error_samples"].append(f"{what}: {type(e).__name__}: {e}"[:300])
+
+    async def call(client, name, args, expect=None, bucket=None):
+        r["calls"] += 1
+        t = time.perf_counter()
+        try:
+            res = await client.call_tool(name, args)
+        except Exception as e:  # noqa: BLE001 - every exception is a client-visible error
+            error(name, e)
+            return None
+        ms = (time.perf_counter() - t) * 1000
+        if bucket is not None:
+            bucket.append(ms)
+        if res.is_error or (expect is not None and text_of(res) != expect):
+            error(name, RuntimeError(text_of(res)))
+            return None
+        return text_of(res)
+
+    def prove_kill():
+        # A session the old process issued, opened directly.
+        status, probe = post(direct, INIT)
+        old, new = backend.restart()
+        r["restarts"] += 1
+        r["pids_changed"] += int(old != new)
+        if probe and post(direct, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, probe)[0] == 404:
+            r["old_ids_404"] += 1
+
+    async with Client(a.url, mode="legacy") as client:
+        n = 0
+        for i in range(a.restarts):
+            entry = f"{a.label}-{n}"
+            n += 1
+            if await call(client, "append", {"entry": entry}, f"appended {entry}", r["steady_ms"]):
+                r["appended"].append(entry)
+            await call(client, "count", {}, None, r["steady_ms"])
+            prove_kill()
+            entry = f"{a.label}-{n}"
+            n += 1
+            # The first call after the restart: the one a rebind serves.
+            if await call(client, "append", {"entry": entry}, f"appended {entry}",
+                          r["first_after_restart_ms"]):
+                r["appended"].append(entry)
+            pid = await call(client, "pid", {})
+            if pid is not None and pid != str(backend.proc.pid):
+                error("pid", RuntimeError(f"answered by {pid}, backend is {backend.proc.pid}"))
+
+        # Killed during a call that is not idempotent: the outcome is
+        # unknown, so the client must get an error, and never a duplicate.
+        for i in range(a.mid_call):
+            entry = f"{a.label}-slow-{i}"
+            task = asyncio.create_task(client.call_tool("append", {"entry": entry, "delay": 1.5}))
+            await asyncio.sleep(0.5)
+            prove_kill()
+            r["mid_call_kills"] += 1
+            try:
+                res = await task
+                if res.is_error:
+                    r["mid_call_errors"] += 1
+                    r["mid_call_samples"].append(text_of(res)[:200])
+                else:
+                    r["appended"].append(entry)
+            except Exception as e:  # noqa: BLE001
+                r["mid_call_errors"] += 1
+                r["mid_call_samples"].append(f"{type(e).__name__}: {e}"[:200])
+            await call(client, "count", {})
+
+        # Killed during a streaming read-only call.
+        for i in range(a.mid_stream):
+            task = asyncio.create_task(client.call_tool("progress", {"steps": 8}))
+            await asyncio.sleep(0.5)
+            prove_kill()
+            r["mid_stream_kills"] += 1
+            try:
+                res = await task
+                if res.is_error or text_of(res) != "counted to 8":
+                    r["mid_stream_errors"] += 1
+            except Exception:  # noqa: BLE001
+                r["mid_stream_errors"] += 1
+            await call(client, "count", {})
+    backend.kill()
+
+    with open(a.ledger) as f:
+        lines = [l.strip() for l in f if l.strip()]
+    mine = [l for l in lines if l.startswith(a.label + "-")]
+    r["ledger_entries"] = len(mine)
+    r["duplicates"] = len(mine) - len(set(mine))
+    r["lost"] = len(set(r["appended"]) - set(mine))
+    for k in ("first_after_restart_ms", "steady_ms"):
+        v = sorted(r[k])
+        r[k] = {"n": len(v), "p50": round(statistics.median(v), 1) if v else None,
+                "p99": round(v[min(len(v) - 1, int(len(v) * 0.99))], 1) if v else None}
+    del r["appended"]
+    print(json.dumps(r), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
