@@ -1,5 +1,5 @@
 # Portcullis: the two commands a new machine needs are `make demo` and `make test`.
-.PHONY: demo demo-up demo-capture test fuzz fuzz-smoke toolchain filters lint unit kube interop capture-test bench bench-smoke soak peers clean
+.PHONY: demo demo-up demo-capture test sessions-test soak-sessions fuzz fuzz-smoke toolchain filters lint unit kube interop capture-test bench bench-smoke soak peers clean
 
 ## Build everything, run the example server behind portcullis, and show
 ## allowed and denied calls. Exits 0 when every call behaved as it must.
@@ -17,7 +17,7 @@ demo-capture:
 
 ## Everything CI runs: format, lints, unit and end-to-end tests, and
 ## interop with real MCP peers (installed into .tools/ on first use).
-test: toolchain lint filters unit kube interop capture-test bench-smoke
+test: toolchain lint filters unit kube interop sessions-test capture-test bench-smoke
 
 ## Fuzzing (cargo-fuzz, nightly): every target in fuzz/ for 15 minutes,
 ## new coverage merged into fuzz/corpus, a line each in fuzz/stats.tsv.
@@ -30,6 +30,17 @@ fuzz:
 ## (proxy/tests/fuzz_corpus.rs: every corpus input plus seeded mutations).
 fuzz-smoke:
 	scripts/fuzz.sh --seconds 5 --no-merge
+
+## Sessions that survive backend restarts: the Python and TypeScript SDK
+## clients through portcullis while a stateful Python SDK server is killed
+## and restarted (14 kills per client), and the same clients without
+## portcullis as the control. Prints N passed, M failed.
+sessions-test:
+	bash proxy/tests/sessions/run.sh 10
+
+## The same, 104 kills per client (208 in all). Not in `make test`.
+soak-sessions:
+	bash proxy/tests/sessions/run.sh 100
 
 ## The WASM target that filters are built for.
 toolchain:

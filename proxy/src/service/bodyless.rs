@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{request::Parts, Request, Response};
 use hyper::body::Incoming;
 
 use super::{
@@ -15,7 +15,8 @@ use super::{
     outbound::{self, Outbound},
     relay,
     rescue::{self, Cause, Refusal},
-    session, Shared,
+    session::{self, Bound},
+    Shared,
 };
 use crate::{
     body::ProxyBody,
@@ -29,9 +30,8 @@ async fn send(
     shared: &Shared,
     principal: &Principal,
     out: &Outbound<'_>,
-    req: Request<Incoming>,
-) -> Result<Response<Incoming>, Response<ProxyBody>> {
-    let (parts, _body) = req.into_parts();
+    parts: &Parts,
+) -> Result<(Response<Incoming>, Bound), Response<ProxyBody>> {
     // A doubled Mcp-Session-Id (or any MCP header) could be read as either
     // value by the server: refused here as on POST.
     if let Err(e) = mcp_headers::check_repeated(&parts.headers) {
@@ -42,10 +42,11 @@ async fn send(
     }
     let fail = |r: Refusal| rescue::upstream_failure(&r, &[], &[], shared.metrics());
     let bound = session::bind(shared, principal, &parts.headers, None).map_err(fail)?;
-    let build = || out.request(&parts, Bytes::new());
-    session::send(shared, out, principal, &parts, &bound, build)
+    let build = || out.request(parts, Bytes::new());
+    let resp = session::send(shared, out, principal, parts, &bound, build)
         .await
-        .map_err(fail)
+        .map_err(fail)?;
+    Ok((resp, bound))
 }
 
 /// DELETE and other body-less methods: forwarded, answer relayed as is.
@@ -55,8 +56,9 @@ pub async fn passthrough(
     out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    match send(shared, principal, out, req).await {
-        Ok(resp) => outbound::relay_raw(resp),
+    let (parts, _body) = req.into_parts();
+    match send(shared, principal, out, &parts).await {
+        Ok((resp, _)) => outbound::relay_raw(resp),
         Err(answer) => answer,
     }
 }
@@ -70,8 +72,9 @@ pub async fn stream(
     out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let resp = match send(shared, &principal, out, req).await {
-        Ok(resp) => resp,
+    let (parts, _body) = req.into_parts();
+    let (resp, bound) = match send(shared, &principal, out, &parts).await {
+        Ok(sent) => sent,
         Err(answer) => return answer,
     };
     match relay::body_type(resp.headers()) {
@@ -81,9 +84,37 @@ pub async fn stream(
     }
     let head = outbound::response_head(&resp, false);
     let legacy = legacy::StreamContext::new(shared.legacy.clone());
+    let reopen = reopen(shared, &principal, out, parts, bound);
     let ex = Exchange::new(Arc::new(Judge::new(shared.court.clone(), principal)));
     let job = relay::SseRelay::new(ex, Vec::new(), shared.sse_settings())
         .with_legacy(legacy)
+        .with_reopen(reopen)
         .until(shared.draining.clone());
     outbound::with_body(head, job.spawn(resp.into_body()))
+}
+
+/// In a Portcullis session, a GET stream whose upstream breaks is opened
+/// again upstream (rebound if the app restarted) while the client's stays
+/// open: the client never sees the restart. Without the client's
+/// `Last-Event-ID`, which named an event of the stream that broke.
+fn reopen(
+    shared: &Arc<Shared>,
+    principal: &Principal,
+    out: &Outbound<'_>,
+    mut parts: Parts,
+    bound: Bound,
+) -> Option<relay::Retry> {
+    if !matches!(bound, Bound::Session { .. }) {
+        return None;
+    }
+    parts.headers.remove("last-event-id");
+    Some(session::resender(
+        shared,
+        out.target(),
+        principal,
+        parts,
+        Bytes::new(),
+        bound,
+        "stream_reopen",
+    ))
 }

@@ -304,34 +304,15 @@ fn retry(
     {
         return None;
     }
-    let (shared, principal, target) = (shared.clone(), principal.clone(), out.target());
-    let (parts, body, bound) = (decoded.parts.clone(), body.clone(), bound.clone());
-    Some(Box::new(move || {
-        Box::pin(async move {
-            shared.upstream.note_failure();
-            if let Some(s) = &shared.sessions {
-                s.metrics.retry("stream_break");
-            }
-            let out = Outbound::new(
-                &shared.upstream,
-                target,
-                &principal,
-                shared.forward_authorization,
-            );
-            let deadline = Instant::now() + shared.upstream.request_timeout();
-            let mut pause = std::time::Duration::from_millis(100);
-            loop {
-                let build = || out.request(&parts, body.clone());
-                match session::send(&shared, &out, &principal, &parts, &bound, build).await {
-                    Err(r) if r.is_unavailable() && Instant::now() + pause < deadline => {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(std::time::Duration::from_secs(1));
-                    }
-                    sent => return sent,
-                }
-            }
-        })
-    }))
+    Some(session::resender(
+        shared,
+        out.target(),
+        principal,
+        decoded.parts.clone(),
+        body.clone(),
+        bound.clone(),
+        "stream_break",
+    ))
 }
 
 fn single_id(decoded: &Decoded) -> Option<Box<RawValue>> {

