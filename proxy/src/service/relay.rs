@@ -396,6 +396,8 @@ async fn cancelled(token: Option<&CancellationToken>) {
 mod tests {
     use super::*;
 
+    use crate::upstream::UpstreamError;
+
     #[test]
     fn errors_carry_ids() {
         let r = Refusal::from(UpstreamError::Timeout(std::time::Duration::from_secs(1)));
