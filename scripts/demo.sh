@@ -55,6 +55,56 @@ echo
 echo "== audit records (from $logs/portcullis.log) =="
 grep 'portcullis::audit' "$logs/portcullis.log" | sed -e 's/^[^ ]* //' | cut -c1-220
 
+# Sessions that survive a backend restart: a second example server behind a
+# second sidecar with sealed session ids, killed and started again while
+# one client session carries on.
+echo
+echo "== sessions: one client session across a backend restart (server :3002, portcullis :15002) =="
+printf 'keys:\n  - {kid: demo, key_b64: "%s", state: primary}\n' "$(head -c 32 /dev/urandom | base64 -w0)" >"$logs/keyring.yaml"
+cat >"$logs/sessions.yaml" <<EOT
+listener: {addr: "127.0.0.1:15002"}
+admin: {addr: "127.0.0.1:15022"}
+upstream: {url: "http://127.0.0.1:3002"}
+sessions: {keyring_file: $logs/keyring.yaml}
+EOT
+"$bin/example-mcp-server" --listen 127.0.0.1:3002 >"$logs/server-sessions.log" 2>&1 &
+server=$!
+pids+=($server)
+wait_port 3002
+"$bin/portcullis" run --config "$logs/sessions.yaml" >"$logs/portcullis-sessions.log" 2>&1 &
+pids+=($!)
+wait_port 15002
+mcp() { # session-id body -> response (headers and body)
+  curl -sS -i http://127.0.0.1:15002/mcp -H 'content-type: application/json' \
+    -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-06-18' \
+    ${1:+-H "mcp-session-id: $1"} -d "$2"
+}
+sid=$(mcp "" '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"demo","version":"1"}}}' \
+  | tr -d '\r' | sed -n 's/^mcp-session-id: //Ip')
+mcp "$sid" '{"jsonrpc":"2.0","method":"notifications/initialized"}' >/dev/null
+echo "initialize: the client's Mcp-Session-Id is Portcullis's sealed one: ${sid:0:40}... (${#sid} chars)"
+echo_call() {
+  mcp "$sid" "{\"jsonrpc\":\"2.0\",\"id\":$1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"$2\"}}}" \
+    | grep -o '"text":"[^"]*"' | head -1
+}
+before=$(echo_call 1 "before the restart")
+echo "call 1 (server pid $server): $before"
+kill -9 "$server"; wait "$server" 2>/dev/null || true
+"$bin/example-mcp-server" --listen 127.0.0.1:3002 >>"$logs/server-sessions.log" 2>&1 &
+server=$!
+pids+=($server)
+wait_port 3002
+after=$(echo_call 2 "after the restart")
+echo "server killed (SIGKILL) and started again: new pid $server"
+echo "call 2, same client session id: $after"
+rebinds=$(curl -s http://127.0.0.1:15022/metrics | sed -n 's/^portcullis_session_rebinds_total{outcome="ok",reason="[a-z_]*"} //p' | awk '{s+=$1} END {print s+0}')
+echo "portcullis_session_rebinds_total{outcome=\"ok\"} = $rebinds"
+if [ "$before" != '"text":"before the restart"' ] || [ "$after" != '"text":"after the restart"' ] || [ "$rebinds" != 1 ]; then
+  echo "FAIL: the session did not survive the restart (logs in $logs)" >&2
+  exit 1
+fi
+echo "The session survived: same client id, new server process, one rebind."
+
 if [ "$keep" = 1 ]; then
   cat <<EOT
 

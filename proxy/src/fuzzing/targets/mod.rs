@@ -11,6 +11,7 @@ pub mod json_message;
 pub mod list_filter;
 pub mod message_arbitrary;
 pub mod routing_headers;
+pub mod session_token;
 pub mod sse_framer;
 
 /// Every target, by its cargo-fuzz name.
@@ -26,5 +27,6 @@ pub const ALL: &[(&str, Run)] = &[
     ("list_filter", list_filter::run),
     ("message_arbitrary", message_arbitrary::run),
     ("routing_headers", routing_headers::run),
+    ("session_token", session_token::run),
     ("sse_framer", sse_framer::run),
 ];
