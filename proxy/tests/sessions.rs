@@ -339,3 +339,23 @@ async fn without_a_keyring_the_sidecar_does_not_start() {
         .expect("no key, no start");
     assert!(err.to_string().contains("keyring"), "{err}");
 }
+
+#[tokio::test]
+async fn audit_records_name_a_session_without_its_id() {
+    let logs = support::logs::capture();
+    let dir = tempdir("audit");
+    let upstream = Upstream::start();
+    let proxy = proxy(&upstream, &dir).await;
+    let url = support::mcp_url(&proxy);
+    let sid = initialize(&url, None).await;
+    let (status, _, _) = echo(&url, &sid, 1).await;
+    assert_eq!(status, 200);
+    assert!(
+        logs.wait_for(&["portcullis::audit", "tools/call", "session=\"s-"])
+            .await,
+        "{}",
+        logs.text()
+    );
+    assert!(!logs.text().contains(&sid), "the sealed id was logged");
+    proxy.shutdown().await;
+}

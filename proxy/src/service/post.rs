@@ -59,7 +59,12 @@ async fn judged(
     decoded: Decoded,
 ) -> Response<ProxyBody> {
     let mut judge = Judge::new(shared.court.clone(), principal.clone());
-    judge.session.clone_from(&decoded.session);
+    judge.session = match (&shared.sessions, &decoded.session) {
+        // A sealed id is the client's credential for its session: policies
+        // and audit records get a stable name for it, not the id.
+        (Some(_), Some(id)) if decoded.legacy.is_none() => Some(session::public_name(id)),
+        _ => decoded.session.clone(),
+    };
     judge.headers.clone_from(&decoded.mcp_headers);
     let mut ex = Exchange::new(Arc::new(judge));
     ex.answers.only_asked = decoded.legacy.is_none();

@@ -135,6 +135,15 @@ pub fn replay_safe(call: &Call, catalog: &ToolCatalog, never: &[String]) -> bool
     }
 }
 
+/// How a sealed session id appears to policies and in audit records:
+/// `s-` and 16 hex digits of its SHA-256, the same for the whole session.
+pub fn public_name(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(id.as_bytes());
+    let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("s-{hex}")
+}
+
 /// The lone `initialize` of a POST body, if that is what it is.
 pub fn initialize_call(call: &Call) -> bool {
     call.kind == Kind::Request && call.method == "initialize"
