@@ -42,21 +42,30 @@ for t in "${targets[@]}"; do
   nice -n 10 cargo +nightly fuzz build "${build_flags[@]}" "$t"
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   work=$(mktemp -d)
-  log=$(mktemp)
+  # Kept after the run (not committed): the figures come from here.
+  logs="$CARGO_TARGET_DIR/fuzz-logs"
+  mkdir -p "$logs"
+  log="$logs/$t.log"
   before=$(ls "fuzz/artifacts/$t" | wc -l)
   status=0
   nice -n 10 cargo +nightly fuzz run "${build_flags[@]}" "$t" "$work" "fuzz/corpus/$t" -- \
     -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
   if [ "$merge" = 1 ]; then
-    nice -n 10 cargo +nightly fuzz run "${build_flags[@]}" "$t" "fuzz/corpus/$t" "$work" -- \
-      -merge=1 >>"$log" 2>&1 || true
+    # The committed corpus is rebuilt as the smallest set of inputs that
+    # keeps every feature reached (set cover), so it stays small.
+    fresh=$(mktemp -d)
+    nice -n 10 cargo +nightly fuzz run "${build_flags[@]}" "$t" "$fresh" "fuzz/corpus/$t" "$work" -- \
+      -set_cover_merge=1 >"$log.merge" 2>&1 \
+      && [ -n "$(ls "$fresh")" ] && rm -rf "fuzz/corpus/$t" && mv "$fresh" "fuzz/corpus/$t"
+    rm -rf "$fresh"
   fi
   after=$(ls "fuzz/artifacts/$t" | wc -l)
   crashes=$((after - before))
   [ "$status" = 0 ] || [ "$crashes" -gt 0 ] || crashes=1
-  # libFuzzer's last status line: "#N  DONE  cov: C ft: F corp: ..."
-  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | grep -v MERGE | tail -1 || true)
-  execs=$(sed -nE 's/^#([0-9]+).*/\1/p' <<<"$last")
+  # The run's own figures, not the merge's: the executions libFuzzer
+  # counted, and its last status line ("#N  DONE  cov: C ft: F ...").
+  execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$log" | tail -1)
+  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
   cov=$(sed -nE 's/.*cov: ([0-9]+).*/\1/p' <<<"$last")
   ft=$(sed -nE 's/.*ft: ([0-9]+).*/\1/p' <<<"$last")
   corpus=$(ls "fuzz/corpus/$t" | wc -l)
@@ -66,8 +75,6 @@ for t in "${targets[@]}"; do
     failed=1
     echo "fuzz: $t crashed; last lines of its log ($log):" >&2
     tail -40 "$log" >&2
-  else
-    rm -f "$log"
   fi
   rm -rf "$work"
 done
