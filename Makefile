@@ -1,5 +1,5 @@
 # Portcullis: the two commands a new machine needs are `make demo` and `make test`.
-.PHONY: demo demo-up demo-capture test sessions-test soak-sessions fuzz fuzz-smoke toolchain filters lint unit kube interop capture-test bench bench-smoke soak peers clean
+.PHONY: demo demo-up demo-capture test redis sessions-test soak-sessions fuzz fuzz-smoke toolchain filters lint unit kube interop capture-test bench bench-smoke soak peers clean
 
 ## Build everything, run the example server behind portcullis, and show
 ## allowed and denied calls. Exits 0 when every call behaved as it must.
@@ -42,6 +42,10 @@ sessions-test:
 soak-sessions:
 	bash proxy/tests/sessions/run.sh 100
 
+## redis-server, which the shared session store's tests start (Debian).
+redis:
+	@command -v redis-server >/dev/null || { $(AS_ROOT) apt-get update -qq && $(AS_ROOT) apt-get install -y -qq redis-server; }
+
 ## The WASM target that filters are built for.
 toolchain:
 	rustup target add wasm32-wasip2
@@ -57,7 +61,7 @@ lint:
 
 # Every cargo call below uses --workspace, so that features resolve the
 # same way each time and nothing is compiled twice.
-unit:
+unit: redis
 	cargo test --workspace
 	target/debug/portcullis policy test \
 	  --filter target/wasm32-wasip2/release/require_ticket.wasm \

@@ -112,6 +112,49 @@ pub struct SessionsConfig {
     /// if the server annotates them read-only or idempotent.
     #[serde(default)]
     pub never_retry: Vec<String>,
+    /// A store shared by replicas (Redis). Absent: each replica keeps its
+    /// own sessions' records in memory.
+    #[serde(default)]
+    pub store: Option<SessionStoreConfig>,
+}
+
+/// `sessions.store`: Redis, shared by every replica of a server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStoreConfig {
+    /// `redis://host:port/db` (or `rediss://`).
+    pub url: String,
+    /// Key prefix, so that several servers can share one Redis.
+    #[serde(default = "default_store_prefix")]
+    pub prefix: String,
+    /// A record unused this long is dropped by Redis.
+    #[serde(default = "default_idle_ttl", with = "humantime_serde")]
+    pub idle_ttl: Duration,
+    /// How long one replica may hold a session's rebind lock.
+    #[serde(default = "default_lock_timeout", with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// With Redis unreachable: `open` serves from this replica's memory
+    /// (default), `closed` answers 503.
+    #[serde(default)]
+    pub failure: StoreFailure,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreFailure {
+    #[default]
+    Open,
+    Closed,
+}
+
+fn default_store_prefix() -> String {
+    "pc".into()
+}
+fn default_idle_ttl() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+fn default_lock_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_keyring_reload() -> Duration {

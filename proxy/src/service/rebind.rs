@@ -26,7 +26,7 @@ use crate::{
         headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
         sse,
     },
-    session::{self, Record, Sessions, State},
+    session::{self, RebindTurn, Record, Sessions, State},
     upstream::UpstreamError,
 };
 
@@ -77,6 +77,32 @@ pub async fn rebind(
     if now.generation != seen.generation {
         return Ok(now);
     }
+    // With replicas: one rebinds a session at a time; the others take its
+    // binding.
+    let turn = sessions.rebind_turn(&record.handle, now.generation).await;
+    if let RebindTurn::Done(snap) = &turn {
+        record.adopt(snap);
+        return Ok(record.touch());
+    }
+    let result = rebind_here(shared, sessions, out, parts, record, &now, reason).await;
+    if result.is_ok() {
+        sessions.publish(record).await;
+    }
+    if let RebindTurn::Held = turn {
+        sessions.unlock(&record.handle).await;
+    }
+    result
+}
+
+async fn rebind_here(
+    shared: &Shared,
+    sessions: &Sessions,
+    out: &Outbound<'_>,
+    parts: &Parts,
+    record: &Arc<Record>,
+    now: &State,
+    reason: &'static str,
+) -> Result<State, Refusal> {
     let started = Instant::now();
     let incarnation = shared.upstream.incarnation();
     let expected = now
@@ -84,13 +110,14 @@ pub async fn rebind(
         .clone()
         .or_else(|| header_text(parts, MCP_PROTOCOL_VERSION))
         .unwrap_or_else(|| record.requested_protocol.clone());
-    match handshake(shared, out, parts, record, &now, &expected).await {
+    match handshake(shared, out, parts, record, now, &expected).await {
         Ok(upstream_id) => {
             let mut s = record.state();
             s.upstream_id = upstream_id;
             s.generation += 1;
             s.incarnation = incarnation;
             s.negotiated = Some(expected);
+            s.dirty = true;
             sessions.metrics.rebind(reason, "ok");
             tracing::info!(
                 session = %session::short(&record.handle),
@@ -111,7 +138,7 @@ pub async fn rebind(
                 "upstream session could not be re-established"
             );
             if f.outcome == "contract_changed" {
-                sessions.end(&record.handle);
+                sessions.end(&record.handle).await;
             }
             Err(f.refusal)
         }

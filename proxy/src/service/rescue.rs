@@ -56,6 +56,9 @@ pub enum Cause {
     /// The upstream was lost while it ran a request that is not safe to
     /// run twice: it may or may not have run, and is not sent again.
     OutcomeUnknown(String),
+    /// The shared session store is unreachable and `failure: closed` is
+    /// set.
+    StoreUnavailable,
 }
 
 /// A refusal, addressed to the request it answers.
@@ -103,6 +106,7 @@ impl Refusal {
             Cause::ResultDenied(_) => StatusCode::OK,
             Cause::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Cause::UnknownSession => StatusCode::NOT_FOUND,
+            Cause::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Cause::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Cause::Upstream(_)
             | Cause::BadUpstreamResponse
@@ -130,7 +134,8 @@ impl Refusal {
             Cause::Upstream(_)
             | Cause::BadUpstreamResponse
             | Cause::UnreadableAnswer(_)
-            | Cause::OutcomeUnknown(_) => ErrorCode::UpstreamUnavailable,
+            | Cause::OutcomeUnknown(_)
+            | Cause::StoreUnavailable => ErrorCode::UpstreamUnavailable,
         }
     }
 
@@ -155,7 +160,8 @@ impl Refusal {
             | Cause::Upstream(_)
             | Cause::BadUpstreamResponse
             | Cause::UnreadableAnswer(_)
-            | Cause::OutcomeUnknown(_) => return None,
+            | Cause::OutcomeUnknown(_)
+            | Cause::StoreUnavailable => return None,
         })
     }
 
@@ -179,6 +185,7 @@ impl Refusal {
             }
             Cause::Overloaded(what) => format!("{what}; retry later"),
             Cause::UnknownSession => "Session not found".into(),
+            Cause::StoreUnavailable => "the session store is unreachable; retry later".into(),
             Cause::OutcomeUnknown(why) => format!(
                 "the upstream was lost while running this request ({why}); \
                  it may or may not have run, and was not sent again"
@@ -190,7 +197,7 @@ impl Refusal {
     /// will add `WWW-Authenticate` here).
     pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         match self.cause {
-            Cause::Overloaded(_) => {
+            Cause::Overloaded(_) | Cause::StoreUnavailable => {
                 vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]
             }
             _ => Vec::new(),

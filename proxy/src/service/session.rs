@@ -30,7 +30,7 @@ use super::{
 use crate::{
     identity::Principal,
     mcp::{headers::MCP_SESSION_ID, Call, Kind},
-    session::{Opened, Sessions},
+    session::{Opened, Record, Sessions, SyncError},
     upstream::Target,
 };
 
@@ -160,17 +160,23 @@ pub fn note(bound: &Bound, call: &Call, raw: &[u8]) {
     match call.method.as_str() {
         "logging/setLevel" => {
             if let Some(params) = params_of(raw) {
-                record.state().log_level = Some(params);
+                let mut s = record.state();
+                s.log_level = Some(params);
+                s.dirty = true;
             }
         }
         "resources/subscribe" => {
             if let Some(uri) = call.target_name() {
-                record.state().subscriptions.insert(uri.to_string());
+                let mut s = record.state();
+                s.subscriptions.insert(uri.to_string());
+                s.dirty = true;
             }
         }
         "resources/unsubscribe" => {
             if let Some(uri) = call.target_name() {
-                record.state().subscriptions.remove(uri);
+                let mut s = record.state();
+                s.subscriptions.remove(uri);
+                s.dirty = true;
             }
         }
         _ => {}
@@ -217,24 +223,29 @@ where
             send_in_session(shared, sessions, out, parts, opened, &build).await?
         }
     };
-    name_client_session(sessions, shared, principal, bound, &mut resp)?;
+    if let Some(issued) = name_client_session(sessions, shared, principal, bound, &mut resp)? {
+        // Before the client has its id, so that any replica can serve it.
+        sessions.publish(&issued).await;
+    }
     if parts.method == Method::DELETE {
         if let Bound::Session { opened, .. } = bound {
-            sessions.revoke(opened);
+            sessions.revoke(opened).await;
         }
     }
     Ok(resp)
 }
 
 /// The session id on the answer is the client's: sealed from the upstream's
-/// on `initialize`, the same token in a session, none otherwise.
+/// on `initialize`, the same token in a session, none otherwise. Returns
+/// the record of a session it issued.
 fn name_client_session(
     sessions: &Sessions,
     shared: &Shared,
     principal: &Principal,
     bound: &Bound,
     resp: &mut Response<Incoming>,
-) -> Result<(), Refusal> {
+) -> Result<Option<Arc<Record>>, Refusal> {
+    let mut issued = None;
     let success = resp.status().is_success();
     let headers = resp.headers_mut();
     match bound {
@@ -254,7 +265,7 @@ fn name_client_session(
                 // A sessionless server: nothing to seal.
                 None => {}
                 Some(Ok(id)) if success => {
-                    let (token, _) = sessions
+                    let (token, record) = sessions
                         .issue(
                             principal,
                             &id,
@@ -269,6 +280,7 @@ fn name_client_session(
                     let value = HeaderValue::from_str(&token)
                         .map_err(|_| Refusal::from(Cause::BadUpstreamResponse))?;
                     headers.insert(MCP_SESSION_ID, value);
+                    issued = Some(record);
                 }
                 Some(_) => {
                     headers.remove(MCP_SESSION_ID);
@@ -284,7 +296,7 @@ fn name_client_session(
             }
         }
     }
-    Ok(())
+    Ok(issued)
 }
 
 async fn send_in_session<F>(
@@ -298,6 +310,16 @@ async fn send_in_session<F>(
 where
     F: Fn() -> Result<Request<Full<Bytes>>, Refusal>,
 {
+    // A record another replica wrote or updated, or a revocation there.
+    let mut opened = opened.clone();
+    sessions
+        .sync(&mut opened, shared.upstream.incarnation())
+        .await
+        .map_err(|e| match e {
+            SyncError::Revoked => Refusal::from(Cause::UnknownSession),
+            SyncError::StoreDown => Refusal::from(Cause::StoreUnavailable),
+        })?;
+    let opened = &opened;
     let (mut upstream_id, mut state) = opened.upstream();
     let may_rebind = sessions.rebind && parts.method != Method::DELETE;
     // The upstream restarted since this session was bound: rebind before
@@ -313,6 +335,10 @@ where
     let resp = out
         .send(in_session(build()?, &upstream_id, opened)?)
         .await?;
+    if let Some(record) = opened.record.as_ref().filter(|r| r.state().dirty) {
+        // A log level or subscription changed: other replicas replay it too.
+        sessions.publish(record).await;
+    }
     let (Some(record), Some(seen), true) = (&opened.record, state, may_rebind) else {
         return Ok(resp);
     };

@@ -20,6 +20,9 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// The HKDF `info` of the session-id sub-key.
 const SESSION_ID_INFO: &[u8] = b"portcullis/v1/session-id";
+/// The HKDF `info` of the sub-key that seals session records in a shared
+/// store (they hold upstream session ids, credentials to the app).
+const STORE_VALUE_INFO: &[u8] = b"portcullis/v1/store-value";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -69,6 +72,7 @@ pub struct Key {
     pub kid: String,
     pub state: KeyState,
     pub(super) cipher: XChaCha20Poly1305,
+    pub(super) store: XChaCha20Poly1305,
 }
 
 impl std::fmt::Debug for Key {
@@ -113,12 +117,13 @@ impl Keyring {
                     format!("duplicate key id {:?}", k.kid),
                 ));
             }
-            let cipher =
+            let (cipher, store) =
                 derive(&k.key_b64).map_err(|why| invalid(format!("{field}.key_b64"), why))?;
             keys.push(Key {
                 kid: k.kid.clone(),
                 state: k.state,
                 cipher,
+                store,
             });
         }
         let primaries: Vec<usize> = (0..keys.len())
@@ -160,7 +165,7 @@ fn check_kid(kid: &str) -> Result<(), String> {
     }
 }
 
-fn derive(key_b64: &str) -> Result<XChaCha20Poly1305, String> {
+fn derive(key_b64: &str) -> Result<(XChaCha20Poly1305, XChaCha20Poly1305), String> {
     let master = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
             .decode(key_b64.trim())
@@ -172,11 +177,13 @@ fn derive(key_b64: &str) -> Result<XChaCha20Poly1305, String> {
             master.len()
         ));
     }
-    let mut sub = Zeroizing::new([0u8; 32]);
-    Hkdf::<Sha256>::new(None, &master)
-        .expand(SESSION_ID_INFO, sub.as_mut())
-        .map_err(|e| e.to_string())?;
-    XChaCha20Poly1305::new_from_slice(sub.as_ref()).map_err(|e| e.to_string())
+    let hkdf = Hkdf::<Sha256>::new(None, &master);
+    let sub = |info: &[u8]| -> Result<XChaCha20Poly1305, String> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf.expand(info, key.as_mut()).map_err(|e| e.to_string())?;
+        XChaCha20Poly1305::new_from_slice(key.as_ref()).map_err(|e| e.to_string())
+    };
+    Ok((sub(SESSION_ID_INFO)?, sub(STORE_VALUE_INFO)?))
 }
 
 #[cfg(test)]

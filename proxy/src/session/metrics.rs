@@ -10,6 +10,8 @@ pub struct SessionMetrics {
     retries: IntCounterVec,
     issued: IntCounterVec,
     active: IntGauge,
+    /// 1 while the shared store answers, 0 when it does not.
+    pub store_up: IntGauge,
 }
 
 fn counter(
@@ -30,6 +32,11 @@ impl SessionMetrics {
             "Client sessions Portcullis holds a record of",
         )?;
         r.register(Box::new(active.clone()))?;
+        let store_up = IntGauge::new(
+            "store_up",
+            "Whether the shared session store answered the last operation (1) or not (0)",
+        )?;
+        r.register(Box::new(store_up.clone()))?;
         Ok(Self {
             rejects: counter(
                 r,
@@ -56,6 +63,7 @@ impl SessionMetrics {
                 &["kind"],
             )?,
             active,
+            store_up,
         })
     }
 

@@ -7,11 +7,13 @@
 //! - [`token`]: the sealed id itself.
 //! - [`store`]: what this instance remembers of each session (what a
 //!   rebind replays).
+//! - [`remote`]: the same records shared by replicas, in Redis.
 //! - [`Sessions`]: the three together, as the request path uses them
 //!   (`service::session` is the phase that calls it).
 
 pub mod keyring;
 mod metrics;
+pub mod remote;
 pub mod store;
 pub mod token;
 
@@ -73,6 +75,36 @@ pub struct Sessions {
     /// Tools never sent again after a mid-answer loss.
     pub never_retry: Vec<String>,
     pub metrics: SessionMetrics,
+    remote: Option<Shared>,
+}
+
+/// The shared store and how to use it.
+struct Shared {
+    remote: remote::Remote,
+    fail_closed: bool,
+    lock_timeout: Duration,
+    /// This replica's name on the rebind locks it takes.
+    owner: String,
+}
+
+/// Why a session could not be brought up to date from the shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncError {
+    /// Revoked on another replica: the same 404 as any bad id.
+    Revoked,
+    /// The store is unreachable and `failure: closed` is set.
+    StoreDown,
+}
+
+/// Whether this replica may rebind a session now.
+pub enum RebindTurn {
+    /// No shared store, or it is unreachable: rebind here.
+    Alone,
+    /// This replica holds the session's lock until it calls
+    /// [`Sessions::unlock`].
+    Held,
+    /// Another replica rebound it meanwhile: this is its binding.
+    Done(remote::Snapshot),
 }
 
 fn now() -> u64 {
@@ -103,8 +135,129 @@ impl Sessions {
             lost_statuses: config.session_lost_statuses.clone(),
             rebind: config.rebind,
             never_retry: config.never_retry.clone(),
+            remote: match &config.store {
+                Some(s) => {
+                    let mut nonce = [0u8; 8];
+                    OsRng.fill_bytes(&mut nonce);
+                    Some(Shared {
+                        remote: remote::Remote::new(
+                            &s.url,
+                            &s.prefix,
+                            s.idle_ttl,
+                            metrics.store_up.clone(),
+                        )
+                        .map_err(|e| KeyringError::Invalid {
+                            field: "sessions.store.url".into(),
+                            reason: e.to_string(),
+                        })?,
+                        fail_closed: s.failure == crate::config::StoreFailure::Closed,
+                        lock_timeout: s.lock_timeout,
+                        owner: format!("{instance}/{}", URL_SAFE_NO_PAD.encode(nonce)),
+                    })
+                }
+                None => None,
+            },
             metrics,
         })
+    }
+
+    /// Brings `opened` up to date from the shared store (a record another
+    /// replica wrote, a newer binding, a revocation). Without a store, or
+    /// with it down and `failure: open`, this replica's memory decides.
+    pub async fn sync(&self, opened: &mut Opened, incarnation: u64) -> Result<(), SyncError> {
+        let Some(shared) = &self.remote else {
+            return Ok(());
+        };
+        let ring = self.keyring.load_full();
+        let handle = opened.claims.handle;
+        let (snap, revoked) = match shared.remote.get(&ring, &handle).await {
+            Ok(got) => got,
+            Err(_) if shared.fail_closed => return Err(SyncError::StoreDown),
+            Err(_) => return Ok(()),
+        };
+        if revoked {
+            self.metrics.reject("revoked");
+            self.store.revoke(&handle, opened.claims.expires_at, now());
+            return Err(SyncError::Revoked);
+        }
+        let Some(snap) = snap else {
+            return Ok(());
+        };
+        match &opened.record {
+            Some(r) => {
+                if snap.generation > r.state().generation {
+                    r.adopt(&snap);
+                }
+            }
+            None => {
+                let Some(r) = Record::from_snapshot(handle, &snap, incarnation) else {
+                    return Ok(());
+                };
+                let r = Arc::new(r);
+                self.metrics.set_active(self.store.insert(r.clone()));
+                opened.record = Some(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a record to the shared store if it changed (a no-op without
+    /// one; a failure is counted in `store_up` and tried again next time).
+    pub async fn publish(&self, record: &Record) {
+        let Some(shared) = &self.remote else {
+            return;
+        };
+        let snap = record.snapshot();
+        let ring = self.keyring.load_full();
+        if shared
+            .remote
+            .put(&ring, &record.handle, &snap)
+            .await
+            .is_ok()
+        {
+            let mut s = record.state();
+            if s.generation == snap.generation {
+                s.dirty = false;
+            }
+        }
+    }
+
+    /// Takes the shared rebind lock of a session whose binding this
+    /// replica saw at `generation`, or waits (up to the lock timeout) for
+    /// the replica that holds it to finish.
+    pub async fn rebind_turn(&self, handle: &Handle, generation: u64) -> RebindTurn {
+        let Some(shared) = &self.remote else {
+            return RebindTurn::Alone;
+        };
+        let deadline = std::time::Instant::now() + shared.lock_timeout;
+        loop {
+            match shared
+                .remote
+                .lock(handle, &shared.owner, shared.lock_timeout)
+                .await
+            {
+                Ok(true) => return RebindTurn::Held,
+                Err(_) => return RebindTurn::Alone,
+                Ok(false) => {}
+            }
+            let ring = self.keyring.load_full();
+            if let Ok((Some(snap), _)) = shared.remote.get(&ring, handle).await {
+                if snap.generation > generation {
+                    return RebindTurn::Done(snap);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return RebindTurn::Alone;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Releases a lock [`Sessions::rebind_turn`] gave.
+    pub async fn unlock(&self, handle: &Handle) {
+        if let Some(shared) = &self.remote {
+            shared.remote.unlock(handle, &shared.owner).await;
+        }
     }
 
     /// Reads the keyring file again and swaps it in if it changed. A file
@@ -189,22 +342,28 @@ impl Sessions {
         Ok((token, record))
     }
 
-    /// `DELETE`: the session is forgotten and its id refused from now on.
-    pub fn revoke(&self, opened: &Opened) {
-        let n = self
-            .store
-            .revoke(&opened.claims.handle, opened.claims.expires_at, now());
+    /// `DELETE`: the session is forgotten and its id refused from now on,
+    /// on every replica when there is a shared store.
+    pub async fn revoke(&self, opened: &Opened) {
+        self.revoke_until(&opened.claims.handle, opened.claims.expires_at)
+            .await;
+    }
+
+    async fn revoke_until(&self, handle: &Handle, expires_at: u64) {
+        let now = now();
+        let n = self.store.revoke(handle, expires_at, now);
         self.metrics.set_active(n);
+        if let Some(shared) = &self.remote {
+            let ttl = Duration::from_secs(expires_at.saturating_sub(now));
+            let _ = shared.remote.revoke(handle, ttl).await;
+        }
     }
 
     /// Ends a session Portcullis cannot keep (its server changed the
     /// contract): its id is refused from now on, and the client starts anew.
-    pub fn end(&self, handle: &Handle) {
-        let now = now();
-        let n = self
-            .store
-            .revoke(handle, now.saturating_add(self.lifetime.as_secs()), now);
-        self.metrics.set_active(n);
+    pub async fn end(&self, handle: &Handle) {
+        self.revoke_until(handle, now().saturating_add(self.lifetime.as_secs()))
+            .await;
     }
 
     /// Whether an upstream status means it does not know the session.

@@ -13,7 +13,10 @@ use std::{
     time::Instant,
 };
 
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use bytes::Bytes;
+
+use super::remote::Snapshot;
 
 /// A session's handle: 16 random bytes, never shown to anyone.
 pub type Handle = [u8; 16];
@@ -48,6 +51,8 @@ pub struct State {
     /// The negotiated protocol version, once known (from a rebind's answer
     /// or the client's `MCP-Protocol-Version` header).
     pub negotiated: Option<String>,
+    /// Changed since last written to the shared store.
+    pub dirty: bool,
     last_used: Instant,
 }
 
@@ -70,6 +75,7 @@ impl Record {
                 log_level: None,
                 subscriptions: BTreeSet::new(),
                 negotiated: None,
+                dirty: false,
                 last_used: Instant::now(),
             }),
             rebinding: tokio::sync::Mutex::new(()),
@@ -81,6 +87,46 @@ impl Record {
         // written (every update is a plain assignment), so a poisoned lock
         // is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the shared store keeps of this session.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = self.state();
+        Snapshot {
+            initialize: STANDARD.encode(&self.initialize),
+            requested_protocol: self.requested_protocol.clone(),
+            upstream_id: s.upstream_id.clone(),
+            generation: s.generation,
+            log_level: s
+                .log_level
+                .as_ref()
+                .map(|l| String::from_utf8_lossy(l).into_owned()),
+            subscriptions: s.subscriptions.iter().cloned().collect(),
+            negotiated: s.negotiated.clone(),
+        }
+    }
+
+    /// A record another replica wrote, or `None` if it is unreadable.
+    pub fn from_snapshot(handle: Handle, snap: &Snapshot, incarnation: u64) -> Option<Self> {
+        let record = Self::new(
+            handle,
+            snap.initialize_bytes()?,
+            snap.requested_protocol.clone(),
+            snap.upstream_id.clone(),
+            incarnation,
+        );
+        record.adopt(snap);
+        Some(record)
+    }
+
+    /// Takes a newer binding another replica made.
+    pub fn adopt(&self, snap: &Snapshot) {
+        let mut s = self.state();
+        s.upstream_id.clone_from(&snap.upstream_id);
+        s.generation = snap.generation;
+        s.log_level = snap.log_level.as_ref().map(|l| Bytes::from(l.clone()));
+        s.subscriptions = snap.subscriptions.iter().cloned().collect();
+        s.negotiated.clone_from(&snap.negotiated);
     }
 
     /// The current binding, marking the session used.
