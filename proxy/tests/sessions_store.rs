@@ -37,7 +37,7 @@ impl Redis {
     }
 
     fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -50,6 +50,8 @@ impl Redis {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server did not start on {port}");
     }
 
