@@ -33,13 +33,14 @@ fuzz-smoke:
 
 ## Sessions that survive backend restarts: the Python and TypeScript SDK
 ## clients through portcullis while a stateful Python SDK server is killed
-## and restarted (14 kills per client), and the same clients without
-## portcullis as the control. Prints N passed, M failed.
-sessions-test:
+## and restarted (14 kills per client); two replicas sharing Redis with a
+## key rotation, a Redis restart and a replica stopped; the same clients
+## without portcullis as the control. Prints N passed, M failed.
+sessions-test: redis
 	bash proxy/tests/sessions/run.sh 10
 
 ## The same, 104 kills per client (208 in all). Not in `make test`.
-soak-sessions:
+soak-sessions: redis
 	bash proxy/tests/sessions/run.sh 100
 
 ## redis-server, which the shared session store's tests start (Debian).

@@ -181,6 +181,11 @@ impl Sessions {
             return Err(SyncError::Revoked);
         }
         let Some(snap) = snap else {
+            // Redis lost it (restarted empty, or evicted): write it back
+            // from this replica's memory, so the others find it again.
+            if let Some(r) = &opened.record {
+                self.publish(r).await;
+            }
             return Ok(());
         };
         match &opened.record {

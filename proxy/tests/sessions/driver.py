@@ -43,12 +43,23 @@ class Backend:
         self.proc = None
 
     def start(self):
+        # A server left from another run would answer instead of ours.
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                time.sleep(0.05)
+            except OSError:
+                break
+        else:
+            raise RuntimeError(f"port {self.port} is taken by another process")
         out = open(self.log, "a")
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "server.py"), str(self.port), self.ledger],
             stdout=out, stderr=out)
         deadline = time.time() + 30
         while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"backend exited with {self.proc.returncode}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
                 return self.proc.pid
@@ -79,6 +90,34 @@ def post(url, body, sid=None):
         return e.code, None
 
 
+def rotate(path):
+    """Phase 1+2 of a rotation: a new primary, the old key decrypt-only."""
+    import base64
+    import re
+    text = open(path).read()
+    old = re.search(r'key_b64: "([^"]+)"', text).group(1)
+    new = base64.b64encode(os.urandom(32)).decode()
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f'keys:\n  - {{kid: rot2, key_b64: "{new}", state: primary}}\n'
+                f'  - {{kid: ci1, key_b64: "{old}", state: decrypt-only}}\n')
+    os.replace(tmp, path)
+    time.sleep(6)  # the sidecars read the file every 5 s
+
+
+def restart_redis(port):
+    """Restarts a redis-server that keeps nothing: every record is lost."""
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+    subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
 def text_of(result):
     return "".join(getattr(c, "text", "") for c in result.content)
 
@@ -93,6 +132,12 @@ async def main():
     p.add_argument("--mid-call", type=int, default=0)
     p.add_argument("--mid-stream", type=int, default=0)
     p.add_argument("--log", default="/dev/null")
+    p.add_argument("--kill-replica", type=int, default=0,
+                   help="PID of a Portcullis replica to stop (SIGTERM) once the restarts are done")
+    p.add_argument("--rotate-keyring", default="",
+                   help="keyring file: halfway, a new primary key is added and the old one kept for decryption")
+    p.add_argument("--restart-redis", type=int, default=0,
+                   help="port of a redis-server to restart (empty) halfway")
     a = p.parse_args()
     direct = f"http://127.0.0.1:{a.port}/mcp"
     backend = Backend(a.port, a.ledger, a.log)
@@ -100,7 +145,7 @@ async def main():
     r = {"label": a.label, "restarts": 0, "calls": 0, "errors": 0, "error_samples": [],
          "pids_changed": 0, "old_ids_404": 0, "first_after_restart_ms": [], "steady_ms": [],
          "mid_call_kills": 0, "mid_call_errors": 0, "mid_call_samples": [], "mid_stream_kills": 0, "mid_stream_errors": 0,
-         "appended": []}
+         "appended": [], "replica_killed": False, "keyring_rotated": False, "redis_restarted": False}
 
     def error(what, e):
         r["errors"] += 1
@@ -132,6 +177,27 @@ async def main():
         if probe and post(direct, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, probe)[0] == 404:
             r["old_ids_404"] += 1
 
+    try:
+        await drive(a, r, backend, call, prove_kill)
+    finally:
+        if backend.proc.poll() is None:
+            backend.kill()
+    report(a, r)
+
+
+async def drive(a, r, backend, call, prove_kill):
+    def error(what, e):
+        r["errors"] += 1
+        if len(r["error_samples"]) < 5:
+            r["error_samples"].append(f"{what}: {type(e).__name__}: {e}"[:300])
+
+    try:
+        await session(a, r, backend, call, prove_kill, error)
+    except Exception as e:  # noqa: BLE001 - a client that dies is a client-visible error
+        error("client", e)
+
+
+async def session(a, r, backend, call, prove_kill, error):
     async with Client(a.url, mode="legacy") as client:
         n = 0
         for i in range(a.restarts):
@@ -150,6 +216,32 @@ async def main():
             pid = await call(client, "pid", {})
             if pid is not None and pid != str(backend.proc.pid):
                 error("pid", RuntimeError(f"answered by {pid}, backend is {backend.proc.pid}"))
+            if i == a.restarts // 2 and a.rotate_keyring:
+                rotate(a.rotate_keyring)
+                r["keyring_rotated"] = True
+            if i == a.restarts // 2 and a.restart_redis:
+                restart_redis(a.restart_redis)
+                r["redis_restarted"] = True
+
+        # A replica goes away (its pod deleted: SIGTERM, and it drains):
+        # the client's next connections reach the other one.
+        if a.kill_replica:
+            os.kill(a.kill_replica, signal.SIGTERM)
+            for _ in range(300):
+                try:
+                    os.kill(a.kill_replica, 0)
+                    await asyncio.sleep(0.1)
+                except ProcessLookupError:
+                    break
+            r["replica_killed"] = True
+            for j in range(5):
+                entry = f"{a.label}-after-replica-{j}"
+                if await call(client, "append", {"entry": entry}, f"appended {entry}"):
+                    r["appended"].append(entry)
+            prove_kill()
+            entry = f"{a.label}-after-replica-restart"
+            if await call(client, "append", {"entry": entry}, f"appended {entry}"):
+                r["appended"].append(entry)
 
         # Killed during a call that is not idempotent: the outcome is
         # unknown, so the client must get an error, and never a duplicate.
@@ -184,8 +276,9 @@ async def main():
             except Exception:  # noqa: BLE001
                 r["mid_stream_errors"] += 1
             await call(client, "count", {})
-    backend.kill()
 
+
+def report(a, r):
     with open(a.ledger) as f:
         lines = [l.strip() for l in f if l.strip()]
     mine = [l for l in lines if l.startswith(a.label + "-")]

@@ -7,6 +7,10 @@
 #   - the Python `mcp` SDK client (driver.py) and the TypeScript SDK client
 #     (ts_driver.mjs), each: kills between calls, kills during a call that
 #     is not idempotent, kills during a streaming read-only call;
+#   - two replicas sharing Redis behind one address (failover.py, a stand-in
+#     for a Service): the keyring rotated and Redis restarted (empty)
+#     halfway, then replica A stopped (SIGTERM) and the client carrying on
+#     through B;
 #   - the control: the same drivers pointed straight at the server.
 # Prints PASS/FAIL per check and `N passed, M failed`; writes every figure
 # to target/sessions/results.json. Usage: run.sh [restarts-per-client]
@@ -27,13 +31,15 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/n
 trap cleanup EXIT
 
 printf 'keys:\n  - {kid: ci1, key_b64: "%s", state: primary}\n' "$(head -c 32 /dev/urandom | base64 -w0)" >"$out/keyring.yaml"
-proxy() { # name listener-port admin-port backend-port
+proxy() { # name listener-port admin-port backend-port [keyring [store-url]]
   cat >"$out/$1.yaml" <<EOT
 listener: {addr: "127.0.0.1:$2"}
 admin: {addr: "127.0.0.1:$3"}
 upstream: {url: "http://127.0.0.1:$4", request_timeout: 20s}
-sessions: {keyring_file: $out/keyring.yaml}
+sessions:
+  keyring_file: ${5:-$out/keyring.yaml}
 EOT
+  [ -n "${6:-}" ] && echo "  store: {url: \"$6\"}" >>"$out/$1.yaml"
   "$pc" run --config "$out/$1.yaml" >"$out/$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0; sleep 0.1; done
@@ -52,7 +58,22 @@ echo "# control: the same clients straight at the server, 3 restarts each"
   --label control-python --restarts 3 --log "$out/server-control.log" >"$out/control-python.json" 2>/dev/null || true
 "$node" "$here/ts_driver.mjs" http://127.0.0.1:3404/mcp 3404 "$out/ledger-control-ts.txt" control-ts 3 0 0 "$py" \
   "$out/server-control-ts.log" >"$out/control-ts.json" 2>/dev/null || true
-for a in 15411 15412; do curl -s "http://127.0.0.1:$a/metrics" >"$out/metrics-$a.txt"; done
+
+echo "# two replicas sharing Redis behind one address: keys rotated and Redis restarted halfway, then a replica stopped"
+redis-server --port 3410 --bind 127.0.0.1 --save "" --appendonly no >"$out/redis.log" 2>&1 &
+redis_pid=$!
+printf 'keys:\n  - {kid: ci1, key_b64: "%s", state: primary}\n' "$(head -c 32 /dev/urandom | base64 -w0)" >"$out/keyring-replicas.yaml"
+proxy pc-replica-a 15403 15413 3405 "$out/keyring-replicas.yaml" redis://127.0.0.1:3410/0
+replica_a=${pids[-1]}
+proxy pc-replica-b 15404 15414 3405 "$out/keyring-replicas.yaml" redis://127.0.0.1:3410/0
+"$py" "$here/failover.py" 15405 15403 15404 >"$out/failover.log" 2>&1 &
+pids+=($!)
+sleep 0.5
+"$py" "$here/driver.py" --url http://127.0.0.1:15405/mcp --port 3405 --ledger "$out/ledger-replicas.txt" \
+  --label replicas --restarts 6 --kill-replica "$replica_a" --rotate-keyring "$out/keyring-replicas.yaml" \
+  --restart-redis 3410 --log "$out/server-replicas.log" >"$out/replicas.json" || true
+redis-cli -p 3410 shutdown nosave >/dev/null 2>&1 || kill "$redis_pid" 2>/dev/null
+for a in 15411 15412 15414; do curl -s "http://127.0.0.1:$a/metrics" >"$out/metrics-$a.txt"; done
 
 "$py" - "$out" "$restarts" <<'PY'
 import json, re, sys
@@ -92,6 +113,17 @@ for client, admin in (("python", 15411), ("ts", 15412)):
           rebinds == kills, f"{rebinds:.0f} rebinds for {kills} kills")
     r["rebinds"] = rebinds
     r["retries"] = metric(admin, "portcullis_request_retries_total")
+r = results["replicas"] = load("replicas")
+if "broken" in r:
+    check("replicas: the driver ran", False, r["broken"])
+else:
+    check("replicas (Python SDK): 0 client-visible errors with keys rotated, Redis restarted empty, "
+          f"{r['restarts']} backend kills and replica A stopped",
+          r["errors"] == 0 and r["replica_killed"] and r["keyring_rotated"] and r["redis_restarted"]
+          and r["pids_changed"] == r["restarts"] == 7 and r["duplicates"] == 0 and r["lost"] == 0,
+          f"{r['errors']} errors {r['error_samples']}")
+    served_b = metric_where(15414, "portcullis_requests_total", 'method="tools/call"')
+    check("replicas: replica B served the session after A was killed", served_b >= 6, f"{served_b:.0f} calls on B")
 for client in ("control-python", "control-ts"):
     r = results[client] = load(client)
     if "broken" in r:
