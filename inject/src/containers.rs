@@ -75,6 +75,12 @@ fn proxy_env(p: &ProxyInputs<'_>) -> Value {
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        // A StatefulSet pod keeps this name when it is rescheduled: the
+        // sidecar's stable instance id. Empty (ignored) in other pods.
+        field_env(
+            "PORTCULLIS_STATEFULSET_POD_NAME",
+            "metadata.labels['statefulset.kubernetes.io/pod-name']",
+        ),
     ];
     match &o.svid {
         SvidSource::Csi { .. } => env.push(json!({
