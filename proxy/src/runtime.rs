@@ -203,6 +203,7 @@ async fn serve(
             svid: identity.as_ref().map(|i| i.store.clone()),
             config_path,
             config: config.clone(),
+            sessions: shared.sessions.clone(),
         });
     tokio::spawn(admin_server.serve(admin, admin_stop.clone()));
 

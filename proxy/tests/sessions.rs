@@ -297,6 +297,14 @@ async fn keys_rotate_without_a_restart_and_a_retired_key_ends_its_sessions() {
 
     // Phase 1+2: a new primary, the old key kept for decryption.
     keyring(&dir, &[("k2", K2, "primary"), ("k1", K1, "decrypt-only")]);
+    let identity = || async {
+        reqwest::get(format!("http://{}/identity", proxy.admin_addr))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
     let mut new = String::new();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -306,6 +314,12 @@ async fn keys_rotate_without_a_restart_and_a_retired_key_ends_its_sessions() {
         }
     }
     assert!(new.starts_with("pc1.k2."), "{new}");
+    // The keys in force, as an operator watching the rotation sees them.
+    assert_eq!(
+        identity().await["session_keys"],
+        json!([{"kid": "k2", "state": "Primary"}, {"kid": "k1", "state": "DecryptOnly"}])
+    );
+    assert!(!identity().await.to_string().contains(K2), "never the key");
     assert_eq!(echo(&url, &old, 1).await.0, 200, "old sessions go on");
     assert_eq!(echo(&url, &new, 2).await.0, 200);
 

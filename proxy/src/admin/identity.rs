@@ -28,6 +28,9 @@ pub struct IdentityReport {
     pub config_path: Option<PathBuf>,
     /// The config as started, for the filter list when there is no file.
     pub config: Arc<Config>,
+    /// Sealed sessions, when configured: which keys are in force (so a
+    /// rotation's propagation can be watched), never the keys.
+    pub sessions: Option<Arc<crate::session::Sessions>>,
 }
 
 impl IdentityReport {
@@ -46,6 +49,14 @@ impl IdentityReport {
         out["svid"] = self.svid();
         out["config_digest"] = json!(self.config_path.as_deref().and_then(file_digest));
         out["filters"] = self.filters();
+        out["session_keys"] = match &self.sessions {
+            Some(s) => s
+                .keys()
+                .into_iter()
+                .map(|(kid, state)| json!({"kid": kid, "state": format!("{state:?}")}))
+                .collect(),
+            None => Value::Null,
+        };
         out
     }
 
@@ -97,6 +108,7 @@ mod tests {
             svid: None,
             config_path: None,
             config: Arc::new(Config::from_yaml(&yaml).unwrap()),
+            sessions: None,
         };
         let v = report.render();
         assert_eq!(v["instance_id"], "mcp-0");
