@@ -14,6 +14,7 @@
 pub mod keyring;
 mod metrics;
 pub mod remote;
+pub mod replay;
 pub mod store;
 pub mod token;
 
