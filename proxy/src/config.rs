@@ -164,7 +164,7 @@ fn default_session_lifetime() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 fn default_max_sessions() -> usize {
-    100_000
+    10_000
 }
 fn default_lost_statuses() -> Vec<u16> {
     vec![404]

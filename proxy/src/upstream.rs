@@ -55,15 +55,38 @@ pub struct Upstream {
     incarnation: std::sync::Arc<Incarnation>,
 }
 
-/// Counts restarts of the upstream as a sidecar sees them: a failed
-/// exchange (refused, reset or closed connection) followed by a served
-/// request most likely means a new process is listening. Sessions bound before it are rebound before their next
+/// Counts restarts of the upstream as a sidecar sees them: a refused
+/// connection followed by a served request means a new process is
+/// listening. Sessions bound before it are rebound before their next
 /// request, which catches servers that accept unknown session ids silently
-/// instead of answering 404.
+/// instead of answering 404. Only a refused *connect* counts: an idle
+/// pooled connection the app closed is no restart.
+///
+/// One word, so that a reader never sees half an update: the count of
+/// restarts times two, plus one while the last connect was refused.
 #[derive(Debug, Default)]
-struct Incarnation {
-    refused: std::sync::atomic::AtomicBool,
-    count: std::sync::atomic::AtomicU64,
+struct Incarnation(std::sync::atomic::AtomicU64);
+
+impl Incarnation {
+    fn refused(&self) {
+        self.0.fetch_or(1, Ordering::AcqRel);
+    }
+
+    fn served(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v & 1 == 1).then_some(((v >> 1) + 1) << 1)
+            });
+    }
+
+    /// While the last connect was refused, this is already the next
+    /// number: the request about to be sent is the first the new process
+    /// sees.
+    fn get(&self) -> u64 {
+        let v = self.0.load(Ordering::Acquire);
+        (v >> 1) + (v & 1)
+    }
 }
 
 impl Upstream {
@@ -125,17 +148,8 @@ impl Upstream {
 
     /// How many times the upstream was seen to restart (see
     /// [`Incarnation`]).
-    /// Notes a failure seen outside [`Upstream::send`] (a stream that broke
-    /// mid-answer), so that the next served request counts as a restart.
-    pub fn note_failure(&self) {
-        self.incarnation.refused.store(true, Ordering::Release);
-    }
-
-    /// While the last exchange failed, this is already the next number: the
-    /// request about to be sent is the first the new process sees.
     pub fn incarnation(&self) -> u64 {
-        let i = &self.incarnation;
-        i.count.load(Ordering::Acquire) + u64::from(i.refused.load(Ordering::Acquire))
+        self.incarnation.get()
     }
 
     pub fn authority(&self) -> &Authority {
@@ -168,16 +182,13 @@ impl Upstream {
         match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.request_timeout)),
             Ok(Err(e)) => {
-                // Refused, reset or closed mid-answer: the process may be
-                // gone (a pooled connection to a dead app fails this way
-                // before any connect is refused).
-                self.incarnation.refused.store(true, Ordering::Release);
+                if e.is_connect() {
+                    self.incarnation.refused();
+                }
                 Err(UpstreamError::Unavailable(error_chain(&e)))
             }
             Ok(Ok(resp)) => {
-                if self.incarnation.refused.swap(false, Ordering::AcqRel) {
-                    self.incarnation.count.fetch_add(1, Ordering::AcqRel);
-                }
+                self.incarnation.served();
                 Ok(resp)
             }
         }

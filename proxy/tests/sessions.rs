@@ -183,15 +183,18 @@ async fn a_restart_seen_as_a_refused_connection_rebinds_before_sending() {
     let sid = initialize(&url, None).await;
     upstream.kill();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // While the app is down the call fails (nothing to send it to)...
-    let (status, _, _) = echo(&url, &sid, 1).await;
-    assert_eq!(status, 502);
+    // While the app is down calls fail (the first may meet a pooled
+    // connection the dead app left; the next is refused at connect)...
+    for n in 0..2 {
+        let (status, _, _) = echo(&url, &sid, 1 + n).await;
+        assert_eq!(status, 502);
+    }
     upstream = Upstream::start_on(addr);
     // ...and the first request after it is back initializes a new session
     // before it is sent, so the old id never reaches the new server.
-    let (status, msgs, _) = echo(&url, &sid, 2).await;
+    let (status, msgs, _) = echo(&url, &sid, 3).await;
     assert_eq!(status, 200, "{msgs:?}");
-    assert!(echoed(&msgs, 2));
+    assert!(echoed(&msgs, 3));
     let heads = upstream.heads.lock().unwrap().clone();
     assert_eq!(heads.len(), 3, "initialize, initialized, the call");
     assert!(heads[0].get("mcp-session-id").is_none());
@@ -372,4 +375,70 @@ async fn audit_records_name_a_session_without_its_id() {
     );
     assert!(!logs.text().contains(&sid), "the sealed id was logged");
     proxy.shutdown().await;
+}
+
+async fn set_level(url: &str, sid: &str, level: &str) -> u16 {
+    let body =
+        json!({"jsonrpc":"2.0","id":"lvl","method":"logging/setLevel","params":{"level":level}});
+    let resp = support::post(url)
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.text().await;
+    status
+}
+
+/// What a rebind replays is what the upstream accepted: a message a policy
+/// denied is never recorded, so a rebind cannot send it past the policy.
+#[tokio::test]
+async fn a_rebind_replays_only_what_the_policy_let_through() {
+    for (policy, replayed) in [
+        (
+            "default: allow\nrules:\n  - {name: no-levels, action: deny, methods: [\"logging/setLevel\"], reason: no}\n",
+            false,
+        ),
+        ("default: allow\nrules: []\n", true),
+    ] {
+        let dir = tempdir(if replayed { "replay-allowed" } else { "replay-denied" });
+        let mut upstream = Upstream::start();
+        let addr = upstream.addr;
+        let ring = keyring(&dir, &[("k1", K1, "primary")]);
+        let extra = format!("sessions:\n  keyring_file: {}\n", ring.display());
+        let proxy = portcullis::start(support::config(addr, policy, &extra))
+            .await
+            .unwrap();
+        let url = support::mcp_url(&proxy);
+        let sid = initialize(&url, None).await;
+        assert_eq!(set_level(&url, &sid, "debug").await, 200);
+        if !replayed {
+            // In a batch too (2025-03-26): the denied entry is answered by
+            // Portcullis, the rest forwarded; nothing of it is recorded.
+            let batch = json!([
+                {"jsonrpc":"2.0","id":"b1","method":"logging/setLevel","params":{"level":"debug"}},
+                {"jsonrpc":"2.0","id":"b2","method":"ping"}
+            ]);
+            let resp = support::post(&url)
+                .header("mcp-session-id", &sid)
+                .header("mcp-protocol-version", "2025-03-26")
+                .body(batch.to_string())
+                .send()
+                .await
+                .unwrap();
+            // (The example server refuses batches; what matters is that
+            // the denied entry is not replayed below.)
+            let _ = resp.text().await.unwrap();
+        }
+        upstream.kill();
+        upstream = Upstream::start_on(addr);
+        let (status, msgs, _) = echo(&url, &sid, 1).await;
+        assert_eq!(status, 200, "{msgs:?}");
+        // The old id (404), initialize, initialized, [setLevel], the call.
+        let heads = upstream.heads.lock().unwrap().len();
+        assert_eq!(heads, if replayed { 5 } else { 4 }, "replayed: {replayed}");
+        proxy.shutdown().await;
+    }
 }

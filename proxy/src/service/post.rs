@@ -254,14 +254,19 @@ async fn send(
     let build = || out.request(&decoded.parts, body.clone());
     let sent = session::send(shared, out, principal, &decoded.parts, &bound, build).await;
     let retry = retry(shared, out, principal, decoded, &body, &bound);
+    if let (Ok(resp), Body::Single(call)) = (&sent, &decoded.messages) {
+        if resp.status().is_success() {
+            // What a rebind must replay (a log level, subscriptions).
+            session::note(shared, &bound, call, &body).await;
+        }
+    }
     match sent {
         Ok(resp) => relay(shared, decoded.format, ex, resp, denials, stream, retry).await,
         Err(refusal) => failure(shared, &refusal, &ex, &denials),
     }
 }
 
-/// The session phase: which session the allowed body is sent in, and what a
-/// rebind must replay of it.
+/// The session phase: which session the allowed body is sent in.
 fn bind_session(
     shared: &Shared,
     principal: &Principal,
@@ -276,16 +281,7 @@ fn bind_session(
         Body::Single(call) if session::initialize_call(call) => Some((call, body)),
         _ => None,
     };
-    let bound = session::bind(shared, principal, &decoded.parts.headers, initialize)?;
-    match &decoded.messages {
-        Body::Single(call) => session::note(&bound, call, body),
-        Body::Batch(entries) => {
-            for (raw, call) in entries {
-                session::note(&bound, call, raw.get().as_bytes());
-            }
-        }
-    }
-    Ok(bound)
+    session::bind(shared, principal, &decoded.parts.headers, initialize)
 }
 
 /// How to send a replay-safe request again if the upstream stream breaks
@@ -358,7 +354,12 @@ async fn relay(
     match kind {
         BodyType::EventStream if status.is_success() => {
             let head = outbound::response_head(&resp, false);
-            let sse = relay::SseRelay::new(ex, denials, shared.sse_settings()).with_retry(retry);
+            // In a session, a request not safe to send again is reported as
+            // possibly run if the upstream is lost before answering it.
+            let unknown = shared.sessions.is_some() && retry.is_none();
+            let sse = relay::SseRelay::new(ex, denials, shared.sse_settings())
+                .with_retry(retry)
+                .outcome_unknown(unknown);
             outbound::with_body(head, sse.spawn(resp.into_body()))
         }
         // No policy reads this answer (and there are no denials to add):

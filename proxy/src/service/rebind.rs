@@ -105,18 +105,20 @@ async fn rebind_here(
 ) -> Result<State, Refusal> {
     let started = Instant::now();
     let incarnation = shared.upstream.incarnation();
+    // The version the client holds: seen on its requests, or named on this
+    // one. A 2025-03-26 client sends none; then any version is taken (the
+    // server may have negotiated down from the one asked for).
     let expected = now
         .negotiated
         .clone()
-        .or_else(|| header_text(parts, MCP_PROTOCOL_VERSION))
-        .unwrap_or_else(|| record.requested_protocol.clone());
-    match handshake(shared, out, parts, record, now, &expected).await {
-        Ok(upstream_id) => {
+        .or_else(|| header_text(parts, MCP_PROTOCOL_VERSION));
+    match handshake(shared, out, parts, record, now, expected.as_deref()).await {
+        Ok((upstream_id, version)) => {
             let mut s = record.state();
             s.upstream_id = upstream_id;
             s.generation += 1;
             s.incarnation = incarnation;
-            s.negotiated = Some(expected);
+            s.negotiated = Some(version);
             s.dirty = true;
             sessions.metrics.rebind(reason, "ok");
             tracing::info!(
@@ -151,8 +153,8 @@ async fn handshake(
     parts: &Parts,
     record: &Record,
     state: &State,
-    expected: &str,
-) -> Result<String, Failed> {
+    expected: Option<&str>,
+) -> Result<(String, String), Failed> {
     // 1. initialize, as the client sent it.
     let req = request(out, parts, record.initialize.clone(), None, None)?;
     let resp = out.send(req).await?;
@@ -171,11 +173,15 @@ async fn handshake(
     let Some(upstream_id) = upstream_id else {
         return Err(changed("the server no longer issues a session id"));
     };
-    if version.as_deref() != Some(expected) {
-        return Err(changed(format!(
-            "protocol version {version:?}, the client holds {expected:?}"
-        )));
-    }
+    let version = match (version, expected) {
+        (Some(v), None) => v,
+        (Some(v), Some(e)) if v == e => v,
+        (v, e) => {
+            return Err(changed(format!(
+                "protocol version {v:?}, the client holds {e:?}"
+            )))
+        }
+    };
     // 2. The client's side of the handshake, then what it had set up.
     let mut replay = vec![Bytes::from_static(
         br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
@@ -188,7 +194,7 @@ async fn handshake(
         replay.push(message("resources/subscribe", n + 1, params.as_bytes()));
     }
     for body in replay {
-        let req = request(out, parts, body, Some(&upstream_id), Some(expected))?;
+        let req = request(out, parts, body, Some(&upstream_id), Some(&version))?;
         let resp = out.send(req).await?;
         if !resp.status().is_success() {
             return Err(Failed::upstream(
@@ -198,7 +204,7 @@ async fn handshake(
         }
         drain(shared, resp).await?;
     }
-    Ok(upstream_id)
+    Ok((upstream_id, version))
 }
 
 fn changed(why: impl Into<String>) -> Failed {

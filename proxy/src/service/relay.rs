@@ -101,6 +101,10 @@ pub struct SseRelay {
     retry: Option<Retry>,
     /// Whether `retry` serves a GET stream (no answer awaited).
     reopen: bool,
+    /// Whether a request left unanswered is reported as possibly run and
+    /// not retryable (in a Portcullis session, for requests not safe to
+    /// send again), rather than as the upstream being unavailable.
+    outcome_unknown: bool,
 }
 
 /// What [`Retry`] gives back.
@@ -114,8 +118,14 @@ pub type Retry = std::sync::Arc<dyn Fn() -> Resent + Send + Sync>;
 enum Ended {
     /// The client went away.
     ClientGone,
-    /// Cleanly (`None`) or broken (why).
-    Upstream(Option<String>),
+    /// Cleanly (`None`) or not.
+    Upstream(Option<Failure>),
+}
+
+struct Failure {
+    why: String,
+    /// The connection broke (rather than Portcullis refusing what came).
+    transport: bool,
 }
 
 type Tx = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
@@ -131,7 +141,14 @@ impl SseRelay {
             resumable: false,
             retry: None,
             reopen: false,
+            outcome_unknown: false,
         }
+    }
+
+    /// See [`SseRelay::outcome_unknown`].
+    pub fn outcome_unknown(mut self, yes: bool) -> Self {
+        self.outcome_unknown = yes;
+        self
     }
 
     /// See [`SseRelay::retry`]: a POST's request, sent again at most once.
@@ -177,28 +194,50 @@ impl SseRelay {
             }
         }
         let mut injected: Option<mpsc::Receiver<Bytes>> = None;
+        // Reopened streams that broke again within a second, in a row.
+        let mut quick_breaks = 0u32;
         loop {
+            let opened_at = std::time::Instant::now();
             let failure = match self.relay_body(upstream, &mut injected, &tx).await {
                 Ended::ClientGone => return,
                 Ended::Upstream(failure) => failure,
             };
+            // Only the transport breaking is the upstream going away: an
+            // event Portcullis refused (too large, unreadable) is not sent
+            // for again.
+            let transport = failure.as_ref().is_some_and(|f| f.transport);
             let waiting = !self.ex.answers.unanswered().is_empty();
-            let retry = match (&failure, waiting || self.reopen) {
-                (Some(_), true) if self.reopen => self.retry.clone(),
-                (Some(_), true) => self.retry.take(),
+            let retry = match (transport, waiting || self.reopen) {
+                (true, true) if self.reopen => self.retry.clone(),
+                (true, true) => self.retry.take(),
                 _ => None,
             };
+            let failure = failure.map(|f| f.why);
             let Some(retry) = retry else {
                 return self.finish(failure, &tx).await;
             };
             if let Some(why) = &failure {
-                tracing::info!(error = %why, "upstream stream broke; sending the replay-safe request again");
+                tracing::info!(error = %why, "upstream stream broke; opening it again");
             }
             if self.reopen {
-                // A stream that breaks at once each time must not spin.
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // A stream that breaks at once each time must not spin:
+                // 100 ms doubling to 5 s, and no more after 8 in a row.
+                quick_breaks = match opened_at.elapsed() < std::time::Duration::from_secs(1) {
+                    true => quick_breaks + 1,
+                    false => 0,
+                };
+                if quick_breaks > 8 {
+                    return self.finish(failure, &tx).await;
+                }
+                let pause = std::time::Duration::from_millis(100 << quick_breaks.min(6));
+                tokio::time::sleep(pause.min(std::time::Duration::from_secs(5))).await;
             }
-            match retry().await {
+            // The client may leave while the upstream comes back.
+            let resent = tokio::select! {
+                r = retry() => r,
+                () = tx.closed() => return,
+            };
+            match resent {
                 Ok(resp) if resp.status().is_success() => match body_type(resp.headers()) {
                     Ok(BodyType::EventStream) => upstream = resp.into_body(),
                     Ok(BodyType::Json) => return self.finish_json(resp, &tx).await,
@@ -226,14 +265,17 @@ impl SseRelay {
             tokio::select! {
                 frame = upstream.frame() => match frame {
                     None => break None,
-                    Some(Err(e)) => break Some(format!("upstream stream broke: {e}")),
+                    Some(Err(e)) => break Some(Failure {
+                        why: format!("upstream stream broke: {e}"),
+                        transport: true,
+                    }),
                     Some(Ok(frame)) => {
                         let Ok(data) = frame.into_data() else { continue };
                         decoder.push(&data);
                         match self.drain(&mut decoder, injected, tx).await {
                             Ok(true) => {}
                             Ok(false) => return Ended::ClientGone,
-                            Err(e) => break Some(e),
+                            Err(why) => break Some(Failure { why, transport: false }),
                         }
                     }
                 },
@@ -258,7 +300,12 @@ impl SseRelay {
                         return Ended::ClientGone;
                     }
                 }
-                Err(e) => failure = Some(e),
+                Err(why) => {
+                    failure = Some(Failure {
+                        why,
+                        transport: false,
+                    })
+                }
             }
         }
         Ended::Upstream(failure)
@@ -360,9 +407,12 @@ impl SseRelay {
         }
         let why = failure.unwrap_or_else(|| "upstream closed the stream before answering".into());
         // The request reached the upstream and no answer came back: it may
-        // have run. Saying so lets the client decide; Portcullis resends
-        // only what is safe to run twice (`retry`).
-        let refusal = Refusal::from(Cause::OutcomeUnknown(why));
+        // have run. In a session, where Portcullis resends what is safe to
+        // run twice, the client is told so for the rest.
+        let refusal = match self.outcome_unknown {
+            true => Refusal::from(Cause::OutcomeUnknown(why)),
+            false => Refusal::from(crate::upstream::UpstreamError::Unavailable(why)),
+        };
         for id in &pending {
             let msg = rescue::for_id(&refusal, id);
             if Self::emit(tx, respond::sse_message(&msg)).await.is_err() {

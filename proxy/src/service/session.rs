@@ -29,7 +29,10 @@ use super::{
 };
 use crate::{
     identity::Principal,
-    mcp::{headers::MCP_SESSION_ID, Call, Kind},
+    mcp::{
+        headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
+        Call, Kind,
+    },
     session::{Opened, Record, Sessions, SyncError},
     upstream::Target,
 };
@@ -149,39 +152,57 @@ pub fn initialize_call(call: &Call) -> bool {
     call.kind == Kind::Request && call.method == "initialize"
 }
 
-/// Notes what a rebind must replay: the log level and subscriptions.
-pub fn note(bound: &Bound, call: &Call, raw: &[u8]) {
-    let Bound::Session { opened, .. } = bound else {
+/// Notes what a rebind must replay, once the upstream accepted it: the log
+/// level and subscriptions of a lone message, read from the bytes that
+/// were forwarded (after any rewrite by a policy). A denied message never
+/// gets here. Other replicas learn it through the store.
+pub async fn note(shared: &Shared, bound: &Bound, call: &Call, forwarded: &[u8]) {
+    let (Some(sessions), Bound::Session { opened, .. }) = (&shared.sessions, bound) else {
         return;
     };
     let Some(record) = &opened.record else {
         return;
     };
-    match call.method.as_str() {
-        "logging/setLevel" => {
-            if let Some(params) = params_of(raw) {
-                let mut s = record.state();
-                s.log_level = Some(params);
-                s.dirty = true;
-            }
+    let Some(params) = params_of(forwarded) else {
+        return;
+    };
+    let uri = || {
+        serde_json::from_slice::<serde_json::Value>(&params)
+            .ok()
+            .and_then(|p| p.get("uri")?.as_str().map(str::to_string))
+    };
+    {
+        let mut s = record.state();
+        match call.method.as_str() {
+            "logging/setLevel" => s.log_level = Some(params.clone()),
+            "resources/subscribe" => match uri() {
+                Some(u) if s.subscriptions.len() < MAX_SUBSCRIPTIONS => {
+                    s.subscriptions.insert(u);
+                }
+                Some(_) => {
+                    tracing::warn!(
+                        max = MAX_SUBSCRIPTIONS,
+                        "subscription not recorded: a rebind will not renew it"
+                    );
+                    return;
+                }
+                None => return,
+            },
+            "resources/unsubscribe" => match uri() {
+                Some(u) => {
+                    s.subscriptions.remove(&u);
+                }
+                None => return,
+            },
+            _ => return,
         }
-        "resources/subscribe" => {
-            if let Some(uri) = call.target_name() {
-                let mut s = record.state();
-                s.subscriptions.insert(uri.to_string());
-                s.dirty = true;
-            }
-        }
-        "resources/unsubscribe" => {
-            if let Some(uri) = call.target_name() {
-                let mut s = record.state();
-                s.subscriptions.remove(uri);
-                s.dirty = true;
-            }
-        }
-        _ => {}
+        s.dirty = true;
     }
+    sessions.publish(record).await;
 }
+
+/// Subscriptions a session may have recorded for replay.
+const MAX_SUBSCRIPTIONS: usize = 256;
 
 /// A message's `params`, byte for byte (it was read strictly already).
 fn params_of(raw: &[u8]) -> Option<Bytes> {
@@ -219,6 +240,17 @@ where
             req.headers_mut().remove(MCP_SESSION_ID);
             out.send(req).await?
         }
+        // The client ends its session: refused from now on (on every
+        // replica) before the upstream hears of it, whatever it answers.
+        Bound::Session { opened, .. } if parts.method == Method::DELETE => {
+            sessions
+                .revoke(opened)
+                .await
+                .map_err(|()| Refusal::from(Cause::StoreUnavailable))?;
+            let (upstream_id, _) = opened.upstream();
+            out.send(in_session(build()?, &upstream_id, opened)?)
+                .await?
+        }
         Bound::Session { opened, .. } => {
             send_in_session(shared, sessions, out, parts, opened, &build).await?
         }
@@ -226,11 +258,6 @@ where
     if let Some(issued) = name_client_session(sessions, shared, principal, bound, &mut resp)? {
         // Before the client has its id, so that any replica can serve it.
         sessions.publish(&issued).await;
-    }
-    if parts.method == Method::DELETE {
-        if let Bound::Session { opened, .. } = bound {
-            sessions.revoke(opened).await;
-        }
     }
     Ok(resp)
 }
@@ -265,7 +292,7 @@ fn name_client_session(
                 // A sessionless server: nothing to seal.
                 None => {}
                 Some(Ok(id)) if success => {
-                    let (token, record) = sessions
+                    let (token, kept) = sessions
                         .issue(
                             principal,
                             &id,
@@ -280,7 +307,7 @@ fn name_client_session(
                     let value = HeaderValue::from_str(&token)
                         .map_err(|_| Refusal::from(Cause::BadUpstreamResponse))?;
                     headers.insert(MCP_SESSION_ID, value);
-                    issued = Some(record);
+                    issued = kept;
                 }
                 Some(_) => {
                     headers.remove(MCP_SESSION_ID);
@@ -320,8 +347,20 @@ where
             SyncError::StoreDown => Refusal::from(Cause::StoreUnavailable),
         })?;
     let opened = &opened;
+    // Checked at every send, not only when the request came in: a stream
+    // reopened later must not outlive a DELETE or the id's expiry.
+    if !sessions.still_valid(&opened.claims) {
+        return Err(Cause::UnknownSession.into());
+    }
+    if let (Some(record), Some(v)) = (&opened.record, parts.headers.get(MCP_PROTOCOL_VERSION)) {
+        // The version the client holds, which a rebind must keep.
+        let mut s = record.state();
+        if s.negotiated.is_none() {
+            s.negotiated = v.to_str().ok().map(str::to_string);
+        }
+    }
     let (mut upstream_id, mut state) = opened.upstream();
-    let may_rebind = sessions.rebind && parts.method != Method::DELETE;
+    let may_rebind = sessions.rebind;
     // The upstream restarted since this session was bound: rebind before
     // sending, since some servers accept an unknown id silently.
     if let (Some(record), Some(s), true) = (&opened.record, &state, may_rebind) {
@@ -335,10 +374,6 @@ where
     let resp = out
         .send(in_session(build()?, &upstream_id, opened)?)
         .await?;
-    if let Some(record) = opened.record.as_ref().filter(|r| r.state().dirty) {
-        // A log level or subscription changed: other replicas replay it too.
-        sessions.publish(record).await;
-    }
     let (Some(record), Some(seen), true) = (&opened.record, state, may_rebind) else {
         return Ok(resp);
     };
@@ -388,9 +423,6 @@ pub fn resender(
         let (shared, principal) = (shared.clone(), principal.clone());
         let (parts, body, bound) = (parts.clone(), body.clone(), bound.clone());
         Box::pin(async move {
-            // The break may be the app's death: the next request served is
-            // then the first of a new process.
-            shared.upstream.note_failure();
             if let Some(s) = &shared.sessions {
                 s.metrics.retry(cause);
             }

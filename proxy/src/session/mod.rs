@@ -108,6 +108,10 @@ pub enum RebindTurn {
     Done(remote::Snapshot),
 }
 
+/// The largest `initialize` kept for replay (real ones are about 1 KiB):
+/// `max_sessions` records then take at most `max_sessions` × 16 KiB.
+pub const MAX_INITIALIZE: usize = 16 * 1024;
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -199,8 +203,9 @@ impl Sessions {
                 let Some(r) = Record::from_snapshot(handle, &snap, incarnation) else {
                     return Ok(());
                 };
-                let r = Arc::new(r);
-                self.metrics.set_active(self.store.insert(r.clone()));
+                // Two requests may race here: both get the same record.
+                let (r, n) = self.store.insert_if_absent(Arc::new(r));
+                self.metrics.set_active(n);
                 opened.record = Some(r);
             }
         }
@@ -213,6 +218,11 @@ impl Sessions {
         let Some(shared) = &self.remote else {
             return;
         };
+        // A session ended here is never written back (after a Redis
+        // restart lost its revocation, say).
+        if self.store.is_revoked(&record.handle) {
+            return;
+        }
         let snap = record.snapshot();
         let ring = self.keyring.load_full();
         if shared
@@ -319,7 +329,7 @@ impl Sessions {
         initialize: Bytes,
         requested_protocol: &str,
         incarnation: u64,
-    ) -> Result<(String, Arc<Record>), SealError> {
+    ) -> Result<(String, Option<Arc<Record>>), SealError> {
         let mut handle = [0u8; 16];
         OsRng.fill_bytes(&mut handle);
         let issued_at = now();
@@ -335,6 +345,18 @@ impl Sessions {
             upstream_id: upstream_id.to_string(),
         };
         let token = token::seal(&self.keyring.load(), &claims, &token::binding(principal))?;
+        self.metrics.issued("initialize");
+        tracing::debug!(session = %short(&handle), "session id issued");
+        if initialize.len() > MAX_INITIALIZE {
+            // Kept bounded: such a session works on its token alone and
+            // cannot be rebound.
+            tracing::warn!(
+                bytes = initialize.len(),
+                max = MAX_INITIALIZE,
+                "initialize too large to keep: this session cannot be rebound"
+            );
+            return Ok((token, None));
+        }
         let record = Arc::new(Record::new(
             handle,
             initialize,
@@ -343,33 +365,44 @@ impl Sessions {
             incarnation,
         ));
         self.metrics.set_active(self.store.insert(record.clone()));
-        self.metrics.issued("initialize");
-        tracing::debug!(session = %short(&handle), "session id issued");
-        Ok((token, record))
+        Ok((token, Some(record)))
     }
 
     /// `DELETE`: the session is forgotten and its id refused from now on,
-    /// on every replica when there is a shared store.
-    pub async fn revoke(&self, opened: &Opened) {
+    /// on every replica when there is a shared store. `Err` when the store
+    /// could not be told and `failure: closed` is set (the revocation then
+    /// holds on this replica only).
+    pub async fn revoke(&self, opened: &Opened) -> Result<(), ()> {
         self.revoke_until(&opened.claims.handle, opened.claims.expires_at)
-            .await;
+            .await
     }
 
-    async fn revoke_until(&self, handle: &Handle, expires_at: u64) {
+    async fn revoke_until(&self, handle: &Handle, expires_at: u64) -> Result<(), ()> {
         let now = now();
         let n = self.store.revoke(handle, expires_at, now);
         self.metrics.set_active(n);
-        if let Some(shared) = &self.remote {
-            let ttl = Duration::from_secs(expires_at.saturating_sub(now));
-            let _ = shared.remote.revoke(handle, ttl).await;
+        let Some(shared) = &self.remote else {
+            return Ok(());
+        };
+        let ttl = Duration::from_secs(expires_at.saturating_sub(now));
+        match shared.remote.revoke(handle, ttl).await {
+            Err(_) if shared.fail_closed => Err(()),
+            _ => Ok(()),
         }
+    }
+
+    /// Whether an opened id may still be used: not revoked here, not
+    /// expired.
+    pub fn still_valid(&self, claims: &Claims) -> bool {
+        now() < claims.expires_at && !self.store.is_revoked(&claims.handle)
     }
 
     /// Ends a session Portcullis cannot keep (its server changed the
     /// contract): its id is refused from now on, and the client starts anew.
     pub async fn end(&self, handle: &Handle) {
-        self.revoke_until(handle, now().saturating_add(self.lifetime.as_secs()))
-            .await;
+        let until = now().saturating_add(self.lifetime.as_secs());
+        // Ended here whatever the store says: the client gets its 404.
+        let _ = self.revoke_until(handle, until).await;
     }
 
     /// Whether an upstream status means it does not know the session.

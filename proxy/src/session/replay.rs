@@ -43,7 +43,10 @@ fn tag(handle: &Handle, seq: u64) -> String {
     h.update(b"portcullis/event-id/v1\0");
     h.update(handle);
     h.update(seq.to_be_bytes());
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The id of event `seq` of the session `handle`.
@@ -130,7 +133,15 @@ mod tests {
             log.keep(n, Bytes::from(format!("event {n}")));
         }
         let (missed, gap) = log.after(u64::try_from(MAX_EVENTS).unwrap() + 5);
-        assert_eq!(missed, vec![Bytes::from(format!("event {}", MAX_EVENTS + 6)), Bytes::from(format!("event {}", MAX_EVENTS + 7)), Bytes::from(format!("event {}", MAX_EVENTS + 8)), Bytes::from(format!("event {}", MAX_EVENTS + 9))]);
+        assert_eq!(
+            missed,
+            vec![
+                Bytes::from(format!("event {}", MAX_EVENTS + 6)),
+                Bytes::from(format!("event {}", MAX_EVENTS + 7)),
+                Bytes::from(format!("event {}", MAX_EVENTS + 8)),
+                Bytes::from(format!("event {}", MAX_EVENTS + 9))
+            ]
+        );
         assert!(!gap);
         let (_, gap) = log.after(0);
         assert!(gap, "event 1 was dropped");

@@ -178,6 +178,14 @@ impl Store {
     /// Returns how many records are held.
     pub fn insert(&self, record: Arc<Record>) -> usize {
         let mut records = self.records();
+        self.insert_locked(&mut records, record)
+    }
+
+    fn insert_locked(
+        &self,
+        records: &mut HashMap<Handle, Arc<Record>>,
+        record: Arc<Record>,
+    ) -> usize {
         if records.len() >= self.max && !records.contains_key(&record.handle) {
             let oldest = records
                 .iter()
@@ -189,6 +197,17 @@ impl Store {
         }
         records.insert(record.handle, record);
         records.len()
+    }
+
+    /// Adds a record unless one for its handle is held already; returns
+    /// the one held and how many records are held.
+    pub fn insert_if_absent(&self, record: Arc<Record>) -> (Arc<Record>, usize) {
+        let mut records = self.records();
+        if let Some(held) = records.get(&record.handle) {
+            return (held.clone(), records.len());
+        }
+        let n = self.insert_locked(&mut records, record.clone());
+        (record, n)
     }
 
     /// Forgets a session and refuses its token until `expires_at`.
