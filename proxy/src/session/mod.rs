@@ -14,7 +14,6 @@
 pub mod keyring;
 mod metrics;
 pub mod remote;
-pub mod replay;
 pub mod store;
 pub mod token;
 

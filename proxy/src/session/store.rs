@@ -16,7 +16,7 @@ use std::{
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use bytes::Bytes;
 
-use super::{remote::Snapshot, replay::ReplayLog};
+use super::remote::Snapshot;
 
 /// A session's handle: 16 random bytes, never shown to anyone.
 pub type Handle = [u8; 16];
@@ -33,8 +33,6 @@ pub struct Record {
     /// Held while the upstream session is re-established, so concurrent
     /// requests of one session rebind once.
     pub rebinding: tokio::sync::Mutex<()>,
-    /// What was sent on the session's GET stream, for `Last-Event-ID`.
-    replay: Mutex<ReplayLog>,
 }
 
 /// What changes during a session.
@@ -81,12 +79,7 @@ impl Record {
                 last_used: Instant::now(),
             }),
             rebinding: tokio::sync::Mutex::new(()),
-            replay: Mutex::default(),
         }
-    }
-
-    pub fn replay(&self) -> MutexGuard<'_, ReplayLog> {
-        self.replay.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
