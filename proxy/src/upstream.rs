@@ -20,6 +20,9 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("upstream unavailable: {0}")]
     Unavailable(String),
+    /// The connection was refused: the request never reached the upstream.
+    #[error("upstream unavailable: {0}")]
+    Refused(String),
     #[error("invalid upstream request: {0}")]
     Request(#[from] http::Error),
 }
@@ -28,7 +31,7 @@ impl UpstreamError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Timeout(_) => "timeout",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::Refused(_) => "unavailable",
             Self::Request(_) => "request",
         }
     }
@@ -184,6 +187,7 @@ impl Upstream {
             Ok(Err(e)) => {
                 if e.is_connect() {
                     self.incarnation.refused();
+                    return Err(UpstreamError::Refused(error_chain(&e)));
                 }
                 Err(UpstreamError::Unavailable(error_chain(&e)))
             }

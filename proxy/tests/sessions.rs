@@ -174,30 +174,40 @@ async fn a_session_survives_upstream_restarts() {
 }
 
 #[tokio::test]
-async fn a_restart_seen_as_a_refused_connection_rebinds_before_sending() {
+async fn a_request_sent_while_the_app_restarts_waits_for_it_in_a_new_session() {
     let dir = tempdir("incarnation");
-    let mut upstream = Upstream::start();
+    let upstream = Upstream::start();
     let addr = upstream.addr;
     let proxy = proxy(&upstream, &dir).await;
     let url = support::mcp_url(&proxy);
     let sid = initialize(&url, None).await;
+    // A call first, so that the pool holds a connection the kill breaks.
+    assert_eq!(echo(&url, &sid, 1).await.0, 200);
     upstream.kill();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // While the app is down calls fail (the first may meet a pooled
-    // connection the dead app left; the next is refused at connect)...
-    for n in 0..2 {
-        let (status, _, _) = echo(&url, &sid, 1 + n).await;
-        assert_eq!(status, 502);
-    }
-    upstream = Upstream::start_on(addr);
-    // ...and the first request after it is back initializes a new session
-    // before it is sent, so the old id never reaches the new server.
+    // The app comes back 700 ms later. The call is sent meanwhile: its
+    // connection is refused (it never reached the app, so it is safe to
+    // send again), Portcullis waits, and sends it once the app is back in
+    // a new upstream session, initialized before the call goes.
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        Upstream::start_on(addr)
+    });
+    // A first request may meet the connection the dead app left in the
+    // pool (not refused: it may have reached the app); a second is refused.
+    let _ = echo(&url, &sid, 2).await;
     let (status, msgs, _) = echo(&url, &sid, 3).await;
     assert_eq!(status, 200, "{msgs:?}");
     assert!(echoed(&msgs, 3));
+    let upstream = back.await.unwrap();
     let heads = upstream.heads.lock().unwrap().clone();
-    assert_eq!(heads.len(), 3, "initialize, initialized, the call");
-    assert!(heads[0].get("mcp-session-id").is_none());
+    let calls: Vec<_> = heads
+        .iter()
+        .map(|h| h.get("mcp-session-id").is_some())
+        .collect();
+    // initialize (no id), initialized, then calls: the old id never
+    // reached the new process.
+    assert!(!calls[0] && calls[1..].iter().all(|c| *c), "{calls:?}");
     let text = reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
         .await
         .unwrap()
@@ -207,10 +217,7 @@ async fn a_restart_seen_as_a_refused_connection_rebinds_before_sending() {
     assert!(
         text.contains("portcullis_session_rebinds_total{outcome=\"ok\",reason=\"incarnation\"} 1"),
         "{}",
-        text.lines()
-            .filter(|l| l.contains("session"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        text.lines().filter(|l| l.contains("session")).collect::<Vec<_>>().join("\n")
     );
     proxy.shutdown().await;
 }

@@ -254,6 +254,13 @@ async fn send(
     let build = || out.request(&decoded.parts, body.clone());
     let sent = session::send(shared, out, principal, &decoded.parts, &bound, build).await;
     let retry = retry(shared, out, principal, decoded, &body, &bound);
+    let sent = match sent {
+        Err(r) if shared.sessions.is_some() && r.is_unavailable() => {
+            lost_before_answer(shared, out, principal, decoded, &body, &bound, r, retry.is_some())
+                .await
+        }
+        sent => sent,
+    };
     if let (Ok(resp), Body::Single(call)) = (&sent, &decoded.messages) {
         if resp.status().is_success() {
             // What a rebind must replay (a log level, subscriptions).
@@ -282,6 +289,36 @@ fn bind_session(
         _ => None,
     };
     session::bind(shared, principal, &decoded.parts.headers, initialize)
+}
+
+/// In a session, the upstream was lost before the answer's head: a request
+/// it never received (refused connect), or one safe to run twice, is sent
+/// again once it is back (within the request timeout); any other may have
+/// run, and the client is told so.
+#[allow(clippy::too_many_arguments)]
+async fn lost_before_answer(
+    shared: &Arc<Shared>,
+    out: &Outbound<'_>,
+    principal: &Principal,
+    decoded: &Decoded,
+    body: &Bytes,
+    bound: &Bound,
+    refusal: Refusal,
+    replay_safe: bool,
+) -> Result<Response<Incoming>, Refusal> {
+    if !(refusal.is_refused() || replay_safe) {
+        return Err(Cause::OutcomeUnknown(refusal.message()).into());
+    }
+    let resend = session::resender(
+        shared,
+        out.target(),
+        principal,
+        decoded.parts.clone(),
+        body.clone(),
+        bound.clone(),
+        if refusal.is_refused() { "refused" } else { "lost_before_answer" },
+    );
+    resend().await
 }
 
 /// How to send a replay-safe request again if the upstream stream breaks

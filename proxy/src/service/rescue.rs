@@ -88,7 +88,15 @@ impl Refusal {
 
     /// The upstream could not be reached (it may be restarting).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self.cause, Cause::Upstream(UpstreamError::Unavailable(_)))
+        matches!(
+            self.cause,
+            Cause::Upstream(UpstreamError::Unavailable(_) | UpstreamError::Refused(_))
+        )
+    }
+
+    /// The upstream refused the connection: the request never reached it.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.cause, Cause::Upstream(UpstreamError::Refused(_)))
     }
 
     pub fn status(&self) -> StatusCode {

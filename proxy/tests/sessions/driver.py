@@ -132,6 +132,7 @@ async def main():
     p.add_argument("--mid-call", type=int, default=0)
     p.add_argument("--mid-stream", type=int, default=0)
     p.add_argument("--log", default="/dev/null")
+    p.add_argument("--mode", default="legacy", help="the SDK's connect mode: legacy (2025 sessions) | 2026-07-28")
     p.add_argument("--kill-replica", type=int, default=0,
                    help="PID of a Portcullis replica to stop (SIGTERM) once the restarts are done")
     p.add_argument("--rotate-keyring", default="",
@@ -198,7 +199,7 @@ async def drive(a, r, backend, call, prove_kill):
 
 
 async def session(a, r, backend, call, prove_kill, error):
-    async with Client(a.url, mode="legacy") as client:
+    async with Client(a.url, mode=a.mode) as client:
         n = 0
         for i in range(a.restarts):
             entry = f"{a.label}-{n}"

@@ -47,12 +47,17 @@ EOT
 }
 proxy pc-python 15401 15411 3401
 proxy pc-ts 15402 15412 3402
+proxy pc-2026 15406 15416 3406
 
 echo "# $restarts restarts between calls, 2 kills during a ledger append, 2 during a streaming read, per client"
 "$py" "$here/driver.py" --url http://127.0.0.1:15401/mcp --port 3401 --ledger "$out/ledger-python.txt" \
   --label python --restarts "$restarts" --mid-call 2 --mid-stream 2 --log "$out/server-python.log" >"$out/python.json" || true
 "$node" "$here/ts_driver.mjs" http://127.0.0.1:15402/mcp 3402 "$out/ledger-ts.txt" ts "$restarts" 2 2 "$py" \
   "$out/server-ts.log" >"$out/ts.json" || true
+echo "# the sessionless 2026-07-28 era (Python SDK): 3 restarts, 2 kills during an append, 2 during a streaming read"
+"$py" "$here/driver.py" --url http://127.0.0.1:15406/mcp --port 3406 --ledger "$out/ledger-2026.txt" \
+  --label python-2026 --mode 2026-07-28 --restarts 3 --mid-call 2 --mid-stream 2 \
+  --log "$out/server-2026.log" >"$out/python-2026.json" || true
 echo "# control: the same clients straight at the server, 3 restarts each"
 "$py" "$here/driver.py" --url http://127.0.0.1:3403/mcp --port 3403 --ledger "$out/ledger-control.txt" \
   --label control-python --restarts 3 --log "$out/server-control.log" >"$out/control-python.json" 2>/dev/null || true
@@ -113,6 +118,17 @@ for client, admin in (("python", 15411), ("ts", 15412)):
           rebinds == kills, f"{rebinds:.0f} rebinds for {kills} kills")
     r["rebinds"] = rebinds
     r["retries"] = metric(admin, "portcullis_request_retries_total")
+r = results["python-2026"] = load("python-2026")
+if "broken" in r:
+    check("python-2026: the driver ran", False, r["broken"])
+else:
+    check("python-2026 (sessionless era): 0 errors across 3 restarts and 2 kills during streaming reads (sent again)",
+          r["errors"] == 0 and r["mid_stream_errors"] == 0 and r["pids_changed"] == r["restarts"] == 7,
+          f"{r['errors']} errors {r['error_samples']}, {r['mid_stream_errors']} stream errors")
+    check("python-2026: each kill during an append gave one explicit outcome-unknown error, nothing ran twice",
+          r["mid_call_errors"] == r["mid_call_kills"] == 2 and r["duplicates"] == 0 and r["lost"] == 0
+          and all("may or may not have run" in s for s in r["mid_call_samples"]),
+          f"{r['mid_call_samples']}")
 r = results["replicas"] = load("replicas")
 if "broken" in r:
     check("replicas: the driver ran", False, r["broken"])
