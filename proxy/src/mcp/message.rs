@@ -569,6 +569,18 @@ mod tests {
         let ping = single(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#);
         assert_eq!(ping.target, None);
     }
+
+    /// Found by the libFuzzer `differential` target: `"arguments": null`
+    /// is read as no arguments, which is how servers read it too (the
+    /// target's oracle now says so); the call and its tool stay judged.
+    #[test]
+    fn fuzz_regression_null_arguments() {
+        let call = single(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"delete_file","arguments":null}}"#,
+        );
+        assert_eq!(call.target_name(), Some("delete_file"));
+        assert!(call.arguments.is_none());
+    }
 }
 
 #[cfg(test)]
