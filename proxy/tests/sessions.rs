@@ -11,7 +11,10 @@ use std::{path::PathBuf, time::Duration};
 
 use portcullis::Running;
 use serde_json::{json, Value};
-use support::Upstream;
+use support::{
+    sessions::{echo, echoed, initialize, metrics},
+    Upstream,
+};
 
 const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const K2: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
@@ -49,67 +52,8 @@ async fn proxy(upstream: &Upstream, dir: &std::path::Path) -> Running {
         .unwrap()
 }
 
-const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"sessions-test","version":"1"}}}"#;
-
-/// Initializes through the proxy (with `old` as the id sent, if any) and
-/// returns the session id the client was given.
-async fn initialize(url: &str, old: Option<&str>) -> String {
-    let mut req = support::post(url).body(INIT);
-    if let Some(old) = old {
-        req = req.header("mcp-session-id", old);
-    }
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let sid = resp.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let _ = resp.text().await.unwrap();
-    let resp = support::post(url)
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    sid
-}
-
-async fn echo(url: &str, sid: &str, n: u64) -> (u16, Vec<Value>, Option<String>) {
-    let body = json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{"name":"echo","arguments":{"text":format!("hello {n}")}}});
-    let resp = support::post(url)
-        .header("mcp-session-id", sid)
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let returned = resp
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_string());
-    (
-        status,
-        support::messages(&resp.text().await.unwrap()),
-        returned,
-    )
-}
-
-fn echoed(msgs: &[Value], n: u64) -> bool {
-    msgs.iter().any(|m| {
-        m["id"] == n && m["result"]["content"][0]["text"].as_str() == Some(&format!("hello {n}"))
-    })
-}
-
 async fn metric(proxy: &Running, prefix: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(proxy).await;
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -208,16 +152,14 @@ async fn a_request_sent_while_the_app_restarts_waits_for_it_in_a_new_session() {
     // initialize (no id), initialized, then calls: the old id never
     // reached the new process.
     assert!(!calls[0] && calls[1..].iter().all(|c| *c), "{calls:?}");
-    let text = reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&proxy).await;
     assert!(
         text.contains("portcullis_session_rebinds_total{outcome=\"ok\",reason=\"incarnation\"} 1"),
         "{}",
-        text.lines().filter(|l| l.contains("session")).collect::<Vec<_>>().join("\n")
+        text.lines()
+            .filter(|l| l.contains("session"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     proxy.shutdown().await;
 }

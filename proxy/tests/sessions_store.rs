@@ -16,8 +16,16 @@ use std::{
 };
 
 use portcullis::Running;
-use serde_json::{json, Value};
-use support::Upstream;
+use serde_json::Value;
+use support::{
+    sessions::{echoed, initialize, metrics},
+    Upstream,
+};
+
+async fn echo(url: &str, sid: &str, n: u64) -> (u16, Vec<Value>) {
+    let (status, msgs, _) = support::sessions::echo(url, sid, n).await;
+    (status, msgs)
+}
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -103,54 +111,6 @@ async fn replica(upstream: &Upstream, dir: &Path, redis: &str, failure: &str) ->
         .unwrap()
 }
 
-const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"store-test","version":"1"}}}"#;
-
-async fn initialize(url: &str) -> String {
-    let resp = support::post(url).body(INIT).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let sid = resp.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let _ = resp.text().await.unwrap();
-    let resp = support::post(url)
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    sid
-}
-
-async fn echo(url: &str, sid: &str, n: u64) -> (u16, Vec<Value>) {
-    let body = json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{"name":"echo","arguments":{"text":format!("hello {n}")}}});
-    let resp = support::post(url)
-        .header("mcp-session-id", sid)
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, support::messages(&resp.text().await.unwrap()))
-}
-
-fn echoed(msgs: &[Value], n: u64) -> bool {
-    msgs.iter()
-        .any(|m| m["id"] == n && m["result"]["content"][0]["text"] == format!("hello {n}"))
-}
-
-async fn metrics(proxy: &Running) -> String {
-    reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Two sidecars, each in front of its own server (two pods), sharing Redis.
 #[tokio::test]
 async fn a_session_issued_by_one_replica_is_served_and_rebound_by_another() {
@@ -160,7 +120,7 @@ async fn a_session_issued_by_one_replica_is_served_and_rebound_by_another() {
     let a = replica(&up_a, &d, &redis.url(), "open").await;
     let b = replica(&up_b, &d, &redis.url(), "open").await;
     let (url_a, url_b) = (support::mcp_url(&a), support::mcp_url(&b));
-    let sid = initialize(&url_a).await;
+    let sid = initialize(&url_a, None).await;
     let (status, msgs) = echo(&url_a, &sid, 1).await;
     assert_eq!(status, 200);
     assert!(echoed(&msgs, 1));
@@ -200,7 +160,7 @@ async fn delete_on_one_replica_ends_the_session_on_all_and_redis_holds_no_usable
     let a = replica(&up_a, &d, &redis.url(), "open").await;
     let b = replica(&up_b, &d, &redis.url(), "open").await;
     let (url_a, url_b) = (support::mcp_url(&a), support::mcp_url(&b));
-    let sid = initialize(&url_a).await;
+    let sid = initialize(&url_a, None).await;
     assert_eq!(echo(&url_b, &sid, 1).await.0, 200, "B serves it first");
 
     // What an attacker with a dump of Redis sees: no token, no handle, no
@@ -246,8 +206,8 @@ async fn with_redis_down_a_replica_serves_from_memory_or_refuses_when_told() {
     let (up_open, up_closed) = (Upstream::start(), Upstream::start());
     let open = replica(&up_open, &d, &url, "open").await;
     let closed = replica(&up_closed, &d, &url, "closed").await;
-    let sid_open = initialize(&support::mcp_url(&open)).await;
-    let sid_closed = initialize(&support::mcp_url(&closed)).await;
+    let sid_open = initialize(&support::mcp_url(&open), None).await;
+    let sid_closed = initialize(&support::mcp_url(&closed), None).await;
 
     redis.stop();
     let (status, msgs) = echo(&support::mcp_url(&open), &sid_open, 1).await;

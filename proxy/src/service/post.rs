@@ -256,8 +256,17 @@ async fn send(
     let retry = retry(shared, out, principal, decoded, &body, &bound);
     let sent = match sent {
         Err(r) if shared.sessions.is_some() && r.is_unavailable() => {
-            lost_before_answer(shared, out, principal, decoded, &body, &bound, r, retry.is_some())
-                .await
+            lost_before_answer(
+                shared,
+                out,
+                principal,
+                decoded,
+                &body,
+                &bound,
+                r,
+                retry.is_some(),
+            )
+            .await
         }
         sent => sent,
     };
@@ -316,7 +325,11 @@ async fn lost_before_answer(
         decoded.parts.clone(),
         body.clone(),
         bound.clone(),
-        if refusal.is_refused() { "refused" } else { "lost_before_answer" },
+        if refusal.is_refused() {
+            "refused"
+        } else {
+            "lost_before_answer"
+        },
     );
     resend().await
 }

@@ -4,6 +4,7 @@
 
 pub mod logs;
 pub mod pki;
+pub mod sessions;
 pub mod wasm;
 pub mod workload_api;
 
