@@ -250,3 +250,20 @@ pub(crate) enum Step {
     Deny(types::Denial),
     Rewrite(Box<RawValue>),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the libFuzzer `filter_decode` target: a rewrite with JSON
+    /// whitespace around the object is taken as the object alone, and what
+    /// is forwarded is exactly what was checked.
+    #[test]
+    fn fuzz_regression_rewrite_whitespace() {
+        let raw = accept_json("\n{\n\r\n\"a\":1}\r\n", 64, true).unwrap();
+        assert_eq!(raw.get(), "{\n\r\n\"a\":1}");
+        assert!(json::validate(raw.get().as_bytes(), 64).is_ok());
+        // Other whitespace is no JSON whitespace: refused.
+        assert!(accept_json("\u{a0}{}", 64, true).is_err());
+    }
+}

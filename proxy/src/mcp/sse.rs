@@ -239,6 +239,22 @@ pub fn encode(event: Option<&str>, id: Option<&str>, data: &str) -> Bytes {
 mod tests {
     use super::*;
 
+    /// Found by the libFuzzer `sse_framer` target (its oracle forgot the
+    /// bound): an event larger than the decoder's bound is refused whole,
+    /// never split or cut, however it was encoded.
+    #[test]
+    fn fuzz_regression_an_encoded_event_over_the_bound_is_refused() {
+        let text = "x".repeat(5000);
+        let framed = encode(Some("message"), Some("1"), &text);
+        let mut d = Decoder::new(4096);
+        d.push(&framed);
+        assert_eq!(d.next_event(), Err(SseError::TooLarge(4096)));
+        let mut big = Decoder::new(8192);
+        big.push(&framed);
+        let e = big.next_event().unwrap().unwrap();
+        assert_eq!(e.data.as_deref(), Some(text.as_str()));
+    }
+
     #[test]
     fn splits_events_across_chunks() {
         let mut d = Decoder::new(1024);
