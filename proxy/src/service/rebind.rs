@@ -217,8 +217,9 @@ fn changed(why: impl Into<String>) -> Failed {
 }
 
 /// A request of Portcullis's own in the session: fresh headers (nothing of
-/// the client's request but its path), so nothing a client sent for one
-/// request is replayed into another.
+/// the client's request but its path and, if passed through at all, its
+/// `Authorization`), so nothing a client sent for one request is replayed
+/// into another.
 fn request(
     out: &Outbound<'_>,
     parts: &Parts,
@@ -236,6 +237,12 @@ fn request(
     }
     if let Some(v) = version {
         builder = builder.header(MCP_PROTOCOL_VERSION, v);
+    }
+    // The client's credentials, for an upstream that checks them on every
+    // request: `Outbound` drops them again unless the operator chose to
+    // pass them through (`forward_authorization`).
+    if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+        builder = builder.header(header::AUTHORIZATION, auth.clone());
     }
     let (synth, ()) = builder
         .body(())
