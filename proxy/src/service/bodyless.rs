@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{request::Parts, Request, Response};
+use http::{request::Parts, Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::{
@@ -27,7 +27,7 @@ use crate::{
 /// Forwards a body-less request and waits for the answer's head; a failure
 /// is already turned into the client's answer.
 async fn send(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     principal: &Principal,
     out: &Outbound<'_>,
     parts: &Parts,
@@ -43,9 +43,28 @@ async fn send(
     let fail = |r: Refusal| rescue::upstream_failure(&r, &[], &[], shared.metrics());
     let bound = session::bind(shared, principal, &parts.headers, None).map_err(fail)?;
     let build = || out.request(parts, Bytes::new());
-    let resp = session::send(shared, out, principal, parts, &bound, build)
-        .await
-        .map_err(fail)?;
+    let resp = match session::send(shared, out, principal, parts, &bound, build).await {
+        // With sessions, a GET stream opened while the app restarts waits
+        // for it (within the request timeout): nothing runs on a GET, so
+        // sending it again is always safe. (Found by `make soak-sessions`:
+        // the TypeScript client reconnecting its stream got 502s.)
+        Err(r)
+            if shared.sessions.is_some() && parts.method == Method::GET && r.is_unavailable() =>
+        {
+            let resend = session::resender(
+                shared,
+                out.target(),
+                principal,
+                parts.clone(),
+                Bytes::new(),
+                bound.clone(),
+                "stream_reopen",
+            );
+            resend().await
+        }
+        sent => sent,
+    }
+    .map_err(fail)?;
     Ok((resp, bound))
 }
 
