@@ -6,6 +6,18 @@
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
+/// A counter family, registered: what every metrics module needs first.
+pub(crate) fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<prometheus::IntCounterVec> {
+    let c = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 use crate::{filter::FilterMetrics, identity::IdentityMetrics, service::HttpMetrics};
 
 /// Every metric group, cheap to clone into the data path.

@@ -6,7 +6,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
+
+use crate::metrics::counter;
 
 /// Tool names come from clients, so an attacker could mint label values
 /// without end. Past this many distinct names they are reported as `other`.
@@ -22,17 +24,6 @@ pub struct HttpMetrics {
     denials: IntCounterVec,
     inflight: IntGauge,
     tool_labels: Arc<Mutex<HashSet<String>>>,
-}
-
-fn counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
 }
 
 impl HttpMetrics {

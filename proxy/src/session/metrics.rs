@@ -1,7 +1,9 @@
 //! Session metrics: what makes the claim "sessions survive a restart"
 //! checkable from outside.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Registry};
+
+use crate::metrics::counter;
 
 #[derive(Clone)]
 pub struct SessionMetrics {
@@ -12,17 +14,6 @@ pub struct SessionMetrics {
     active: IntGauge,
     /// 1 while the shared store answers, 0 when it does not.
     pub store_up: IntGauge,
-}
-
-fn counter(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
 }
 
 impl SessionMetrics {
