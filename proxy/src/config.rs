@@ -112,6 +112,11 @@ pub struct SessionsConfig {
     /// if the server annotates them read-only or idempotent.
     #[serde(default)]
     pub never_retry: Vec<String>,
+    /// How long a session's GET stream is kept open upstream after its
+    /// client went away, so that events sent meanwhile are replayed when
+    /// it comes back with `Last-Event-ID`.
+    #[serde(default = "default_stream_grace", with = "humantime_serde")]
+    pub stream_grace: Duration,
     /// A store shared by replicas (Redis). Absent: each replica keeps its
     /// own sessions' records in memory.
     #[serde(default)]
@@ -153,6 +158,10 @@ fn default_store_prefix() -> String {
 fn default_idle_ttl() -> Duration {
     Duration::from_secs(2 * 3600)
 }
+fn default_stream_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
 fn default_lock_timeout() -> Duration {
     Duration::from_secs(10)
 }

@@ -8,6 +8,9 @@ use bytes::Bytes;
 use http::{request::Parts, Method, Request, Response};
 use hyper::body::Incoming;
 
+/// The SSE resumption header.
+const LAST_EVENT_ID: &str = "last-event-id";
+
 use super::{
     exchange::Exchange,
     judge::Judge,
@@ -16,6 +19,7 @@ use super::{
     relay,
     rescue::{self, Cause, Refusal},
     session::{self, Bound},
+    standalone::{self, Plan},
     Shared,
 };
 use crate::{
@@ -24,26 +28,25 @@ use crate::{
     mcp::{content_type::BodyType, headers as mcp_headers},
 };
 
-/// Forwards a body-less request and waits for the answer's head; a failure
-/// is already turned into the client's answer.
-async fn send(
+/// The checks before a body-less request is forwarded, and its session.
+fn admit(shared: &Shared, principal: &Principal, parts: &Parts) -> Result<Bound, Refusal> {
+    // A doubled Mcp-Session-Id (or any MCP header) could be read as either
+    // value by the server: refused here as on POST.
+    mcp_headers::check_repeated(&parts.headers)
+        .map_err(|e| Refusal::from(Cause::HeaderMismatch(e)))?;
+    session::bind(shared, principal, &parts.headers, None)
+}
+
+/// Forwards a body-less request and waits for the answer's head.
+async fn forward(
     shared: &Arc<Shared>,
     principal: &Principal,
     out: &Outbound<'_>,
     parts: &Parts,
-) -> Result<(Response<Incoming>, Bound), Response<ProxyBody>> {
-    // A doubled Mcp-Session-Id (or any MCP header) could be read as either
-    // value by the server: refused here as on POST.
-    if let Err(e) = mcp_headers::check_repeated(&parts.headers) {
-        return Err(rescue::answer(
-            &Cause::HeaderMismatch(e).into(),
-            shared.metrics(),
-        ));
-    }
-    let fail = |r: Refusal| rescue::upstream_failure(&r, &[], &[], shared.metrics());
-    let bound = session::bind(shared, principal, &parts.headers, None).map_err(fail)?;
+    bound: &Bound,
+) -> Result<Response<Incoming>, Refusal> {
     let build = || out.request(parts, Bytes::new());
-    let resp = match session::send(shared, out, principal, parts, &bound, build).await {
+    match session::send(shared, out, principal, parts, bound, build).await {
         // With sessions, a GET stream opened while the app restarts waits
         // for it (within the request timeout): nothing runs on a GET, so
         // sending it again is always safe. (Found by `make soak-sessions`:
@@ -64,8 +67,6 @@ async fn send(
         }
         sent => sent,
     }
-    .map_err(fail)?;
-    Ok((resp, bound))
 }
 
 /// DELETE and other body-less methods: forwarded, answer relayed as is.
@@ -76,15 +77,20 @@ pub async fn passthrough(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (parts, _body) = req.into_parts();
-    match send(shared, principal, out, &parts).await {
-        Ok((resp, _)) => outbound::relay_raw(resp),
-        Err(answer) => answer,
+    let bound = match admit(shared, principal, &parts) {
+        Ok(bound) => bound,
+        Err(refusal) => return rescue::answer(&refusal, shared.metrics()),
+    };
+    match forward(shared, principal, out, &parts, &bound).await {
+        Ok(resp) => outbound::relay_raw(resp),
+        Err(refusal) => rescue::upstream_failure(&refusal, &[], &[], shared.metrics()),
     }
 }
 
 /// GET: an SSE stream relayed event by event, or any other answer as is.
 /// The stream's judge reads the policy in force at each event, so a reload
-/// reaches streams that stay open for hours.
+/// reaches streams that stay open for hours. In a session this replica
+/// holds a record of, the stream is held ([`standalone`]).
 pub async fn stream(
     shared: &Arc<Shared>,
     principal: Principal,
@@ -92,24 +98,112 @@ pub async fn stream(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (parts, _body) = req.into_parts();
-    let (resp, bound) = match send(shared, &principal, out, &parts).await {
-        Ok(sent) => sent,
-        Err(answer) => return answer,
+    let bound = match admit(shared, &principal, &parts) {
+        Ok(bound) => bound,
+        Err(refusal) => return rescue::answer(&refusal, shared.metrics()),
     };
-    match relay::body_type(resp.headers()) {
-        Ok(BodyType::EventStream) if resp.status().is_success() => {}
-        Ok(_) => return outbound::relay_raw(resp),
+    if let (Some(sessions), Bound::Session { opened, .. }) = (&shared.sessions, &bound) {
+        if let Some(record) = &opened.record {
+            let last = parts
+                .headers
+                .get(LAST_EVENT_ID)
+                .and_then(|v| v.to_str().ok());
+            match shared.held.plan(record, last, &sessions.metrics) {
+                Plan::Refuse => {
+                    return rescue::answer(&Cause::UnknownSession.into(), shared.metrics())
+                }
+                Plan::Forward => {}
+                Plan::Attach { hub, resume, start } => {
+                    if start {
+                        if let Err(answer) =
+                            hold(shared, &principal, out, parts, bound.clone(), &hub).await
+                        {
+                            hub.abandon(&shared.held);
+                            return answer;
+                        }
+                    }
+                    return hub.attach(resume, &sessions.metrics);
+                }
+            }
+        }
+    }
+    let resp = match forward(shared, &principal, out, &parts, &bound).await {
+        Ok(resp) => resp,
+        Err(refusal) => return rescue::upstream_failure(&refusal, &[], &[], shared.metrics()),
+    };
+    match is_event_stream(&resp) {
+        Ok(true) => {}
+        Ok(false) => return outbound::relay_raw(resp),
         Err(refusal) => return rescue::upstream_failure(&refusal, &[], &[], shared.metrics()),
     }
     let head = outbound::response_head(&resp, false);
+    let relayed = relay_stream(shared, principal, out, parts, bound, resp);
+    outbound::with_body(head, relayed)
+}
+
+/// Whether a GET's answer is a stream to relay event by event (rather
+/// than an answer relayed as it is); `Err`: a stream Portcullis cannot
+/// read.
+fn is_event_stream(resp: &Response<Incoming>) -> Result<bool, Refusal> {
+    Ok(
+        matches!(relay::body_type(resp.headers())?, BodyType::EventStream)
+            && resp.status().is_success(),
+    )
+}
+
+/// Relays an upstream GET stream (reopened across restarts in a session).
+fn relay_stream(
+    shared: &Arc<Shared>,
+    principal: Principal,
+    out: &Outbound<'_>,
+    parts: Parts,
+    bound: Bound,
+    resp: Response<Incoming>,
+) -> ProxyBody {
     let legacy = legacy::StreamContext::new(shared.legacy.clone());
     let reopen = reopen(shared, &principal, out, parts, bound);
     let ex = Exchange::new(Arc::new(Judge::new(shared.court.clone(), principal)));
-    let job = relay::SseRelay::new(ex, Vec::new(), shared.sse_settings())
+    relay::SseRelay::new(ex, Vec::new(), shared.sse_settings())
         .with_legacy(legacy)
         .with_reopen(reopen)
-        .until(shared.draining.clone());
-    outbound::with_body(head, job.spawn(resp.into_body()))
+        .until(shared.draining.clone())
+        .spawn(resp.into_body())
+}
+
+/// Opens the session's GET stream upstream for a held stream (without the
+/// client's `Last-Event-ID`, which names an event of ours), and starts the
+/// hub's pump on it. `Err`: the client's answer (the upstream's, if it is
+/// not a stream).
+async fn hold(
+    shared: &Arc<Shared>,
+    principal: &Principal,
+    out: &Outbound<'_>,
+    mut parts: Parts,
+    bound: Bound,
+    hub: &Arc<standalone::Hub>,
+) -> Result<(), Response<ProxyBody>> {
+    parts.headers.remove(LAST_EVENT_ID);
+    let failure = |r: Refusal| rescue::upstream_failure(&r, &[], &[], shared.metrics());
+    let resp = forward(shared, principal, out, &parts, &bound)
+        .await
+        .map_err(failure)?;
+    match is_event_stream(&resp) {
+        Ok(true) => {}
+        Ok(false) => return Err(outbound::relay_raw(resp)),
+        Err(refusal) => return Err(failure(refusal)),
+    }
+    let head = outbound::response_head(&resp, false);
+    let head = (
+        resp.status(),
+        head.headers_ref().cloned().unwrap_or_default(),
+    );
+    let grace = shared
+        .sessions
+        .as_ref()
+        .map_or(std::time::Duration::ZERO, |s| s.stream_grace);
+    let relayed = relay_stream(shared, principal.clone(), out, parts, bound, resp);
+    hub.pump(shared.held.clone(), head, relayed, grace);
+    Ok(())
 }
 
 /// In a Portcullis session, a GET stream whose upstream breaks is opened
@@ -126,7 +220,7 @@ fn reopen(
     if !matches!(bound, Bound::Session { .. }) {
         return None;
     }
-    parts.headers.remove("last-event-id");
+    parts.headers.remove(LAST_EVENT_ID);
     Some(session::resender(
         shared,
         out.target(),

@@ -24,6 +24,7 @@ mod relay;
 mod rescue;
 mod respond;
 mod session;
+mod standalone;
 mod tasks;
 
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct Shared {
     pub instance_header: Option<HeaderValue>,
     /// Sealed client-facing session ids, when `sessions:` is configured.
     pub sessions: Option<Arc<Sessions>>,
+    /// Sessions' GET streams, held across client reconnects.
+    pub held: Arc<standalone::HeldStreams>,
 }
 
 /// The response header naming this instance (its UUID).
@@ -113,6 +116,7 @@ impl Shared {
                 .then(|| HeaderValue::from_str(&instance.uuid.to_string()).ok())
                 .flatten(),
             sessions,
+            held: Arc::default(),
         })
     }
 

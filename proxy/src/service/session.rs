@@ -118,7 +118,9 @@ pub fn replay_safe(call: &Call, catalog: &ToolCatalog, never: &[String]) -> bool
         | "resources/subscribe"
         | "resources/unsubscribe"
         | "tasks/get"
-        | "tasks/list" => true,
+        | "tasks/list"
+        // Opens a stream of change notifications; runs nothing.
+        | "subscriptions/listen" => true,
         "tools/call" => {
             let Some(tool) = call.target_name() else {
                 return false;
@@ -247,6 +249,7 @@ where
                 .revoke(opened)
                 .await
                 .map_err(|()| Refusal::from(Cause::StoreUnavailable))?;
+            shared.held.end(&opened.claims.handle);
             let (upstream_id, _) = opened.upstream();
             out.send(in_session(build()?, &upstream_id, opened)?)
                 .await?

@@ -11,6 +11,7 @@ pub struct SessionMetrics {
     rebinds: IntCounterVec,
     retries: IntCounterVec,
     issued: IntCounterVec,
+    resumes: IntCounterVec,
     active: IntGauge,
     /// 1 while the shared store answers, 0 when it does not.
     pub store_up: IntGauge,
@@ -53,6 +54,12 @@ impl SessionMetrics {
                 "Sealed session ids issued",
                 &["kind"],
             )?,
+            resumes: counter(
+                r,
+                "stream_resumes_total",
+                "GET streams resumed with a Last-Event-ID of Portcullis's: replayed, gap (missed events no longer kept), overrun (a client too slow for the log lost its stream), forged (another session's id: 404)",
+                &["outcome"],
+            )?,
             active,
             store_up,
         })
@@ -72,6 +79,10 @@ impl SessionMetrics {
 
     pub fn issued(&self, kind: &str) {
         self.issued.with_label_values(&[kind]).inc();
+    }
+
+    pub fn resume(&self, outcome: &str) {
+        self.resumes.with_label_values(&[outcome]).inc();
     }
 
     pub fn set_active(&self, n: usize) {

@@ -14,6 +14,7 @@
 pub mod keyring;
 mod metrics;
 pub mod remote;
+pub mod replay;
 pub mod store;
 pub mod token;
 
@@ -74,6 +75,8 @@ pub struct Sessions {
     pub rebind: bool,
     /// Tools never sent again after a mid-answer loss.
     pub never_retry: Vec<String>,
+    /// See `sessions.stream_grace`.
+    pub stream_grace: Duration,
     pub metrics: SessionMetrics,
     remote: Option<Shared>,
 }
@@ -139,6 +142,7 @@ impl Sessions {
             lost_statuses: config.session_lost_statuses.clone(),
             rebind: config.rebind,
             never_retry: config.never_retry.clone(),
+            stream_grace: config.stream_grace,
             remote: match &config.store {
                 Some(s) => {
                     let mut nonce = [0u8; 8];

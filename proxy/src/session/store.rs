@@ -16,7 +16,7 @@ use std::{
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use bytes::Bytes;
 
-use super::remote::Snapshot;
+use super::{remote::Snapshot, replay::ReplayLog};
 
 /// A session's handle: 16 random bytes, never shown to anyone.
 pub type Handle = [u8; 16];
@@ -33,6 +33,8 @@ pub struct Record {
     /// Held while the upstream session is re-established, so concurrent
     /// requests of one session rebind once.
     pub rebinding: tokio::sync::Mutex<()>,
+    /// What was sent on the session's GET stream, for `Last-Event-ID`.
+    replay: Mutex<ReplayLog>,
 }
 
 /// What changes during a session.
@@ -79,7 +81,14 @@ impl Record {
                 last_used: Instant::now(),
             }),
             rebinding: tokio::sync::Mutex::new(()),
+            replay: Mutex::default(),
         }
+    }
+
+    /// The GET stream's replay log. Every update is a single push, so a
+    /// poisoned lock is still consistent.
+    pub fn replay(&self) -> MutexGuard<'_, ReplayLog> {
+        self.replay.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {

@@ -11,6 +11,9 @@
 #     for a Service): the keyring rotated and Redis restarted (empty)
 #     halfway, then replica A stopped (SIGTERM) and the client carrying on
 #     through B;
+#   - the client's GET stream ended by an intermediary while the server
+#     sends notifications, resumed with Last-Event-ID (resume.py), with
+#     backend kills between rounds;
 #   - the control: the same drivers pointed straight at the server.
 # Prints PASS/FAIL per check and `N passed, M failed`; writes every figure
 # to target/sessions/results.json. Usage: run.sh [restarts-per-client]
@@ -48,6 +51,7 @@ EOT
 proxy pc-python 15401 15411 3401
 proxy pc-ts 15402 15412 3402
 proxy pc-2026 15406 15416 3406
+proxy pc-resume 15407 15417 3407
 
 echo "# $restarts restarts between calls, 2 kills during a ledger append, 2 during a streaming read, per client"
 "$py" "$here/driver.py" --url http://127.0.0.1:15401/mcp --port 3401 --ledger "$out/ledger-python.txt" \
@@ -58,6 +62,11 @@ echo "# the sessionless 2026-07-28 era (Python SDK): 3 restarts, 2 kills during 
 "$py" "$here/driver.py" --url http://127.0.0.1:15406/mcp --port 3406 --ledger "$out/ledger-2026.txt" \
   --label python-2026 --mode 2026-07-28 --restarts 3 --mid-call 2 --mid-stream 2 \
   --log "$out/server-2026.log" >"$out/python-2026.json" || true
+echo "# GET stream ended by an intermediary while the server notifies, resumed with Last-Event-ID: 8 rounds, a kill every 3"
+"$py" "$here/resume.py" --url http://127.0.0.1:15407/mcp --port 3407 --cut-port 15408 --label resume \
+  --rounds 8 --kill-every 3 --log "$out/server-resume.log" >"$out/resume.json" 2>"$out/resume.err" || true
+"$py" "$here/resume.py" --url http://127.0.0.1:3409/mcp --port 3409 --cut-port 15409 --label control-resume \
+  --rounds 3 --log "$out/server-control-resume.log" >"$out/control-resume.json" 2>/dev/null || true
 echo "# control: the same clients straight at the server, 3 restarts each"
 "$py" "$here/driver.py" --url http://127.0.0.1:3403/mcp --port 3403 --ledger "$out/ledger-control.txt" \
   --label control-python --restarts 3 --log "$out/server-control.log" >"$out/control-python.json" 2>/dev/null || true
@@ -78,7 +87,7 @@ sleep 0.5
   --label replicas --restarts 6 --kill-replica "$replica_a" --rotate-keyring "$out/keyring-replicas.yaml" \
   --restart-redis 3410 --log "$out/server-replicas.log" >"$out/replicas.json" || true
 redis-cli -p 3410 shutdown nosave >/dev/null 2>&1 || kill "$redis_pid" 2>/dev/null
-for a in 15411 15412 15414; do curl -s "http://127.0.0.1:$a/metrics" >"$out/metrics-$a.txt"; done
+for a in 15411 15412 15414 15417; do curl -s "http://127.0.0.1:$a/metrics" >"$out/metrics-$a.txt"; done
 
 "$py" - "$out" "$restarts" <<'PY'
 import json, re, sys
@@ -140,6 +149,23 @@ else:
           f"{r['errors']} errors {r['error_samples']}")
     served_b = metric_where(15414, "portcullis_requests_total", 'method="tools/call"')
     check("replicas: replica B served the session after A was killed", served_b >= 6, f"{served_b:.0f} calls on B")
+r = results["resume"] = load("resume")
+if "broken" in r:
+    check("resume: the driver ran", False, r["broken"])
+else:
+    replayed = metric_where(15417, "portcullis_stream_resumes_total", 'outcome="replayed"')
+    check(f"resume (Python SDK): all {r['expected']} notifications sent while the GET stream was down arrived, once, "
+          f"across {r['cuts']} stream ends and {r['kills']} backend kills",
+          r["errors"] == 0 and r["missing"] == 0 and r["duplicates"] == 0 and r["rounds"] == 8
+          and r["cuts"] >= 8 and r["kills"] == r["pids_changed"] == r["old_ids_404"] == 2 and replayed >= 8,
+          f"{r['missing']} missing, {r['duplicates']} duplicates, {r['errors']} errors {r['error_samples']}, {replayed:.0f} replayed")
+    r["replayed"] = replayed
+r = results["control-resume"] = load("control-resume")
+if "broken" in r:
+    check("control-resume: the driver ran", False, r["broken"])
+else:
+    check("control-resume (no Portcullis): notifications sent while the GET stream was down are lost",
+          r["rounds"] == 3 and r["missing"] > 0, f"{r['missing']} of {r['expected']} missing")
 for client in ("control-python", "control-ts"):
     r = results[client] = load(client)
     if "broken" in r:

@@ -2,15 +2,20 @@
 
 Tools: `count` (read-only), `append` (not idempotent: appends a line to the
 ledger file, after an optional delay, so a duplicate execution shows),
-`progress` (read-only, streams progress) and `pid` (which process answers).
+`progress` (read-only, streams progress), `pid` (which process answers) and
+`notify` (sends numbered `resources/updated` notifications on the session's
+GET stream a moment later, to the sessions subscribed to `ledger://count`).
+The resource `ledger://count` is subscribable.
 
 Usage: server.py <port> <ledger-file>
 """
 
+import asyncio
 import os
 import sys
 
 import anyio
+import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 
@@ -45,6 +50,61 @@ async def progress(steps: int, ctx: Context) -> str:
         await ctx.report_progress(i + 1, steps, f"step {i + 1}")
         await anyio.sleep(0.2)
     return f"counted to {steps}"
+
+
+# Sessions subscribed to ledger://count in this process (the subscriptions a
+# rebind replays land here again).
+SUBSCRIBED = set()
+
+
+async def on_subscribe(ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    if params.uri == "ledger://count":
+        SUBSCRIBED.add(ctx.session)
+    return types.EmptyResult()
+
+
+async def on_unsubscribe(ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    SUBSCRIBED.discard(ctx.session)
+    return types.EmptyResult()
+
+
+server._lowlevel_server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, on_subscribe)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, on_unsubscribe)
+
+
+@server.resource("ledger://count")
+def ledger_count() -> str:
+    """The number of ledger entries (subscribable)."""
+    return count()
+
+
+@server.tool()
+async def notify(first: int, ctx: Context, n: int = 3, delay: float = 0.5, listen: bool = False) -> str:
+    """After `delay` seconds, sends `n` resources/updated notifications
+    (ledger://count#first ...) on the GET stream of every session
+    subscribed to ledger://count in this process; with `listen`, at once
+    to the `subscriptions/listen` streams (2026-07-28) whose filter names
+    them."""
+    if listen:
+        for i in range(first, first + n):
+            await ctx.notify_resource_updated(f"ledger://count#{i}")
+        return f"sent {n}"
+    if not SUBSCRIBED:
+        return "not subscribed"
+    sessions = list(SUBSCRIBED)
+
+    async def later():
+        await anyio.sleep(delay)
+        for i in range(first, first + n):
+            for session in sessions:
+                await session.send_resource_updated(f"ledger://count#{i}")
+            await anyio.sleep(0.05)
+
+    TASKS.add(asyncio.ensure_future(later()))
+    return f"will send {n}"
+
+
+TASKS = set()
 
 
 @server.tool(annotations=READ_ONLY)
