@@ -277,7 +277,15 @@ async fn send(
         }
     }
     match sent {
-        Ok(resp) => relay(shared, decoded.format, ex, resp, denials, stream, retry).await,
+        Ok(resp) => {
+            let listen =
+                matches!(&decoded.messages, Body::Single(c) if c.method == "subscriptions/listen");
+            let retry = retry.map(|r| match listen {
+                true => Resend::Reopen(r),
+                false => Resend::Once(r),
+            });
+            relay(shared, decoded.format, ex, resp, denials, stream, retry).await
+        }
         Err(refusal) => failure(shared, &refusal, &ex, &denials),
     }
 }
@@ -366,6 +374,15 @@ fn retry(
     ))
 }
 
+/// How an answer's stream is sent for again when the upstream breaks it.
+enum Resend {
+    /// Once, before the answer (a replay-safe request).
+    Once(relay::Retry),
+    /// Each time it breaks, for as long as the client stays: a
+    /// `subscriptions/listen` stream, which is meant to stay open.
+    Reopen(relay::Retry),
+}
+
 fn single_id(decoded: &Decoded) -> Option<Box<RawValue>> {
     match &decoded.messages {
         Body::Single(call) => call.id.clone(),
@@ -389,7 +406,7 @@ async fn relay(
     resp: Response<Incoming>,
     denials: Vec<Bytes>,
     stream: bool,
-    retry: Option<relay::Retry>,
+    retry: Option<Resend>,
 ) -> Response<ProxyBody> {
     let status = resp.status();
     let kind = match relay::body_type(resp.headers()) {
@@ -407,9 +424,13 @@ async fn relay(
             // In a session, a request not safe to send again is reported as
             // possibly run if the upstream is lost before answering it.
             let unknown = shared.sessions.is_some() && retry.is_none();
-            let sse = relay::SseRelay::new(ex, denials, shared.sse_settings())
-                .with_retry(retry)
-                .outcome_unknown(unknown);
+            let sse = relay::SseRelay::new(ex, denials, shared.sse_settings());
+            let sse = match retry {
+                Some(Resend::Reopen(r)) => sse.with_reopen(Some(r)),
+                Some(Resend::Once(r)) => sse.with_retry(Some(r)),
+                None => sse,
+            }
+            .outcome_unknown(unknown);
             outbound::with_body(head, sse.spawn(resp.into_body()))
         }
         // No policy reads this answer (and there are no denials to add):

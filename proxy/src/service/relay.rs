@@ -31,6 +31,9 @@ use crate::{
 /// so that a slow client applies back-pressure to the upstream.
 const CHANNEL_FRAMES: usize = 16;
 
+/// The first message of a `subscriptions/listen` stream (2026-07-28).
+const LISTEN_ACK: &str = "notifications/subscriptions/acknowledged";
+
 /// How an answer's body will be read by a client: an SSE stream, JSON
 /// (inspected whole), or other bytes; a body Portcullis could not see
 /// through (compressed, a repeated or unreadable Content-Type, another
@@ -101,6 +104,11 @@ pub struct SseRelay {
     retry: Option<Retry>,
     /// Whether `retry` serves a GET stream (no answer awaited).
     reopen: bool,
+    /// The `params` of the acknowledgement a `subscriptions/listen` stream
+    /// began with: when the request is issued again upstream, the new
+    /// acknowledgement is not shown to the client if it is the same, and
+    /// ends the stream if it is not (the subscription changed).
+    acknowledged: Option<Option<serde_json::Value>>,
     /// Whether a request left unanswered is reported as possibly run and
     /// not retryable (in a Portcullis session, for requests not safe to
     /// send again), rather than as the upstream being unavailable.
@@ -141,6 +149,7 @@ impl SseRelay {
             resumable: false,
             retry: None,
             reopen: false,
+            acknowledged: None,
             outcome_unknown: false,
         }
     }
@@ -157,8 +166,8 @@ impl SseRelay {
         self
     }
 
-    /// See [`SseRelay::retry`]: a GET stream, opened again each time the
-    /// upstream's breaks.
+    /// See [`SseRelay::retry`]: a GET stream (or a `subscriptions/listen`
+    /// request), opened again each time the upstream's breaks.
     pub fn with_reopen(mut self, reopen: Option<Retry>) -> Self {
         self.reopen = reopen.is_some();
         self.retry = reopen;
@@ -296,7 +305,7 @@ impl SseRelay {
         if let Some(event) = decoder.finish() {
             match self.on_event(event, injected) {
                 Ok(out) => {
-                    if Self::emit(tx, out).await.is_err() {
+                    if !out.is_empty() && Self::emit(tx, out).await.is_err() {
                         return Ended::ClientGone;
                     }
                 }
@@ -341,7 +350,7 @@ impl SseRelay {
     ) -> Result<bool, String> {
         while let Some(event) = decoder.next_event().map_err(|e| e.to_string())? {
             let out = self.on_event(event, injected)?;
-            if Self::emit(tx, out).await.is_err() {
+            if !out.is_empty() && Self::emit(tx, out).await.is_err() {
                 return Ok(false);
             }
         }
@@ -379,6 +388,9 @@ impl SseRelay {
         else {
             return Ok(event.raw);
         };
+        if self.reopen && !acknowledge(&mut self.acknowledged, data)? {
+            return Ok(Bytes::new());
+        }
         let processed = self.ex.process(data.as_bytes()).map_err(|r| r.message())?;
         Ok(match processed {
             Some(out) => sse::encode(
@@ -428,6 +440,35 @@ impl SseRelay {
     }
 }
 
+/// Whether a message of a re-issued stream reaches the client: the first
+/// `subscriptions/listen` acknowledgement does, the same one again (from
+/// the request issued anew) does not, and a different one ends the stream:
+/// the client was told what it is subscribed to.
+fn acknowledge(first: &mut Option<Option<serde_json::Value>>, data: &str) -> Result<bool, String> {
+    if !data.contains(LISTEN_ACK) {
+        return Ok(true);
+    }
+    #[derive(serde::Deserialize)]
+    struct Note {
+        method: Option<String>,
+        params: Option<serde_json::Value>,
+    }
+    let Ok(note) = serde_json::from_str::<Note>(data) else {
+        return Ok(true);
+    };
+    if note.method.as_deref() != Some(LISTEN_ACK) {
+        return Ok(true);
+    }
+    match first {
+        None => {
+            *first = Some(note.params);
+            Ok(true)
+        }
+        Some(seen) if *seen == note.params => Ok(false),
+        Some(_) => Err("the subscription issued again was acknowledged differently".into()),
+    }
+}
+
 async fn recv(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -447,6 +488,25 @@ mod tests {
     use super::*;
 
     use crate::upstream::UpstreamError;
+
+    #[test]
+    fn a_listen_acknowledged_again_is_shown_once_and_a_changed_one_ends_it() {
+        let ack = |uris: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{LISTEN_ACK}","params":{{"notifications":{{"resourceSubscriptions":[{uris}]}}}}}}"#
+            )
+        };
+        let mut first = None;
+        assert_eq!(acknowledge(&mut first, &ack(r#""a""#)), Ok(true));
+        let event =
+            r#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"a"}}"#;
+        assert_eq!(acknowledge(&mut first, event), Ok(true));
+        assert_eq!(acknowledge(&mut first, &ack(r#""a""#)), Ok(false));
+        assert!(acknowledge(&mut first, &ack(r#""b""#)).is_err());
+        // A message merely mentioning the method is not an acknowledgement.
+        let mention = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"text":"{LISTEN_ACK}"}}}}"#);
+        assert_eq!(acknowledge(&mut first, &mention), Ok(true));
+    }
 
     #[test]
     fn errors_carry_ids() {

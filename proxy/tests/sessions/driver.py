@@ -133,6 +133,8 @@ async def main():
     p.add_argument("--mid-stream", type=int, default=0)
     p.add_argument("--log", default="/dev/null")
     p.add_argument("--mode", default="legacy", help="the SDK's connect mode: legacy (2025 sessions) | 2026-07-28")
+    p.add_argument("--listen", type=int, default=0,
+                   help="2026-07-28: kills while a subscriptions/listen stream is open")
     p.add_argument("--kill-replica", type=int, default=0,
                    help="PID of a Portcullis replica to stop (SIGTERM) once the restarts are done")
     p.add_argument("--rotate-keyring", default="",
@@ -146,7 +148,8 @@ async def main():
     r = {"label": a.label, "restarts": 0, "calls": 0, "errors": 0, "error_samples": [],
          "pids_changed": 0, "old_ids_404": 0, "first_after_restart_ms": [], "steady_ms": [],
          "mid_call_kills": 0, "mid_call_errors": 0, "mid_call_samples": [], "mid_stream_kills": 0, "mid_stream_errors": 0,
-         "appended": [], "replica_killed": False, "keyring_rotated": False, "redis_restarted": False}
+         "appended": [], "listen_kills": 0, "listen_events": 0, "listen_missing": 0, "listen_lost": 0,
+         "listen_samples": [], "replica_killed": False, "keyring_rotated": False, "redis_restarted": False}
 
     def error(what, e):
         r["errors"] += 1
@@ -244,6 +247,11 @@ async def session(a, r, backend, call, prove_kill, error):
             if await call(client, "append", {"entry": entry}, f"appended {entry}"):
                 r["appended"].append(entry)
 
+        # A subscriptions/listen stream open across kills (2026-07-28):
+        # after each restart, change notifications must arrive on it.
+        if a.listen:
+            await listen_across_kills(a, r, client, prove_kill)
+
         # Killed during a call that is not idempotent: the outcome is
         # unknown, so the client must get an error, and never a duplicate.
         for i in range(a.mid_call):
@@ -279,9 +287,54 @@ async def session(a, r, backend, call, prove_kill, error):
             await call(client, "count", {})
 
 
+async def listen_across_kills(a, r, client, prove_kill):
+    uris = [f"ledger://count#{i}" for i in range(200)]
+    got = []
+
+    async def read(sub):
+        async for event in sub:
+            got.append(getattr(event, "uri", None))
+
+    try:
+        async with client.listen(resource_subscriptions=uris) as sub:
+            reader = asyncio.create_task(read(sub))
+            n = 0
+            for _ in range(a.listen):
+                prove_kill()
+                r["listen_kills"] += 1
+                # The stream is issued again on the new server: probe with
+                # one notification until it is there, then send three.
+                for _ in range(20):
+                    await client.call_tool("notify", {"first": n, "n": 1, "listen": True})
+                    await asyncio.sleep(0.25)
+                    if uris[n] in got or reader.done():
+                        break
+                n += 1
+                want = uris[n:n + 3]
+                await client.call_tool("notify", {"first": n, "n": 3, "listen": True})
+                for _ in range(40):
+                    if all(u in got for u in want) or reader.done():
+                        break
+                    await asyncio.sleep(0.05)
+                r["listen_missing"] += sum(1 for u in want if u not in got)
+                n += 3
+                if reader.done():
+                    break
+            r["listen_events"] = len(got)
+            if reader.done() and reader.exception() is not None:
+                raise reader.exception()
+            reader.cancel()
+    except Exception as e:  # noqa: BLE001 - SubscriptionLost and the like are client-visible
+        r["listen_lost"] += 1
+        r["listen_samples"].append(f"{type(e).__name__}: {e}"[:200])
+
+
 def report(a, r):
-    with open(a.ledger) as f:
-        lines = [l.strip() for l in f if l.strip()]
+    try:
+        with open(a.ledger) as f:
+            lines = [l.strip() for l in f if l.strip()]
+    except FileNotFoundError:  # nothing was appended
+        lines = []
     mine = [l for l in lines if l.startswith(a.label + "-")]
     r["ledger_entries"] = len(mine)
     r["duplicates"] = len(mine) - len(set(mine))

@@ -58,9 +58,9 @@ echo "# $restarts restarts between calls, 2 kills during a ledger append, 2 duri
   --label python --restarts "$restarts" --mid-call 2 --mid-stream 2 --log "$out/server-python.log" >"$out/python.json" || true
 "$node" "$here/ts_driver.mjs" http://127.0.0.1:15402/mcp 3402 "$out/ledger-ts.txt" ts "$restarts" 2 2 "$py" \
   "$out/server-ts.log" >"$out/ts.json" || true
-echo "# the sessionless 2026-07-28 era (Python SDK): 3 restarts, 2 kills during an append, 2 during a streaming read"
+echo "# the sessionless 2026-07-28 era (Python SDK): 3 restarts, 3 with a subscriptions/listen stream open, 2 kills during an append, 2 during a streaming read"
 "$py" "$here/driver.py" --url http://127.0.0.1:15406/mcp --port 3406 --ledger "$out/ledger-2026.txt" \
-  --label python-2026 --mode 2026-07-28 --restarts 3 --mid-call 2 --mid-stream 2 \
+  --label python-2026 --mode 2026-07-28 --restarts 3 --mid-call 2 --mid-stream 2 --listen 3 \
   --log "$out/server-2026.log" >"$out/python-2026.json" || true
 echo "# GET stream ended by an intermediary while the server notifies, resumed with Last-Event-ID: 8 rounds, a kill every 3"
 "$py" "$here/resume.py" --url http://127.0.0.1:15407/mcp --port 3407 --cut-port 15408 --label resume \
@@ -73,6 +73,9 @@ echo "# control: the same clients straight at the server, 3 restarts each"
 "$node" "$here/ts_driver.mjs" http://127.0.0.1:3404/mcp 3404 "$out/ledger-control-ts.txt" control-ts 3 0 0 "$py" \
   "$out/server-control-ts.log" >"$out/control-ts.json" 2>/dev/null || true
 
+"$py" "$here/driver.py" --url http://127.0.0.1:3411/mcp --port 3411 --ledger "$out/ledger-control-2026.txt" \
+  --label control-2026 --mode 2026-07-28 --restarts 0 --listen 2 --log "$out/server-control-2026.log" \
+  >"$out/control-2026.json" 2>/dev/null || true
 echo "# two replicas sharing Redis behind one address: keys rotated and Redis restarted halfway, then a replica stopped"
 redis-server --port 3410 --bind 127.0.0.1 --save "" --appendonly no >"$out/redis.log" 2>&1 &
 redis_pid=$!
@@ -132,8 +135,11 @@ if "broken" in r:
     check("python-2026: the driver ran", False, r["broken"])
 else:
     check("python-2026 (sessionless era): 0 errors across 3 restarts and 2 kills during streaming reads (sent again)",
-          r["errors"] == 0 and r["mid_stream_errors"] == 0 and r["pids_changed"] == r["restarts"] == 7,
+          r["errors"] == 0 and r["mid_stream_errors"] == 0 and r["pids_changed"] == r["restarts"] == 10,
           f"{r['errors']} errors {r['error_samples']}, {r['mid_stream_errors']} stream errors")
+    check(f"python-2026: a subscriptions/listen stream stayed open across {r['listen_kills']} kills, every change notification after each arrived",
+          r["listen_kills"] == 3 and r["listen_lost"] == 0 and r["listen_missing"] == 0 and r["listen_events"] >= 12,
+          f"{r['listen_lost']} lost {r['listen_samples']}, {r['listen_missing']} missing, {r['listen_events']} events")
     check("python-2026: each kill during an append gave one explicit outcome-unknown error, nothing ran twice",
           r["mid_call_errors"] == r["mid_call_kills"] == 2 and r["duplicates"] == 0 and r["lost"] == 0
           and all("may or may not have run" in s for s in r["mid_call_samples"]),
@@ -166,6 +172,12 @@ if "broken" in r:
 else:
     check("control-resume (no Portcullis): notifications sent while the GET stream was down are lost",
           r["rounds"] == 3 and r["missing"] > 0, f"{r['missing']} of {r['expected']} missing")
+r = results["control-2026"] = load("control-2026")
+if "broken" in r:
+    check("control-2026: the driver ran", False, r["broken"])
+else:
+    check("control-2026 (no Portcullis): a kill ends the subscriptions/listen stream (SubscriptionLost)",
+          r["listen_lost"] == 1, f"{r['listen_samples']}")
 for client in ("control-python", "control-ts"):
     r = results[client] = load(client)
     if "broken" in r:
