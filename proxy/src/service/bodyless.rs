@@ -161,13 +161,54 @@ fn relay_stream(
     resp: Response<Incoming>,
 ) -> ProxyBody {
     let legacy = legacy::StreamContext::new(shared.legacy.clone());
+    let survive = matches!(bound, Bound::Plain) && shared.sessions.is_some();
+    let legacy_post = survive.then(|| legacy_post(shared, &principal, out, &parts));
     let reopen = reopen(shared, &principal, out, parts, bound);
     let ex = Exchange::new(Arc::new(Judge::new(shared.court.clone(), principal)));
-    relay::SseRelay::new(ex, Vec::new(), shared.sse_settings())
-        .with_legacy(legacy)
-        .with_reopen(reopen)
-        .until(shared.draining.clone())
-        .spawn(resp.into_body())
+    let relay = relay::SseRelay::new(ex, Vec::new(), shared.sse_settings()).with_legacy(legacy);
+    let relay = match survive {
+        true => relay.with_legacy_rebind(reopen, legacy_post),
+        false => relay.with_reopen(reopen),
+    };
+    relay.until(shared.draining.clone()).spawn(resp.into_body())
+}
+
+/// POSTs to the upstream for a legacy stream's session set-up, as the
+/// client's own POSTs are sent (same target, identity and credentials
+/// policy), waiting for a restarting app.
+fn legacy_post(
+    shared: &Arc<Shared>,
+    principal: &Principal,
+    out: &Outbound<'_>,
+    get: &Parts,
+) -> relay::LegacyPost {
+    let (shared, principal, target) = (shared.clone(), principal.clone(), out.target());
+    let mut base = get.clone();
+    base.method = Method::POST;
+    base.headers.remove(LAST_EVENT_ID);
+    base.headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Arc::new(move |path: String, body: Bytes| {
+        let mut parts = base.clone();
+        let (shared, principal) = (shared.clone(), principal.clone());
+        Box::pin(async move {
+            parts.uri = path.parse().map_err(|_| {
+                Refusal::from(Cause::UnreadableAnswer(format!("legacy endpoint {path:?}")))
+            })?;
+            let send = session::resender(
+                &shared,
+                target,
+                &principal,
+                parts,
+                body,
+                Bound::Plain,
+                "legacy_rebind",
+            );
+            send().await.map(|resp| resp.status())
+        })
+    })
 }
 
 /// Opens the session's GET stream upstream for a held stream (without the
@@ -206,10 +247,12 @@ async fn hold(
     Ok(())
 }
 
-/// In a Portcullis session, a GET stream whose upstream breaks is opened
+/// With sessions configured, a GET stream whose upstream breaks is opened
 /// again upstream (rebound if the app restarted) while the client's stays
-/// open: the client never sees the restart. Without the client's
-/// `Last-Event-ID`, which named an event of the stream that broke.
+/// open: the client never sees the restart. A session's stream, or one
+/// that may be a 2024-11-05 `/sse` stream (used only if it is one).
+/// Without the client's `Last-Event-ID`, which named an event of the
+/// stream that broke.
 fn reopen(
     shared: &Arc<Shared>,
     principal: &Principal,
@@ -217,8 +260,10 @@ fn reopen(
     mut parts: Parts,
     bound: Bound,
 ) -> Option<relay::Retry> {
-    if !matches!(bound, Bound::Session { .. }) {
-        return None;
+    match bound {
+        Bound::Session { .. } => {}
+        Bound::Plain if shared.sessions.is_some() => {}
+        _ => return None,
     }
     parts.headers.remove(LAST_EVENT_ID);
     Some(session::resender(

@@ -5,15 +5,24 @@
 //! the POST response. So the proxy (1) rewrites the endpoint so that POSTs
 //! come back through it, and (2) remembers each stream, so that a denial of
 //! a POSTed request can be delivered on the stream where the client waits.
+//!
+//! With `sessions:` configured, the client's stream also outlives the
+//! server process: when the upstream stream breaks, the relay opens a new
+//! one, and the new server's `endpoint` is not shown to the client.
+//! Instead, the client's endpoint is routed to the new one, after the
+//! client's recorded `initialize` and `notifications/initialized` were sent
+//! there (the answer to that `initialize` is not shown either). POSTs that
+//! arrive meanwhile wait for it.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http::Uri;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{
     exchange::{canonical_id, PendingCalls},
@@ -35,6 +44,22 @@ struct Stream {
     inject: mpsc::Sender<Bytes>,
     /// Calls POSTed to this endpoint whose results a policy inspects.
     calls: PendingCalls,
+    /// Where POSTs to this endpoint go upstream: the endpoint itself, until
+    /// a restarted server announced another.
+    upstream: String,
+    /// False while the upstream stream is being re-established.
+    ready: watch::Sender<bool>,
+    /// The client's `initialize`, as forwarded: sent again to a new server.
+    initialize: Option<Bytes>,
+}
+
+/// What a restarted server's `endpoint` event leads to: where the
+/// client's endpoint now goes, and the client's `initialize` to send there
+/// first, under an id of Portcullis's (its answer is not shown).
+pub struct Rebound {
+    pub endpoint: String,
+    pub upstream: String,
+    pub initialize: Option<(Bytes, String)>,
 }
 
 /// Calls remembered per legacy stream, so a client cannot grow it without
@@ -85,6 +110,52 @@ impl LegacySessions {
         Ok(())
     }
 
+    /// Keeps the client's `initialize` (forwarded and accepted), to send
+    /// it again if the server restarts.
+    pub fn record_initialize(&self, endpoint: &str, body: Bytes) {
+        if let Ok(mut streams) = self.streams.lock() {
+            if let Some(stream) = streams.get_mut(endpoint) {
+                stream.initialize = Some(body);
+            }
+        }
+    }
+
+    /// Where a POST to `endpoint` goes upstream, once the stream is ready
+    /// (waiting at most `wait` while it is re-established).
+    pub async fn route(&self, endpoint: &str, wait: Duration) -> Result<String, Refusal> {
+        let mut ready = match self.streams.lock() {
+            Ok(streams) => match streams.get(endpoint) {
+                Some(stream) => stream.ready.subscribe(),
+                None => return Ok(endpoint.to_string()),
+            },
+            Err(_) => return Ok(endpoint.to_string()),
+        };
+        let waited = tokio::time::timeout(wait, ready.wait_for(|r| *r)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            return Err(crate::upstream::UpstreamError::Unavailable(
+                "the server restarted and its stream is not back yet".into(),
+            )
+            .into());
+        }
+        let streams = self.streams.lock().map_err(|_| {
+            Refusal::from(crate::upstream::UpstreamError::Unavailable(
+                "legacy streams unavailable".into(),
+            ))
+        })?;
+        Ok(streams
+            .get(endpoint)
+            .map_or_else(|| endpoint.to_string(), |s| s.upstream.clone()))
+    }
+
+    /// Lets POSTs to `endpoint` through (or holds them).
+    pub fn set_ready(&self, endpoint: &str, ready: bool) {
+        if let Ok(streams) = self.streams.lock() {
+            if let Some(stream) = streams.get(endpoint) {
+                stream.ready.send_replace(ready);
+            }
+        }
+    }
+
     fn insert(&self, endpoint: String, stream: Stream) {
         if let Ok(mut s) = self.streams.lock() {
             s.insert(endpoint, stream);
@@ -128,11 +199,68 @@ impl StreamContext {
         let stream = Stream {
             inject: tx,
             calls: calls.clone(),
+            upstream: endpoint.clone(),
+            ready: watch::Sender::new(true),
+            initialize: None,
         };
         self.sessions.insert(endpoint.clone(), stream);
         tracing::debug!(%endpoint, "legacy HTTP+SSE stream registered");
         Ok((endpoint, rx, calls))
     }
+
+    /// Whether the client was given an endpoint on this stream.
+    pub fn registered(&self) -> bool {
+        self.endpoint.is_some()
+    }
+
+    /// The upstream stream broke: POSTs wait until the stream is ready
+    /// again ([`LegacySessions::set_ready`]).
+    pub fn lost(&self) {
+        if let Some(endpoint) = &self.endpoint {
+            self.sessions.set_ready(endpoint, false);
+        }
+    }
+
+    /// The streams this one is registered in.
+    pub fn sessions(&self) -> Arc<LegacySessions> {
+        self.sessions.clone()
+    }
+
+    /// A restarted server's `endpoint`: the client's endpoint is routed to
+    /// it from now on.
+    pub fn rebound(&mut self, data: &str) -> Result<Rebound, String> {
+        let upstream = rewrite_endpoint(data.trim())?;
+        let Some(endpoint) = &self.endpoint else {
+            return Err("a new endpoint before any".into());
+        };
+        let mut streams = self
+            .sessions
+            .streams
+            .lock()
+            .map_err(|_| "legacy streams unavailable".to_string())?;
+        let Some(stream) = streams.get_mut(endpoint) else {
+            return Err("the stream is gone".into());
+        };
+        stream.upstream.clone_from(&upstream);
+        tracing::info!(endpoint = %endpoint, %upstream, "legacy stream routed to the restarted server");
+        let initialize = stream.initialize.as_ref().and_then(|b| with_rebind_id(b));
+        Ok(Rebound {
+            endpoint: endpoint.clone(),
+            upstream,
+            initialize,
+        })
+    }
+}
+
+/// The client's `initialize` with an id of Portcullis's (random, so that
+/// no client id can be mistaken for it), and that id.
+fn with_rebind_id(body: &[u8]) -> Option<(Bytes, String)> {
+    use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
+    let id = format!("portcullis-rebind-{:016x}", OsRng.next_u64());
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.as_object_mut()?
+        .insert("id".into(), serde_json::Value::String(id.clone()));
+    serde_json::to_vec(&v).ok().map(|b| (Bytes::from(b), id))
 }
 
 impl Drop for StreamContext {
@@ -285,6 +413,9 @@ mod tests {
             Stream {
                 inject: tx,
                 calls: PendingCalls::default(),
+                upstream: "/m?x=1".into(),
+                ready: watch::Sender::new(true),
+                initialize: None,
             },
         );
         assert!(s.contains("/m?x=1"));

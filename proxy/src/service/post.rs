@@ -74,7 +74,18 @@ async fn judged(
         Body::Batch(entries) => batch(shared, &decoded, ex, entries),
     };
     match plan {
-        Ok(Plan::Forward(fwd)) => send(shared, out, &principal, &decoded, fwd).await,
+        Ok(Plan::Forward(fwd)) => {
+            let mut decoded = decoded;
+            if let Err(refusal) = route_legacy(shared, &mut decoded).await {
+                return failure(
+                    shared,
+                    &refusal.with_id(single_id(&decoded)),
+                    &fwd.ex,
+                    &fwd.denials,
+                );
+            }
+            send(shared, out, &principal, &decoded, fwd).await
+        }
         Ok(Plan::Answered(resp)) => resp,
         Err(refusal) => rescue::answer(&refusal, shared.metrics()),
     }
@@ -274,6 +285,13 @@ async fn send(
         if resp.status().is_success() {
             // What a rebind must replay (a log level, subscriptions).
             session::note(shared, &bound, call, &body).await;
+            if let (Some(endpoint), Some(_), true) = (
+                &decoded.legacy,
+                &shared.sessions,
+                session::initialize_call(call),
+            ) {
+                shared.legacy.record_initialize(endpoint, body.clone());
+            }
         }
     }
     match sent {
@@ -288,6 +306,27 @@ async fn send(
         }
         Err(refusal) => failure(shared, &refusal, &ex, &denials),
     }
+}
+
+/// A POST to a legacy endpoint goes to the upstream endpoint it is routed
+/// to (another than the client's after a server restart, with sessions
+/// configured), once that stream is ready.
+async fn route_legacy(shared: &Shared, decoded: &mut Decoded) -> Result<(), Refusal> {
+    let (Some(endpoint), Some(_)) = (&decoded.legacy, &shared.sessions) else {
+        return Ok(());
+    };
+    let upstream = shared
+        .legacy
+        .route(endpoint, shared.upstream.request_timeout())
+        .await?;
+    if upstream != *endpoint {
+        decoded.parts.uri = upstream.parse().map_err(|_| {
+            Refusal::from(Cause::UnreadableAnswer(format!(
+                "legacy endpoint {upstream:?}"
+            )))
+        })?;
+    }
+    Ok(())
 }
 
 /// The session phase: which session the allowed body is sent in.

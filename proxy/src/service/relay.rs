@@ -109,6 +109,16 @@ pub struct SseRelay {
     /// acknowledgement is not shown to the client if it is the same, and
     /// ends the stream if it is not (the subscription changed).
     acknowledged: Option<Option<serde_json::Value>>,
+    /// Sends a POST to the upstream (the path, the body): for a legacy
+    /// stream, which is then reopened when it breaks, and its session set
+    /// up again on the new server.
+    legacy_rebind: Option<LegacyPost>,
+    /// Whether the stream was opened again upstream (an `endpoint` now
+    /// comes from a restarted server).
+    reopened: bool,
+    /// The id of an answer not to show the client (to an `initialize`
+    /// Portcullis sent again).
+    swallow: Option<String>,
     /// Whether a request left unanswered is reported as possibly run and
     /// not retryable (in a Portcullis session, for requests not safe to
     /// send again), rather than as the upstream being unavailable.
@@ -121,6 +131,17 @@ pub type Resent =
 
 /// Sends a request again, in a session rebound if need be.
 pub type Retry = std::sync::Arc<dyn Fn() -> Resent + Send + Sync>;
+
+/// Sends a POST (path and query, body) to the upstream, waiting for it to
+/// be up; gives the answer's status.
+pub type LegacyPost = std::sync::Arc<
+    dyn Fn(
+            String,
+            Bytes,
+        ) -> futures_util::future::BoxFuture<'static, Result<http::StatusCode, Refusal>>
+        + Send
+        + Sync,
+>;
 
 /// How one upstream body ended.
 enum Ended {
@@ -150,6 +171,9 @@ impl SseRelay {
             retry: None,
             reopen: false,
             acknowledged: None,
+            legacy_rebind: None,
+            reopened: false,
+            swallow: None,
             outcome_unknown: false,
         }
     }
@@ -176,6 +200,18 @@ impl SseRelay {
 
     pub fn with_legacy(mut self, ctx: legacy::StreamContext) -> Self {
         self.legacy = Some(ctx);
+        self
+    }
+
+    /// A legacy (2024-11-05) stream that survives a server restart: with
+    /// `reopen` (opening `/sse` again) and `post` (to set up the new
+    /// server's session). Used only once the stream has an endpoint.
+    pub fn with_legacy_rebind(mut self, reopen: Option<Retry>, post: Option<LegacyPost>) -> Self {
+        if let (Some(reopen), Some(post)) = (reopen, post) {
+            self.reopen = true;
+            self.retry = Some(reopen);
+            self.legacy_rebind = Some(post);
+        }
         self
     }
 
@@ -211,22 +247,16 @@ impl SseRelay {
                 Ended::ClientGone => return,
                 Ended::Upstream(failure) => failure,
             };
-            // Only the transport breaking is the upstream going away: an
-            // event Portcullis refused (too large, unreadable) is not sent
-            // for again.
-            let transport = failure.as_ref().is_some_and(|f| f.transport);
-            let waiting = !self.ex.answers.unanswered().is_empty();
-            let retry = match (transport, waiting || self.reopen) {
-                (true, true) if self.reopen => self.retry.clone(),
-                (true, true) => self.retry.take(),
-                _ => None,
-            };
+            let retry = self.retry_after(failure.as_ref());
             let failure = failure.map(|f| f.why);
             let Some(retry) = retry else {
                 return self.finish(failure, &tx).await;
             };
             if let Some(why) = &failure {
                 tracing::info!(error = %why, "upstream stream broke; opening it again");
+            }
+            if let (Some(ctx), true) = (&self.legacy, self.legacy_rebind.is_some()) {
+                ctx.lost();
             }
             if self.reopen {
                 // A stream that breaks at once each time must not spin:
@@ -248,7 +278,10 @@ impl SseRelay {
             };
             match resent {
                 Ok(resp) if resp.status().is_success() => match body_type(resp.headers()) {
-                    Ok(BodyType::EventStream) => upstream = resp.into_body(),
+                    Ok(BodyType::EventStream) => {
+                        self.reopened = true;
+                        upstream = resp.into_body();
+                    }
                     Ok(BodyType::Json) => return self.finish_json(resp, &tx).await,
                     _ => return self.finish(failure, &tx).await,
                 },
@@ -258,6 +291,25 @@ impl SseRelay {
                 }
                 Err(refusal) => return self.finish(Some(refusal.message()), &tx).await,
             }
+        }
+    }
+
+    /// How to send for the stream again after it ended with `failure`, if
+    /// at all.
+    fn retry_after(&mut self, failure: Option<&Failure>) -> Option<Retry> {
+        // Only the transport breaking is the upstream going away: an event
+        // Portcullis refused (too large, unreadable) is not sent for again.
+        let transport = failure.is_some_and(|f| f.transport);
+        let waiting = !self.ex.answers.unanswered().is_empty();
+        // A legacy stream is reopened only once it has an endpoint: there
+        // is a session to carry over.
+        let reopen = self.reopen
+            && (self.legacy_rebind.is_none()
+                || self.legacy.as_ref().is_some_and(|c| c.registered()));
+        match (transport, waiting || reopen) {
+            (true, true) if reopen => self.retry.clone(),
+            (true, true) => self.retry.take(),
+            _ => None,
         }
     }
 
@@ -366,6 +418,20 @@ impl SseRelay {
             self.resumable = true;
         }
         if event.kind() == "endpoint" {
+            if let (Some(ctx), Some(data), Some(post), true) = (
+                self.legacy.as_mut(),
+                event.data.as_deref(),
+                self.legacy_rebind.clone(),
+                self.reopened,
+            ) {
+                if ctx.registered() {
+                    // A restarted server's endpoint: the client keeps its own.
+                    let rebound = ctx.rebound(data)?;
+                    self.swallow = rebound.initialize.as_ref().map(|(_, id)| id.clone());
+                    tokio::spawn(legacy_setup(post, ctx.sessions(), rebound));
+                    return Ok(Bytes::new());
+                }
+            }
             if let (Some(ctx), Some(data)) = (self.legacy.as_mut(), event.data.as_deref()) {
                 // An endpoint that could lead the client around the proxy
                 // ends the stream: without it the client cannot POST at all.
@@ -389,6 +455,10 @@ impl SseRelay {
             return Ok(event.raw);
         };
         if self.reopen && !acknowledge(&mut self.acknowledged, data)? {
+            return Ok(Bytes::new());
+        }
+        if self.swallow.as_deref().is_some_and(|id| answers(data, id)) {
+            self.swallow = None;
             return Ok(Bytes::new());
         }
         let processed = self.ex.process(data.as_bytes()).map_err(|r| r.message())?;
@@ -467,6 +537,47 @@ fn acknowledge(first: &mut Option<Option<serde_json::Value>>, data: &str) -> Res
         Some(seen) if *seen == note.params => Ok(false),
         Some(_) => Err("the subscription issued again was acknowledged differently".into()),
     }
+}
+
+/// Whether `data` is the answer to request `id` (a string id).
+fn answers(data: &str, id: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        id: Option<serde_json::Value>,
+        method: Option<serde_json::Value>,
+    }
+    data.contains(id)
+        && serde_json::from_str::<Answer>(data)
+            .is_ok_and(|a| a.method.is_none() && a.id.as_ref().and_then(|v| v.as_str()) == Some(id))
+}
+
+/// Sets up a restarted server's session for a legacy stream: the client's
+/// `initialize` (under Portcullis's id) and `notifications/initialized`,
+/// then lets the client's POSTs through to it. If the server refuses,
+/// POSTs still flow, and the client gets the server's own answers.
+async fn legacy_setup(
+    post: LegacyPost,
+    sessions: std::sync::Arc<legacy::LegacySessions>,
+    rebound: legacy::Rebound,
+) {
+    if let Some((initialize, _)) = rebound.initialize {
+        let initialized =
+            Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        for body in [initialize, initialized] {
+            match post(rebound.upstream.clone(), body).await {
+                Ok(status) if status.is_success() => {}
+                Ok(status) => {
+                    tracing::warn!(%status, "the restarted server refused the session set-up");
+                    break;
+                }
+                Err(refusal) => {
+                    tracing::warn!(error = %refusal.message(), "session set-up on the restarted server failed");
+                    break;
+                }
+            }
+        }
+    }
+    sessions.set_ready(&rebound.endpoint, true);
 }
 
 async fn recv(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {

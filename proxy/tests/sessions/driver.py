@@ -16,6 +16,7 @@ Usage: driver.py --url URL --port BACKEND_PORT --ledger FILE --label NAME
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -38,8 +39,9 @@ INIT = {
 
 
 class Backend:
-    def __init__(self, port, ledger, log):
+    def __init__(self, port, ledger, log, transport=""):
         self.port, self.ledger, self.log = port, ledger, log
+        self.transport = transport
         self.proc = None
 
     def start(self):
@@ -54,7 +56,8 @@ class Backend:
             raise RuntimeError(f"port {self.port} is taken by another process")
         out = open(self.log, "a")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "server.py"), str(self.port), self.ledger],
+            [sys.executable, os.path.join(HERE, "server.py"), str(self.port), self.ledger]
+            + ([self.transport] if self.transport else []),
             stdout=out, stderr=out)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -88,6 +91,45 @@ def post(url, body, sid=None):
             return r.status, r.headers.get("mcp-session-id")
     except urllib.error.HTTPError as e:
         return e.code, None
+
+
+def sse_endpoint(port):
+    """Opens the server's /sse stream and returns the endpoint it names."""
+    with socket.create_connection(("127.0.0.1", port), 5) as s:
+        s.sendall(f"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        data = b""
+        while b"data:" not in data or not data.split(b"data:", 1)[1].count(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                return None
+            data += chunk
+    return data.split(b"data:", 1)[1].split(b"\n", 1)[0].strip().decode()
+
+
+def post_status(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@contextlib.asynccontextmanager
+async def connect(a):
+    """The SDK client for the mode: `Client` over Streamable HTTP, or a
+    `ClientSession` over the 2024-11-05 HTTP+SSE transport."""
+    if a.mode != "sse":
+        async with Client(a.url, mode=a.mode) as client:
+            yield client
+        return
+    from mcp import ClientSession
+    from mcp.client.sse import sse_client
+    async with sse_client(a.url, sse_read_timeout=120) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
 
 
 def rotate(path):
@@ -132,7 +174,8 @@ async def main():
     p.add_argument("--mid-call", type=int, default=0)
     p.add_argument("--mid-stream", type=int, default=0)
     p.add_argument("--log", default="/dev/null")
-    p.add_argument("--mode", default="legacy", help="the SDK's connect mode: legacy (2025 sessions) | 2026-07-28")
+    p.add_argument("--mode", default="legacy",
+                   help="the SDK's connect mode: legacy (2025 sessions) | 2026-07-28 | sse (the 2024-11-05 HTTP+SSE transport)")
     p.add_argument("--listen", type=int, default=0,
                    help="2026-07-28: kills while a subscriptions/listen stream is open")
     p.add_argument("--kill-replica", type=int, default=0,
@@ -143,7 +186,7 @@ async def main():
                    help="port of a redis-server to restart (empty) halfway")
     a = p.parse_args()
     direct = f"http://127.0.0.1:{a.port}/mcp"
-    backend = Backend(a.port, a.ledger, a.log)
+    backend = Backend(a.port, a.ledger, a.log, "sse" if a.mode == "sse" else "")
     backend.start()
     r = {"label": a.label, "restarts": 0, "calls": 0, "errors": 0, "error_samples": [],
          "pids_changed": 0, "old_ids_404": 0, "first_after_restart_ms": [], "steady_ms": [],
@@ -173,6 +216,16 @@ async def main():
         return text_of(res)
 
     def prove_kill():
+        if a.mode == "sse":
+            # The old process's message endpoint, opened directly.
+            probe = sse_endpoint(a.port)
+            old, new = backend.restart()
+            r["restarts"] += 1
+            r["pids_changed"] += int(old != new)
+            if probe and post_status(f"http://127.0.0.1:{a.port}{probe}",
+                                     {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}) == 404:
+                r["old_ids_404"] += 1
+            return
         # A session the old process issued, opened directly.
         status, probe = post(direct, INIT)
         old, new = backend.restart()
@@ -202,7 +255,7 @@ async def drive(a, r, backend, call, prove_kill):
 
 
 async def session(a, r, backend, call, prove_kill, error):
-    async with Client(a.url, mode=a.mode) as client:
+    async with connect(a) as client:
         n = 0
         for i in range(a.restarts):
             entry = f"{a.label}-{n}"

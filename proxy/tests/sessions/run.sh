@@ -14,6 +14,8 @@
 #   - the client's GET stream ended by an intermediary while the server
 #     sends notifications, resumed with Last-Event-ID (resume.py), with
 #     backend kills between rounds;
+#   - the 2024-11-05 HTTP+SSE transport (the SDK's sse_client): the /sse
+#     stream kept across restarts;
 #   - the control: the same drivers pointed straight at the server.
 # Prints PASS/FAIL per check and `N passed, M failed`; writes every figure
 # to target/sessions/results.json. Usage: run.sh [restarts-per-client]
@@ -52,6 +54,7 @@ proxy pc-python 15401 15411 3401
 proxy pc-ts 15402 15412 3402
 proxy pc-2026 15406 15416 3406
 proxy pc-resume 15407 15417 3407
+proxy pc-sse 15440 15441 3440
 
 echo "# $restarts restarts between calls, 2 kills during a ledger append, 2 during a streaming read, per client"
 "$py" "$here/driver.py" --url http://127.0.0.1:15401/mcp --port 3401 --ledger "$out/ledger-python.txt" \
@@ -62,6 +65,11 @@ echo "# the sessionless 2026-07-28 era (Python SDK): 3 restarts, 3 with a subscr
 "$py" "$here/driver.py" --url http://127.0.0.1:15406/mcp --port 3406 --ledger "$out/ledger-2026.txt" \
   --label python-2026 --mode 2026-07-28 --restarts 3 --mid-call 2 --mid-stream 2 --listen 3 \
   --log "$out/server-2026.log" >"$out/python-2026.json" || true
+echo "# the 2024-11-05 HTTP+SSE transport (Python SDK sse_client): 4 restarts between calls"
+"$py" "$here/driver.py" --url http://127.0.0.1:15440/sse --port 3440 --ledger "$out/ledger-sse.txt" \
+  --label python-sse --mode sse --restarts 4 --log "$out/server-sse.log" >"$out/python-sse.json" || true
+"$py" "$here/driver.py" --url http://127.0.0.1:3442/sse --port 3442 --ledger "$out/ledger-control-sse.txt" \
+  --label control-sse --mode sse --restarts 2 --log "$out/server-control-sse.log" >"$out/control-sse.json" 2>/dev/null || true
 echo "# GET stream ended by an intermediary while the server notifies, resumed with Last-Event-ID: 8 rounds, a kill every 3"
 "$py" "$here/resume.py" --url http://127.0.0.1:15407/mcp --port 3407 --cut-port 15408 --label resume \
   --rounds 8 --kill-every 3 --log "$out/server-resume.log" >"$out/resume.json" 2>"$out/resume.err" || true
@@ -90,7 +98,7 @@ sleep 0.5
   --label replicas --restarts 6 --kill-replica "$replica_a" --rotate-keyring "$out/keyring-replicas.yaml" \
   --restart-redis 3410 --log "$out/server-replicas.log" >"$out/replicas.json" || true
 redis-cli -p 3410 shutdown nosave >/dev/null 2>&1 || kill "$redis_pid" 2>/dev/null
-for a in 15411 15412 15414 15417; do curl -s "http://127.0.0.1:$a/metrics" >"$out/metrics-$a.txt"; done
+for a in 15411 15412 15414 15417 15441; do curl -s "http://127.0.0.1:$a/metrics" >"$out/metrics-$a.txt"; done
 
 "$py" - "$out" "$restarts" <<'PY'
 import json, re, sys
@@ -155,6 +163,21 @@ else:
           f"{r['errors']} errors {r['error_samples']}")
     served_b = metric_where(15414, "portcullis_requests_total", 'method="tools/call"')
     check("replicas: replica B served the session after A was killed", served_b >= 6, f"{served_b:.0f} calls on B")
+r = results["python-sse"] = load("python-sse")
+if "broken" in r:
+    check("python-sse: the driver ran", False, r["broken"])
+else:
+    rebound = metric_where(15441, "portcullis_request_retries_total", 'cause="legacy_rebind"')
+    check(f"python-sse (2024-11-05 HTTP+SSE): 0 client-visible errors across {r['restarts']} restarts, the /sse stream kept",
+          r["errors"] == 0 and r["restarts"] == r["pids_changed"] == r["old_ids_404"] == 4
+          and r["duplicates"] == 0 and r["lost"] == 0 and rebound >= 8,
+          f"{r['errors']} errors {r['error_samples']}, {r['old_ids_404']} old endpoints 404, {rebound:.0f} set-up POSTs")
+r = results["control-sse"] = load("control-sse")
+if "broken" in r:
+    check("control-sse: the driver ran", False, r["broken"])
+else:
+    check("control-sse (no Portcullis): the restarts break the HTTP+SSE session",
+          r["restarts"] == 2 and r["errors"] >= 2, f"{r['errors']} errors across {r['restarts']} restarts")
 r = results["resume"] = load("resume")
 if "broken" in r:
     check("resume: the driver ran", False, r["broken"])

@@ -7,7 +7,7 @@ ledger file, after an optional delay, so a duplicate execution shows),
 GET stream a moment later, to the sessions subscribed to `ledger://count`).
 The resource `ledger://count` is subscribable.
 
-Usage: server.py <port> <ledger-file>
+Usage: server.py <port> <ledger-file> [sse]
 """
 
 import asyncio
@@ -115,4 +115,8 @@ def pid() -> str:
 
 if __name__ == "__main__":
     port = int(sys.argv[1])
-    server.run("streamable-http", host="127.0.0.1", port=port)
+    # The 2024-11-05 HTTP+SSE transport with `sse` as a third argument.
+    if len(sys.argv) > 3 and sys.argv[3] == "sse":
+        server.run("sse", host="127.0.0.1", port=port)
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=port)
