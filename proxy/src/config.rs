@@ -572,6 +572,9 @@ impl Config {
         if s.lifetime < Duration::from_secs(60) {
             return Err(invalid("sessions.lifetime", "must be at least 1m"));
         }
+        if s.stream_grace < Duration::from_secs(1) {
+            return Err(invalid("sessions.stream_grace", "must be at least 1s"));
+        }
         if s.max_sessions == 0 {
             return Err(invalid("sessions.max_sessions", "must be at least 1"));
         }

@@ -42,6 +42,8 @@ struct Script {
     sessions: Arc<AtomicUsize>,
     /// The `Last-Event-ID`s the upstream was sent.
     last_ids: Arc<Mutex<Vec<String>>>,
+    /// GETs still to answer only after this long (an app slow to start).
+    slow_gets: Arc<Mutex<Vec<Duration>>>,
 }
 
 async fn on_post(State(s): State<Script>, body: String) -> Response {
@@ -68,6 +70,10 @@ async fn on_get(State(s): State<Script>, headers: HeaderMap) -> Response {
             .push(id.to_str().unwrap().to_string());
     }
     s.gets.fetch_add(1, Ordering::SeqCst);
+    let pause = s.slow_gets.lock().unwrap().pop();
+    if let Some(pause) = pause {
+        tokio::time::sleep(pause).await;
+    }
     let (tx, rx) = mpsc::channel::<String>(16);
     *s.stream.lock().unwrap() = Some(tx);
     let body = tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -100,6 +106,10 @@ async fn server_sends(script: &Script, n: u32) {
 }
 
 async fn proxy(upstream: SocketAddr, name: &str) -> Running {
+    proxy_with(upstream, name, "10s").await
+}
+
+async fn proxy_with(upstream: SocketAddr, name: &str, grace: &str) -> Running {
     let dir = std::env::temp_dir().join(format!("pc-held-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -110,7 +120,7 @@ async fn proxy(upstream: SocketAddr, name: &str) -> Running {
     )
     .unwrap();
     let extra = format!(
-        "sessions:\n  keyring_file: {}\n  stream_grace: 10s\n",
+        "sessions:\n  keyring_file: {}\n  stream_grace: {grace}\n",
         ring.display()
     );
     portcullis::start(support::config(upstream, support::DENY_DELETE, &extra))
@@ -268,4 +278,92 @@ async fn an_upstream_event_id_is_the_servers_to_resume() {
     assert_eq!(*script.last_ids.lock().unwrap(), ["upstream-event-9"]);
     drop(resp);
     proxy.shutdown().await;
+}
+
+/// The upstream stream of a session nobody reads is given up after the
+/// grace period, even while the server keeps it busy with keep-alives
+/// (which once restarted the grace timer, so it was never given up).
+#[tokio::test]
+async fn an_abandoned_stream_is_closed_upstream_after_the_grace_period() {
+    let (upstream, script) = scripted().await;
+    let proxy = proxy_with(upstream, "grace", "1s").await;
+    let url = support::mcp_url(&proxy);
+    let sid = initialize(&url, None).await;
+    let mut stream = get(&url, &sid, None).send().await.unwrap();
+    server_sends(&script, 1).await;
+    read_events(&mut stream, 1).await;
+    drop(stream);
+    let tx = script.stream.lock().unwrap().clone().unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(4) {
+        if tx.send(": keep-alive\n\n".into()).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(closed, "the upstream stream was still read after 4 s");
+    assert!(started.elapsed() >= Duration::from_millis(800), "not before the grace period");
+    proxy.shutdown().await;
+}
+
+/// A client that gives up while the app is slow to open its stream leaves
+/// nothing behind: the next GET opens a stream that works (it once
+/// attached to a stream that was never opened, and got nothing, forever).
+#[tokio::test]
+async fn a_get_abandoned_while_the_stream_opens_does_not_block_the_next() {
+    let (upstream, script) = scripted().await;
+    let proxy = proxy(upstream, "cancelled").await;
+    let url = support::mcp_url(&proxy);
+    let sid = initialize(&url, None).await;
+    script.slow_gets.lock().unwrap().push(Duration::from_secs(2));
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), get(&url, &sid, None).send()).await;
+    assert!(gave_up.is_err(), "the first GET waits for the slow app");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut next = get(&url, &sid, None).send().await.unwrap();
+    assert_eq!(next.status(), 200);
+    assert!(support::eventually(|| script.gets.load(Ordering::SeqCst) == 2).await);
+    server_sends(&script, 1).await;
+    assert_eq!(read_events(&mut next, 1).await[0].1, "file:///n/1");
+    proxy.shutdown().await;
+}
+
+/// A sidecar that holds no record of the session (restarted since, or
+/// another replica without a shared store) cannot replay, but still never
+/// sends an id of Portcullis's upstream, and refuses a forged one.
+#[tokio::test]
+async fn without_a_record_an_event_id_of_ours_is_never_sent_upstream() {
+    let (upstream, script) = scripted().await;
+    let first = proxy(upstream, "norecord").await;
+    let url = support::mcp_url(&first);
+    let sid = initialize(&url, None).await;
+    let mut stream = get(&url, &sid, None).send().await.unwrap();
+    server_sends(&script, 1).await;
+    let id = read_events(&mut stream, 1).await.remove(0).0;
+    drop(stream);
+    first.shutdown().await;
+
+    // The same keys, a fresh process: the token opens, the record is gone.
+    let second = proxy(upstream, "norecord").await;
+    let url = support::mcp_url(&second);
+    let mut tampered = id.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
+    let resp = get(&url, &sid, Some(&String::from_utf8(tampered).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let gets = script.gets.load(Ordering::SeqCst);
+    let resp = get(&url, &sid, Some(&id)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(support::eventually(|| script.gets.load(Ordering::SeqCst) == gets + 1).await);
+    assert!(
+        script.last_ids.lock().unwrap().is_empty(),
+        "an id of ours reached the upstream: {:?}",
+        script.last_ids.lock().unwrap()
+    );
+    drop(resp);
+    second.shutdown().await;
 }

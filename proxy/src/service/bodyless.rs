@@ -97,17 +97,22 @@ pub async fn stream(
     out: &Outbound<'_>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let (parts, _body) = req.into_parts();
+    let (mut parts, _body) = req.into_parts();
     let bound = match admit(shared, &principal, &parts) {
         Ok(bound) => bound,
         Err(refusal) => return rescue::answer(&refusal, shared.metrics()),
     };
     if let (Some(sessions), Bound::Session { opened, .. }) = (&shared.sessions, &bound) {
+        // Revoked or expired on another replica: no held stream either.
+        let opened = match session::refresh(shared, sessions, opened).await {
+            Ok(opened) => opened,
+            Err(refusal) => return rescue::answer(&refusal, shared.metrics()),
+        };
+        let last = parts
+            .headers
+            .get(LAST_EVENT_ID)
+            .and_then(|v| v.to_str().ok());
         if let Some(record) = &opened.record {
-            let last = parts
-                .headers
-                .get(LAST_EVENT_ID)
-                .and_then(|v| v.to_str().ok());
             match shared.held.plan(record, last, &sessions.metrics) {
                 Plan::Refuse => {
                     return rescue::answer(&Cause::UnknownSession.into(), shared.metrics())
@@ -115,16 +120,29 @@ pub async fn stream(
                 Plan::Forward => {}
                 Plan::Attach { hub, resume, start } => {
                     if start {
+                        // Undone if this request goes away before the
+                        // upstream stream is open.
+                        let starting = hub.starting(shared.held.clone());
                         if let Err(answer) =
                             hold(shared, &principal, out, parts, bound.clone(), &hub).await
                         {
-                            hub.abandon(&shared.held);
                             return answer;
                         }
+                        starting.started();
                     }
                     return hub.attach(resume, &sessions.metrics);
                 }
             }
+        }
+        // Not held: an id of Portcullis's is never the server's to read.
+        match last.and_then(|id| standalone::unheld(&opened.claims.handle, id, &sessions.metrics)) {
+            Some(Err(())) => {
+                return rescue::answer(&Cause::UnknownSession.into(), shared.metrics())
+            }
+            Some(Ok(())) => {
+                parts.headers.remove(LAST_EVENT_ID);
+            }
+            None => {}
         }
     }
     let resp = match forward(shared, &principal, out, &parts, &bound).await {

@@ -116,7 +116,9 @@ impl Shared {
                 .then(|| HeaderValue::from_str(&instance.uuid.to_string()).ok())
                 .flatten(),
             sessions,
-            held: Arc::default(),
+            held: Arc::new(standalone::HeldStreams::new(
+                config.sessions.as_ref().map_or(0, |s| s.max_sessions),
+            )),
         })
     }
 

@@ -141,6 +141,7 @@ async fn rebind_here(
             );
             if f.outcome == "contract_changed" {
                 sessions.end(&record.handle).await;
+                shared.held.end(&record.handle);
             }
             Err(f.refusal)
         }

@@ -329,6 +329,29 @@ fn name_client_session(
     Ok(issued)
 }
 
+/// A session brought up to date before use: a record another replica
+/// wrote or updated, or a revocation there; and still valid. Checked at
+/// every send, not only when the request came in: a stream reopened later
+/// must not outlive a `DELETE` or the id's expiry.
+pub async fn refresh(
+    shared: &Shared,
+    sessions: &Sessions,
+    opened: &Opened,
+) -> Result<Opened, Refusal> {
+    let mut opened = opened.clone();
+    sessions
+        .sync(&mut opened, shared.upstream.incarnation())
+        .await
+        .map_err(|e| match e {
+            SyncError::Revoked => Refusal::from(Cause::UnknownSession),
+            SyncError::StoreDown => Refusal::from(Cause::StoreUnavailable),
+        })?;
+    if !sessions.still_valid(&opened.claims) {
+        return Err(Cause::UnknownSession.into());
+    }
+    Ok(opened)
+}
+
 async fn send_in_session<F>(
     shared: &Shared,
     sessions: &Sessions,
@@ -340,21 +363,7 @@ async fn send_in_session<F>(
 where
     F: Fn() -> Result<Request<Full<Bytes>>, Refusal>,
 {
-    // A record another replica wrote or updated, or a revocation there.
-    let mut opened = opened.clone();
-    sessions
-        .sync(&mut opened, shared.upstream.incarnation())
-        .await
-        .map_err(|e| match e {
-            SyncError::Revoked => Refusal::from(Cause::UnknownSession),
-            SyncError::StoreDown => Refusal::from(Cause::StoreUnavailable),
-        })?;
-    let opened = &opened;
-    // Checked at every send, not only when the request came in: a stream
-    // reopened later must not outlive a DELETE or the id's expiry.
-    if !sessions.still_valid(&opened.claims) {
-        return Err(Cause::UnknownSession.into());
-    }
+    let opened = &refresh(shared, sessions, opened).await?;
     if let (Some(record), Some(v)) = (&opened.record, parts.headers.get(MCP_PROTOCOL_VERSION)) {
         // The version the client holds, which a rebind must keep.
         let mut s = record.state();

@@ -39,17 +39,27 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     body::{BoxError, ProxyBody},
     mcp::sse,
-    session::{replay::LastEvent, Handle, Record, SessionMetrics},
+    session::{
+        replay::{self, LastEvent},
+        Handle, Record, SessionMetrics,
+    },
 };
 
 /// Frames buffered towards one client; a client slower than the log's
 /// bounds loses its stream (and reconnects) instead of holding memory.
 const CLIENT_FRAMES: usize = 16;
 
-/// The held streams of this replica, one per session at most.
-#[derive(Default)]
+/// The held streams of this replica, one per session at most, and at most
+/// `max` in all (beyond, GET streams are relayed as they come, unheld).
 pub struct HeldStreams {
     streams: Mutex<HashMap<Handle, Arc<Hub>>>,
+    max: usize,
+}
+
+impl Default for HeldStreams {
+    fn default() -> Self {
+        Self::new(10_000)
+    }
 }
 
 /// One session's held stream.
@@ -88,13 +98,21 @@ pub enum Plan {
         resume: Resume,
         start: bool,
     },
-    /// Not a held stream: forwarded as before (an upstream's event id).
+    /// Not a held stream: forwarded as before (an upstream's event id, or
+    /// no room for another held stream).
     Forward,
     /// Another session's event id: the unknown-session 404.
     Refuse,
 }
 
 impl HeldStreams {
+    pub fn new(max: usize) -> Self {
+        Self {
+            streams: Mutex::default(),
+            max,
+        }
+    }
+
     /// Reads the GET's `Last-Event-ID` and finds (or begins) the session's
     /// held stream.
     pub fn plan(
@@ -103,9 +121,17 @@ impl HeldStreams {
         last_event_id: Option<&str>,
         metrics: &SessionMetrics,
     ) -> Plan {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let live = streams
+            .get(&record.handle)
+            .filter(|h| !h.status.borrow().ended)
+            .cloned();
+        // The id is read against the log the live stream writes (a record
+        // replaced since, after an eviction, has another).
+        let log_of = live.as_ref().map_or(record, |h| &h.record);
         let resume = match last_event_id {
             None => Resume::Live,
-            Some(id) => match record.replay().read_last_event(&record.handle, id) {
+            Some(id) => match log_of.replay().read_last_event(&record.handle, id) {
                 LastEvent::Ours(n) => Resume::After(n),
                 LastEvent::Elsewhere => Resume::Gap,
                 LastEvent::Forged => {
@@ -116,17 +142,23 @@ impl HeldStreams {
                 LastEvent::Foreign => return Plan::Forward,
             },
         };
-        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        let live = streams
-            .get(&record.handle)
-            .filter(|h| !h.status.borrow().ended)
-            .cloned();
         let (hub, start) = match live {
             Some(hub) => (hub, false),
+            None if streams.len() >= self.max => {
+                tracing::warn!(
+                    max = self.max,
+                    "too many held GET streams; relaying this one unheld"
+                );
+                return Plan::Forward;
+            }
             None => {
                 let hub = Arc::new(Hub {
                     record: record.clone(),
-                    status: watch::Sender::new(Status::default()),
+                    // The request that starts it attaches at once.
+                    status: watch::Sender::new(Status {
+                        attached: true,
+                        ..Status::default()
+                    }),
                     head: Mutex::new(None),
                 });
                 streams.insert(record.handle, hub.clone());
@@ -169,6 +201,15 @@ impl Hub {
         held.remove(self);
     }
 
+    /// Abandons the hub if the request starting it goes away (the client
+    /// gave up while the upstream was coming back) before its pump runs.
+    pub fn starting(self: &Arc<Self>, held: Arc<HeldStreams>) -> Starting {
+        Starting {
+            hub: Some(self.clone()),
+            held,
+        }
+    }
+
     /// Starts reading the upstream stream (the relay's client-side body)
     /// into the log; it stops when the relay ends, when the session's
     /// stream is ended, or `grace` after the last client left.
@@ -191,6 +232,9 @@ impl Hub {
     async fn run_pump(&self, mut relayed: ProxyBody, grace: Duration) {
         let mut status = self.status.subscribe();
         let mut decoder = sse::Decoder::new(usize::MAX);
+        // When the stream is given up if no client comes back: set when
+        // the last client leaves, not moved by events or keep-alives.
+        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             let (attached, ended) = {
                 let s = status.borrow_and_update();
@@ -199,10 +243,15 @@ impl Hub {
             if ended {
                 return;
             }
+            deadline = match (attached, deadline) {
+                (true, _) => None,
+                (false, None) => Some(tokio::time::Instant::now() + grace),
+                (false, kept) => kept,
+            };
             let alone = async {
-                match attached {
-                    true => std::future::pending().await,
-                    false => tokio::time::sleep(grace).await,
+                match deadline {
+                    None => std::future::pending().await,
+                    Some(at) => tokio::time::sleep_until(at).await,
                 }
             };
             tokio::select! {
@@ -329,8 +378,10 @@ impl Hub {
             }
             replaying = false;
             for (seq, event) in events {
-                if tx.send(Ok(Frame::data(event))).await.is_err() {
-                    return;
+                // A client that does not read must still see a takeover.
+                tokio::select! {
+                    sent = tx.send(Ok(Frame::data(event))) => if sent.is_err() { return },
+                    _ = status.wait_for(|s| s.client != me) => return,
                 }
                 from = seq + 1;
             }
@@ -341,6 +392,46 @@ impl Hub {
                 changed = status.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
             }
+        }
+    }
+}
+
+/// See [`Hub::starting`].
+pub struct Starting {
+    hub: Option<Arc<Hub>>,
+    held: Arc<HeldStreams>,
+}
+
+impl Starting {
+    /// The pump runs: nothing to undo.
+    pub fn started(mut self) {
+        self.hub = None;
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.take() {
+            hub.abandon(&self.held);
+        }
+    }
+}
+
+/// What a `Last-Event-ID` of Portcullis's is worth where no held stream
+/// can serve it (this replica holds no record of the session): another
+/// session's is refused; the session's own cannot be replayed (a gap) and
+/// is not sent upstream. `None`: not Portcullis's, the server's to read.
+pub fn unheld(handle: &Handle, id: &str, metrics: &SessionMetrics) -> Option<Result<(), ()>> {
+    match replay::classify(handle, id) {
+        LastEvent::Foreign => None,
+        LastEvent::Forged => {
+            metrics.reject("event_id");
+            metrics.resume("forged");
+            Some(Err(()))
+        }
+        _ => {
+            metrics.resume("gap");
+            Some(Ok(()))
         }
     }
 }

@@ -64,6 +64,44 @@ fn lower_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// What a `Last-Event-ID` is in the session `handle`, whatever the log:
+/// `Ours` (of this session, from some log), `Forged` or `Foreign`.
+pub fn classify(handle: &Handle, id: &str) -> LastEvent {
+    let mut parts = id.split('-');
+    let (Some("pc"), Some(epoch), Some(seq), Some(t), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return LastEvent::Foreign;
+    };
+    let shaped = lower_hex(epoch, 8)
+        && !seq.is_empty()
+        && seq.len() <= 20
+        && seq.bytes().all(|b| b.is_ascii_digit())
+        && lower_hex(t, 16);
+    if !shaped {
+        return LastEvent::Foreign;
+    }
+    let (Ok(epoch), Ok(seq)) = (u32::from_str_radix(epoch, 16), seq.parse::<u64>()) else {
+        return LastEvent::Forged;
+    };
+    match tag(handle, epoch, seq) == t {
+        true => LastEvent::Ours(seq),
+        false => LastEvent::Forged,
+    }
+}
+
+/// The epoch of an id [`classify`] read as `Ours`.
+fn epoch_of(id: &str) -> u32 {
+    id.split('-')
+        .nth(1)
+        .and_then(|e| u32::from_str_radix(e, 16).ok())
+        .unwrap_or_default()
+}
+
 impl Default for ReplayLog {
     fn default() -> Self {
         Self {
@@ -87,33 +125,12 @@ impl ReplayLog {
 
     /// Reads a `Last-Event-ID` presented in the session `handle`.
     pub fn read_last_event(&self, handle: &Handle, id: &str) -> LastEvent {
-        let mut parts = id.split('-');
-        let (Some("pc"), Some(epoch), Some(seq), Some(t), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return LastEvent::Foreign;
-        };
-        let shaped = lower_hex(epoch, 8)
-            && !seq.is_empty()
-            && seq.len() <= 20
-            && seq.bytes().all(|b| b.is_ascii_digit())
-            && lower_hex(t, 16);
-        if !shaped {
-            return LastEvent::Foreign;
-        }
-        let (Ok(epoch), Ok(seq)) = (u32::from_str_radix(epoch, 16), seq.parse::<u64>()) else {
-            return LastEvent::Forged;
-        };
-        if tag(handle, epoch, seq) != t {
-            return LastEvent::Forged;
-        }
-        match epoch == self.epoch && seq < self.next {
-            true => LastEvent::Ours(seq),
-            false => LastEvent::Elsewhere,
+        match classify(handle, id) {
+            LastEvent::Ours(seq) if self.epoch == epoch_of(id) && seq < self.next => {
+                LastEvent::Ours(seq)
+            }
+            LastEvent::Ours(_) => LastEvent::Elsewhere,
+            other => other,
         }
     }
 
@@ -129,7 +146,9 @@ impl ReplayLog {
         self.next += 1;
         self.bytes += event.len();
         self.events.push_back((seq, event));
-        while self.events.len() > MAX_EVENTS || self.bytes > MAX_BYTES {
+        // The newest event is always kept, whatever its size: a live
+        // client must still get it.
+        while self.events.len() > 1 && (self.events.len() > MAX_EVENTS || self.bytes > MAX_BYTES) {
             match self.events.pop_front() {
                 Some((_, old)) => self.bytes -= old.len(),
                 None => break,
@@ -214,6 +233,15 @@ mod tests {
         log.push(big.clone());
         log.push(big);
         assert!(log.bytes <= MAX_BYTES);
+        assert_eq!(log.events.len(), 1);
+        // One event over the bound is kept until the next comes.
+        let huge = Bytes::from(vec![b'y'; MAX_BYTES + 1]);
+        let n = log.push(huge);
+        assert_eq!(
+            log.since(n),
+            (vec![(n, Bytes::from(vec![b'y'; MAX_BYTES + 1]))], false)
+        );
+        log.push(Bytes::from_static(b"small"));
         assert_eq!(log.events.len(), 1);
         // Nothing yet past the end: no gap.
         assert_eq!(log.since(log.next()), (Vec::new(), false));
