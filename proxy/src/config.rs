@@ -82,6 +82,10 @@ pub struct Config {
     /// [`crate::session`]). Absent: session ids pass through unchanged.
     #[serde(default)]
     pub sessions: Option<SessionsConfig>,
+    /// The OAuth 2.1 resource server (see [`crate::auth`]). Absent: no
+    /// token is verified.
+    #[serde(default)]
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 /// `sessions:`: Portcullis issues its own `Mcp-Session-Id` and keeps the
@@ -525,6 +529,9 @@ impl Config {
         self.validate_policy()?;
         self.validate_capture()?;
         self.validate_sessions()?;
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
+        }
         self.validate_app_probes()?;
         self.validate_filters()
     }

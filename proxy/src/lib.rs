@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod admission;
 pub mod audit;
+pub mod auth;
 pub mod body;
 pub mod capture;
 pub mod config;

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub capture: crate::capture::CaptureMetrics,
     pub admission: crate::admission::AdmissionMetrics,
     pub session: crate::session::SessionMetrics,
+    pub auth: crate::auth::AuthMetrics,
 }
 
 impl Metrics {
@@ -42,6 +43,7 @@ impl Metrics {
             capture: crate::capture::CaptureMetrics::register(&registry)?,
             admission: crate::admission::AdmissionMetrics::register(&registry)?,
             session: crate::session::SessionMetrics::register(&registry)?,
+            auth: crate::auth::AuthMetrics::register(&registry)?,
             registry,
         })
     }

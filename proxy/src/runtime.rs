@@ -52,6 +52,8 @@ pub enum StartError {
     Tls(#[from] rustls::Error),
     #[error("sessions: {0}")]
     Sessions(#[from] crate::session::KeyringError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// A started sidecar.
@@ -163,6 +165,22 @@ pub async fn start_with_policy(
     .await
 }
 
+/// The resource server, its issuers' keys read once and kept fresh.
+async fn start_auth(
+    config: &Config,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<crate::auth::Auth>>, StartError> {
+    let Some(section) = &config.auth else {
+        return Ok(None);
+    };
+    let auth = crate::auth::Auth::new(section, metrics.auth.clone()).await?;
+    if let Some(auth) = &auth {
+        auth.spawn_refresh(shutdown);
+    }
+    Ok(auth)
+}
+
 async fn serve(
     config: Config,
     config_path: Option<PathBuf>,
@@ -185,7 +203,7 @@ async fn serve(
     let draining = CancellationToken::new();
     let identity = start_identity(&config, &metrics, shutdown.clone()).await?;
     let sessions = start_sessions(&config, &instance, &metrics, shutdown.clone())?;
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         &config,
         &instance,
         policy,
@@ -193,7 +211,9 @@ async fn serve(
         draining.clone(),
         identity.as_ref().and_then(|i| i.upstream.clone()),
         sessions,
-    )?);
+    )?;
+    shared.auth = start_auth(&config, &metrics, &shutdown).await?;
+    let shared = Arc::new(shared);
     let ready = Arc::new(AtomicBool::new(true));
     let admin_stop = CancellationToken::new();
     let admin_server = Admin::new(metrics.clone(), ready.clone())

@@ -304,7 +304,10 @@ async fn an_abandoned_stream_is_closed_upstream_after_the_grace_period() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(closed, "the upstream stream was still read after 4 s");
-    assert!(started.elapsed() >= Duration::from_millis(800), "not before the grace period");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "not before the grace period"
+    );
     proxy.shutdown().await;
 }
 
@@ -317,8 +320,13 @@ async fn a_get_abandoned_while_the_stream_opens_does_not_block_the_next() {
     let proxy = proxy(upstream, "cancelled").await;
     let url = support::mcp_url(&proxy);
     let sid = initialize(&url, None).await;
-    script.slow_gets.lock().unwrap().push(Duration::from_secs(2));
-    let gave_up = tokio::time::timeout(Duration::from_millis(300), get(&url, &sid, None).send()).await;
+    script
+        .slow_gets
+        .lock()
+        .unwrap()
+        .push(Duration::from_secs(2));
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(300), get(&url, &sid, None).send()).await;
     assert!(gave_up.is_err(), "the first GET waits for the slow app");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut next = get(&url, &sid, None).send().await.unwrap();

@@ -73,6 +73,8 @@ pub struct Shared {
     pub instance_header: Option<HeaderValue>,
     /// Sealed client-facing session ids, when `sessions:` is configured.
     pub sessions: Option<Arc<Sessions>>,
+    /// The OAuth resource server, when `auth:` is configured and on.
+    pub auth: Option<Arc<crate::auth::Auth>>,
     /// Sessions' GET streams, held across client reconnects.
     pub held: Arc<standalone::HeldStreams>,
 }
@@ -116,6 +118,7 @@ impl Shared {
                 .then(|| HeaderValue::from_str(&instance.uuid.to_string()).ok())
                 .flatten(),
             sessions,
+            auth: None,
             held: Arc::new(standalone::HeldStreams::new(
                 config.sessions.as_ref().map_or(0, |s| s.max_sessions),
             )),
@@ -170,6 +173,36 @@ pub async fn handle(
     Response::from_parts(parts, body)
 }
 
+/// The metadata paths, then the bearer token: the principal gains the
+/// verified token, or the client gets the challenge. A body-less request
+/// needs the scopes every request needs (its operation has no name).
+async fn authenticate(
+    shared: &Shared,
+    principal: Principal,
+    req: Request<Incoming>,
+) -> Result<(Principal, Request<Incoming>), Response<ProxyBody>> {
+    let Some(auth) = &shared.auth else {
+        return Ok((principal, req));
+    };
+    if let Some(answer) = auth.intercept(req.method(), req.uri().path()) {
+        return Err(answer);
+    }
+    let (parts, body) = req.into_parts();
+    let token = auth
+        .authenticate(&parts, principal.peer())
+        .await
+        .map_err(|r| auth.answer(&r))?;
+    if parts.method != Method::POST {
+        auth.check_scopes(token.as_ref(), &[])
+            .map_err(|r| auth.answer(&r))?;
+    }
+    let principal = match token {
+        Some(token) => Principal::new(principal.peer().clone(), Some(Arc::new(token))),
+        None => principal,
+    };
+    Ok((principal, Request::from_parts(parts, body)))
+}
+
 fn overloaded(shared: &Shared, limit: Limit) -> Response<ProxyBody> {
     rescue::answer(
         &Cause::Overloaded(limit.describe()).into(),
@@ -190,6 +223,12 @@ async fn route(
         let refusal = Refusal::from(Cause::ForbiddenOrigin(why));
         return (rescue::answer(&refusal, shared.metrics()), None);
     }
+    // The resource server's part comes before anything reads the request:
+    // every method and path on this listener needs the token.
+    let (principal, req) = match authenticate(shared, principal, req).await {
+        Ok(authenticated) => authenticated,
+        Err(answer) => return (answer, None),
+    };
     let out = Outbound::new(
         &shared.upstream,
         target,

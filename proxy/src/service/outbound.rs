@@ -63,7 +63,39 @@ pub struct Outbound<'a> {
     target: Target,
     /// The value of [`CALLER_HEADER`], from the verified peer.
     caller: Option<HeaderValue>,
+    /// What a verified token established, for the app (see
+    /// [`identity_headers`]).
+    identity: Vec<(&'static str, HeaderValue)>,
     forward_authorization: bool,
+}
+
+/// The verified token's subject, issuer (configured name), scopes and
+/// actor, as headers the app may trust: every `x-portcullis-*` header a
+/// client sent is removed first. A value that is not a valid header value
+/// is left out (and logged).
+pub fn identity_headers(principal: &Principal) -> Vec<(&'static str, HeaderValue)> {
+    let Some(token) = principal.token() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let scopes = token.scopes.join(" ");
+    let fields = [
+        ("x-portcullis-subject", Some(token.subject.as_str())),
+        ("x-portcullis-issuer", Some(token.issuer.as_str())),
+        ("x-portcullis-scopes", Some(scopes.as_str())),
+        ("x-portcullis-actor", token.actor.as_deref()),
+    ];
+    for (name, value) in fields {
+        let Some(value) = value else { continue };
+        match HeaderValue::from_str(value) {
+            Ok(v) => out.push((name, v)),
+            Err(_) => tracing::warn!(
+                header = name,
+                "verified identity not sent: not a header value"
+            ),
+        }
+    }
+    out
 }
 
 impl<'a> Outbound<'a> {
@@ -80,6 +112,7 @@ impl<'a> Outbound<'a> {
             upstream,
             target,
             caller,
+            identity: identity_headers(principal),
             forward_authorization,
         }
     }
@@ -125,6 +158,9 @@ impl<'a> Outbound<'a> {
         }
         if let Some(id) = &self.caller {
             headers.insert(CALLER_HEADER, id.clone());
+        }
+        for (name, value) in &self.identity {
+            headers.insert(*name, value.clone());
         }
         if let Some(host) = host {
             headers.insert(header::HOST, host);

@@ -58,6 +58,22 @@ async fn judged(
     out: &Outbound<'_>,
     decoded: Decoded,
 ) -> Response<ProxyBody> {
+    if let Some(auth) = &shared.auth {
+        // The scopes every message of the body needs, together: a batch
+        // needs the union (one 403 naming them all).
+        let calls: Vec<&Call> = match &decoded.messages {
+            Body::Single(call) => vec![call],
+            Body::Batch(entries) => entries.iter().map(|(_, c)| c).collect(),
+        };
+        let ops: Vec<(&str, Option<&str>)> = calls
+            .iter()
+            .filter(|c| c.kind != Kind::Response)
+            .map(|c| (c.method.as_str(), c.target_name()))
+            .collect();
+        if let Err(refused) = auth.check_scopes(principal.token(), &ops) {
+            return auth.answer(&refused);
+        }
+    }
     let mut judge = Judge::new(shared.court.clone(), principal.clone());
     judge.session = match (&shared.sessions, &decoded.session) {
         // A sealed id is the client's credential for its session: policies

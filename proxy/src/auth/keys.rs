@@ -1,0 +1,446 @@
+//! An issuer's signing keys: a JWKS read from a URI (refreshed in the
+//! background) or a file (read again on change), kept as the last good
+//! set.
+//!
+//! - **Stale while failing.** A refresh that fails keeps the last good
+//!   keys for up to `max_stale`; after that the issuer has no keys and
+//!   requests get 503 until the source answers again.
+//! - **Unknown `kid`.** A token naming a key the set lacks makes one fetch
+//!   happen now (the issuer may have rotated): concurrent misses wait on
+//!   the same fetch, and at most one such fetch runs per
+//!   `min_refetch_interval`, so a flood of random `kid`s costs one fetch.
+//! - **Removal is revocation.** A key absent from a successful fetch is
+//!   gone at once.
+//! - **What is kept.** Signature keys (`use` absent or `sig`) of types this
+//!   verifier handles: RSA of 2048 bits or more, EC P-256 and P-384,
+//!   Ed25519. A key without `kid` only if it is the set's only key. A set
+//!   with a repeated `kid`, more than 64 keys or over 256 KiB is refused
+//!   whole.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+use super::{config::JwksConfig, metrics::AuthMetrics};
+
+const MAX_KEYS: usize = 64;
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One verification key.
+#[derive(Clone)]
+pub struct Key {
+    pub decoding: DecodingKey,
+    /// The algorithms this key may verify (from its type, curve and `alg`).
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// A parsed key set.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, Key>,
+    /// The single key of a set whose one key has no `kid`.
+    lone: Option<Key>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwksError {
+    #[error("not a JWKS: {0}")]
+    Malformed(String),
+    #[error("JWKS over the bounds ({0})")]
+    TooLarge(&'static str),
+    #[error("kid {0:?} appears twice")]
+    DuplicateKid(String),
+    #[error("fetching: {0}")]
+    Fetch(String),
+}
+
+impl KeySet {
+    pub fn parse(bytes: &[u8]) -> Result<Self, JwksError> {
+        if bytes.len() > MAX_JWKS_BYTES {
+            return Err(JwksError::TooLarge("256 KiB"));
+        }
+        let doc: Value =
+            serde_json::from_slice(bytes).map_err(|e| JwksError::Malformed(e.to_string()))?;
+        let keys = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| JwksError::Malformed("no \"keys\" array".into()))?;
+        if keys.len() > MAX_KEYS {
+            return Err(JwksError::TooLarge("64 keys"));
+        }
+        let mut set = Self::default();
+        let mut without_kid = Vec::new();
+        for jwk in keys {
+            let Some(key) = key_of(jwk) else { continue };
+            match jwk.get("kid").and_then(Value::as_str) {
+                Some(kid) => {
+                    if set.by_kid.insert(kid.to_string(), key).is_some() {
+                        return Err(JwksError::DuplicateKid(kid.to_string()));
+                    }
+                }
+                None => without_kid.push(key),
+            }
+        }
+        if set.by_kid.is_empty() && without_kid.len() == 1 {
+            set.lone = without_kid.pop();
+        }
+        Ok(set)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_kid.len() + usize::from(self.lone.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The key a token names: by exact `kid`, or the set's only key when
+    /// the token names none. Never a search across keys.
+    pub fn get(&self, kid: Option<&str>) -> Option<&Key> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid),
+            None => self.lone.as_ref(),
+        }
+    }
+}
+
+/// A JWK this verifier can use, or `None` (skipped).
+fn key_of(jwk: &Value) -> Option<Key> {
+    let s = |k: &str| jwk.get(k).and_then(Value::as_str);
+    if !matches!(s("use"), None | Some("sig")) {
+        return None;
+    }
+    let (decoding, family): (DecodingKey, Vec<Algorithm>) = match (s("kty")?, s("crv")) {
+        ("RSA", _) => {
+            let (n, e) = (s("n")?, s("e")?);
+            // ring refuses smaller moduli anyway; skipping them here keeps
+            // them out of the key count and the metrics.
+            let bits = URL_SAFE_NO_PAD
+                .decode(n)
+                .ok()?
+                .iter()
+                .skip_while(|b| **b == 0)
+                .count()
+                * 8;
+            if bits < 2048 {
+                return None;
+            }
+            use Algorithm::*;
+            (
+                DecodingKey::from_rsa_components(n, e).ok()?,
+                vec![RS256, RS384, RS512, PS256, PS384, PS512],
+            )
+        }
+        ("EC", Some(crv @ ("P-256" | "P-384"))) => (
+            DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?,
+            vec![match crv {
+                "P-256" => Algorithm::ES256,
+                _ => Algorithm::ES384,
+            }],
+        ),
+        ("OKP", Some("Ed25519")) => (
+            DecodingKey::from_ed_components(s("x")?).ok()?,
+            vec![Algorithm::EdDSA],
+        ),
+        _ => return None,
+    };
+    // A key that names its algorithm verifies only that one.
+    let algorithms = match s("alg") {
+        None => family,
+        Some(alg) => {
+            let alg: Algorithm = alg.parse().ok()?;
+            if !family.contains(&alg) {
+                return None;
+            }
+            vec![alg]
+        }
+    };
+    Some(Key {
+        decoding,
+        algorithms,
+    })
+}
+
+enum Source {
+    File(PathBuf),
+    Uri {
+        uri: http::Uri,
+        client: Box<Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>>,
+    },
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Found(Key),
+    /// The set has no such key (after a refetch, if one was allowed).
+    Unknown,
+    /// The issuer has no usable keys (never fetched, or stale too long).
+    Unavailable,
+}
+
+/// One issuer's keys, kept fresh.
+pub struct IssuerKeys {
+    pub name: String,
+    source: Source,
+    settings: JwksConfig,
+    set: ArcSwap<KeySet>,
+    /// Bumped by every successful read.
+    generation: std::sync::atomic::AtomicU64,
+    /// When the set last came from a successful read (`None`: never).
+    loaded_at: Mutex<Option<Instant>>,
+    /// Serializes fetches (single flight) and remembers when the last
+    /// fetch forced by an unknown `kid` ran.
+    forced: tokio::sync::Mutex<Option<Instant>>,
+    metrics: AuthMetrics,
+}
+
+impl IssuerKeys {
+    pub fn new(name: &str, settings: &JwksConfig, metrics: AuthMetrics) -> Result<Self, JwksError> {
+        let source = match (&settings.uri, &settings.file) {
+            (Some(uri), _) => Source::Uri {
+                uri: uri
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| JwksError::Fetch(e.to_string()))?,
+                client: Box::new(client(settings.ca_file.as_ref())?),
+            },
+            (None, Some(file)) => Source::File(file.clone()),
+            (None, None) => return Err(JwksError::Fetch("no key source".into())),
+        };
+        Ok(Self {
+            name: name.to_string(),
+            source,
+            settings: settings.clone(),
+            set: ArcSwap::from_pointee(KeySet::default()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            loaded_at: Mutex::new(None),
+            forced: tokio::sync::Mutex::new(None),
+            metrics,
+        })
+    }
+
+    /// Reads the source once; on failure the last good set stays.
+    pub async fn refresh(&self, trigger: &'static str) -> Result<(), JwksError> {
+        let read = match &self.source {
+            Source::File(path) => tokio::fs::read(path)
+                .await
+                .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))
+                .and_then(|b| KeySet::parse(&b)),
+            Source::Uri { uri, client } => fetch(client, uri).await.and_then(|b| KeySet::parse(&b)),
+        };
+        match read {
+            Ok(set) => {
+                self.metrics.jwks_refresh(&self.name, trigger, "ok");
+                self.metrics.jwks_keys(&self.name, set.len());
+                self.set.store(Arc::new(set));
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                *self.loaded_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.jwks_refresh(&self.name, trigger, "error");
+                tracing::warn!(issuer = %self.name, error = %e, "JWKS refresh failed; keeping the last good keys");
+                Err(e)
+            }
+        }
+    }
+
+    fn usable(&self) -> bool {
+        self.loaded_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| {
+                at.elapsed() <= self.settings.max_stale + self.settings.refresh_interval
+            })
+    }
+
+    /// The key for `kid`; an unknown one triggers at most one refetch per
+    /// `min_refetch_interval`, shared by concurrent callers.
+    pub async fn lookup(&self, kid: Option<&str>) -> Lookup {
+        if !self.usable() {
+            // Never loaded, or stale too long: one read now, then decide.
+            let _ = self.refresh_forced().await;
+            if !self.usable() {
+                return Lookup::Unavailable;
+            }
+        }
+        if let Some(key) = self.set.load().get(kid) {
+            return Lookup::Found(key.clone());
+        }
+        self.refresh_forced().await;
+        match self.set.load().get(kid) {
+            Some(key) => Lookup::Found(key.clone()),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// A fetch forced by a miss: one at a time, at most one per interval.
+    async fn refresh_forced(&self) -> bool {
+        let generation = || self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let before = generation();
+        let mut last = self.forced.lock().await;
+        // Another caller fetched while this one waited: use its result.
+        if generation() != before {
+            return true;
+        }
+        if last.is_some_and(|at| at.elapsed() < self.settings.min_refetch_interval) {
+            self.metrics
+                .jwks_refresh(&self.name, "kid_miss", "rate_limited");
+            return false;
+        }
+        *last = Some(Instant::now());
+        self.refresh("kid_miss").await.is_ok()
+    }
+
+    /// Refreshes on the configured interval until `stop`.
+    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.refresh_interval) => {}
+                () = stop.cancelled() => return,
+            }
+            let _ = self.refresh("interval").await;
+        }
+    }
+}
+
+fn client(
+    ca_file: Option<&PathBuf>,
+) -> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>, JwksError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))?
+            {
+                let cert =
+                    cert.map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| JwksError::Fetch(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// GETs a JWKS: no redirects followed, 5 s, 256 KiB.
+async fn fetch(
+    client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    uri: &http::Uri,
+) -> Result<Vec<u8>, JwksError> {
+    let fail = |e: String| JwksError::Fetch(e);
+    let req = http::Request::get(uri.clone())
+        .header(
+            http::header::ACCEPT,
+            "application/json, application/jwk-set+json",
+        )
+        .body(Empty::new())
+        .map_err(|e| fail(e.to_string()))?;
+    let resp = tokio::time::timeout(FETCH_TIMEOUT, client.request(req))
+        .await
+        .map_err(|_| fail("timed out".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(fail(format!("status {}", resp.status())));
+    }
+    let body = tokio::time::timeout(
+        FETCH_TIMEOUT,
+        Limited::new(resp.into_body(), MAX_JWKS_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| fail("timed out reading".into()))?
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(body.to_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rsa_n(bytes: usize) -> String {
+        let mut n = vec![0xC3u8; bytes];
+        n[bytes - 1] = 0x01;
+        URL_SAFE_NO_PAD.encode(n)
+    }
+
+    #[test]
+    fn keeps_only_signature_keys_it_can_use() {
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "big", "n": rsa_n(256), "e": "AQAB"},
+            {"kty": "RSA", "kid": "small", "n": rsa_n(128), "e": "AQAB"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": rsa_n(256), "e": "AQAB"},
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "EC", "kid": "p521", "crv": "P-521", "x": "AA", "y": "AA"},
+            {"kty": "RSA", "kid": "pinned", "alg": "PS256", "n": rsa_n(256), "e": "AQAB"},
+            {"kty": "RSA", "kid": "mislabelled", "alg": "ES256", "n": rsa_n(256), "e": "AQAB"},
+        ]});
+        let set = KeySet::parse(jwks.to_string().as_bytes()).unwrap();
+        assert!(set.get(Some("big")).is_some());
+        for gone in ["small", "enc", "hmac", "p521", "mislabelled"] {
+            assert!(set.get(Some(gone)).is_none(), "{gone} kept");
+        }
+        assert_eq!(
+            set.get(Some("pinned")).unwrap().algorithms,
+            [Algorithm::PS256]
+        );
+        assert!(set.get(None).is_none(), "no lone key among several");
+    }
+
+    #[test]
+    fn refuses_ambiguous_or_oversized_sets() {
+        let dup = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "a", "n": rsa_n(256), "e": "AQAB"},
+            {"kty": "RSA", "kid": "a", "n": rsa_n(256), "e": "AQAB"},
+        ]});
+        assert_eq!(
+            KeySet::parse(dup.to_string().as_bytes()).err(),
+            Some(JwksError::DuplicateKid("a".into()))
+        );
+        let many: Vec<Value> = (0..65)
+            .map(|i| serde_json::json!({"kty": "RSA", "kid": i.to_string(), "n": rsa_n(256), "e": "AQAB"}))
+            .collect();
+        assert!(KeySet::parse(serde_json::json!({"keys": many}).to_string().as_bytes()).is_err());
+        assert!(KeySet::parse(b"{}").is_err());
+        assert!(KeySet::parse(b"not json").is_err());
+        let lone = serde_json::json!({"keys": [{"kty": "RSA", "n": rsa_n(256), "e": "AQAB"}]});
+        assert!(KeySet::parse(lone.to_string().as_bytes())
+            .unwrap()
+            .get(None)
+            .is_some());
+    }
+}
