@@ -446,7 +446,7 @@ impl Config {
             reload_interval: std::time::Duration::ZERO,
             ..c.filter_engine.clone()
         };
-        let checks: [(&'static str, bool); 13] = [
+        let checks: [(&'static str, bool); 14] = [
             ("instance", self.instance == next.instance),
             (
                 "instance_header",
@@ -464,6 +464,8 @@ impl Config {
             ("filter_engine", engine(self) == engine(next)),
             // The keyring file itself is reloaded; the settings are not.
             ("sessions", self.sessions == next.sessions),
+            // Issuers, keys sources, audiences and scopes are read at start.
+            ("auth", self.auth == next.auth),
         ];
         checks
             .into_iter()
@@ -531,6 +533,15 @@ impl Config {
         self.validate_sessions()?;
         if let Some(auth) = &self.auth {
             auth.validate()?;
+            // One resource, one audience: several MCP servers behind one
+            // sidecar would accept each other's tokens.
+            let ports = self.capture.as_ref().map_or(0, |c| c.mcp_ports.len());
+            if auth.mode != crate::auth::config::AuthMode::Off && ports > 1 {
+                return Err(invalid(
+                    "auth",
+                    "one resource per sidecar: with auth, capture.mcp_ports names at most one port",
+                ));
+            }
         }
         self.validate_app_probes()?;
         self.validate_filters()

@@ -150,6 +150,10 @@ fn hs256(header: &Value, claims: &Value, secret: &[u8]) -> String {
 }
 
 async fn proxy(upstream: &Upstream, jwks: SocketAddr) -> Running {
+    proxy_with(upstream, jwks, "").await
+}
+
+async fn proxy_with(upstream: &Upstream, jwks: SocketAddr, jwks_extra: &str) -> Running {
     let extra = format!(
         r#"auth:
   resource: {R}
@@ -162,7 +166,7 @@ async fn proxy(upstream: &Upstream, jwks: SocketAddr) -> Running {
   issuers:
     - name: idp
       issuer: {ISS}
-      jwks: {{uri: "http://{jwks}/jwks", min_refetch_interval: 3s}}
+      jwks: {{uri: "http://{jwks}/jwks", min_refetch_interval: 3s{jwks_extra}}}
       algorithms: [ES256, RS256]
 "#
     );
@@ -332,6 +336,20 @@ async fn every_bad_token_is_refused_and_never_forwarded() {
         ),
         ("no issuer", es(&idp, &with(json!({"iss": null})))),
         ("no subject", es(&idp, &with(json!({"sub": null})))),
+        (
+            "a subject with a line break",
+            es(
+                &idp,
+                &with(json!({"sub": "alice\r\nx-portcullis-subject: root"})),
+            ),
+        ),
+        (
+            "a scp item that would read as two scopes",
+            es(
+                &idp,
+                &with(json!({"scope": null, "scp": ["mcp files:write"]})),
+            ),
+        ),
         (
             "alg none",
             raw(&json!({"alg": "none", "typ": "at+jwt"}), &claims(), b""),
@@ -605,5 +623,31 @@ async fn the_metadata_is_served_from_configuration_only() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(upstream.posts(), 0);
+    proxy.shutdown().await;
+}
+
+/// A token verified once is not verified again on every call, but a hit
+/// never outlives its key: removed from the JWKS, the key's tokens are
+/// refused at the next refresh, cached or not.
+#[tokio::test]
+async fn a_cached_token_dies_with_its_key() {
+    let upstream = Upstream::start();
+    let (jwks, idp) = idp().await;
+    let proxy = proxy_with(&upstream, jwks, ", refresh_interval: 1s").await;
+    let good = es(&idp, &claims());
+    for _ in 0..3 {
+        assert_eq!(bearer(&proxy, &good).await.0, 200);
+    }
+    let metrics = support::sessions::metrics(&proxy).await;
+    assert!(
+        metrics.contains(
+            "portcullis_auth_decisions_total{issuer=\"idp\",outcome=\"allow\",reason=\"cached\"} 2"
+        ),
+        "{metrics}"
+    );
+    idp.jwks.lock().unwrap()["keys"] = json!([rsa_jwk("r1")]);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, challenge, _) = bearer(&proxy, &good).await;
+    assert_eq!(status, 401, "{challenge}");
     proxy.shutdown().await;
 }

@@ -257,8 +257,11 @@ impl AuthConfig {
                 "must be an absolute URI (https://host/path)",
             ));
         }
-        if self.resource.contains('#') {
-            return Err(invalid("auth.resource", "must not have a fragment"));
+        if self.resource.contains('#') || resource.query().is_some() {
+            return Err(invalid(
+                "auth.resource",
+                "must not have a query or a fragment",
+            ));
         }
         Ok(())
     }
@@ -281,6 +284,12 @@ impl IssuerConfig {
             return Err(invalid(
                 "auth.issuers.issuer",
                 format!("{name}: an exact issuer URL"),
+            ));
+        }
+        if self.max_lifetime > Duration::from_secs(366 * 86400) {
+            return Err(invalid(
+                "auth.issuers.max_lifetime",
+                format!("{name}: at most a year"),
             ));
         }
         if self.algorithms.is_empty() {

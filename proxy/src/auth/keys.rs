@@ -87,8 +87,11 @@ impl KeySet {
         let mut without_kid = Vec::new();
         for jwk in keys {
             let Some(key) = key_of(jwk) else { continue };
-            match jwk.get("kid").and_then(Value::as_str) {
-                Some(kid) => {
+            match jwk.get("kid").map(Value::as_str) {
+                // A `kid` that is not a string names no key: skipped, not
+                // taken as a set's lone key.
+                Some(None) => continue,
+                Some(Some(kid)) => {
                     if set.by_kid.insert(kid.to_string(), key).is_some() {
                         return Err(JwksError::DuplicateKid(kid.to_string()));
                     }
@@ -202,11 +205,19 @@ pub struct IssuerKeys {
     set: ArcSwap<KeySet>,
     /// Bumped by every successful read.
     generation: std::sync::atomic::AtomicU64,
+    /// Bumped when a read brings a different key set (see
+    /// [`Self::content_generation`]).
+    content: std::sync::atomic::AtomicU64,
+    /// A digest of the JWKS document last read.
+    digest: Mutex<[u8; 32]>,
     /// When the set last came from a successful read (`None`: never).
     loaded_at: Mutex<Option<Instant>>,
-    /// Serializes fetches (single flight) and remembers when the last
-    /// fetch forced by an unknown `kid` ran.
+    /// Serializes fetches forced by an unknown `kid` (single flight) and
+    /// remembers when the last one ran.
     forced: tokio::sync::Mutex<Option<Instant>>,
+    /// Held by every fetch, so that an older, slower answer can never be
+    /// stored over a newer one (a removed key brought back).
+    fetching: tokio::sync::Mutex<()>,
     metrics: AuthMetrics,
 }
 
@@ -228,26 +239,40 @@ impl IssuerKeys {
             settings: settings.clone(),
             set: ArcSwap::from_pointee(KeySet::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            content: std::sync::atomic::AtomicU64::new(0),
+            digest: Mutex::new([0; 32]),
             loaded_at: Mutex::new(None),
             forced: tokio::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
             metrics,
         })
     }
 
     /// Reads the source once; on failure the last good set stays.
     pub async fn refresh(&self, trigger: &'static str) -> Result<(), JwksError> {
+        let _one_at_a_time = self.fetching.lock().await;
         let read = match &self.source {
             Source::File(path) => tokio::fs::read(path)
                 .await
-                .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))
-                .and_then(|b| KeySet::parse(&b)),
-            Source::Uri { uri, client } => fetch(client, uri).await.and_then(|b| KeySet::parse(&b)),
+                .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display()))),
+            Source::Uri { uri, client } => fetch(client, uri).await,
         };
-        match read {
-            Ok(set) => {
+        match read.and_then(|b| Ok((KeySet::parse(&b)?, b))) {
+            Ok((set, bytes)) => {
+                use sha2::Digest as _;
+                let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
                 self.metrics.jwks_refresh(&self.name, trigger, "ok");
                 self.metrics.jwks_keys(&self.name, set.len());
                 self.set.store(Arc::new(set));
+                // After the new set is in place: a token verified with the
+                // old one was cached under the old generation.
+                let mut last = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+                if *last != digest {
+                    *last = digest;
+                    self.content
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                drop(last);
                 self.generation
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 *self.loaded_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
@@ -261,7 +286,15 @@ impl IssuerKeys {
         }
     }
 
-    fn usable(&self) -> bool {
+    /// Changes whenever the key set does (a key added, changed or
+    /// removed), not on a refresh that brings the same document: what the
+    /// verified-token cache checks.
+    pub fn content_generation(&self) -> u64 {
+        self.content.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the keys may be used: read once, and not stale too long.
+    pub fn usable(&self) -> bool {
         self.loaded_at
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -371,21 +404,21 @@ async fn fetch(
         )
         .body(Empty::new())
         .map_err(|e| fail(e.to_string()))?;
-    let resp = tokio::time::timeout(FETCH_TIMEOUT, client.request(req))
+    // One deadline for the whole exchange, head and body.
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| fail(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("status {}", resp.status())));
+        }
+        let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(body.to_bytes().to_vec())
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, exchange)
         .await
         .map_err(|_| fail("timed out".into()))?
-        .map_err(|e| fail(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(fail(format!("status {}", resp.status())));
-    }
-    let body = tokio::time::timeout(
-        FETCH_TIMEOUT,
-        Limited::new(resp.into_body(), MAX_JWKS_BYTES).collect(),
-    )
-    .await
-    .map_err(|_| fail("timed out reading".into()))?
-    .map_err(|e| fail(e.to_string()))?;
-    Ok(body.to_bytes().to_vec())
 }
 
 #[cfg(test)]

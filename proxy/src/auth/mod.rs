@@ -18,10 +18,11 @@
 //! [`Auth::authenticate`] (before anything else reads the request) and
 //! [`Auth::check_scopes`] (once the JSON-RPC body is decoded).
 
+pub mod cache;
 pub mod challenge;
 pub mod config;
 pub mod keys;
-mod metrics;
+pub mod metrics;
 pub mod ring_provider;
 pub mod scopes;
 pub mod verify;
@@ -106,6 +107,7 @@ impl Auth {
                 audiences,
                 leeway: config.leeway,
                 max_token_bytes: config.max_token_bytes,
+                cache: cache::VerifiedCache::default(),
             },
             scopes: ScopeRules::new(&config.scopes),
             prm: Bytes::from(prm_document(config).to_string()),
@@ -160,7 +162,11 @@ impl Auth {
     /// The request's verified token, or `None` (no token, and
     /// `optional`). Every decision is counted and every refusal logged
     /// with its reason (never the token).
-    pub async fn authenticate(&self, parts: &Parts, peer: &Peer) -> Result<Option<Token>, Refused> {
+    pub async fn authenticate(
+        &self,
+        parts: &Parts,
+        peer: &Peer,
+    ) -> Result<Option<Arc<Token>>, Refused> {
         let token = match credential(parts) {
             Ok(Some(token)) => token,
             Ok(None) if self.mode == AuthMode::Optional => return Ok(None),
@@ -174,7 +180,8 @@ impl Auth {
         };
         match self.verifier.verify(token, peer).await {
             Ok(verified) => {
-                self.metrics.decision(&verified.issuer, "allow", "ok");
+                let reason = if verified.cached { "cached" } else { "ok" };
+                self.metrics.decision(&verified.issuer, "allow", reason);
                 Ok(Some(verified.token))
             }
             Err((issuer, Failure::KeysUnavailable)) => {
@@ -305,12 +312,18 @@ fn credential(parts: &Parts) -> Result<Option<&str>, &'static str> {
     let Ok(value) = value.to_str() else {
         return Err("malformed");
     };
-    let Some((scheme, token)) = value.split_once(' ') else {
-        return Ok(None);
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    // The scheme is the first word, whatever whitespace follows it: a
+    // server with a `^Bearer\s+` pattern must not read a token this did
+    // not check. Exactly one space is the only separator accepted.
+    let scheme_end = value
+        .find(|c: char| c.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    if !value[..scheme_end].eq_ignore_ascii_case("bearer") {
         return Ok(None);
     }
+    let Some(token) = value[scheme_end..].strip_prefix(' ') else {
+        return Err("malformed");
+    };
     let b64token = !token.is_empty()
         && token.trim_end_matches('=').bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
@@ -466,5 +479,13 @@ mod tests {
             credential(&parts(&["Bearer a,b"], "/mcp")),
             Err("malformed")
         );
+        for spaced in ["Bearer\tabc", "Bearer  abc", "Bearer", "BEARER\t abc"] {
+            assert_eq!(
+                credential(&parts(&[spaced], "/mcp")),
+                Err("malformed"),
+                "{spaced:?}"
+            );
+        }
+        assert_eq!(credential(&parts(&["Bearerx abc"], "/mcp")), Ok(None));
     }
 }

@@ -31,6 +31,7 @@ use jsonwebtoken::{errors::ErrorKind, Algorithm, Validation};
 use serde_json::Value;
 
 use super::{
+    cache::{self, VerifiedCache},
     config::IssuerConfig,
     keys::{IssuerKeys, Lookup},
 };
@@ -112,12 +113,15 @@ pub struct Verifier {
     pub audiences: Vec<String>,
     pub leeway: Duration,
     pub max_token_bytes: usize,
+    pub cache: VerifiedCache,
 }
 
 /// A verified token and the issuer (configured name) that vouched for it.
 pub struct Verified {
     pub issuer: String,
-    pub token: Token,
+    pub token: Arc<Token>,
+    /// Served from the verified-token cache.
+    pub cached: bool,
 }
 
 fn segment(text: &str, max: usize) -> Result<Value, Failure> {
@@ -146,13 +150,31 @@ impl Verifier {
     /// name when the token got as far as naming a configured one.
     pub async fn verify(&self, token: &str, peer: &Peer) -> Result<Verified, (String, Failure)> {
         let none = |f: Failure| (String::from("none"), f);
+        let cache_key = cache::key(token, peer);
+        let generation_of = |i: usize| match self.issuers.get(i) {
+            Some(issuer) if issuer.keys.usable() => issuer.keys.content_generation(),
+            _ => u64::MAX,
+        };
+        if let Some(token) = self.cache.get(&cache_key, generation_of) {
+            return Ok(Verified {
+                issuer: token.issuer.clone(),
+                token,
+                cached: true,
+            });
+        }
         let (header, claims) = self.read_unverified(token).map_err(none)?;
         let Some(iss) = claims.get("iss").and_then(Value::as_str) else {
             return Err(none(Failure::MissingClaim));
         };
-        let Some(issuer) = self.issuers.iter().find(|i| i.config.issuer == iss) else {
+        let Some((index, issuer)) = self
+            .issuers
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.config.issuer == iss)
+        else {
             return Err(none(Failure::UnknownIssuer));
         };
+        let generation = issuer.keys.content_generation();
         let name = &issuer.config.name;
         let fail = |f: Failure| (name.clone(), f);
         let (alg, kid) = routing(&header, &issuer.config).map_err(fail)?;
@@ -174,10 +196,12 @@ impl Verifier {
         let claims = jsonwebtoken::decode::<Value>(token.as_bytes(), &key.decoding, &validation)
             .map_err(|e| fail(failure_of(e.kind())))?
             .claims;
-        let token = self.checked(&claims, &issuer.config, peer).map_err(fail)?;
+        let token = Arc::new(self.checked(&claims, &issuer.config, peer).map_err(fail)?);
+        self.cache.put(cache_key, token.clone(), index, generation);
         Ok(Verified {
             issuer: name.clone(),
             token,
+            cached: false,
         })
     }
 
@@ -232,6 +256,15 @@ impl Verifier {
             _ => return Err(Failure::MissingClaim),
         };
         let actor = actor(claims, &issuer.actor_claims);
+        // What the app is told must read one way: no control characters
+        // in the subject or actor (a header could not carry them, and a
+        // request without its subject must not go on), no scope that a
+        // space-separated list would split into two.
+        let printable = |s: &str| s.chars().all(|c| !c.is_control());
+        if !printable(&subject) || !actor.as_deref().is_none_or(printable) {
+            return Err(Failure::Malformed);
+        }
+        let scopes = scopes(claims, &issuer.scope_claims).ok_or(Failure::Malformed)?;
         // Only an actor named by SPIFFE ID can be compared with the peer
         // (an OAuth client id is another namespace).
         if let (Some(actor), Some(peer), true) = (
@@ -246,7 +279,7 @@ impl Verifier {
         Ok(Token {
             issuer: issuer.name.clone(),
             subject,
-            scopes: scopes(claims, &issuer.scope_claims),
+            scopes,
             actor,
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),
             claims: claims.to_string(),
@@ -295,23 +328,33 @@ fn failure_of(kind: &ErrorKind) -> Failure {
 }
 
 /// Scopes from the configured claims: a space-separated string (`scope`)
-/// or an array of strings (`scp`, as Entra and Okta send it).
-pub fn scopes(claims: &Value, names: &[String]) -> Vec<String> {
+/// or an array of strings (`scp`, as Entra and Okta send it). `None` when
+/// an array item holds whitespace (it would read as two scopes once
+/// listed) or a scope holds a control character.
+pub fn scopes(claims: &Value, names: &[String]) -> Option<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for name in names {
         match claims.get(name) {
             Some(Value::String(s)) => {
-                out.extend(s.split(' ').filter(|s| !s.is_empty()).map(String::from))
+                out.extend(s.split(' ').filter(|s| !s.is_empty()).map(String::from));
             }
             Some(Value::Array(items)) => {
-                out.extend(items.iter().filter_map(Value::as_str).map(String::from));
+                for item in items.iter().filter_map(Value::as_str) {
+                    if item.is_empty() || item.chars().any(char::is_whitespace) {
+                        return None;
+                    }
+                    out.push(item.to_string());
+                }
             }
             _ => {}
         }
     }
+    if out.iter().any(|s| s.chars().any(char::is_control)) {
+        return None;
+    }
     out.sort();
     out.dedup();
-    out
+    Some(out)
 }
 
 /// The first configured actor claim present (`act.sub` reads a member).

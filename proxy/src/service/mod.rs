@@ -193,11 +193,11 @@ async fn authenticate(
         .await
         .map_err(|r| auth.answer(&r))?;
     if parts.method != Method::POST {
-        auth.check_scopes(token.as_ref(), &[])
+        auth.check_scopes(token.as_deref(), &[])
             .map_err(|r| auth.answer(&r))?;
     }
     let principal = match token {
-        Some(token) => Principal::new(principal.peer().clone(), Some(Arc::new(token))),
+        Some(token) => Principal::new(principal.peer().clone(), Some(token)),
         None => principal,
     };
     Ok((principal, Request::from_parts(parts, body)))

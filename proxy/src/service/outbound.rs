@@ -32,7 +32,21 @@ const OWNED_PREFIX: &str = "x-portcullis-";
 /// Identity headers other proxies set, which an upstream may trust as if
 /// a proxy had verified them. Portcullis never sets them, so a client's
 /// copy is removed.
-const FOREIGN_IDENTITY: &[&str] = &["x-forwarded-client-cert"];
+const FOREIGN_IDENTITY: &[&str] = &[
+    "x-forwarded-client-cert",
+    // What authenticating proxies (oauth2-proxy and the like) set, which
+    // apps once behind one trust: never a client's to say.
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-forwarded-groups",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-auth-request-groups",
+    "remote-user",
+    "x-remote-user",
+];
 
 /// Whether a server could read header `name` as one Portcullis owns.
 /// CGI and WSGI servers turn `-` into `_` (`HTTP_X_PORTCULLIS_CALLER`), so
@@ -263,6 +277,9 @@ mod tests {
             ("x-portcullis-session-key", "forged"),
             ("x-forwarded-client-cert", "By=spiffe://td/ns/a/sa/admin"),
             ("x_forwarded_client_cert", "By=spiffe://td/ns/a/sa/admin"),
+            ("x-forwarded-user", "admin"),
+            ("X_Auth_Request_Email", "admin@example.com"),
+            ("remote-user", "admin"),
             ("authorization", "Bearer secret"),
             ("mcp-session-id", "kept"),
         ]);
@@ -277,7 +294,10 @@ mod tests {
         );
         for name in &names {
             assert!(
-                !name.contains("portcullis_") && !name.contains("forwarded"),
+                !name.contains("portcullis_")
+                    && !name.contains("forwarded")
+                    && !name.contains("auth_request")
+                    && *name != "remote-user",
                 "{name} reached the upstream"
             );
         }
