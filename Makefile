@@ -1,5 +1,5 @@
 # Portcullis: the two commands a new machine needs are `make demo` and `make test`.
-.PHONY: demo demo-up demo-capture test redis sessions-test soak-sessions fuzz fuzz-smoke toolchain filters lint unit kube interop capture-test bench bench-smoke soak peers clean
+.PHONY: demo demo-up demo-capture test redis sessions-test oauth-test soak-sessions fuzz fuzz-smoke toolchain filters lint unit kube interop capture-test bench bench-smoke soak peers clean
 
 ## Build everything, run the example server behind portcullis, and show
 ## allowed and denied calls. Exits 0 when every call behaved as it must.
@@ -17,7 +17,7 @@ demo-capture:
 
 ## Everything CI runs: format, lints, unit and end-to-end tests, and
 ## interop with real MCP peers (installed into .tools/ on first use).
-test: toolchain lint filters unit kube interop sessions-test capture-test bench-smoke
+test: toolchain lint filters unit kube interop sessions-test oauth-test capture-test bench-smoke
 
 ## Fuzzing (cargo-fuzz, nightly): every target in fuzz/ for 15 minutes,
 ## new coverage merged into fuzz/corpus, a line each in fuzz/stats.tsv.
@@ -42,6 +42,13 @@ sessions-test: redis
 ## The same, 104 kills per client (208 in all). Not in `make test`.
 soak-sessions: redis
 	bash proxy/tests/sessions/run.sh 100
+
+## OAuth end to end: the Python SDK client's OAuthClientProvider against
+## a real authorization server (the SDK's auth routes), through portcullis
+## (auth: required): discovery, DCR, PKCE, resource, two scope step-ups, a
+## signing-key rotation, and no token reaching the server.
+oauth-test:
+	bash proxy/tests/oauth/run.sh
 
 ## redis-server, which the shared session store's tests start (Debian).
 redis:

@@ -11,6 +11,7 @@ Usage: server.py <port> <ledger-file> [sse]
 """
 
 import asyncio
+import json
 import os
 import sys
 
@@ -105,6 +106,16 @@ async def notify(first: int, ctx: Context, n: int = 3, delay: float = 0.5, liste
 
 
 TASKS = set()
+
+
+@server.tool(annotations=READ_ONLY)
+def whoami(ctx: Context) -> str:
+    """What the request carried: whether any Authorization header reached
+    this server, and the verified subject Portcullis passed on."""
+    headers = {k.lower(): v for k, v in (ctx.headers or {}).items()}
+    return json.dumps({"authorization": "authorization" in headers,
+                       "subject": headers.get("x-portcullis-subject"),
+                       "scopes": headers.get("x-portcullis-scopes")})
 
 
 @server.tool(annotations=READ_ONLY)
