@@ -105,6 +105,64 @@ if [ "$before" != '"text":"before the restart"' ] || [ "$after" != '"text":"afte
 fi
 echo "The session survived: same client id, new server process, one rebind."
 
+# Portcullis as the OAuth resource server: a third sidecar with auth: in
+# front of the same server. The demo's identity provider is a key made here
+# (RS256 tokens signed with openssl); its JWKS is a file.
+echo
+echo "== authorization: portcullis :15003 as the OAuth 2.1 resource server =="
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+openssl genrsa -out "$logs/idp.key" 2048 2>/dev/null
+n=$(openssl rsa -in "$logs/idp.key" -noout -modulus | cut -d= -f2 | perl -ne 'chomp; print pack "H*", $_' | b64url)
+printf '{"keys":[{"kty":"RSA","kid":"demo","use":"sig","n":"%s","e":"AQAB"}]}' "$n" >"$logs/jwks.json"
+mint() { # scope -> a token for alice, valid ten minutes
+  local now h p sig
+  now=$(date +%s)
+  h=$(printf '{"alg":"RS256","kid":"demo","typ":"at+jwt"}' | b64url)
+  p=$(printf '{"iss":"https://idp.demo.local","aud":"http://127.0.0.1:15003/mcp","sub":"alice","scope":"%s","iat":%s,"exp":%s}' \
+    "$1" "$now" "$((now + 600))" | b64url)
+  sig=$(printf '%s.%s' "$h" "$p" | openssl dgst -sha256 -sign "$logs/idp.key" | b64url)
+  printf '%s.%s.%s' "$h" "$p" "$sig"
+}
+cat >"$logs/auth.yaml" <<EOT
+listener: {addr: "127.0.0.1:15003"}
+admin: {addr: "127.0.0.1:15023"}
+upstream: {url: "http://127.0.0.1:3002"}
+auth:
+  resource: http://127.0.0.1:15003/mcp
+  metadata: {authorization_servers: ["https://idp.demo.local"], scopes_supported: [mcp]}
+  issuers:
+    - {name: demo-idp, issuer: "https://idp.demo.local", jwks: {file: $logs/jwks.json}, algorithms: [RS256]}
+  scopes:
+    required: [mcp]
+    rules:
+      - {methods: ["tools/call"], names: ["delete_*"], require: ["files:write"]}
+EOT
+"$bin/portcullis" run --config "$logs/auth.yaml" >"$logs/portcullis-auth.log" 2>&1 &
+pids+=($!)
+wait_port 15003
+call() { # token body -> "status www-authenticate"
+  curl -sS -o /dev/null -D - http://127.0.0.1:15003/mcp -H 'content-type: application/json' \
+    -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-06-18' \
+    ${1:+-H "authorization: Bearer $1"} -d "$2" | tr -d '\r' \
+    | awk 'NR==1 {s=$2} tolower($1)=="www-authenticate:" {sub(/^[^:]*: /, ""); w=$0} END {print s, w}'
+}
+init='{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"demo","version":"1"}}}'
+delete='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"/tmp/x"}}}'
+no_token=$(call "" "$init")
+with_token=$(call "$(mint mcp)" "$init")
+short=$(call "$(mint mcp)" "$delete")
+echo "no token:                      $no_token"
+echo "token (scope mcp), initialize: $with_token"
+echo "same token, delete_file:       $short"
+prm=$(curl -s http://127.0.0.1:15003/.well-known/oauth-protected-resource/mcp)
+echo "protected resource metadata:   $prm"
+if [ "${no_token%% *}" != 401 ] || [ "${with_token%% *}" != 200 ] || [ "${short%% *}" != 403 ] \
+  || [[ "$short" != *'error="insufficient_scope"'*'scope="files:write mcp"'* ]]; then
+  echo "FAIL: the resource server did not answer 401 / 200 / 403 (logs in $logs)" >&2
+  exit 1
+fi
+echo "401 challenge, a call with a token, and a 403 naming the scopes it needs."
+
 if [ "$keep" = 1 ]; then
   cat <<EOT
 
