@@ -170,6 +170,7 @@ async fn start_auth(
     config: &Config,
     metrics: &Metrics,
     shutdown: &CancellationToken,
+    court: &crate::service::Court,
 ) -> Result<Option<Arc<crate::auth::Auth>>, StartError> {
     let Some(section) = &config.auth else {
         return Ok(None);
@@ -177,6 +178,8 @@ async fn start_auth(
     let auth = crate::auth::Auth::new(section, metrics.auth.clone()).await?;
     if let Some(auth) = &auth {
         auth.spawn_refresh(shutdown);
+        // Lists are filtered by the same scope rules as calls.
+        let _ = court.auth.set(auth.clone());
     }
     Ok(auth)
 }
@@ -212,7 +215,7 @@ async fn serve(
         identity.as_ref().and_then(|i| i.upstream.clone()),
         sessions,
     )?;
-    shared.auth = start_auth(&config, &metrics, &shutdown).await?;
+    shared.auth = start_auth(&config, &metrics, &shutdown, &shared.court).await?;
     let shared = Arc::new(shared);
     let ready = Arc::new(AtomicBool::new(true));
     let admin_stop = CancellationToken::new();

@@ -651,3 +651,64 @@ async fn a_cached_token_dies_with_its_key() {
     assert_eq!(status, 401, "{challenge}");
     proxy.shutdown().await;
 }
+
+/// One rule set for calls and lists: a tool whose call needs a scope the
+/// token lacks is not listed either.
+#[tokio::test]
+async fn lists_show_only_what_the_token_may_call() {
+    let upstream = Upstream::start();
+    let (jwks, idp) = idp().await;
+    let proxy = proxy(&upstream, jwks).await;
+    let url = support::mcp_url(&proxy);
+    let tools = |token: String| {
+        let url = url.clone();
+        async move {
+            let auth = format!("Bearer {token}");
+            let resp = support::post(&url)
+                .header("authorization", &auth)
+                .body(support::sessions::INIT)
+                .send()
+                .await
+                .unwrap();
+            let sid = resp.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let _ = resp.text().await;
+            for body in [
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                LIST,
+            ] {
+                let resp = support::post(&url)
+                    .header("authorization", &auth)
+                    .header("mcp-session-id", &sid)
+                    .header("mcp-protocol-version", "2025-06-18")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let text = resp.text().await.unwrap();
+                if body == LIST {
+                    let msgs = support::messages(&text);
+                    let mut names: Vec<String> = msgs[0]["result"]["tools"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t["name"].as_str().unwrap().to_string())
+                        .collect();
+                    names.sort();
+                    return names;
+                }
+            }
+            unreachable!()
+        }
+    };
+    let reader = tools(es(&idp, &claims())).await;
+    assert!(!reader.contains(&"delete_file".to_string()), "{reader:?}");
+    assert!(reader.contains(&"echo".to_string()), "{reader:?}");
+    let mut c = claims();
+    c["scope"] = json!("mcp files:write");
+    let writer = tools(es(&idp, &c)).await;
+    assert!(writer.contains(&"delete_file".to_string()), "{writer:?}");
+    proxy.shutdown().await;
+}

@@ -208,6 +208,16 @@ impl Auth {
         }
     }
 
+    /// Whether `token` has the scopes to use item `name` with `method`
+    /// (for lists: what is shown is what may be called).
+    pub fn may_use(&self, token: Option<&Token>, method: &str, name: &str) -> bool {
+        let needed = self.scopes.needed(&[(method, Some(name))]);
+        match token {
+            None => needed.is_empty(),
+            Some(t) => self.scopes.satisfied(&t.scopes, &needed),
+        }
+    }
+
     /// Counts and logs a refusal, and gives it back.
     fn refused(&self, issuer: &str, r: Refused) -> Refused {
         let (outcome, reason) = match &r {

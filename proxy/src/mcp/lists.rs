@@ -40,6 +40,17 @@ impl ListKind {
         }
     }
 
+    /// The method that uses an item of this list: what a rule (or a
+    /// scope rule) about the item is written against, so that a list shows
+    /// only what the caller may then use.
+    pub fn call_method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/call",
+            Self::Prompts => "prompts/get",
+            Self::Resources | Self::ResourceTemplates => "resources/read",
+        }
+    }
+
     /// The field that names an item.
     fn name_field(self) -> &'static str {
         match self {

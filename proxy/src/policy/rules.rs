@@ -115,11 +115,7 @@ impl Policy for StaticRules {
 
     fn visible(&self, principal: &Principal, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
         let caller = principal.peer_text();
-        let method = match kind {
-            ListKind::Tools => "tools/call",
-            ListKind::Prompts => "prompts/get",
-            ListKind::Resources | ListKind::ResourceTemplates => "resources/read",
-        };
+        let method = kind.call_method();
         items
             .iter()
             .map(|item| {

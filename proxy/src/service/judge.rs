@@ -35,6 +35,9 @@ pub struct Court {
     pub max_json_depth: usize,
     /// Which tool call and caller each task belongs to.
     pub tasks: TaskOwners,
+    /// The OAuth resource server, once started: lists hide what the
+    /// token's scopes would not let the caller use.
+    pub auth: std::sync::OnceLock<Arc<crate::auth::Auth>>,
 }
 
 /// What happens to one message once the policy has spoken.
@@ -231,7 +234,15 @@ impl Judge {
                         .record_params(item.name, item.input_schema);
                 }
             }
-            let verdicts = policy.visible(&self.principal, kind, items);
+            let mut verdicts = policy.visible(&self.principal, kind, items);
+            // One rule set for calls and lists: an item whose use needs
+            // scopes the token lacks is not shown either.
+            if let Some(auth) = self.court.auth.get() {
+                let token = self.principal.token();
+                for (shown, item) in verdicts.iter_mut().zip(items) {
+                    *shown = *shown && auth.may_use(token, kind.call_method(), item.name);
+                }
+            }
             let shown = verdicts.iter().take(items.len()).filter(|v| **v).count();
             self.court.metrics.hidden(kind.key(), items.len() - shown);
             verdicts

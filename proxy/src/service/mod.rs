@@ -102,6 +102,7 @@ impl Shared {
                 instance: instance.id.clone(),
                 max_json_depth: config.limits.max_json_depth,
                 tasks: Default::default(),
+                auth: Default::default(),
             }),
             hosts: HostGuard::new(&config.security.allowed_hosts),
             legacy: Arc::default(),

@@ -75,6 +75,7 @@ fn court_with(policy: Fake, metrics: &crate::metrics::Metrics) -> Arc<Court> {
         instance: "test".into(),
         max_json_depth: 32,
         tasks: TaskOwners::default(),
+        auth: Default::default(),
     })
 }
 
