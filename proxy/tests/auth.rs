@@ -712,3 +712,57 @@ async fn lists_show_only_what_the_token_may_call() {
     assert!(writer.contains(&"delete_file".to_string()), "{writer:?}");
     proxy.shutdown().await;
 }
+
+/// A long-lived stream does not outlive the token that opened it.
+#[tokio::test]
+async fn a_get_stream_ends_when_its_token_expires() {
+    let upstream = Upstream::start();
+    let (jwks, idp) = idp().await;
+    let proxy = proxy(&upstream, jwks).await;
+    let url = support::mcp_url(&proxy);
+    let mut c = claims();
+    c["exp"] = json!(now() + 3);
+    let auth = format!("Bearer {}", es(&idp, &c));
+    let resp = support::post(&url)
+        .header("authorization", &auth)
+        .body(support::sessions::INIT)
+        .send()
+        .await
+        .unwrap();
+    let sid = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = resp.text().await;
+    let resp = support::post(&url)
+        .header("authorization", &auth)
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let started = std::time::Instant::now();
+    let mut stream = support::tls_client()
+        .get(&url)
+        .header("authorization", &auth)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(8), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "ended early: {:?}",
+        started.elapsed()
+    );
+    proxy.shutdown().await;
+}

@@ -102,48 +102,8 @@ pub async fn stream(
         Ok(bound) => bound,
         Err(refusal) => return rescue::answer(&refusal, shared.metrics()),
     };
-    if let (Some(sessions), Bound::Session { opened, .. }) = (&shared.sessions, &bound) {
-        // Revoked or expired on another replica: no held stream either.
-        let opened = match session::refresh(shared, sessions, opened).await {
-            Ok(opened) => opened,
-            Err(refusal) => return rescue::answer(&refusal, shared.metrics()),
-        };
-        let last = parts
-            .headers
-            .get(LAST_EVENT_ID)
-            .and_then(|v| v.to_str().ok());
-        if let Some(record) = &opened.record {
-            match shared.held.plan(record, last, &sessions.metrics) {
-                Plan::Refuse => {
-                    return rescue::answer(&Cause::UnknownSession.into(), shared.metrics())
-                }
-                Plan::Forward => {}
-                Plan::Attach { hub, resume, start } => {
-                    if start {
-                        // Undone if this request goes away before the
-                        // upstream stream is open.
-                        let starting = hub.starting(shared.held.clone());
-                        if let Err(answer) =
-                            hold(shared, &principal, out, parts, bound.clone(), &hub).await
-                        {
-                            return answer;
-                        }
-                        starting.started();
-                    }
-                    return hub.attach(resume, &sessions.metrics);
-                }
-            }
-        }
-        // Not held: an id of Portcullis's is never the server's to read.
-        match last.and_then(|id| standalone::unheld(&opened.claims.handle, id, &sessions.metrics)) {
-            Some(Err(())) => {
-                return rescue::answer(&Cause::UnknownSession.into(), shared.metrics())
-            }
-            Some(Ok(())) => {
-                parts.headers.remove(LAST_EVENT_ID);
-            }
-            None => {}
-        }
+    if let Some(answer) = held(shared, &principal, out, &mut parts, &bound).await {
+        return answer;
     }
     let resp = match forward(shared, &principal, out, &parts, &bound).await {
         Ok(resp) => resp,
@@ -155,8 +115,78 @@ pub async fn stream(
         Err(refusal) => return rescue::upstream_failure(&refusal, &[], &[], shared.metrics()),
     }
     let head = outbound::response_head(&resp, false);
-    let relayed = relay_stream(shared, principal, out, parts, bound, resp);
+    // The stream is the client's: it ends when the token that opened it
+    // expires.
+    let deadline = super::token_deadline(&principal);
+    let relayed = relay_stream(shared, principal, out, (parts, bound), resp, deadline);
     outbound::with_body(head, relayed)
+}
+
+/// A GET in a session this replica holds a record of: served from the
+/// session's held stream ([`standalone`]), or refused (another session's
+/// event id). `None`: forwarded as usual, without an event id of ours.
+async fn held(
+    shared: &Arc<Shared>,
+    principal: &Principal,
+    out: &Outbound<'_>,
+    parts: &mut Parts,
+    bound: &Bound,
+) -> Option<Response<ProxyBody>> {
+    let (Some(sessions), Bound::Session { opened, .. }) = (&shared.sessions, bound) else {
+        return None;
+    };
+    // Revoked or expired on another replica: no held stream either.
+    let opened = match session::refresh(shared, sessions, opened).await {
+        Ok(opened) => opened,
+        Err(refusal) => return Some(rescue::answer(&refusal, shared.metrics())),
+    };
+    let last = parts
+        .headers
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok());
+    if let Some(record) = &opened.record {
+        match shared.held.plan(record, last, &sessions.metrics) {
+            Plan::Refuse => {
+                return Some(rescue::answer(
+                    &Cause::UnknownSession.into(),
+                    shared.metrics(),
+                ))
+            }
+            Plan::Forward => {}
+            Plan::Attach { hub, resume, start } => {
+                if start {
+                    // Undone if this request goes away before the
+                    // upstream stream is open.
+                    let starting = hub.starting(shared.held.clone());
+                    if let Err(answer) =
+                        hold(shared, principal, out, parts.clone(), bound.clone(), &hub).await
+                    {
+                        return Some(answer);
+                    }
+                    starting.started();
+                }
+                return Some(hub.attach(
+                    resume,
+                    &sessions.metrics,
+                    super::token_deadline(principal),
+                ));
+            }
+        }
+    }
+    // Not held: an id of Portcullis's is never the server's to read.
+    match last.and_then(|id| standalone::unheld(&opened.claims.handle, id, &sessions.metrics)) {
+        Some(Err(())) => {
+            return Some(rescue::answer(
+                &Cause::UnknownSession.into(),
+                shared.metrics(),
+            ))
+        }
+        Some(Ok(())) => {
+            parts.headers.remove(LAST_EVENT_ID);
+        }
+        None => {}
+    }
+    None
 }
 
 /// Whether a GET's answer is a stream to relay event by event (rather
@@ -174,9 +204,9 @@ fn relay_stream(
     shared: &Arc<Shared>,
     principal: Principal,
     out: &Outbound<'_>,
-    parts: Parts,
-    bound: Bound,
+    (parts, bound): (Parts, Bound),
     resp: Response<Incoming>,
+    deadline: Option<tokio::time::Instant>,
 ) -> ProxyBody {
     let legacy = legacy::StreamContext::new(shared.legacy.clone());
     let survive = matches!(bound, Bound::Plain) && shared.sessions.is_some();
@@ -188,7 +218,10 @@ fn relay_stream(
         true => relay.with_legacy_rebind(reopen, legacy_post),
         false => relay.with_reopen(reopen),
     };
-    relay.until(shared.draining.clone()).spawn(resp.into_body())
+    relay
+        .until(shared.draining.clone())
+        .expires(deadline)
+        .spawn(resp.into_body())
 }
 
 /// POSTs to the upstream for a legacy stream's session set-up, as the
@@ -260,7 +293,9 @@ async fn hold(
         .sessions
         .as_ref()
         .map_or(std::time::Duration::ZERO, |s| s.stream_grace);
-    let relayed = relay_stream(shared, principal.clone(), out, parts, bound, resp);
+    // The held stream is the session's, not one client's: each client's
+    // own stream ends at its token's expiry (Hub::attach).
+    let relayed = relay_stream(shared, principal.clone(), out, (parts, bound), resp, None);
     hub.pump(shared.held.clone(), head, relayed, grace);
     Ok(())
 }

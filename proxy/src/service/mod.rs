@@ -204,6 +204,16 @@ async fn authenticate(
     Ok((principal, Request::from_parts(parts, body)))
 }
 
+/// When a long-lived stream opened with `principal`'s token must end: at
+/// the token's expiry (`None`: no token, no deadline).
+pub(crate) fn token_deadline(principal: &Principal) -> Option<tokio::time::Instant> {
+    let exp = principal.token()?.expires_at;
+    let left = exp
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(tokio::time::Instant::now() + left)
+}
+
 fn overloaded(shared: &Shared, limit: Limit) -> Response<ProxyBody> {
     rescue::answer(
         &Cause::Overloaded(limit.describe()).into(),

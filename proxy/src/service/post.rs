@@ -312,13 +312,8 @@ async fn send(
     }
     match sent {
         Ok(resp) => {
-            let listen =
-                matches!(&decoded.messages, Body::Single(c) if c.method == "subscriptions/listen");
-            let retry = retry.map(|r| match listen {
-                true => Resend::Reopen(r),
-                false => Resend::Once(r),
-            });
-            relay(shared, decoded.format, ex, resp, denials, stream, retry).await
+            let how = Answering::new(decoded, principal, stream, retry);
+            relay(shared, decoded.format, ex, resp, denials, how).await
         }
         Err(refusal) => failure(shared, &refusal, &ex, &denials),
     }
@@ -429,6 +424,37 @@ fn retry(
     ))
 }
 
+/// How an answer is relayed besides its exchange.
+struct Answering {
+    /// It may pass unread ([`passthrough`]).
+    stream: bool,
+    retry: Option<Resend>,
+    /// When a long-lived stream must end.
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Answering {
+    fn new(
+        decoded: &Decoded,
+        principal: &Principal,
+        stream: bool,
+        retry: Option<relay::Retry>,
+    ) -> Self {
+        let listen =
+            matches!(&decoded.messages, Body::Single(c) if c.method == "subscriptions/listen");
+        Self {
+            stream,
+            retry: retry.map(|r| match listen {
+                true => Resend::Reopen(r),
+                false => Resend::Once(r),
+            }),
+            // A subscription is a long-lived stream: it ends with the token
+            // that opened it.
+            deadline: listen.then(|| super::token_deadline(principal)).flatten(),
+        }
+    }
+}
+
 /// How an answer's stream is sent for again when the upstream breaks it.
 enum Resend {
     /// Once, before the answer (a replay-safe request).
@@ -460,9 +486,13 @@ async fn relay(
     mut ex: Exchange,
     resp: Response<Incoming>,
     denials: Vec<Bytes>,
-    stream: bool,
-    retry: Option<Resend>,
+    how: Answering,
 ) -> Response<ProxyBody> {
+    let Answering {
+        stream,
+        retry,
+        deadline,
+    } = how;
     let status = resp.status();
     let kind = match relay::body_type(resp.headers()) {
         Ok(kind) => kind,
@@ -485,7 +515,8 @@ async fn relay(
                 Some(Resend::Once(r)) => sse.with_retry(Some(r)),
                 None => sse,
             }
-            .outcome_unknown(unknown);
+            .outcome_unknown(unknown)
+            .expires(deadline);
             outbound::with_body(head, sse.spawn(resp.into_body()))
         }
         // No policy reads this answer (and there are no denials to add):

@@ -119,6 +119,9 @@ pub struct SseRelay {
     /// The id of an answer not to show the client (to an `initialize`
     /// Portcullis sent again).
     swallow: Option<String>,
+    /// When the stream ends, whatever comes: the expiry of the token that
+    /// opened it (a long-lived stream must not outlive its credential).
+    deadline: Option<tokio::time::Instant>,
     /// Whether a request left unanswered is reported as possibly run and
     /// not retryable (in a Portcullis session, for requests not safe to
     /// send again), rather than as the upstream being unavailable.
@@ -174,6 +177,7 @@ impl SseRelay {
             legacy_rebind: None,
             reopened: false,
             swallow: None,
+            deadline: None,
             outcome_unknown: false,
         }
     }
@@ -212,6 +216,12 @@ impl SseRelay {
             self.retry = Some(reopen);
             self.legacy_rebind = Some(post);
         }
+        self
+    }
+
+    /// Ends the stream at `deadline` (see [`SseRelay::deadline`]).
+    pub fn expires(mut self, deadline: Option<tokio::time::Instant>) -> Self {
+        self.deadline = deadline;
         self
     }
 
@@ -347,6 +357,10 @@ impl SseRelay {
                     None => *injected = None,
                 },
                 () = cancelled(until.as_ref()) => break None,
+                () = at(self.deadline) => {
+                    tracing::info!("stream ended: the token that opened it expired");
+                    break None;
+                }
                 // The client went away: let go of the upstream request now
                 // (dropping its body resets it), not at the next event, so
                 // that the server frees the stream for a resumption.
@@ -583,6 +597,13 @@ async fn legacy_setup(
 async fn recv(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn at(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

@@ -300,10 +300,12 @@ impl Hub {
 
     /// A client stream reading the log from `resume`; it takes the stream
     /// over from any earlier client.
+    /// The client's stream ends at `deadline` (its token's expiry).
     pub fn attach(
         self: &Arc<Self>,
         resume: Resume,
         metrics: &SessionMetrics,
+        deadline: Option<tokio::time::Instant>,
     ) -> Response<ProxyBody> {
         let mut me = 0;
         self.status.send_modify(|s| {
@@ -327,7 +329,16 @@ impl Hub {
         let metrics = metrics.clone();
         let replaying = matches!(resume, Resume::After(_));
         tokio::spawn(async move {
-            hub.serve(me, from, replaying, &metrics, &tx).await;
+            let expired = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = hub.serve(me, from, replaying, &metrics, &tx) => {}
+                () = expired => tracing::info!("stream ended: the token that opened it expired"),
+            }
             hub.status.send_modify(|s| {
                 if s.client == me {
                     s.attached = false;
