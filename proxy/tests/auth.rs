@@ -766,3 +766,92 @@ async fn a_get_stream_ends_when_its_token_expires() {
     );
     proxy.shutdown().await;
 }
+
+/// Both identities: an mTLS agent carrying a user's token. The call needs
+/// the agent allowed (a static rule on the peer) and the user allowed (the
+/// token's scopes); and a token that names another workload as its actor
+/// is refused on this connection.
+#[tokio::test]
+async fn the_agent_and_the_user_must_both_be_allowed() {
+    use support::pki::{self, SIDECAR_ID, TD};
+    const PLANNER: &str = "spiffe://demo.local/ns/agents/sa/planner";
+    const INTERN: &str = "spiffe://demo.local/ns/agents/sa/intern";
+    let ca = pki::ca(TD);
+    let dir = pki::dir("auth-both");
+    pki::write_svid(&dir, &ca, SIDECAR_ID);
+    let upstream = Upstream::start();
+    let (jwks, idp) = idp().await;
+    let policy = format!(
+        "default: allow\nrules:\n  - {{name: planner-deletes, action: allow, methods: [\"tools/call\"], names: [\"delete_*\"], callers: [\"{PLANNER}\"]}}\n  - {{name: nobody-else, action: deny, methods: [\"tools/call\"], names: [\"delete_*\"]}}\n"
+    );
+    let extra = format!(
+        "{}auth:\n  resource: {R}\n  metadata: {{authorization_servers: [\"{ISS}\"]}}\n  scopes:\n    rules:\n      - {{methods: [\"tools/call\"], names: [\"delete_*\"], require: [\"files:write\"]}}\n  issuers:\n    - {{name: idp, issuer: \"{ISS}\", jwks: {{uri: \"http://{jwks}/jwks\"}}, algorithms: [ES256]}}\n",
+        pki::identity_yaml(&dir, "strict", "100ms")
+    );
+    let proxy = portcullis::start(support::config(upstream.addr, &policy, &extra))
+        .await
+        .unwrap();
+    let agent = |id: &str| {
+        let (cert, key) = ca.issue(id, std::time::Duration::from_secs(3600)).unwrap();
+        pki::Client::new(&cert, &key, &ca.cert_pem, SIDECAR_ID)
+    };
+    let delete = |token: String| {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "delete_file", "arguments": {"path": "/x"}, "_meta": support::modern_meta()}});
+        (body.to_string(), format!("Bearer {token}"))
+    };
+    let send = |c: pki::Client, (body, auth): (String, String)| async move {
+        c.post(
+            proxy.proxy_addr,
+            &body,
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "delete_file"),
+                ("authorization", &auth),
+            ],
+        )
+        .await
+        .unwrap()
+    };
+    let with = |scope: &str, actor: Option<&str>| {
+        let mut c = claims();
+        c["scope"] = json!(scope);
+        if let Some(a) = actor {
+            c["act"] = json!({"sub": a});
+        }
+        es(&idp, &c)
+    };
+    // Both allowed.
+    let (status, text) = send(
+        agent(PLANNER),
+        delete(with("mcp files:write", Some(PLANNER))),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(support::messages(&text)[0]["result"].is_object(), "{text}");
+    // The user may, the agent may not: the policy's denial.
+    let (status, text) = send(agent(INTERN), delete(with("mcp files:write", None))).await;
+    let msg = &support::messages(&text)[0];
+    assert_eq!(
+        (status, msg["error"]["data"]["by"].as_str()),
+        (200, Some("static:nobody-else")),
+        "{text}"
+    );
+    // The agent may, the user may not: 403 insufficient_scope.
+    let (status, _) = send(agent(PLANNER), delete(with("mcp", None))).await;
+    assert_eq!(status, 403);
+    // A token whose actor is another workload, presented by the planner.
+    let (status, _) = send(
+        agent(PLANNER),
+        delete(with("mcp files:write", Some(INTERN))),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let upstream_calls = upstream.posts();
+    assert_eq!(
+        upstream_calls, 1,
+        "only the call both allowed reached the server"
+    );
+    proxy.shutdown().await;
+}
