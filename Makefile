@@ -46,7 +46,8 @@ soak-sessions: redis
 ## OAuth end to end: the Python SDK client's OAuthClientProvider against
 ## a real authorization server (the SDK's auth routes), through portcullis
 ## (auth: required): discovery, DCR, PKCE, resource, two scope step-ups, a
-## signing-key rotation, and no token reaching the server.
+## signing-key rotation, and no token reaching the server; then the token
+## matrix minted by PyJWT against portcullis and Envoy jwt_authn.
 oauth-test:
 	bash proxy/tests/oauth/run.sh
 

@@ -4,7 +4,9 @@
 # routes (as_server.py), Portcullis with auth: required, and the Python SDK
 # sessions server behind it. Checks the discovery, PKCE and resource
 # parameters, two scope step-ups, a key rotation costing no failed call,
-# and that the server never saw a token. Prints PASS/FAIL per check.
+# and that the server never saw a token; then the token matrix minted by
+# PyJWT against Portcullis and Envoy's jwt_authn (differential.py). Prints
+# PASS/FAIL per check.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
 here="$root/proxy/tests/oauth"
@@ -85,3 +87,12 @@ check("the server saw no token, and the verified subject and scopes",
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 PY
+oauth=$?
+echo "# the token matrix minted by PyJWT, against Portcullis and Envoy jwt_authn configured alike"
+envoy="$("$py" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
+if "$py" "$here/differential.py" "$pc" "$envoy" "$out"; then
+  echo "PASS Portcullis accepted exactly the valid tokens of the PyJWT matrix"
+else
+  echo "FAIL Portcullis decided a PyJWT token wrongly (target/oauth/differential.json)"; oauth=1
+fi
+exit $oauth
