@@ -855,3 +855,37 @@ async fn the_agent_and_the_user_must_both_be_allowed() {
     );
     proxy.shutdown().await;
 }
+
+/// Browser clients: a CORS preflight reaches the app without a token (it
+/// can carry none), and a challenge can be read across origins.
+#[tokio::test]
+async fn browsers_can_preflight_and_read_the_challenge() {
+    let upstream = Upstream::start();
+    let (jwks, _idp) = idp().await;
+    let proxy = proxy(&upstream, jwks).await;
+    let client = support::tls_client();
+    let url = support::mcp_url(&proxy);
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(preflight.status(), 401, "a preflight needs no token");
+    // A plain OPTIONS is a request like any other.
+    let plain = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 401);
+    let challenge = support::post(&url).body(LIST).send().await.unwrap();
+    assert_eq!(challenge.status(), 401);
+    assert_eq!(
+        challenge.headers()["access-control-expose-headers"],
+        "WWW-Authenticate"
+    );
+    assert_eq!(challenge.headers()["access-control-allow-origin"], "*");
+    proxy.shutdown().await;
+}

@@ -63,6 +63,16 @@ pub fn refusal(
     if let Some(c) = challenge {
         h.insert(header::WWW_AUTHENTICATE, c);
     }
+    // A browser client must be able to read the challenge to discover
+    // how to authenticate; it reveals nothing the public metadata does not.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("WWW-Authenticate"),
+    );
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
