@@ -51,7 +51,12 @@ struct Stream {
     ready: watch::Sender<bool>,
     /// The client's `initialize`, as forwarded: sent again to a new server.
     initialize: Option<Bytes>,
+    /// The stream that registered it: only it may change or remove it.
+    owner: u64,
 }
+
+/// Numbers each legacy stream, for [`Stream::owner`].
+static STREAM_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// What a restarted server's `endpoint` event leads to: where the
 /// client's endpoint now goes, and the client's `initialize` to send there
@@ -156,15 +161,28 @@ impl LegacySessions {
         }
     }
 
-    fn insert(&self, endpoint: String, stream: Stream) {
-        if let Ok(mut s) = self.streams.lock() {
-            s.insert(endpoint, stream);
+    /// Registers an endpoint, unless another stream holds it (a server
+    /// that hands out an endpoint twice, say after a restart that reset its
+    /// session counter): two clients' POSTs must never be routed as one.
+    fn insert(&self, endpoint: String, stream: Stream) -> bool {
+        let Ok(mut s) = self.streams.lock() else {
+            return false;
+        };
+        if s.get(&endpoint)
+            .is_some_and(|held| held.owner != stream.owner)
+        {
+            return false;
         }
+        s.insert(endpoint, stream);
+        true
     }
 
-    fn remove(&self, endpoint: &str) {
+    /// Forgets an endpoint, if `owner` holds it.
+    fn remove(&self, endpoint: &str, owner: u64) {
         if let Ok(mut s) = self.streams.lock() {
-            s.remove(endpoint);
+            if s.get(endpoint).is_some_and(|held| held.owner == owner) {
+                s.remove(endpoint);
+            }
         }
     }
 }
@@ -173,6 +191,7 @@ impl LegacySessions {
 pub struct StreamContext {
     sessions: Arc<LegacySessions>,
     endpoint: Option<String>,
+    id: u64,
 }
 
 impl StreamContext {
@@ -180,6 +199,7 @@ impl StreamContext {
         Self {
             sessions,
             endpoint: None,
+            id: STREAM_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -193,8 +213,8 @@ impl StreamContext {
         let endpoint = rewrite_endpoint(data.trim())?;
         let (tx, rx) = mpsc::channel(INJECT_QUEUE);
         let calls = PendingCalls::default();
-        if let Some(old) = self.endpoint.replace(endpoint.clone()) {
-            self.sessions.remove(&old);
+        if let Some(old) = self.endpoint.take() {
+            self.sessions.remove(&old, self.id);
         }
         let stream = Stream {
             inject: tx,
@@ -202,8 +222,14 @@ impl StreamContext {
             upstream: endpoint.clone(),
             ready: watch::Sender::new(true),
             initialize: None,
+            owner: self.id,
         };
-        self.sessions.insert(endpoint.clone(), stream);
+        // An endpoint another stream holds ends this stream: without one
+        // the client cannot POST at all, and sharing would cross sessions.
+        if !self.sessions.insert(endpoint.clone(), stream) {
+            return Err(format!("legacy endpoint {endpoint:?} is another stream's"));
+        }
+        self.endpoint = Some(endpoint.clone());
         tracing::debug!(%endpoint, "legacy HTTP+SSE stream registered");
         Ok((endpoint, rx, calls))
     }
@@ -238,7 +264,7 @@ impl StreamContext {
             .streams
             .lock()
             .map_err(|_| "legacy streams unavailable".to_string())?;
-        let Some(stream) = streams.get_mut(endpoint) else {
+        let Some(stream) = streams.get_mut(endpoint).filter(|s| s.owner == self.id) else {
             return Err("the stream is gone".into());
         };
         stream.upstream.clone_from(&upstream);
@@ -266,7 +292,7 @@ fn with_rebind_id(body: &[u8]) -> Option<(Bytes, String)> {
 impl Drop for StreamContext {
     fn drop(&mut self) {
         if let Some(endpoint) = &self.endpoint {
-            self.sessions.remove(endpoint);
+            self.sessions.remove(endpoint, self.id);
         }
     }
 }
@@ -404,6 +430,23 @@ mod tests {
         }
     }
 
+    /// A server that hands out the same endpoint to two streams (its
+    /// session counter reset by a restart): the second stream is refused,
+    /// never routed into the first one's session, and cannot remove it.
+    #[test]
+    fn an_endpoint_held_by_another_stream_is_refused() {
+        let sessions = Arc::new(LegacySessions::default());
+        let mut a = StreamContext::new(sessions.clone());
+        let mut b = StreamContext::new(sessions.clone());
+        a.register("/messages?session_id=1").unwrap();
+        assert!(b.register("/messages?session_id=1").is_err());
+        drop(b);
+        assert!(sessions.contains("/messages?session_id=1"));
+        assert!(a.rebound("/messages?session_id=2").is_ok());
+        drop(a);
+        assert!(!sessions.contains("/messages?session_id=1"));
+    }
+
     #[test]
     fn sessions_inject_only_to_known_streams() {
         let s = LegacySessions::default();
@@ -416,6 +459,7 @@ mod tests {
                 upstream: "/m?x=1".into(),
                 ready: watch::Sender::new(true),
                 initialize: None,
+                owner: 7,
             },
         );
         assert!(s.contains("/m?x=1"));
@@ -423,7 +467,9 @@ mod tests {
         assert!(!s.inject("/m?x=1", Bytes::from_static(b"b")), "queue full");
         assert!(!s.inject("/other", Bytes::from_static(b"c")));
         assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"a"));
-        s.remove("/m?x=1");
+        s.remove("/m?x=1", 8);
+        assert!(s.contains("/m?x=1"), "only its owner removes it");
+        s.remove("/m?x=1", 7);
         assert!(!s.contains("/m?x=1"));
     }
 }
