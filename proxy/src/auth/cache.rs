@@ -110,6 +110,7 @@ mod tests {
 
     fn token(expires_in: Duration) -> Arc<Token> {
         Arc::new(Token {
+            kind: crate::identity::TokenKind::AccessToken,
             issuer: "idp".into(),
             subject: "alice".into(),
             scopes: vec![],

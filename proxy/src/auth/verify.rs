@@ -35,7 +35,7 @@ use super::{
     config::IssuerConfig,
     keys::{IssuerKeys, Lookup},
 };
-use crate::identity::{Peer, Token};
+use crate::identity::{Peer, Token, TokenKind};
 
 const MAX_HEADER_BYTES: usize = 2 * 1024;
 const MAX_CLAIMS_BYTES: usize = 16 * 1024;
@@ -277,6 +277,7 @@ impl Verifier {
             }
         }
         Ok(Token {
+            kind: TokenKind::AccessToken,
             issuer: issuer.name.clone(),
             subject,
             scopes,

@@ -27,5 +27,5 @@ pub mod tls;
 pub mod verify;
 
 pub use metrics::IdentityMetrics;
-pub use principal::{Peer, Principal, Token, ANONYMOUS};
+pub use principal::{Peer, Principal, Token, TokenKind, ANONYMOUS};
 pub use spiffe_id::SpiffeId;

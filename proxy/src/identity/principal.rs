@@ -47,6 +47,9 @@ pub const ANONYMOUS: &str = "anonymous";
 /// itself (no token is ever forwarded or logged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
+    pub kind: TokenKind,
+    /// The configured issuer's `issuer` (for a JWT-SVID, its trust domain
+    /// as `spiffe://<td>`: a JWT-SVID's `iss` is not defined and not read).
     pub issuer: String,
     pub subject: String,
     pub scopes: Vec<String>,
@@ -55,6 +58,16 @@ pub struct Token {
     pub expires_at: SystemTime,
     /// The verified claims as a JSON object, for policies that read more.
     pub claims: String,
+}
+
+/// What kind of bearer credential a [`Token`] was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenKind {
+    /// An OAuth access token from a configured issuer.
+    #[default]
+    AccessToken,
+    /// A SPIFFE JWT-SVID, checked against its trust domain's JWT bundle.
+    JwtSvid,
 }
 
 /// Everything Portcullis verified about a caller. Cheap to clone: a
@@ -148,6 +161,7 @@ mod tests {
         assert_eq!(agent.key(), "spiffe://td/ns/a/sa/agent");
         assert_eq!(agent.peer_text(), "spiffe://td/ns/a/sa/agent");
         let token = Arc::new(Token {
+            kind: TokenKind::AccessToken,
             issuer: "https://idp".into(),
             subject: "alice".into(),
             scopes: vec!["files:read".into()],

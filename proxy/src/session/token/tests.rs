@@ -59,6 +59,7 @@ fn another_caller_gets_the_same_refusal_as_a_forger() {
     let with_user = Principal::new(
         alice().peer().clone(),
         Some(Arc::new(Token {
+            kind: crate::identity::TokenKind::AccessToken,
             issuer: "https://idp".into(),
             subject: "u1".into(),
             scopes: vec![],
