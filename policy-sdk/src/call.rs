@@ -3,30 +3,117 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Who is calling, as the sidecar verified it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Caller {
-    #[default]
-    Anonymous,
-    /// A SPIFFE ID, e.g. `spiffe://td/ns/x/sa/y`.
-    Spiffe(String),
-    /// Verified JWT claims, as a JSON object's text.
-    Jwt(String),
+/// Who is calling, as the sidecar verified it: the agent (the mTLS peer)
+/// and, when the request carried one, the user (a verified token). A
+/// filter can require both: "agent X may call T only for users with scope
+/// S".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The SPIFFE ID of the peer's verified X.509-SVID.
+    pub peer: Option<String>,
+    pub token: Option<Token>,
+    /// The host's one spelling of this principal: `anonymous` or the
+    /// peer's SPIFFE ID, then ` token:<issuer>#<subject>` with a token.
+    pub key: String,
 }
 
-impl Caller {
-    pub fn spiffe_id(&self) -> Option<&str> {
-        match self {
-            Self::Spiffe(id) => Some(id),
-            _ => None,
-        }
+impl Default for Principal {
+    fn default() -> Self {
+        Self::new(None, None)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenKind {
+    /// An OAuth access token from a configured issuer.
+    #[default]
+    AccessToken,
+    /// A SPIFFE JWT-SVID.
+    JwtSvid,
+}
+
+/// A bearer token the sidecar verified. The token itself never reaches a
+/// filter, only what was verified about it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Token {
+    pub kind: TokenKind,
+    /// The configured issuer (for a JWT-SVID, `spiffe://<trust domain>`).
+    pub issuer: String,
+    /// `sub`: the user, or for a JWT-SVID the workload's SPIFFE ID.
+    pub subject: String,
+    pub scopes: Vec<String>,
+    /// `act.sub`, `azp` or `client_id`, when the token names one.
+    pub actor: Option<String>,
+    /// `exp`, in milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// Every verified claim, as a JSON object's text.
+    pub claims: String,
+}
+
+impl Principal {
+    /// A principal with the host's key spelling.
+    pub fn new(peer: Option<String>, token: Option<Token>) -> Self {
+        let who = peer.as_deref().unwrap_or("anonymous");
+        let key = match &token {
+            Some(t) => format!("{who} token:{}#{}", t.issuer, t.subject),
+            None => who.to_string(),
+        };
+        Self { peer, token, key }
     }
 
-    /// A JWT claim, if the caller has verified claims.
+    /// The workload's SPIFFE ID: the mTLS peer's, else a JWT-SVID's
+    /// subject. An access token's subject is a user, never this.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        self.peer.as_deref().or_else(|| {
+            self.token
+                .as_ref()
+                .filter(|t| t.kind == TokenKind::JwtSvid)
+                .map(|t| t.subject.as_str())
+        })
+    }
+
+    /// The token's subject (the user), if a token was verified.
+    pub fn subject(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.subject.as_str())
+    }
+
+    /// The scopes the token grants; none without a token.
+    pub fn scopes(&self) -> &[String] {
+        self.token.as_ref().map_or(&[], |t| t.scopes.as_slice())
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().iter().any(|s| s == scope)
+    }
+
+    /// The party the token says acts for the subject.
+    pub fn actor(&self) -> Option<&str> {
+        self.token.as_ref().and_then(|t| t.actor.as_deref())
+    }
+
+    /// A verified claim of the token.
     pub fn claim(&self, name: &str) -> Option<Value> {
-        match self {
-            Self::Jwt(json) => serde_json::from_str::<Value>(json).ok()?.get(name).cloned(),
-            _ => None,
+        let claims = &self.token.as_ref()?.claims;
+        serde_json::from_str::<Value>(claims)
+            .ok()?
+            .get(name)
+            .cloned()
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.peer.is_none() && self.token.is_none()
+    }
+
+    /// Who this is, for a denial message: the user, with the agent acting
+    /// for them when both are known.
+    pub fn describe(&self) -> String {
+        match (self.spiffe_id(), &self.token) {
+            (Some(id), Some(t)) if t.kind == TokenKind::AccessToken => {
+                format!("{} via {id}", t.subject)
+            }
+            (Some(id), _) => id.to_string(),
+            (None, Some(t)) => t.subject.clone(),
+            (None, None) => "an anonymous caller".into(),
         }
     }
 }
@@ -68,7 +155,7 @@ pub struct Call {
     pub target: Option<Target>,
     /// `params.arguments` as JSON text, as the client sent it.
     pub arguments: Option<String>,
-    pub caller: Caller,
+    pub principal: Principal,
     pub session: Option<String>,
     pub instance: String,
     pub era: String,

@@ -15,22 +15,33 @@ pub use bindings::portcullis::policy::host;
 use bindings::portcullis::policy::types as wit;
 pub use bindings::{export, Guest};
 pub use wit::{
-    Call as WitCall, Caller as WitCaller, Decision as WitDecision, ListItem as WitListItem,
-    ListKind as WitListKind, ResultDecision as WitResultDecision,
+    Call as WitCall, Decision as WitDecision, ListItem as WitListItem, ListKind as WitListKind,
+    Principal as WitPrincipal, ResultDecision as WitResultDecision,
 };
 
 use std::{any::Any, cell::RefCell, rc::Rc};
 
 use crate::{
-    load_config, Call, Caller, Decision, Filter, Header, ListItem, ListKind, MessageKind,
-    ResultDecision, Target, TargetKind,
+    load_config, Call, Decision, Filter, Header, ListItem, ListKind, MessageKind, Principal,
+    ResultDecision, Target, TargetKind, Token, TokenKind,
 };
 
-fn caller(c: WitCaller) -> Caller {
-    match c {
-        WitCaller::Anonymous => Caller::Anonymous,
-        WitCaller::Spiffe(id) => Caller::Spiffe(id),
-        WitCaller::Jwt(claims) => Caller::Jwt(claims),
+fn principal(p: WitPrincipal) -> Principal {
+    Principal {
+        peer: p.peer,
+        token: p.token.map(|t| Token {
+            kind: match t.kind {
+                wit::TokenKind::AccessToken => TokenKind::AccessToken,
+                wit::TokenKind::JwtSvid => TokenKind::JwtSvid,
+            },
+            issuer: t.issuer,
+            subject: t.subject,
+            scopes: t.scopes,
+            actor: t.actor,
+            expires_at_ms: t.expires_at_ms,
+            claims: t.claims,
+        }),
+        key: p.key,
     }
 }
 
@@ -52,7 +63,7 @@ fn call(c: WitCall) -> Call {
             name: t.name,
         }),
         arguments: c.arguments,
-        caller: caller(c.caller),
+        principal: principal(c.principal),
         session: c.session,
         instance: c.instance,
         era: c.era,
@@ -149,7 +160,7 @@ where
 
 pub fn on_list<F: Filter>(
     config: String,
-    c: WitCaller,
+    p: WitPrincipal,
     kind: WitListKind,
     items: Vec<WitListItem>,
 ) -> Vec<bool>
@@ -172,5 +183,5 @@ where
             annotations: i.annotations,
         })
         .collect();
-    F::on_list(&config, &caller(c), kind, &items)
+    F::on_list(&config, &principal(p), kind, &items)
 }

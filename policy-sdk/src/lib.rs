@@ -31,7 +31,7 @@
 //!         }
 //!     }
 //!
-//!     fn on_list(config: &Config, _: &Caller, kind: ListKind, items: &[ListItem]) -> Vec<bool> {
+//!     fn on_list(config: &Config, _: &Principal, kind: ListKind, items: &[ListItem]) -> Vec<bool> {
 //!         items
 //!             .iter()
 //!             .map(|i| kind != ListKind::Tools || !config.blocked.contains(&i.name))
@@ -63,7 +63,9 @@ pub mod testing;
 #[doc(hidden)]
 pub mod guest;
 
-pub use call::{Call, Caller, Header, ListItem, ListKind, MessageKind, Target, TargetKind};
+pub use call::{
+    Call, Header, ListItem, ListKind, MessageKind, Principal, Target, TargetKind, Token, TokenKind,
+};
 pub use decision::{Decision, Denial, ResultDecision};
 
 /// A policy filter. Every hook has a default that allows, so a filter
@@ -90,10 +92,10 @@ pub trait Filter {
         ResultDecision::Allow
     }
 
-    /// Says which list items `caller` may see: one `bool` per item.
+    /// Says which list items `principal` may see: one `bool` per item.
     fn on_list(
         _config: &Self::Config,
-        _caller: &Caller,
+        _principal: &Principal,
         _kind: ListKind,
         items: &[ListItem],
     ) -> Vec<bool> {
@@ -114,8 +116,8 @@ pub fn load_config<F: Filter>(json: &str) -> Result<F::Config, String> {
 pub mod prelude {
     pub use crate::testing::{CallBuilder, Harness};
     pub use crate::{
-        export_filter, host, Call, Caller, Decision, Denial, Filter, ListItem, ListKind,
-        ResultDecision, Target, TargetKind,
+        export_filter, host, Call, Decision, Denial, Filter, ListItem, ListKind, Principal,
+        ResultDecision, Target, TargetKind, Token, TokenKind,
     };
 }
 
@@ -149,11 +151,11 @@ macro_rules! export_filter {
                 }
                 fn on_list(
                     config: ::std::string::String,
-                    caller: $crate::guest::WitCaller,
+                    principal: $crate::guest::WitPrincipal,
                     kind: $crate::guest::WitListKind,
                     items: ::std::vec::Vec<$crate::guest::WitListItem>,
                 ) -> ::std::vec::Vec<bool> {
-                    $crate::guest::on_list::<$filter>(config, caller, kind, items)
+                    $crate::guest::on_list::<$filter>(config, principal, kind, items)
                 }
             }
     $crate::guest::export!(__PortcullisGuest with_types_in $crate::guest::bindings);

@@ -15,7 +15,7 @@
 //! Callers: the static rules match an unauthenticated caller as the text
 //! `anonymous`, so `*` (like an empty `callers` list) includes it, and
 //! `spiffe://**` means "any authenticated caller". A filter matching
-//! [`crate::Caller::spiffe_id`] has no ID to match for such a caller.
+//! [`crate::Principal::spiffe_id`] has no ID to match for such a caller.
 //!
 //! The rule is the same for every field, because `/` is the hierarchy
 //! separator in all of them (SPIFFE IDs, URIs, MCP methods such as

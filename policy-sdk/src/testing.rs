@@ -14,8 +14,8 @@ use std::marker::PhantomData;
 use serde_json::Value;
 
 use crate::{
-    load_config, Call, Caller, Decision, Filter, Header, ListItem, ListKind, MessageKind,
-    ResultDecision, Target, TargetKind,
+    load_config, Call, Decision, Filter, Header, ListItem, ListKind, MessageKind, Principal,
+    ResultDecision, Target, TargetKind, Token, TokenKind,
 };
 
 /// A loaded filter, as the host would hold it.
@@ -42,7 +42,7 @@ impl<F: Filter> Harness<F> {
     }
 
     /// Runs the list hook on item names; returns the visible names.
-    pub fn visible(&self, caller: &Caller, kind: ListKind, names: &[&str]) -> Vec<String> {
+    pub fn visible(&self, principal: &Principal, kind: ListKind, names: &[&str]) -> Vec<String> {
         let items: Vec<ListItem> = names
             .iter()
             .map(|n| ListItem {
@@ -50,7 +50,7 @@ impl<F: Filter> Harness<F> {
                 annotations: None,
             })
             .collect();
-        let verdicts = F::on_list(&self.config, caller, kind, &items);
+        let verdicts = F::on_list(&self.config, principal, kind, &items);
         items
             .into_iter()
             .zip(verdicts)
@@ -75,7 +75,7 @@ impl CallBuilder {
                 id: Some("1".into()),
                 target: None,
                 arguments: None,
-                caller: Caller::Anonymous,
+                principal: Principal::default(),
                 session: None,
                 instance: "test-instance".into(),
                 era: "2025-11-25".into(),
@@ -111,13 +111,48 @@ impl CallBuilder {
         self
     }
 
+    /// The mTLS peer, keeping any token already set.
     pub fn spiffe(mut self, id: &str) -> Self {
-        self.call.caller = Caller::Spiffe(id.to_string());
+        let token = self.call.principal.token.take();
+        self.call.principal = Principal::new(Some(id.to_string()), token);
         self
     }
 
-    pub fn jwt(mut self, claims: Value) -> Self {
-        self.call.caller = Caller::Jwt(claims.to_string());
+    /// A verified access token with these claims, keeping any peer already
+    /// set. `sub`, `iss`, `scope` (space-separated) or `scp` (an array),
+    /// and `exp` (seconds) fill the token's fields as the host would.
+    pub fn jwt(self, claims: Value) -> Self {
+        let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+        let scopes = match (claims.get("scope"), claims.get("scp")) {
+            (Some(Value::String(s)), _) => s.split(' ').map(str::to_string).collect(),
+            (_, Some(Value::Array(a))) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let token = Token {
+            kind: TokenKind::AccessToken,
+            issuer: text("iss").unwrap_or_else(|| "test-issuer".into()),
+            subject: text("sub").unwrap_or_default(),
+            scopes,
+            actor: claims
+                .pointer("/act/sub")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            expires_at_ms: claims
+                .get("exp")
+                .and_then(Value::as_u64)
+                .map_or(u64::MAX, |s| s.saturating_mul(1000)),
+            claims: claims.to_string(),
+        };
+        self.token(token)
+    }
+
+    /// A verified token, keeping any peer already set.
+    pub fn token(mut self, token: Token) -> Self {
+        let peer = self.call.principal.peer.take();
+        self.call.principal = Principal::new(peer, Some(token));
         self
     }
 
@@ -272,7 +307,7 @@ mod tests {
         let h = Harness::<DenyAll>::new("").unwrap();
         h.request(&CallBuilder::tool("x").build())
             .assert_denied("no tools/call");
-        let visible = h.visible(&Caller::Anonymous, ListKind::Tools, &["a", "b"]);
+        let visible = h.visible(&Principal::default(), ListKind::Tools, &["a", "b"]);
         assert_eq!(visible, vec!["a", "b"], "default on_list shows everything");
     }
 
@@ -293,6 +328,6 @@ mod tests {
         assert_eq!(task.task_tool(), Some("t"));
         assert_eq!(c.args_value()["path"], "/a");
         assert_eq!(c.annotation("destructiveHint"), Some(true));
-        assert_eq!(c.caller.claim("sub"), Some(serde_json::json!("alice")));
+        assert_eq!(c.principal.claim("sub"), Some(serde_json::json!("alice")));
     }
 }

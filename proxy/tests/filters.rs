@@ -257,7 +257,7 @@ async fn broken_filters_are_refused_at_load() {
     let cases = [
         (
             format!("  - name: empty\n    path: {}\n", empty.display()),
-            "do not match portcullis:policy",
+            "match neither portcullis:policy@0.2.0 nor @0.1.0",
         ),
         (
             format!("  - name: garbage\n    path: {}\n", garbage.display()),

@@ -72,17 +72,6 @@ impl Bucket {
     }
 }
 
-fn principal(caller: &Caller) -> String {
-    match caller {
-        Caller::Anonymous => "anonymous".into(),
-        Caller::Spiffe(id) => id.clone(),
-        Caller::Jwt(_) => caller
-            .claim("sub")
-            .and_then(|s| s.as_str().map(|s| format!("jwt:{s}")))
-            .unwrap_or_else(|| "jwt".into()),
-    }
-}
-
 /// Takes one token; `Err` carries the wait until the next one, in ms.
 fn take(limit: &Limit, key: &str) -> Result<(), u64> {
     let full = Bucket {
@@ -135,7 +124,7 @@ impl Filter for RateLimit {
             return Decision::Allow;
         };
         let who = match limit.scope {
-            Scope::Principal => principal(&call.caller),
+            Scope::Principal => call.principal.key.clone(),
             Scope::Global => "*".into(),
         };
         match take(limit, &format!("bucket|{who}|{tool}")) {

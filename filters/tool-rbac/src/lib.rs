@@ -17,15 +17,38 @@ pub enum Effect {
     Deny,
 }
 
-/// Who a rule applies to. Empty means everyone; otherwise a caller matches
-/// if its SPIFFE ID matches one pattern, or its JWT has every listed claim.
+/// Who a rule applies to, in two parts: the agent (the workload's SPIFFE
+/// ID: the mTLS peer, else a JWT-SVID subject) and the user (the verified
+/// token's subject, scopes and claims). Empty means everyone.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Principals {
+    /// Patterns on the agent's SPIFFE ID.
     #[serde(default)]
     pub spiffe: Vec<String>,
+    /// Patterns on the token's subject.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Scopes the token must grant, all of them.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Claims the token must carry, all of them.
     #[serde(default)]
     pub claims: BTreeMap<String, Value>,
+    /// `either` (the default): the agent part or the user part matching is
+    /// enough. `both`: every part that is listed must match, so "agent X
+    /// may call T only for users with scope S" is `{spiffe: [X], scopes:
+    /// [S], require: both}`.
+    #[serde(default)]
+    pub require: Require,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Require {
+    #[default]
+    Either,
+    Both,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,19 +78,31 @@ pub struct Config {
 }
 
 impl Principals {
-    fn matches(&self, caller: &Caller) -> bool {
-        if self.spiffe.is_empty() && self.claims.is_empty() {
+    fn matches(&self, p: &Principal) -> bool {
+        let names_agent = !self.spiffe.is_empty();
+        let names_user =
+            !self.subjects.is_empty() || !self.scopes.is_empty() || !self.claims.is_empty();
+        if !names_agent && !names_user {
             return true;
         }
-        let by_id = caller
-            .spiffe_id()
-            .is_some_and(|id| pattern::any(&self.spiffe, id));
-        let by_claims = !self.claims.is_empty()
+        let agent = names_agent
+            && p.spiffe_id()
+                .is_some_and(|id| pattern::any(&self.spiffe, id));
+        let user = names_user && p.token.is_some() && self.user_matches(p);
+        match self.require {
+            Require::Either => agent || user,
+            Require::Both => (agent || !names_agent) && (user || !names_user),
+        }
+    }
+
+    fn user_matches(&self, p: &Principal) -> bool {
+        let subject = p.subject().unwrap_or_default();
+        (self.subjects.is_empty() || pattern::any(&self.subjects, subject))
+            && self.scopes.iter().all(|s| p.has_scope(s))
             && self
                 .claims
                 .iter()
-                .all(|(k, want)| claim_matches(caller.claim(k).as_ref(), want));
-        by_id || by_claims
+                .all(|(k, want)| claim_matches(p.claim(k).as_ref(), want))
     }
 }
 
@@ -93,11 +128,16 @@ impl Rule {
 }
 
 impl Config {
-    /// The effect for `caller` on a target, and the rule that decided.
-    fn effect(&self, caller: &Caller, kind: TargetKind, name: &str) -> (Effect, Option<&str>) {
+    /// The effect for `principal` on a target, and the rule that decided.
+    fn effect(
+        &self,
+        principal: &Principal,
+        kind: TargetKind,
+        name: &str,
+    ) -> (Effect, Option<&str>) {
         self.rules
             .iter()
-            .find(|r| r.covers(kind, name) && r.principals.matches(caller))
+            .find(|r| r.covers(kind, name) && r.principals.matches(principal))
             .map_or((self.default, None), |r| (r.effect, Some(r.name.as_str())))
     }
 }
@@ -115,6 +155,17 @@ impl Filter for ToolRbac {
                     r.name
                 ));
             }
+            let p = &r.principals;
+            let parts = usize::from(!p.spiffe.is_empty())
+                + usize::from(
+                    !(p.subjects.is_empty() && p.scopes.is_empty() && p.claims.is_empty()),
+                );
+            if p.require == Require::Both && parts < 2 {
+                return Err(format!(
+                    "rule {:?} says require: both but does not name both an agent (spiffe) and a user (subjects, scopes or claims)",
+                    r.name
+                ));
+            }
         }
         Ok(())
     }
@@ -123,33 +174,27 @@ impl Filter for ToolRbac {
         let Some(target) = &call.target else {
             return Decision::Allow;
         };
-        match config.effect(&call.caller, target.kind, &target.name) {
+        match config.effect(&call.principal, target.kind, &target.name) {
             (Effect::Allow, _) => Decision::Allow,
             (Effect::Deny, rule) => Decision::deny(format!(
                 "{} may not use {} ({})",
-                caller_text(&call.caller),
+                call.principal.describe(),
                 target.name,
                 rule.map_or_else(|| "no rule allows it".to_string(), |r| format!("rule {r}"))
             )),
         }
     }
 
-    fn on_list(config: &Config, caller: &Caller, kind: ListKind, items: &[ListItem]) -> Vec<bool> {
+    fn on_list(
+        config: &Config,
+        principal: &Principal,
+        kind: ListKind,
+        items: &[ListItem],
+    ) -> Vec<bool> {
         items
             .iter()
-            .map(|i| config.effect(caller, kind.target_kind(), &i.name).0 == Effect::Allow)
+            .map(|i| config.effect(principal, kind.target_kind(), &i.name).0 == Effect::Allow)
             .collect()
-    }
-}
-
-fn caller_text(c: &Caller) -> String {
-    match c {
-        Caller::Anonymous => "an anonymous caller".into(),
-        Caller::Spiffe(id) => id.clone(),
-        Caller::Jwt(_) => c
-            .claim("sub")
-            .and_then(|s| s.as_str().map(str::to_string))
-            .unwrap_or_else(|| "a JWT caller".into()),
     }
 }
 
@@ -230,16 +275,19 @@ mod tests {
     #[test]
     fn lists_follow_the_same_rules() {
         let h = harness();
-        let agent = Caller::Spiffe(AGENT.into());
+        let agent = Principal::new(Some(AGENT.into()), None);
         let tools = ["echo", "read_file", "delete_file"];
         assert_eq!(
             h.visible(&agent, ListKind::Tools, &tools),
             vec!["echo", "read_file"]
         );
         assert!(h
-            .visible(&Caller::Anonymous, ListKind::Tools, &tools)
+            .visible(&Principal::default(), ListKind::Tools, &tools)
             .is_empty());
-        let reader = Caller::Jwt(json!({"groups": ["readers"]}).to_string());
+        let reader = CallBuilder::method("tools/list")
+            .jwt(json!({"sub": "r", "groups": ["readers"]}))
+            .build()
+            .principal;
         assert_eq!(
             h.visible(&reader, ListKind::Tools, &tools),
             vec!["echo", "read_file"]
@@ -310,11 +358,105 @@ mod tests {
             call(id).assert_denied("no rule allows it");
         }
         let visible = h.visible(
-            &Caller::Spiffe("spiffe://demo.local/ns/a/b/sa/reader".into()),
+            &Principal::new(Some("spiffe://demo.local/ns/a/b/sa/reader".into()), None),
             ListKind::Tools,
             &["echo"],
         );
         assert!(visible.is_empty(), "{visible:?}");
+    }
+
+    /// Issue 11: a rule that needs both the agent and the user. Planner
+    /// may delete only for users granted files:write; nobody else may.
+    const BOTH: &str = r#"{
+        "default": "deny",
+        "rules": [
+            {"name": "planner-for-writers", "effect": "allow",
+             "principals": {"spiffe": ["spiffe://demo.local/ns/agents/sa/planner"],
+                            "scopes": ["files:write"], "require": "both"},
+             "tools": ["delete_*"]},
+            {"name": "any-agent-reads", "effect": "allow",
+             "principals": {"spiffe": ["spiffe://demo.local/ns/agents/sa/*"]},
+             "tools": ["read_*"]},
+            {"name": "alice", "effect": "allow",
+             "principals": {"subjects": ["alice"]},
+             "tools": ["echo"]}
+        ]
+    }"#;
+
+    #[test]
+    fn both_identities_are_required_together() {
+        let h = Harness::<ToolRbac>::new(BOTH).unwrap();
+        let writer = json!({"sub": "alice", "scope": "files:read files:write"});
+        let reader = json!({"sub": "bob", "scope": "files:read"});
+        let delete = || CallBuilder::tool("delete_file");
+        h.request(&delete().spiffe(AGENT).jwt(writer.clone()).build())
+            .assert_allowed();
+        // The right agent for the wrong user, the right user through the
+        // wrong agent, and either alone: all refused.
+        h.request(&delete().spiffe(AGENT).jwt(reader.clone()).build())
+            .assert_denied("bob via spiffe://demo.local/ns/agents/sa/planner");
+        h.request(
+            &delete()
+                .spiffe("spiffe://demo.local/ns/agents/sa/intruder")
+                .jwt(writer.clone())
+                .build(),
+        )
+        .assert_denied("alice via spiffe://demo.local/ns/agents/sa/intruder");
+        h.request(&delete().spiffe(AGENT).build())
+            .assert_denied("no rule allows it");
+        h.request(&delete().jwt(writer.clone()).build())
+            .assert_denied("no rule allows it");
+        // Lists agree with calls.
+        let listed = |c: Call| {
+            h.visible(
+                &c.principal,
+                ListKind::Tools,
+                &["delete_file", "read_file", "echo"],
+            )
+        };
+        assert_eq!(
+            listed(delete().spiffe(AGENT).jwt(writer.clone()).build()),
+            vec!["delete_file", "read_file", "echo"]
+        );
+        assert_eq!(
+            listed(delete().spiffe(AGENT).jwt(reader).build()),
+            vec!["read_file"]
+        );
+        // `either` parts still work alone: a subject rule, any transport.
+        h.request(&CallBuilder::tool("echo").jwt(writer).build())
+            .assert_allowed();
+    }
+
+    /// A JWT-SVID is a workload identity: `spiffe` patterns match its
+    /// subject when there is no mTLS peer; an access token's subject never.
+    #[test]
+    fn spiffe_patterns_see_jwt_svids_but_not_user_subjects() {
+        let h = harness();
+        let svid = Token {
+            kind: TokenKind::JwtSvid,
+            issuer: "spiffe://demo.local".into(),
+            subject: AGENT.into(),
+            ..Token::default()
+        };
+        h.request(&CallBuilder::tool("echo").token(svid).build())
+            .assert_allowed();
+        let user = Token {
+            subject: AGENT.into(),
+            ..Token::default()
+        };
+        h.request(&CallBuilder::tool("echo").token(user).build())
+            .assert_denied("no rule allows it");
+    }
+
+    #[test]
+    fn require_both_needs_both_parts_named() {
+        let err = Harness::<ToolRbac>::new(
+            r#"{"rules": [{"name": "x", "effect": "allow", "tools": ["*"],
+                "principals": {"scopes": ["a"], "require": "both"}}]}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(err.contains("does not name both"), "{err}");
     }
 
     #[test]

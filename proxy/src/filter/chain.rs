@@ -219,14 +219,14 @@ impl Policy for FilterChain {
     fn visible(&self, principal: &Principal, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
         let mut shown = self.rules.visible(principal, kind, items);
         shown.resize(items.len(), false);
-        let (wit_caller, wit_kind, wit_items) = (
-            convert::caller(principal),
+        let (wit_principal, wit_kind, wit_items) = (
+            convert::principal(principal),
             convert::list_kind(kind),
             convert::list_items(items),
         );
         for f in self.filters.iter().filter(|f| f.handles(Hook::List)) {
             match self.timed(f, "list", || {
-                f.on_list(&wit_caller, principal.key(), wit_kind, &wit_items)
+                f.on_list(&wit_principal, principal.key(), wit_kind, &wit_items)
             }) {
                 Ok(verdicts) => merge_verdicts(&mut shown, &verdicts),
                 Err(fault) => {

@@ -10,7 +10,7 @@ use wasmtime::{
 };
 
 use super::{
-    bindings::Filter,
+    bindings::{v0_1, Filter},
     host::HostState,
     ticker::{Active, Ticker},
     FilterError,
@@ -38,6 +38,9 @@ impl FilterEngine {
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        // Both contracts' host functions: a component imports one of them.
+        v0_1::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         define_wasi_basics(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         let ticker = Ticker::start(engine.clone())?;

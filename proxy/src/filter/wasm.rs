@@ -13,7 +13,8 @@ use std::{
 use wasmtime::{component::Component, Store};
 
 use super::{
-    bindings::{types, Filter, FilterPre},
+    bindings::{types, v0_1, Filter, FilterPre},
+    convert,
     engine::FilterEngine,
     host::{FilterShared, HostState},
     kv::KvStore,
@@ -86,8 +87,100 @@ const MAX_CALLS: u32 = 10_000;
 struct Warm {
     caller: String,
     store: Store<HostState>,
-    instance: Filter,
+    instance: Instance,
     calls: u32,
+}
+
+/// A filter pre-linked against the contract version it was built for.
+enum Pre {
+    Current(FilterPre<HostState>),
+    V0_1(v0_1::FilterPre<HostState>),
+}
+
+impl Pre {
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Self::Current(p) => p.engine(),
+            Self::V0_1(p) => p.engine(),
+        }
+    }
+
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Self::Current(p) => Instance::Current(p.instantiate(store)?),
+            Self::V0_1(p) => Instance::V0_1(p.instantiate(store)?),
+        })
+    }
+}
+
+/// One instance, spoken to in the current contract's types: a 0.1 filter
+/// gets the call translated down and its answer read back
+/// (`convert::v0_1`).
+enum Instance {
+    Current(Filter),
+    V0_1(v0_1::Filter),
+}
+
+impl Instance {
+    fn validate_config(
+        &self,
+        s: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Self::Current(f) => f.call_validate_config(s, config),
+            Self::V0_1(f) => f.call_validate_config(s, config),
+        }
+    }
+
+    fn on_request(
+        &self,
+        s: &mut Store<HostState>,
+        config: &str,
+        call: &types::Call,
+    ) -> wasmtime::Result<types::Decision> {
+        match self {
+            Self::Current(f) => f.call_on_request(s, config, call),
+            Self::V0_1(f) => f
+                .call_on_request(s, config, &convert::v0_1::call(call))
+                .map(convert::v0_1::decision),
+        }
+    }
+
+    fn on_result(
+        &self,
+        s: &mut Store<HostState>,
+        config: &str,
+        call: &types::Call,
+        result: &str,
+    ) -> wasmtime::Result<types::ResultDecision> {
+        match self {
+            Self::Current(f) => f.call_on_result(s, config, call, result),
+            Self::V0_1(f) => f
+                .call_on_result(s, config, &convert::v0_1::call(call), result)
+                .map(convert::v0_1::result_decision),
+        }
+    }
+
+    fn on_list(
+        &self,
+        s: &mut Store<HostState>,
+        config: &str,
+        principal: &types::Principal,
+        kind: types::ListKind,
+        items: &[types::ListItem],
+    ) -> wasmtime::Result<Vec<bool>> {
+        match self {
+            Self::Current(f) => f.call_on_list(s, config, principal, kind, items),
+            Self::V0_1(f) => f.call_on_list(
+                s,
+                config,
+                &convert::v0_1::caller(principal),
+                convert::v0_1::list_kind(kind),
+                &convert::v0_1::list_items(items),
+            ),
+        }
+    }
 }
 
 pub struct WasmFilter {
@@ -96,7 +189,7 @@ pub struct WasmFilter {
     engine: Arc<FilterEngine>,
     pub on_error: OnError,
     pub hooks: Vec<Hook>,
-    pre: FilterPre<HostState>,
+    pre: Pre,
     config: String,
     shared: Arc<FilterShared>,
     limits: Limits,
@@ -128,14 +221,23 @@ impl WasmFilter {
             .and_then(|linker| linker.instantiate_pre(&component));
         let instance_pre = linked.map_err(|e| {
             refuse(format!(
-                "imports do not match portcullis:policy@0.1.0: {e:#}"
+                "imports match neither portcullis:policy@0.2.0 nor @0.1.0: {e:#}"
             ))
         })?;
-        let pre = FilterPre::new(instance_pre).map_err(|e| {
-            refuse(format!(
-                "exports do not match portcullis:policy@0.1.0: {e:#}"
-            ))
-        })?;
+        // The exports' types say which contract the component was built
+        // against; the two differ in `call` and `on-list`, so no component
+        // can match both.
+        let pre = match FilterPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::Current(pre),
+            Err(current) => match v0_1::FilterPre::new(instance_pre) {
+                Ok(pre) => Pre::V0_1(pre),
+                Err(_) => {
+                    return Err(refuse(format!(
+                        "exports match neither portcullis:policy@0.2.0 nor @0.1.0: {current:#}"
+                    )))
+                }
+            },
+        };
         let shared = Arc::new(FilterShared {
             name: name.to_string(),
             kv: KvStore::default(),
@@ -157,7 +259,7 @@ impl WasmFilter {
     }
 
     fn validate_config(&self) -> Result<(), String> {
-        let verdict = self.run(None, |f, s, cfg| f.call_validate_config(s, cfg));
+        let verdict = self.run(None, |f, s, cfg| f.validate_config(s, cfg));
         match verdict {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(format!("configuration refused: {why}")),
@@ -172,7 +274,7 @@ impl WasmFilter {
     /// `key` names the caller ([`crate::identity::Principal::key`]): a
     /// warm instance serves only calls with the same key.
     pub fn on_request(&self, call: &types::Call, key: &str) -> Result<types::Decision, Fault> {
-        let decision = self.run(Some(key), |f, s, cfg| f.call_on_request(s, cfg, call))?;
+        let decision = self.run(Some(key), |f, s, cfg| f.on_request(s, cfg, call))?;
         match &decision {
             types::Decision::Deny(d) => self.bounded(d.message.len())?,
             types::Decision::RewriteArguments(a) => self.bounded(a.len())?,
@@ -187,9 +289,7 @@ impl WasmFilter {
         result: &str,
         key: &str,
     ) -> Result<types::ResultDecision, Fault> {
-        let decision = self.run(Some(key), |f, s, cfg| {
-            f.call_on_result(s, cfg, call, result)
-        })?;
+        let decision = self.run(Some(key), |f, s, cfg| f.on_result(s, cfg, call, result))?;
         match &decision {
             types::ResultDecision::Deny(d) => self.bounded(d.message.len())?,
             types::ResultDecision::Replace(r) => self.bounded(r.len())?,
@@ -200,13 +300,13 @@ impl WasmFilter {
 
     pub fn on_list(
         &self,
-        caller: &types::Caller,
+        principal: &types::Principal,
         key: &str,
         kind: types::ListKind,
         items: &[types::ListItem],
     ) -> Result<Vec<bool>, Fault> {
         self.run(Some(key), |f, s, cfg| {
-            f.call_on_list(s, cfg, caller, kind, items)
+            f.on_list(s, cfg, principal, kind, items)
         })
     }
 
@@ -223,7 +323,7 @@ impl WasmFilter {
     fn run<R>(
         &self,
         key: Option<&str>,
-        f: impl FnOnce(&Filter, &mut Store<HostState>, &str) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Instance, &mut Store<HostState>, &str) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         let _clock = self.engine.evaluating();
         let key = key.filter(|_| self.limits.isolation == Isolation::Caller);

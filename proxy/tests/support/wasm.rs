@@ -13,6 +13,7 @@ const CRATES: &[&str] = &[
     "rate-limit",
     "redact",
     "fault-filter",
+    "v0_1-filter",
 ];
 
 fn workspace() -> PathBuf {
