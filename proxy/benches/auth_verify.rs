@@ -59,6 +59,7 @@ fn verifier(dir: &std::path::Path, es: &[u8], cache: VerifiedCache) -> Verifier 
         leeway: Duration::from_secs(30),
         max_token_bytes: 8192,
         cache,
+        svids: None,
     }
 }
 

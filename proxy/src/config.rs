@@ -316,6 +316,10 @@ pub struct UpstreamConfig {
     /// meant for the sidecar must not be passed through.
     #[serde(default)]
     pub forward_authorization: bool,
+    /// What the upstream learns of the caller instead: headers, a signed
+    /// assertion, or nothing (see [`crate::auth::assertion`]).
+    #[serde(default)]
+    pub identity: crate::auth::assertion::IdentityConfig,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -421,6 +425,9 @@ impl Config {
             files.federated.values_mut().for_each(fix);
         }
         self.filters.iter_mut().for_each(|f| fix(&mut f.path));
+        if let Some(svid) = self.auth.as_mut().and_then(|a| a.jwt_svid.as_mut()) {
+            svid.bundles.values_mut().for_each(fix);
+        }
         if let Some(sessions) = self.sessions.as_mut() {
             fix(&mut sessions.keyring_file);
         }
@@ -490,6 +497,7 @@ impl Config {
             .url
             .parse()
             .map_err(|e| invalid("upstream.url", format!("not a URL: {e}")))?;
+        self.validate_upstream_identity()?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") if self.identity.is_none() => {
@@ -545,6 +553,18 @@ impl Config {
         }
         self.validate_app_probes()?;
         self.validate_filters()
+    }
+
+    fn validate_upstream_identity(&self) -> Result<(), ConfigError> {
+        if self.upstream.forward_authorization
+            && self.upstream.identity.mode == crate::auth::assertion::IdentityMode::Assertion
+        {
+            return Err(invalid(
+                "upstream.identity.mode",
+                "assertion cannot be combined with forward_authorization: the upstream would get two identities, one of them the client's token",
+            ));
+        }
+        Ok(())
     }
 
     /// Applies what the injected pod sets in the sidecar's environment

@@ -175,13 +175,35 @@ async fn start_auth(
     let Some(section) = &config.auth else {
         return Ok(None);
     };
-    let auth = crate::auth::Auth::new(section, metrics.auth.clone()).await?;
+    let identity_tds = config
+        .identity
+        .as_ref()
+        .map_or(&[][..], |i| i.trust_domains.as_slice());
+    let auth = crate::auth::Auth::new(section, identity_tds, metrics.auth.clone()).await?;
     if let Some(auth) = &auth {
         auth.spawn_refresh(shutdown);
         // Lists are filtered by the same scope rules as calls.
         let _ = court.auth.set(auth.clone());
     }
     Ok(auth)
+}
+
+/// The admin listener: metrics, probes, the identity report, and the
+/// public key of the upstream identity assertions when they are signed.
+fn admin_server(
+    config: &Config,
+    metrics: &Metrics,
+    ready: &Arc<AtomicBool>,
+    shared: &Shared,
+    report: IdentityReport,
+) -> Admin {
+    let admin = Admin::new(metrics.clone(), ready.clone())
+        .with_app_probes(config.app_probes.clone())
+        .with_identity(report);
+    match shared.upstream_identity.asserter() {
+        Some(asserter) => admin.with_assertion_keys(&asserter.jwks()),
+        None => admin,
+    }
 }
 
 async fn serve(
@@ -219,15 +241,14 @@ async fn serve(
     let shared = Arc::new(shared);
     let ready = Arc::new(AtomicBool::new(true));
     let admin_stop = CancellationToken::new();
-    let admin_server = Admin::new(metrics.clone(), ready.clone())
-        .with_app_probes(config.app_probes.clone())
-        .with_identity(IdentityReport {
-            instance,
-            svid: identity.as_ref().map(|i| i.store.clone()),
-            config_path,
-            config: config.clone(),
-            sessions: shared.sessions.clone(),
-        });
+    let report = IdentityReport {
+        instance,
+        svid: identity.as_ref().map(|i| i.store.clone()),
+        config_path,
+        config: config.clone(),
+        sessions: shared.sessions.clone(),
+    };
+    let admin_server = admin_server(&config, &metrics, &ready, &shared, report);
     tokio::spawn(admin_server.serve(admin, admin_stop.clone()));
 
     tracing::info!(%proxy_addr, %admin_addr, ?capture_addr, upstream = %config.upstream.url, rules = config.policy.rules.len(), "portcullis started");

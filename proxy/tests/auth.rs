@@ -867,12 +867,49 @@ async fn browsers_can_preflight_and_read_the_challenge() {
     let url = support::mcp_url(&proxy);
     let preflight = client
         .request(reqwest::Method::OPTIONS, &url)
-        .header("origin", "https://app.example")
+        .header("origin", "http://localhost:5173")
         .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .header("cookie", "session=secret")
+        .header("mcp-session-id", "someone-elses")
+        .header("x-anything", "else")
+        .body("a preflight has no body")
         .send()
         .await
         .unwrap();
     assert_ne!(preflight.status(), 401, "a preflight needs no token");
+    assert_ne!(preflight.status(), 403, "a local origin is allowed");
+    // Unauthenticated, it carries only what a preflight asks, and brings
+    // back only the app's CORS answer.
+    let seen = upstream.heads.lock().unwrap().last().cloned().unwrap();
+    let mut names: Vec<&str> = seen
+        .keys()
+        .map(http::HeaderName::as_str)
+        .filter(|n| *n != "host")
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "access-control-request-headers",
+            "access-control-request-method",
+            "origin"
+        ]
+    );
+    let leaked: Vec<String> = preflight
+        .headers()
+        .keys()
+        .map(|n| n.as_str().to_string())
+        .filter(|n| {
+            !(n.starts_with("access-control-")
+                || ["vary", "content-length", "date", "portcullis-instance"].contains(&n.as_str()))
+        })
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    assert!(preflight.bytes().await.unwrap().is_empty());
     // A plain OPTIONS is a request like any other.
     let plain = client
         .request(reqwest::Method::OPTIONS, &url)

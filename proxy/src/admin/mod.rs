@@ -30,6 +30,8 @@ pub struct Admin {
     ready: Arc<AtomicBool>,
     app_probes: Arc<BTreeMap<String, AppProbe>>,
     identity: Option<Arc<IdentityReport>>,
+    /// The public keys of the upstream identity assertions, if signed.
+    assertion_keys: Option<Arc<Vec<u8>>>,
 }
 
 impl Admin {
@@ -39,6 +41,7 @@ impl Admin {
             ready,
             app_probes: Arc::default(),
             identity: None,
+            assertion_keys: None,
         }
     }
 
@@ -46,6 +49,15 @@ impl Admin {
     pub fn with_identity(self, report: IdentityReport) -> Self {
         Self {
             identity: Some(Arc::new(report)),
+            ..self
+        }
+    }
+
+    /// Serves `GET /.well-known/jwks.json`: what an upstream verifies the
+    /// sidecar's identity assertions with.
+    pub fn with_assertion_keys(self, jwks: &serde_json::Value) -> Self {
+        Self {
+            assertion_keys: Some(Arc::new(jwks.to_string().into_bytes())),
             ..self
         }
     }
@@ -103,6 +115,14 @@ impl Admin {
                 ),
             },
             "/healthz" => text_response(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/.well-known/jwks.json" => match &self.assertion_keys {
+                Some(jwks) => text_response(
+                    StatusCode::OK,
+                    "application/jwk-set+json",
+                    jwks.as_ref().clone(),
+                ),
+                None => not_found(),
+            },
             "/identity" => match &self.identity {
                 Some(report) => text_response(
                     StatusCode::OK,

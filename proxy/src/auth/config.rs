@@ -31,8 +31,36 @@ pub struct AuthConfig {
     #[serde(default = "default_leeway", with = "humantime_serde")]
     pub leeway: Duration,
     pub issuers: Vec<IssuerConfig>,
+    /// SPIFFE JWT-SVIDs accepted as bearer tokens (see
+    /// [`crate::auth::svid`]). Absent: none are.
+    #[serde(default)]
+    pub jwt_svid: Option<JwtSvidConfig>,
     #[serde(default)]
     pub scopes: ScopesConfig,
+}
+
+/// `auth.jwt_svid`: workloads calling with a JWT-SVID.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSvidConfig {
+    /// Each trust domain's JWT bundle: a JWKS file in the SPIFFE bundle
+    /// format (keys with `use: jwt-svid`), read again every
+    /// `refresh_interval` and on an unknown `kid`.
+    pub bundles: BTreeMap<String, PathBuf>,
+    /// Trust domains whose JWT-SVIDs are accepted. Empty: the identity
+    /// section's trust domains if there is one, else every bundle's.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    /// What a JWT-SVID's `aud` must name (at least one of them), compared
+    /// exactly: usually this server's own SPIFFE ID.
+    pub audiences: Vec<String>,
+    /// Longest lifetime left (`exp` − now) a JWT-SVID may claim.
+    #[serde(default = "default_max_lifetime", with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// How often bundle files are read again (a removed key is refused
+    /// from the next read on).
+    #[serde(default = "default_bundle_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -177,6 +205,9 @@ fn default_actor_claims() -> Vec<String> {
 fn default_refresh() -> Duration {
     Duration::from_secs(600)
 }
+fn default_bundle_refresh() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_min_refetch() -> Duration {
     Duration::from_secs(30)
 }
@@ -241,7 +272,86 @@ impl AuthConfig {
                 ));
             }
         }
+        if let Some(svid) = &self.jwt_svid {
+            svid.validate()?;
+        }
         Ok(())
+    }
+}
+
+/// Whether `td` is a trust domain name (what follows `spiffe://`).
+fn trust_domain_name(td: &str) -> bool {
+    crate::identity::SpiffeId::parse(&format!("spiffe://{td}")).is_ok_and(|id| !id.names_workload())
+}
+
+impl JwtSvidConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.bundles.is_empty() {
+            return Err(invalid(
+                "auth.jwt_svid.bundles",
+                "at least one trust domain's JWT bundle",
+            ));
+        }
+        if let Some(td) = self.bundles.keys().find(|td| !trust_domain_name(td)) {
+            return Err(invalid(
+                "auth.jwt_svid.bundles",
+                format!("{td:?}: not a trust domain name (example.org, no spiffe://)"),
+            ));
+        }
+        for td in &self.trust_domains {
+            if !self.bundles.contains_key(td) {
+                return Err(invalid(
+                    "auth.jwt_svid.trust_domains",
+                    format!("{td:?}: no bundle for it in auth.jwt_svid.bundles"),
+                ));
+            }
+        }
+        if self.audiences.is_empty() {
+            return Err(invalid(
+                "auth.jwt_svid.audiences",
+                "at least one (this server's SPIFFE ID, usually)",
+            ));
+        }
+        for aud in &self.audiences {
+            if aud.is_empty() || aud.contains('*') || aud.trim() != aud {
+                return Err(invalid(
+                    "auth.jwt_svid.audiences",
+                    format!("{aud:?}: an exact audience, neither empty nor a wildcard"),
+                ));
+            }
+        }
+        if self.max_lifetime > Duration::from_secs(366 * 86400) {
+            return Err(invalid("auth.jwt_svid.max_lifetime", "at most a year"));
+        }
+        if self.refresh_interval < Duration::from_secs(1) {
+            return Err(invalid("auth.jwt_svid.refresh_interval", "at least 1s"));
+        }
+        Ok(())
+    }
+
+    /// The trust domains accepted: as listed, else `identity`'s (the
+    /// identity section's), else every bundle's.
+    pub fn accepted(&self, identity: &[String]) -> Vec<String> {
+        if !self.trust_domains.is_empty() {
+            return self.trust_domains.clone();
+        }
+        if !identity.is_empty() {
+            return identity.to_vec();
+        }
+        self.bundles.keys().cloned().collect()
+    }
+
+    /// How one trust domain's bundle file is read: as an issuer's JWKS
+    /// file.
+    pub fn jwks(&self, file: &std::path::Path) -> JwksConfig {
+        JwksConfig {
+            uri: None,
+            file: Some(file.to_path_buf()),
+            ca_file: None,
+            refresh_interval: self.refresh_interval,
+            min_refetch_interval: default_min_refetch(),
+            max_stale: default_max_stale(),
+        }
     }
 }
 
@@ -387,6 +497,86 @@ mod tests {
             ("unknown field", format!("{}typo: 1\n", issuer(""))),
         ] {
             assert!(parse(&yaml).is_err(), "{what} accepted");
+        }
+    }
+
+    fn with_svid(svid: &str) -> String {
+        format!("{BASE}issuers:\n  - {{name: corp, issuer: https://idp.example.com, jwks: {{file: k.json}}}}\njwt_svid: {svid}\n")
+    }
+
+    #[test]
+    fn jwt_svid_trust_domains_default_to_identity_then_bundles() {
+        let good = with_svid(
+            "{bundles: {demo.local: b.json, b.test: c.json}, audiences: ['spiffe://demo.local/mcp']}",
+        );
+        let svid = parse(&good).unwrap().jwt_svid.unwrap();
+        assert_eq!(svid.accepted(&[]), ["b.test", "demo.local"], "the bundles'");
+        assert_eq!(
+            svid.accepted(&["demo.local".into()]),
+            ["demo.local"],
+            "the identity section's"
+        );
+        let listed = with_svid("{bundles: {demo.local: b.json, b.test: c.json}, trust_domains: [b.test], audiences: [a]}");
+        let svid = parse(&listed).unwrap().jwt_svid.unwrap();
+        assert_eq!(
+            svid.accepted(&["demo.local".into()]),
+            ["b.test"],
+            "as listed"
+        );
+    }
+
+    #[test]
+    fn jwt_svid_needs_bundles_and_exact_audiences() {
+        let with = with_svid;
+        for (what, yaml, field) in [
+            (
+                "no bundle",
+                with("{bundles: {}, audiences: [a]}"),
+                "auth.jwt_svid.bundles",
+            ),
+            (
+                "no audience",
+                with("{bundles: {td: b}, audiences: []}"),
+                "auth.jwt_svid.audiences",
+            ),
+            (
+                "wildcard audience",
+                with("{bundles: {td: b}, audiences: ['spiffe://td/*']}"),
+                "auth.jwt_svid.audiences",
+            ),
+            (
+                "empty audience",
+                with("{bundles: {td: b}, audiences: ['']}"),
+                "auth.jwt_svid.audiences",
+            ),
+            (
+                "a SPIFFE ID as trust domain",
+                with("{bundles: {'spiffe://td': b}, audiences: [a]}"),
+                "auth.jwt_svid.bundles",
+            ),
+            (
+                "an upper-case trust domain",
+                with("{bundles: {TD: b}, audiences: [a]}"),
+                "auth.jwt_svid.bundles",
+            ),
+            (
+                "a trust domain without bundle",
+                with("{bundles: {td: b}, trust_domains: [other], audiences: [a]}"),
+                "auth.jwt_svid.trust_domains",
+            ),
+            (
+                "the workload API, not built",
+                with("{bundles: {td: b}, audiences: [a], source: workload_api}"),
+                "source",
+            ),
+            (
+                "no audiences field",
+                with("{bundles: {td: b}}"),
+                "audiences",
+            ),
+        ] {
+            let err = parse(&yaml).expect_err(what);
+            assert!(err.contains(field), "{what}: {err}");
         }
     }
 }

@@ -11,11 +11,11 @@
 //!   `min_refetch_interval`, so a flood of random `kid`s costs one fetch.
 //! - **Removal is revocation.** A key absent from a successful fetch is
 //!   gone at once.
-//! - **What is kept.** Signature keys (`use` absent or `sig`) of types this
-//!   verifier handles: RSA of 2048 bits or more, EC P-256 and P-384,
-//!   Ed25519. A key without `kid` only if it is the set's only key. A set
-//!   with a repeated `kid`, more than 64 keys or over 256 KiB is refused
-//!   whole.
+//! - **What is kept.** Signature keys (`use` absent or `sig`; in a SPIFFE
+//!   JWT bundle, `use: jwt-svid` only) of types this verifier handles: RSA
+//!   of 2048 bits or more, EC P-256 and P-384, Ed25519. A key without
+//!   `kid` only if it is the set's only key. A set with a repeated `kid`,
+//!   more than 64 keys or over 256 KiB is refused whole.
 
 use std::{
     collections::HashMap,
@@ -49,12 +49,28 @@ pub struct Key {
     pub algorithms: Vec<Algorithm>,
 }
 
+/// Which keys of a document are for verifying tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeyUse {
+    /// An issuer's JWKS: `use` absent or `sig`.
+    #[default]
+    Signature,
+    /// A SPIFFE trust domain's bundle: `use: jwt-svid` only. The bundle
+    /// format requires `use`, and an `x509-svid` key is a CA for
+    /// certificates, never a JWT signer.
+    JwtSvid,
+}
+
 /// A parsed key set.
 #[derive(Clone, Default)]
 pub struct KeySet {
     by_kid: HashMap<String, Key>,
     /// The single key of a set whose one key has no `kid`.
     lone: Option<Key>,
+    /// The set's only usable key, `kid` or not (JWT-SVID bundles: a token
+    /// without `kid` is checked against it when there is no other).
+    sole: Option<Key>,
+    uses: KeyUse,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -70,7 +86,13 @@ pub enum JwksError {
 }
 
 impl KeySet {
+    /// An issuer's JWKS.
     pub fn parse(bytes: &[u8]) -> Result<Self, JwksError> {
+        Self::parse_for(bytes, KeyUse::Signature)
+    }
+
+    /// A JWKS, keeping the keys for `uses`.
+    pub fn parse_for(bytes: &[u8], uses: KeyUse) -> Result<Self, JwksError> {
         if bytes.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge("256 KiB"));
         }
@@ -83,10 +105,17 @@ impl KeySet {
         if keys.len() > MAX_KEYS {
             return Err(JwksError::TooLarge("64 keys"));
         }
-        let mut set = Self::default();
+        let mut set = Self {
+            uses,
+            ..Self::default()
+        };
         let mut without_kid = Vec::new();
+        let mut usable = Vec::new();
         for jwk in keys {
-            let Some(key) = key_of(jwk) else { continue };
+            let Some(key) = key_of(jwk, uses) else {
+                continue;
+            };
+            usable.push(key.clone());
             match jwk.get("kid").map(Value::as_str) {
                 // A `kid` that is not a string names no key: skipped, not
                 // taken as a set's lone key.
@@ -102,6 +131,9 @@ impl KeySet {
         if set.by_kid.is_empty() && without_kid.len() == 1 {
             set.lone = without_kid.pop();
         }
+        if usable.len() == 1 {
+            set.sole = usable.pop();
+        }
         Ok(set)
     }
 
@@ -114,19 +146,27 @@ impl KeySet {
     }
 
     /// The key a token names: by exact `kid`, or the set's only key when
-    /// the token names none. Never a search across keys.
+    /// the token names none. Never a search across keys. An issuer's
+    /// kid-less token needs a kid-less key (its IdP signs without one); a
+    /// JWT-SVID's `kid` is optional in the standard, so its bundle's one
+    /// key serves, and with two or more none does.
     pub fn get(&self, kid: Option<&str>) -> Option<&Key> {
-        match kid {
-            Some(kid) => self.by_kid.get(kid),
-            None => self.lone.as_ref(),
+        match (kid, self.uses) {
+            (Some(kid), _) => self.by_kid.get(kid),
+            (None, KeyUse::Signature) => self.lone.as_ref(),
+            (None, KeyUse::JwtSvid) => self.sole.as_ref(),
         }
     }
 }
 
 /// A JWK this verifier can use, or `None` (skipped).
-fn key_of(jwk: &Value) -> Option<Key> {
+fn key_of(jwk: &Value, uses: KeyUse) -> Option<Key> {
     let s = |k: &str| jwk.get(k).and_then(Value::as_str);
-    if !matches!(s("use"), None | Some("sig")) {
+    let wanted = match uses {
+        KeyUse::Signature => matches!(s("use"), None | Some("sig")),
+        KeyUse::JwtSvid => s("use") == Some("jwt-svid"),
+    };
+    if !wanted {
         return None;
     }
     let (decoding, family): (DecodingKey, Vec<Algorithm>) = match (s("kty")?, s("crv")) {
@@ -201,6 +241,7 @@ pub enum Lookup {
 pub struct IssuerKeys {
     pub name: String,
     source: Source,
+    uses: KeyUse,
     settings: JwksConfig,
     set: ArcSwap<KeySet>,
     /// Bumped by every successful read.
@@ -222,7 +263,19 @@ pub struct IssuerKeys {
 }
 
 impl IssuerKeys {
+    /// An issuer's keys.
     pub fn new(name: &str, settings: &JwksConfig, metrics: AuthMetrics) -> Result<Self, JwksError> {
+        Self::new_for(name, settings, KeyUse::Signature, metrics)
+    }
+
+    /// Keys for `uses` (a SPIFFE trust domain's JWT bundle:
+    /// [`KeyUse::JwtSvid`]), read, refreshed and counted as an issuer's.
+    pub fn new_for(
+        name: &str,
+        settings: &JwksConfig,
+        uses: KeyUse,
+        metrics: AuthMetrics,
+    ) -> Result<Self, JwksError> {
         let source = match (&settings.uri, &settings.file) {
             (Some(uri), _) => Source::Uri {
                 uri: uri
@@ -236,8 +289,12 @@ impl IssuerKeys {
         Ok(Self {
             name: name.to_string(),
             source,
+            uses,
             settings: settings.clone(),
-            set: ArcSwap::from_pointee(KeySet::default()),
+            set: ArcSwap::from_pointee(KeySet {
+                uses,
+                ..KeySet::default()
+            }),
             generation: std::sync::atomic::AtomicU64::new(0),
             content: std::sync::atomic::AtomicU64::new(0),
             digest: Mutex::new([0; 32]),
@@ -257,7 +314,7 @@ impl IssuerKeys {
                 .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display()))),
             Source::Uri { uri, client } => fetch(client, uri).await,
         };
-        match read.and_then(|b| Ok((KeySet::parse(&b)?, b))) {
+        match read.and_then(|b| Ok((KeySet::parse_for(&b, self.uses)?, b))) {
             Ok((set, bytes)) => {
                 use sha2::Digest as _;
                 let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
@@ -475,5 +532,35 @@ mod tests {
             .unwrap()
             .get(None)
             .is_some());
+    }
+
+    #[test]
+    fn a_jwt_bundle_keeps_jwt_svid_keys_only() {
+        let bundle = serde_json::json!({"spiffe_sequence": 3, "keys": [
+            {"kty": "RSA", "kid": "jwt", "use": "jwt-svid", "n": rsa_n(256), "e": "AQAB"},
+            {"kty": "RSA", "kid": "ca", "use": "x509-svid", "n": rsa_n(256), "e": "AQAB"},
+            {"kty": "RSA", "kid": "plain", "n": rsa_n(256), "e": "AQAB"},
+            {"kty": "RSA", "kid": "sig", "use": "sig", "n": rsa_n(256), "e": "AQAB"},
+        ]});
+        let set = KeySet::parse_for(bundle.to_string().as_bytes(), KeyUse::JwtSvid).unwrap();
+        assert!(set.get(Some("jwt")).is_some());
+        for gone in ["ca", "plain", "sig"] {
+            assert!(set.get(Some(gone)).is_none(), "{gone} kept");
+        }
+        // Its one JWT key serves a token without `kid`, `kid` or not...
+        assert!(set.get(None).is_some());
+        // ...but an issuer's does not (a kid-less token needs a kid-less key).
+        let issuer = KeySet::parse(bundle.to_string().as_bytes()).unwrap();
+        assert!(issuer.get(None).is_none());
+        assert!(
+            issuer.get(Some("jwt")).is_none(),
+            "jwt-svid keys are not an issuer's"
+        );
+        let two = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "a", "use": "jwt-svid", "n": rsa_n(256), "e": "AQAB"},
+            {"kty": "RSA", "use": "jwt-svid", "n": rsa_n(256), "e": "AQAB"},
+        ]});
+        let set = KeySet::parse_for(two.to_string().as_bytes(), KeyUse::JwtSvid).unwrap();
+        assert!(set.get(None).is_none(), "two candidates: none is chosen");
     }
 }

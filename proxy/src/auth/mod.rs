@@ -11,6 +11,8 @@
 //! - [`keys`]: each issuer's JWKS, refreshed, refetched on an unknown
 //!   `kid`, served stale within bounds.
 //! - [`verify`]: one token, checked in an order the token cannot steer.
+//! - [`svid`]: SPIFFE JWT-SVIDs as bearer tokens, with their trust
+//!   domains' JWT bundles.
 //! - [`scopes`]: which scopes an operation needs.
 //! - [`challenge`]: the answers.
 //!
@@ -18,6 +20,7 @@
 //! [`Auth::authenticate`] (before anything else reads the request) and
 //! [`Auth::check_scopes`] (once the JSON-RPC body is decoded).
 
+pub mod assertion;
 pub mod cache;
 pub mod challenge;
 pub mod config;
@@ -25,6 +28,7 @@ pub mod keys;
 pub mod metrics;
 pub mod ring_provider;
 pub mod scopes;
+pub mod svid;
 pub mod verify;
 
 use std::sync::Arc;
@@ -37,6 +41,7 @@ use self::{
     config::AuthMode,
     keys::IssuerKeys,
     scopes::ScopeRules,
+    svid::JwtSvids,
     verify::{Failure, Issuer, Verifier},
 };
 use crate::{
@@ -70,11 +75,14 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Builds the verifier and reads each issuer's keys once (a source
-    /// that does not answer yet leaves that issuer unavailable: 503 until
-    /// it does). `None` when `mode: off`.
+    /// Builds the verifier and reads each issuer's keys (and each trust
+    /// domain's JWT bundle) once (a source that does not answer yet leaves
+    /// that issuer unavailable: 503 until it does). `identity_trust_domains`
+    /// are the identity section's, the JWT-SVID default. `None` when
+    /// `mode: off`.
     pub async fn new(
         config: &AuthConfig,
+        identity_trust_domains: &[String],
         metrics: AuthMetrics,
     ) -> Result<Option<Arc<Self>>, AuthError> {
         if config.mode == AuthMode::Off {
@@ -94,6 +102,14 @@ impl Auth {
                 keys,
             });
         }
+        let svids = match &config.jwt_svid {
+            Some(c) => Some(
+                JwtSvids::new(c, identity_trust_domains, &metrics)
+                    .await
+                    .map_err(|(name, e)| AuthError::Keys(name, e))?,
+            ),
+            None => None,
+        };
         for extra in &config.audiences_extra {
             tracing::warn!(audience = %extra, "auth: tokens for another audience than the resource are accepted");
         }
@@ -108,6 +124,7 @@ impl Auth {
                 leeway: config.leeway,
                 max_token_bytes: config.max_token_bytes,
                 cache: cache::VerifiedCache::default(),
+                svids,
             },
             scopes: ScopeRules::new(&config.scopes),
             prm: Bytes::from(prm_document(config).to_string()),
@@ -118,10 +135,14 @@ impl Auth {
         })))
     }
 
-    /// Keeps every issuer's keys fresh until `stop`.
+    /// Keeps every issuer's keys and trust domain's bundle fresh until
+    /// `stop`.
     pub fn spawn_refresh(&self, stop: &tokio_util::sync::CancellationToken) {
         for i in &self.verifier.issuers {
             tokio::spawn(i.keys.clone().run(stop.clone()));
+        }
+        for d in self.verifier.svids.iter().flat_map(|s| &s.domains) {
+            tokio::spawn(d.keys.clone().run(stop.clone()));
         }
     }
 
@@ -204,7 +225,7 @@ impl Auth {
             None if needed.is_empty() => Ok(()),
             None => Err(self.refused("none", Refused::Missing(needed))),
             Some(t) if self.scopes.satisfied(&t.scopes, &needed) => Ok(()),
-            Some(t) => Err(self.refused(&t.issuer, Refused::Insufficient(needed))),
+            Some(t) => Err(self.refused(&verify::label(t), Refused::Insufficient(needed))),
         }
     }
 

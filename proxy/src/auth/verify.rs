@@ -3,23 +3,29 @@
 //!
 //! 1. Bounds before any decoding: `max_token_bytes`, exactly three
 //!    segments (a JWE has five), a header of at most 2 KiB and claims of
-//!    at most 16 KiB.
+//!    at most 16 KiB, each a JSON object whose members are unique (RFC
+//!    7515 §5.2 and RFC 7519 §4 allow refusing duplicates; this does, so
+//!    that the choice of path below and jsonwebtoken's reading cannot
+//!    differ on which of two `iss` or `sub` counts).
 //! 2. The header is read: a token that carries a key or a key's location
 //!    (`jwk`, `jku`, `x5u`, `x5c`) or any `crit` is refused; keys come only
-//!    from the configured issuer.
+//!    from the configuration.
 //! 3. The still unverified `iss` picks the issuer, by exact string; its
-//!    `typ` list and algorithm allowlist apply.
+//!    `typ` list and algorithm allowlist apply. A token no issuer claims
+//!    whose `sub` is a SPIFFE ID is a JWT-SVID instead (see [`svid`]),
+//!    checked with its trust domain's keys and header rules.
 //! 4. The key is that issuer's key with the exact `kid` (see [`keys`]);
 //!    the algorithm must be one that key verifies.
 //! 5. jsonwebtoken checks the signature (with the ring provider, which
 //!    cannot do HMAC), `exp`, `nbf`, `iss` and `aud`, with `exp`, `iss`,
 //!    `aud` and `sub` required (jsonwebtoken alone would pass a token with
-//!    no `aud`).
+//!    no `aud`). A JWT-SVID: the same, without `iss`.
 //! 6. Then: the lifetime left is at most `max_lifetime`, `iat` is not in
 //!    the future, and an actor that names a SPIFFE ID matches the mTLS
-//!    peer when there is one.
+//!    peer when there is one (for a JWT-SVID, its subject must).
 //!
 //! [`keys`]: super::keys
+//! [`svid`]: super::svid
 
 use std::{
     sync::Arc,
@@ -33,7 +39,8 @@ use serde_json::Value;
 use super::{
     cache::{self, VerifiedCache},
     config::IssuerConfig,
-    keys::{IssuerKeys, Lookup},
+    keys::{IssuerKeys, Key, Lookup},
+    svid::{self, JwtSvids},
 };
 use crate::identity::{Peer, Token, TokenKind};
 
@@ -61,6 +68,12 @@ pub enum Failure {
     LifetimeExceeded,
     IssuedInFuture,
     ActorMismatch,
+    /// A JWT-SVID header member the standard does not allow.
+    HeaderNotAllowed,
+    /// A JWT-SVID of a trust domain not accepted.
+    UnknownTrustDomain,
+    /// A JWT-SVID whose `sub` is not a workload's SPIFFE ID.
+    BadSubject,
     /// The issuer has no usable keys: 503, not the client's fault.
     KeysUnavailable,
 }
@@ -85,6 +98,9 @@ impl Failure {
             Self::LifetimeExceeded => "lifetime_exceeded",
             Self::IssuedInFuture => "issued_in_future",
             Self::ActorMismatch => "actor_mismatch",
+            Self::HeaderNotAllowed => "header_not_allowed",
+            Self::UnknownTrustDomain => "unknown_trust_domain",
+            Self::BadSubject => "bad_subject",
             Self::KeysUnavailable => "keys_unavailable",
         }
     }
@@ -114,6 +130,8 @@ pub struct Verifier {
     pub leeway: Duration,
     pub max_token_bytes: usize,
     pub cache: VerifiedCache,
+    /// JWT-SVIDs, when accepted.
+    pub svids: Option<JwtSvids>,
 }
 
 /// A verified token and the issuer (configured name) that vouched for it.
@@ -124,6 +142,35 @@ pub struct Verified {
     pub cached: bool,
 }
 
+/// The metrics label of whoever vouched for `token`: the configured
+/// issuer's name, or `jwt-svid:<trust domain>`.
+pub fn label(token: &Token) -> String {
+    match token.kind {
+        TokenKind::AccessToken => token.issuer.clone(),
+        TokenKind::JwtSvid => svid::label(
+            token
+                .issuer
+                .strip_prefix("spiffe://")
+                .unwrap_or(&token.issuer),
+        ),
+    }
+}
+
+/// A token through either path: what the cache keeps, and for whom.
+struct Checked {
+    label: String,
+    /// The key set's slot in the cache: issuers first, then trust domains.
+    slot: usize,
+    generation: u64,
+    token: Arc<Token>,
+}
+
+/// Which path a token takes.
+enum Route<'a> {
+    Issuer(usize, &'a Issuer),
+    Svid(&'a JwtSvids),
+}
+
 fn segment(text: &str, max: usize) -> Result<Value, Failure> {
     // Base64 grows by 4/3: a longer segment cannot decode within `max`.
     if text.len() > max / 3 * 4 + 4 {
@@ -132,10 +179,39 @@ fn segment(text: &str, max: usize) -> Result<Value, Failure> {
     let bytes = URL_SAFE_NO_PAD
         .decode(text)
         .map_err(|_| Failure::Malformed)?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|_| Failure::Malformed)?;
-    match v {
-        Value::Object(_) => Ok(v),
-        _ => Err(Failure::Malformed),
+    let UniqueObject(members) = serde_json::from_slice(&bytes).map_err(|_| Failure::Malformed)?;
+    Ok(Value::Object(members))
+}
+
+/// A JSON object whose members all have distinct names. serde_json keeps
+/// the last of two (as jsonwebtoken's untyped claims do) while its typed
+/// claims refuse them, and other readers may keep the first: refused here,
+/// before anything is read from the token.
+struct UniqueObject(serde_json::Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueObject, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                    if out.contains_key(&name) {
+                        return Err(serde::de::Error::custom("duplicate member"));
+                    }
+                    out.insert(name, value);
+                }
+                Ok(UniqueObject(out))
+            }
+        }
+        d.deserialize_map(Members)
     }
 }
 
@@ -147,62 +223,199 @@ fn now() -> u64 {
 
 impl Verifier {
     /// Verifies `token` presented by `peer`. `Err` carries the issuer's
-    /// name when the token got as far as naming a configured one.
+    /// name (or trust domain's label) when the token got as far as naming
+    /// a configured one.
     pub async fn verify(&self, token: &str, peer: &Peer) -> Result<Verified, (String, Failure)> {
         let none = |f: Failure| (String::from("none"), f);
         let cache_key = cache::key(token, peer);
-        let generation_of = |i: usize| match self.issuers.get(i) {
-            Some(issuer) if issuer.keys.usable() => issuer.keys.content_generation(),
-            _ => u64::MAX,
-        };
-        if let Some(token) = self.cache.get(&cache_key, generation_of) {
+        if let Some(token) = self.cache.get(&cache_key, |slot| self.generation(slot)) {
             return Ok(Verified {
-                issuer: token.issuer.clone(),
+                issuer: label(&token),
                 token,
                 cached: true,
             });
         }
         let (header, claims) = self.read_unverified(token).map_err(none)?;
-        let Some(iss) = claims.get("iss").and_then(Value::as_str) else {
-            return Err(none(Failure::MissingClaim));
+        let checked = match self.route(&claims).map_err(none)? {
+            Route::Issuer(index, issuer) => {
+                self.verify_access(index, issuer, token, &header, peer)
+                    .await?
+            }
+            Route::Svid(svids) => {
+                self.verify_svid(svids, token, &header, &claims, peer)
+                    .await?
+            }
         };
-        let Some((index, issuer)) = self
-            .issuers
-            .iter()
-            .enumerate()
-            .find(|(_, i)| i.config.issuer == iss)
-        else {
-            return Err(none(Failure::UnknownIssuer));
+        self.cache.put(
+            cache_key,
+            checked.token.clone(),
+            checked.slot,
+            checked.generation,
+        );
+        Ok(Verified {
+            issuer: checked.label,
+            token: checked.token,
+            cached: false,
+        })
+    }
+
+    /// The key set in cache slot `slot` has this content generation
+    /// (`u64::MAX`, which no set reaches, when it is not usable).
+    fn generation(&self, slot: usize) -> u64 {
+        let keys = match slot.checked_sub(self.issuers.len()) {
+            None => self.issuers.get(slot).map(|i| &i.keys),
+            Some(d) => self
+                .svids
+                .as_ref()
+                .and_then(|s| s.domains.get(d))
+                .map(|d| &d.keys),
         };
+        match keys {
+            Some(keys) if keys.usable() => keys.content_generation(),
+            _ => u64::MAX,
+        }
+    }
+
+    /// The path: the issuer the unverified `iss` names exactly; else, if
+    /// JWT-SVIDs are accepted and `sub` is in the `spiffe` scheme, the
+    /// JWT-SVID path. Never both, and no fallback from one to the other.
+    fn route(&self, claims: &Value) -> Result<Route<'_>, Failure> {
+        let iss = claims.get("iss").and_then(Value::as_str);
+        let named = iss.and_then(|iss| {
+            self.issuers
+                .iter()
+                .enumerate()
+                .find(|(_, i)| i.config.issuer == iss)
+        });
+        if let Some((index, issuer)) = named {
+            return Ok(Route::Issuer(index, issuer));
+        }
+        match (&self.svids, iss) {
+            (Some(svids), _) if svid::claims_svid(claims) => Ok(Route::Svid(svids)),
+            (_, None) => Err(Failure::MissingClaim),
+            (_, Some(_)) => Err(Failure::UnknownIssuer),
+        }
+    }
+
+    /// An access token of `issuer` (number `index`).
+    async fn verify_access(
+        &self,
+        index: usize,
+        issuer: &Issuer,
+        token: &str,
+        header: &Value,
+        peer: &Peer,
+    ) -> Result<Checked, (String, Failure)> {
         let generation = issuer.keys.content_generation();
         let name = &issuer.config.name;
         let fail = |f: Failure| (name.clone(), f);
-        let (alg, kid) = routing(&header, &issuer.config).map_err(fail)?;
-        let key = match issuer.keys.lookup(kid.as_deref()).await {
-            Lookup::Found(key) => key,
-            Lookup::Unknown => return Err(fail(Failure::UnknownKid)),
-            Lookup::Unavailable => return Err(fail(Failure::KeysUnavailable)),
-        };
+        let (alg, kid) = routing(header, &issuer.config).map_err(fail)?;
+        let key = key(&issuer.keys, kid.as_deref()).await.map_err(fail)?;
+        let claims = self
+            .decode(
+                token,
+                &key,
+                alg,
+                &["exp", "iss", "aud", "sub"],
+                Some(&issuer.config.issuer),
+                &self.audiences,
+            )
+            .map_err(fail)?;
+        let token = self.checked(&claims, &issuer.config, peer).map_err(fail)?;
+        Ok(Checked {
+            label: name.clone(),
+            slot: index,
+            generation,
+            token: Arc::new(token),
+        })
+    }
+
+    /// A JWT-SVID: the trust domain `sub` names picks the keys, never
+    /// `iss`; the standard's header rules; `aud` among the configured
+    /// audiences.
+    async fn verify_svid(
+        &self,
+        svids: &JwtSvids,
+        token: &str,
+        header: &Value,
+        unverified: &Value,
+        peer: &Peer,
+    ) -> Result<Checked, (String, Failure)> {
+        let none = |f: Failure| (String::from("none"), f);
+        let id = svid::subject(unverified).map_err(none)?;
+        // A trust domain not accepted stays out of the labels: its name
+        // is the client's to choose.
+        let (index, domain) = svids
+            .domain(id.trust_domain())
+            .ok_or(none(Failure::UnknownTrustDomain))?;
+        let generation = domain.keys.content_generation();
+        let name = svid::label(&domain.name);
+        let fail = |f: Failure| (name.clone(), f);
+        let (alg, kid) = svid::routing(header).map_err(fail)?;
+        let key = key(&domain.keys, kid.as_deref()).await.map_err(fail)?;
+        let claims = self
+            .decode(
+                token,
+                &key,
+                alg,
+                &["exp", "aud", "sub"],
+                None,
+                &svids.audiences,
+            )
+            .map_err(fail)?;
+        // The subject the key was chosen for is the one verified. Both
+        // reads are serde_json over unique members, so they cannot differ
+        // today: this keeps it so if either changes.
+        if svid::subject(&claims).map_err(fail)? != id {
+            return Err(fail(Failure::BadSubject));
+        }
+        let exp = self.lifetime(&claims, svids.max_lifetime).map_err(fail)?;
+        let scopes = svid::scopes(&claims).ok_or(fail(Failure::Malformed))?;
+        if peer.spiffe_id().is_some_and(|p| *p != id) {
+            return Err(fail(Failure::ActorMismatch));
+        }
+        Ok(Checked {
+            label: name.clone(),
+            slot: self.issuers.len() + index,
+            generation,
+            token: Arc::new(Token {
+                kind: TokenKind::JwtSvid,
+                issuer: format!("spiffe://{}", domain.name),
+                subject: id.to_string(),
+                scopes,
+                actor: None,
+                expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+                claims: claims.to_string(),
+            }),
+        })
+    }
+
+    /// The signature, `exp`, `nbf`, `aud` (and `iss`, for an issuer) by
+    /// jsonwebtoken with the ring provider; the verified claims.
+    fn decode(
+        &self,
+        token: &str,
+        key: &Key,
+        alg: Algorithm,
+        required: &[&str],
+        issuer: Option<&str>,
+        audiences: &[String],
+    ) -> Result<Value, Failure> {
         if !key.algorithms.contains(&alg) {
-            return Err(fail(Failure::AlgNotAllowed));
+            return Err(Failure::AlgNotAllowed);
         }
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.set_issuer(&[issuer.config.issuer.as_str()]);
-        validation.set_audience(&self.audiences);
+        validation.set_required_spec_claims(required);
+        if let Some(issuer) = issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        validation.set_audience(audiences);
         validation.validate_nbf = true;
         validation.leeway = self.leeway.as_secs();
-        let claims = jsonwebtoken::decode::<Value>(token.as_bytes(), &key.decoding, &validation)
-            .map_err(|e| fail(failure_of(e.kind())))?
-            .claims;
-        let token = Arc::new(self.checked(&claims, &issuer.config, peer).map_err(fail)?);
-        self.cache.put(cache_key, token.clone(), index, generation);
-        Ok(Verified {
-            issuer: name.clone(),
-            token,
-            cached: false,
-        })
+        jsonwebtoken::decode::<Value>(token.as_bytes(), &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| failure_of(e.kind()))
     }
 
     /// Bounds, then the header and claims, still unverified: a token that
@@ -228,21 +441,16 @@ impl Verifier {
         Ok((header, segment(body, MAX_CLAIMS_BYTES)?))
     }
 
-    /// The checks after the signature: lifetime, `iat`, `sub`, the actor
-    /// against the mTLS peer; and what the token establishes.
-    fn checked(
-        &self,
-        claims: &Value,
-        issuer: &IssuerConfig,
-        peer: &Peer,
-    ) -> Result<Token, Failure> {
+    /// `exp` at most `max_lifetime` away and `iat` not in the future, with
+    /// the leeway; `exp`.
+    fn lifetime(&self, claims: &Value, max_lifetime: Duration) -> Result<u64, Failure> {
         let leeway = self.leeway.as_secs();
         let now = now();
         let exp = claims
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or(Failure::Malformed)?;
-        if exp.saturating_sub(now) > issuer.max_lifetime.as_secs() + leeway {
+        if exp.saturating_sub(now) > max_lifetime.as_secs() + leeway {
             return Err(Failure::LifetimeExceeded);
         }
         match claims.get("iat").map(Value::as_u64) {
@@ -251,6 +459,18 @@ impl Verifier {
             Some(Some(_)) => return Err(Failure::IssuedInFuture),
             Some(None) => return Err(Failure::Malformed),
         }
+        Ok(exp)
+    }
+
+    /// The checks after the signature: lifetime, `iat`, `sub`, the actor
+    /// against the mTLS peer; and what the token establishes.
+    fn checked(
+        &self,
+        claims: &Value,
+        issuer: &IssuerConfig,
+        peer: &Peer,
+    ) -> Result<Token, Failure> {
+        let exp = self.lifetime(claims, issuer.max_lifetime)?;
         let subject = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(Failure::MissingClaim),
@@ -313,6 +533,15 @@ fn routing(header: &Value, issuer: &IssuerConfig) -> Result<(Algorithm, Option<S
         Some(_) => return Err(Failure::Malformed),
     };
     Ok((alg, kid))
+}
+
+/// `kid`'s key in `keys` (an unknown one may refetch, see [`IssuerKeys`]).
+async fn key(keys: &IssuerKeys, kid: Option<&str>) -> Result<Key, Failure> {
+    match keys.lookup(kid).await {
+        Lookup::Found(key) => Ok(key),
+        Lookup::Unknown => Err(Failure::UnknownKid),
+        Lookup::Unavailable => Err(Failure::KeysUnavailable),
+    }
 }
 
 fn failure_of(kind: &ErrorKind) -> Failure {

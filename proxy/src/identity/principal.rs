@@ -82,7 +82,7 @@ struct Inner {
     /// [`Principal::key`] and [`Principal::peer_text`], computed once:
     /// they are read for every decision.
     key: String,
-    peer_key: String,
+    workload: String,
 }
 
 impl Default for Principal {
@@ -98,9 +98,16 @@ impl Principal {
     }
 
     pub fn new(peer: Peer, token: Option<Arc<Token>>) -> Self {
-        let peer_key = peer.to_string();
+        // The workload calling: the mTLS peer, else the workload a JWT-SVID
+        // names (the verifier refused one that differs from the peer). A
+        // user's access token names no workload.
+        let workload = match (&peer, token.as_deref()) {
+            (Peer::Spiffe(id), _) => id.to_string(),
+            (Peer::Anonymous, Some(t)) if t.kind == TokenKind::JwtSvid => t.subject.clone(),
+            (Peer::Anonymous, _) => ANONYMOUS.to_string(),
+        };
         let key = match &token {
-            None => peer_key.clone(),
+            None => peer.to_string(),
             // The token's issuer and subject are part of the key: two users
             // behind one agent are two principals.
             Some(t) => format!("{peer} token:{}#{}", t.issuer, t.subject),
@@ -109,7 +116,7 @@ impl Principal {
             peer,
             token,
             key,
-            peer_key,
+            workload,
         }))
     }
 
@@ -128,11 +135,14 @@ impl Principal {
         self.0.token.as_deref()
     }
 
-    /// The peer's SPIFFE ID, or `anonymous`: what `callers:` patterns in
-    /// static rules match. Token subjects get rules of their own, so that a
-    /// pattern written for SPIFFE IDs never matches a token by accident.
+    /// The calling workload's SPIFFE ID: the mTLS peer's, else a
+    /// JWT-SVID's subject; or `anonymous`. What `callers:` patterns in
+    /// static rules match. An access token's subject (a user, a client)
+    /// gets rules of its own, so that a pattern written for SPIFFE IDs
+    /// never matches it by accident, even when an IdP puts a SPIFFE ID
+    /// there.
     pub fn peer_text(&self) -> &str {
-        &self.0.peer_key
+        &self.0.workload
     }
 
     pub fn spiffe_id(&self) -> Option<&SpiffeId> {
@@ -177,5 +187,44 @@ mod tests {
         // Rules on SPIFFE IDs still see only the peer.
         assert_eq!(both.peer_text(), "spiffe://td/ns/a/sa/agent");
         assert_ne!(both.key(), agent.key());
+    }
+
+    #[test]
+    fn rules_see_the_workload_a_jwt_svid_names() {
+        let token = |kind: TokenKind, issuer: &str, subject: &str| {
+            Some(Arc::new(Token {
+                kind,
+                issuer: issuer.into(),
+                subject: subject.into(),
+                scopes: vec![],
+                actor: None,
+                expires_at: SystemTime::UNIX_EPOCH,
+                claims: "{}".into(),
+            }))
+        };
+        let svid = || {
+            token(
+                TokenKind::JwtSvid,
+                "spiffe://td",
+                "spiffe://td/ns/a/sa/planner",
+            )
+        };
+        // No mTLS: the JWT-SVID's subject is the workload.
+        let bearer = Principal::new(Peer::Anonymous, svid());
+        assert_eq!(bearer.peer_text(), "spiffe://td/ns/a/sa/planner");
+        assert_eq!(
+            bearer.key(),
+            "anonymous token:spiffe://td#spiffe://td/ns/a/sa/planner"
+        );
+        // With mTLS, the peer (the verifier refused any other subject).
+        let both = Principal::new(spiffe("spiffe://td/ns/a/sa/planner"), svid());
+        assert_eq!(both.peer_text(), "spiffe://td/ns/a/sa/planner");
+        // An access token whose subject looks like a SPIFFE ID names no
+        // workload.
+        let user = Principal::new(
+            Peer::Anonymous,
+            token(TokenKind::AccessToken, "idp", "spiffe://td/ns/a/sa/planner"),
+        );
+        assert_eq!(user.peer_text(), ANONYMOUS);
     }
 }

@@ -87,6 +87,58 @@ pub async fn passthrough(
     }
 }
 
+/// Whether `headers` make a CORS preflight: `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`, as browsers send it (with no
+/// credentials, which the Fetch standard forbids on a preflight).
+pub fn is_preflight(method: &Method, headers: &http::HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && headers.contains_key(http::header::ORIGIN)
+        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// A CORS preflight when a token is required: it cannot carry one, so it
+/// reaches the app unauthenticated, and therefore carries nothing else
+/// either. Only the preflight's own headers go up (no cookie, session id
+/// or body), and only the app's `Access-Control-*` and `Vary` headers come
+/// back, with no body: an unauthenticated request learns the app's CORS
+/// policy and nothing more.
+pub async fn preflight(
+    shared: &Arc<Shared>,
+    out: &Outbound<'_>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    const ASKED: [http::HeaderName; 3] = [
+        http::header::ORIGIN,
+        http::header::ACCESS_CONTROL_REQUEST_METHOD,
+        http::header::ACCESS_CONTROL_REQUEST_HEADERS,
+    ];
+    let (mut parts, _body) = req.into_parts();
+    let mut asked = http::HeaderMap::new();
+    for name in ASKED {
+        for value in parts.headers.get_all(&name) {
+            asked.append(name.clone(), value.clone());
+        }
+    }
+    parts.headers = asked;
+    let sent = match out.request(&parts, Bytes::new()) {
+        Ok(req) => out.send(req).await,
+        Err(refusal) => Err(refusal),
+    };
+    let resp = match sent {
+        Ok(resp) => resp,
+        Err(refusal) => return rescue::upstream_failure(&refusal, &[], &[], shared.metrics()),
+    };
+    let mut answer = Response::new(crate::body::empty());
+    *answer.status_mut() = resp.status();
+    for (name, value) in resp.headers() {
+        let n = name.as_str();
+        if n.starts_with("access-control-") || n == "vary" {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 /// GET: an SSE stream relayed event by event, or any other answer as is.
 /// The stream's judge reads the policy in force at each event, so a reload
 /// reaches streams that stay open for hours. In a session this replica

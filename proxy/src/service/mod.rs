@@ -64,8 +64,9 @@ pub struct Shared {
     pub limits: inbound::Limits,
     /// Largest JSON answer or single SSE event read from the upstream.
     pub max_response_bytes: usize,
-    /// Pass the client's `Authorization` on (explicit opt-in).
-    pub forward_authorization: bool,
+    /// What the upstream learns of the caller, and whether the client's
+    /// `Authorization` is passed on (explicit opt-in).
+    pub upstream_identity: outbound::UpstreamIdentity,
     /// Cancelled when the process starts draining: long-lived GET streams
     /// end then, so that their clients reconnect elsewhere.
     pub draining: CancellationToken,
@@ -112,7 +113,7 @@ impl Shared {
                 body_read_timeout: config.listener.body_read_timeout,
             },
             max_response_bytes: config.limits.max_response_bytes,
-            forward_authorization: config.upstream.forward_authorization,
+            upstream_identity: outbound::UpstreamIdentity::from_config(config, &instance.id)?,
             draining,
             instance_header: config
                 .instance_header
@@ -189,12 +190,9 @@ async fn authenticate(
         return Err(answer);
     }
     // A CORS preflight cannot carry credentials (the Fetch standard sends
-    // none): it goes to the app as it is, and runs nothing there.
-    if req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
-    {
+    // none): it goes to the app stripped to its CORS headers
+    // (`bodyless::preflight`), and runs nothing there.
+    if bodyless::is_preflight(req.method(), req.headers()) {
         return Ok((principal, req));
     }
     let (parts, body) = req.into_parts();
@@ -253,7 +251,7 @@ async fn route(
         &shared.upstream,
         target,
         &principal,
-        shared.forward_authorization,
+        &shared.upstream_identity,
     );
     let resp = match *req.method() {
         Method::POST => post::handle(shared, principal, &out, req).await,
@@ -264,6 +262,11 @@ async fn route(
             }
             Err(limit) => overloaded(shared, limit),
         },
+        Method::OPTIONS
+            if shared.auth.is_some() && bodyless::is_preflight(req.method(), req.headers()) =>
+        {
+            bodyless::preflight(shared, &out, req).await
+        }
         Method::DELETE | Method::OPTIONS | Method::HEAD => {
             bodyless::passthrough(shared, &principal, &out, req).await
         }

@@ -16,8 +16,12 @@ use super::{
     rescue::{Cause, Refusal},
     respond,
 };
+use std::sync::Arc;
+
 use crate::{
+    auth::assertion::{is_loopback, Asserter, IdentityMode},
     body::ProxyBody,
+    config::{Config, ConfigError},
     identity::Principal,
     upstream::{Target, Upstream, UpstreamError},
 };
@@ -75,23 +79,106 @@ pub struct Outbound<'a> {
     pub upstream: &'a Upstream,
     /// Where this connection's requests go (set by the listener).
     target: Target,
-    /// The value of [`CALLER_HEADER`], from the verified peer.
-    caller: Option<HeaderValue>,
     /// What a verified token established, for the app (see
-    /// [`identity_headers`]).
-    identity: Vec<(&'static str, HeaderValue)>,
+    /// [`identity_headers`]), or the signed assertion of it.
+    identity: Vec<(HeaderName, HeaderValue)>,
+    /// The assertion's header, when it is not under the owned prefix: a
+    /// client's copy is removed like the owned ones, even when no
+    /// assertion replaces it (an anonymous caller).
+    assertion_header: Option<HeaderName>,
     forward_authorization: bool,
+}
+
+/// What the upstream learns of the caller (`upstream.identity`, resolved).
+#[derive(Debug, Clone)]
+pub enum Disclosure {
+    /// `x-portcullis-*` headers: for a server only this sidecar can reach.
+    Headers,
+    /// One signed JWT (`auth::assertion`), and no plain identity header.
+    Assertion(Arc<Asserter>),
+    None,
+}
+
+/// How every request's identity goes upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamIdentity {
+    pub disclosure: Disclosure,
+    /// Pass the client's `Authorization` on (explicit opt-in).
+    pub forward_authorization: bool,
+}
+
+impl UpstreamIdentity {
+    /// `auto` is `headers` for a loopback upstream (or when the client's
+    /// token is forwarded, which the config keeps exclusive with an
+    /// assertion) and `assertion` for any other.
+    pub fn from_config(config: &Config, instance: &str) -> Result<Self, ConfigError> {
+        let up = &config.upstream;
+        let uri = config.upstream_uri()?;
+        let mode = match up.identity.mode {
+            IdentityMode::Auto if up.forward_authorization || is_loopback(&uri) => {
+                IdentityMode::Headers
+            }
+            IdentityMode::Auto => IdentityMode::Assertion,
+            other => other,
+        };
+        let disclosure = match mode {
+            IdentityMode::Headers | IdentityMode::Auto => Disclosure::Headers,
+            IdentityMode::None => Disclosure::None,
+            IdentityMode::Assertion => {
+                // An exact SPIFFE ID of the server is the best audience:
+                // a URL can be reached through several names.
+                let audience = match up.server_ids.as_slice() {
+                    [id] if !id.contains('*') => id.clone(),
+                    _ => up.url.clone(),
+                };
+                let asserter = Asserter::new(&up.identity.assertion, instance, audience)?;
+                tracing::info!(
+                    audience = asserter.audience(),
+                    header = %asserter.header(),
+                    "the upstream gets a signed identity assertion"
+                );
+                Disclosure::Assertion(Arc::new(asserter))
+            }
+        };
+        Ok(Self {
+            disclosure,
+            forward_authorization: up.forward_authorization,
+        })
+    }
+
+    /// The assertion signer, when there is one (its keys go on the admin
+    /// listener).
+    pub fn asserter(&self) -> Option<&Arc<Asserter>> {
+        match &self.disclosure {
+            Disclosure::Assertion(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl Default for UpstreamIdentity {
+    fn default() -> Self {
+        Self {
+            disclosure: Disclosure::Headers,
+            forward_authorization: false,
+        }
+    }
 }
 
 /// The verified token's subject, issuer (configured name), scopes and
 /// actor, as headers the app may trust: every `x-portcullis-*` header a
 /// client sent is removed first. A value that is not a valid header value
 /// is left out (and logged).
-pub fn identity_headers(principal: &Principal) -> Vec<(&'static str, HeaderValue)> {
-    let Some(token) = principal.token() else {
-        return Vec::new();
-    };
+pub fn identity_headers(principal: &Principal) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
+    if let Some(id) = principal.spiffe_id() {
+        if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+            out.push((HeaderName::from_static(CALLER_HEADER), v));
+        }
+    }
+    let Some(token) = principal.token() else {
+        return out;
+    };
     let scopes = token.scopes.join(" ");
     let fields = [
         ("x-portcullis-subject", Some(token.subject.as_str())),
@@ -102,7 +189,7 @@ pub fn identity_headers(principal: &Principal) -> Vec<(&'static str, HeaderValue
     for (name, value) in fields {
         let Some(value) = value else { continue };
         match HeaderValue::from_str(value) {
-            Ok(v) => out.push((name, v)),
+            Ok(v) => out.push((HeaderName::from_static(name), v)),
             Err(_) => tracing::warn!(
                 header = name,
                 "verified identity not sent: not a header value"
@@ -117,17 +204,22 @@ impl<'a> Outbound<'a> {
         upstream: &'a Upstream,
         target: Target,
         principal: &Principal,
-        forward_authorization: bool,
+        identity: &UpstreamIdentity,
     ) -> Self {
-        let caller = principal
-            .spiffe_id()
-            .and_then(|id| HeaderValue::from_str(&id.to_string()).ok());
+        let disclosed = match &identity.disclosure {
+            Disclosure::Headers => identity_headers(principal),
+            Disclosure::Assertion(a) => a
+                .assertion(principal)
+                .map(|v| vec![(a.header().clone(), v)])
+                .unwrap_or_default(),
+            Disclosure::None => Vec::new(),
+        };
         Self {
             upstream,
             target,
-            caller,
-            identity: identity_headers(principal),
-            forward_authorization,
+            identity: disclosed,
+            assertion_header: identity.asserter().map(|a| a.header().clone()),
+            forward_authorization: identity.forward_authorization,
         }
     }
 
@@ -167,14 +259,14 @@ impl<'a> Outbound<'a> {
         for name in owned {
             headers.remove(name);
         }
+        if let Some(name) = &self.assertion_header {
+            headers.remove(name);
+        }
         if !self.forward_authorization {
             headers.remove(header::AUTHORIZATION);
         }
-        if let Some(id) = &self.caller {
-            headers.insert(CALLER_HEADER, id.clone());
-        }
         for (name, value) in &self.identity {
-            headers.insert(*name, value.clone());
+            headers.insert(name.clone(), value.clone());
         }
         if let Some(host) = host {
             headers.insert(header::HOST, host);
@@ -267,7 +359,12 @@ mod tests {
         let agent = Principal::from_peer(Peer::Spiffe(
             SpiffeId::parse("spiffe://td/ns/a/sa/real").unwrap(),
         ));
-        let out = Outbound::new(&up, Target::Configured, &agent, false);
+        let out = Outbound::new(
+            &up,
+            Target::Configured,
+            &agent,
+            &UpstreamIdentity::default(),
+        );
         let spoof = "spiffe://td/ns/a/sa/admin";
         let p = parts(&[
             ("x-portcullis-caller", spoof),
@@ -309,7 +406,12 @@ mod tests {
     #[test]
     fn an_anonymous_caller_gets_no_caller_header() {
         let up = upstream();
-        let out = Outbound::new(&up, Target::Configured, &Principal::default(), false);
+        let out = Outbound::new(
+            &up,
+            Target::Configured,
+            &Principal::default(),
+            &UpstreamIdentity::default(),
+        );
         let req = out
             .request(
                 &parts(&[("x_portcullis_caller", "spiffe://td/x")]),
@@ -331,5 +433,42 @@ mod tests {
         assert!(h.get("keep-alive").is_none());
         assert!(h.get("connection").is_none());
         assert_eq!(h.get("mcp-session-id").unwrap(), "abc");
+    }
+
+    /// With an assertion, the upstream gets the signed JWT and no plain
+    /// identity header; a client's copy of the assertion header is removed
+    /// even when there is no caller to assert.
+    #[test]
+    fn an_assertion_replaces_the_plain_headers() {
+        use crate::auth::assertion::AssertionConfig;
+        let up = upstream();
+        let config = AssertionConfig {
+            header: "x-identity".into(),
+            ..AssertionConfig::default()
+        };
+        let identity = UpstreamIdentity {
+            disclosure: Disclosure::Assertion(Arc::new(
+                Asserter::new(&config, "pod", "aud".into()).unwrap(),
+            )),
+            forward_authorization: false,
+        };
+        let agent = Principal::from_peer(Peer::Spiffe(
+            SpiffeId::parse("spiffe://td/ns/a/sa/agent").unwrap(),
+        ));
+        let forged = [
+            ("x-identity", "forged"),
+            ("authorization", "Bearer user-token"),
+        ];
+        let req = Outbound::new(&up, Target::Configured, &agent, &identity)
+            .request(&parts(&forged), Bytes::new())
+            .unwrap();
+        let jwt = req.headers().get("x-identity").unwrap().to_str().unwrap();
+        assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+        assert!(req.headers().get(CALLER_HEADER).is_none());
+        assert!(req.headers().get("authorization").is_none());
+        let req = Outbound::new(&up, Target::Configured, &Principal::default(), &identity)
+            .request(&parts(&forged), Bytes::new())
+            .unwrap();
+        assert!(req.headers().get("x-identity").is_none());
     }
 }

@@ -440,8 +440,11 @@ impl Answering {
         stream: bool,
         retry: Option<relay::Retry>,
     ) -> Self {
-        let listen =
-            matches!(&decoded.messages, Body::Single(c) if c.method == "subscriptions/listen");
+        const LISTEN: &str = "subscriptions/listen";
+        let (listen, subscribes) = match &decoded.messages {
+            Body::Single(c) => (c.method == LISTEN, c.method == LISTEN),
+            Body::Batch(calls) => (false, calls.iter().any(|(_, c)| c.method == LISTEN)),
+        };
         Self {
             stream,
             retry: retry.map(|r| match listen {
@@ -449,8 +452,11 @@ impl Answering {
                 false => Resend::Once(r),
             }),
             // A subscription is a long-lived stream: it ends with the token
-            // that opened it.
-            deadline: listen.then(|| super::token_deadline(principal)).flatten(),
+            // that opened it, whether it came alone or inside a batch (whose
+            // one stream then carries it).
+            deadline: subscribes
+                .then(|| super::token_deadline(principal))
+                .flatten(),
         }
     }
 }
@@ -591,5 +597,62 @@ async fn relay_other(
             resp
         }
         Err(refusal) => failure(shared, &refusal, ex, denials),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::{
+        identity::{Peer, Token, TokenKind},
+        mcp::{parse_body, Era},
+        service::respond::Format,
+    };
+
+    fn decoded(body: &str, version: &str) -> Decoded {
+        let messages = parse_body(body.as_bytes(), 64, &Era::from_version(Some(version))).unwrap();
+        let (parts, ()) = http::Request::new(()).into_parts();
+        Decoded {
+            parts,
+            body: Bytes::new(),
+            messages,
+            legacy: None,
+            session: None,
+            format: Format::Json,
+            mcp_headers: Vec::new(),
+        }
+    }
+
+    fn user() -> Principal {
+        Principal::new(
+            Peer::Anonymous,
+            Some(Arc::new(Token {
+                kind: TokenKind::AccessToken,
+                issuer: "idp".into(),
+                subject: "alice".into(),
+                scopes: vec![],
+                actor: None,
+                expires_at: std::time::SystemTime::now() + Duration::from_secs(30),
+                claims: "{}".into(),
+            })),
+        )
+    }
+
+    /// A subscription ends with its token whether it comes alone or in a
+    /// batch; an ordinary call's stream does not.
+    #[test]
+    fn a_subscription_anywhere_gets_the_token_deadline() {
+        let listen = r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}"#;
+        let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+        let p = user();
+        let single = Answering::new(&decoded(listen, "2026-07-28"), &p, true, None);
+        assert!(single.deadline.is_some());
+        let batch = format!("[{call},{listen}]");
+        let batched = Answering::new(&decoded(&batch, "2025-03-26"), &p, true, None);
+        assert!(batched.deadline.is_some(), "a listen inside a batch");
+        let plain = Answering::new(&decoded(call, "2026-07-28"), &p, true, None);
+        assert!(plain.deadline.is_none());
     }
 }

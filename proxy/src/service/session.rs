@@ -442,7 +442,7 @@ pub fn resender(
                 &shared.upstream,
                 target,
                 &principal,
-                shared.forward_authorization,
+                &shared.upstream_identity,
             );
             let deadline = Instant::now() + shared.upstream.request_timeout();
             let mut pause = Duration::from_millis(100);

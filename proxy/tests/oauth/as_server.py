@@ -6,7 +6,9 @@ once and mints ES256 JWT access tokens with PyJWT: `aud` is the RFC 8707
 
 Extra routes: /jwks.json (the public keys), POST /rotate (a new signing
 key, published beside the old one), GET /log (what /authorize and /token
-were asked, for the test to check).
+were asked, for the test to check), POST /mint (a token for alice with the
+JSON body's `resource` and `scope`, without the browser dance, for the
+identity assertion check).
 
 Usage: as_server.py <port>
 """
@@ -119,6 +121,14 @@ async def rotate(_request):
     return JSONResponse({"kid": KEYS.keys[-1][0]})
 
 
+async def mint(request):
+    body = await request.json()
+    now = int(time.time())
+    token = KEYS.sign({"iss": ISSUER, "sub": "alice", "aud": body["resource"], "client_id": "minted",
+                       "scope": body["scope"], "iat": now, "exp": now + 600, "jti": secrets.token_hex(8)})
+    return JSONResponse({"access_token": token})
+
+
 async def log(_request):
     return Response(json.dumps(LOG), media_type="application/json")
 
@@ -126,7 +136,8 @@ async def log(_request):
 routes = create_auth_routes(Provider(), AnyHttpUrl(ISSUER),
                             client_registration_options=ClientRegistrationOptions(enabled=True,
                                                                                   valid_scopes=None))
-routes += [Route("/jwks.json", jwks), Route("/rotate", rotate, methods=["POST"]), Route("/log", log)]
+routes += [Route("/jwks.json", jwks), Route("/rotate", rotate, methods=["POST"]), Route("/log", log),
+           Route("/mint", mint, methods=["POST"])]
 
 if __name__ == "__main__":
     uvicorn.run(Starlette(routes=routes), host="127.0.0.1", port=PORT, log_level="warning")

@@ -4,9 +4,10 @@
 # routes (as_server.py), Portcullis with auth: required, and the Python SDK
 # sessions server behind it. Checks the discovery, PKCE and resource
 # parameters, two scope step-ups, a key rotation costing no failed call,
-# and that the server never saw a token; then the token matrix minted by
-# PyJWT against Portcullis and Envoy's jwt_authn (differential.py). Prints
-# PASS/FAIL per check.
+# and that the server never saw a token; then the signed identity assertion
+# to an SDK server that trusts only it (assertion_server.py); then the token
+# matrix minted by PyJWT against Portcullis and Envoy's jwt_authn
+# (differential.py). Prints PASS/FAIL per check.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
 here="$root/proxy/tests/oauth"
@@ -88,6 +89,46 @@ print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 PY
 oauth=$?
+echo "# the signed identity assertion, to a Python SDK server that verifies it against the sidecar's JWKS"
+srv=3522; proxy2=15522; admin2=15523
+cat >"$out/pc-assert.yaml" <<EOT
+listener: {addr: "127.0.0.1:$proxy2"}
+admin: {addr: "127.0.0.1:$admin2"}
+upstream:
+  url: "http://127.0.0.1:$srv"
+  identity: {mode: assertion, assertion: {header: authorization}}
+auth:
+  resource: http://127.0.0.1:$proxy2/mcp
+  metadata: {authorization_servers: ["http://127.0.0.1:$as/"]}
+  issuers:
+    - name: e2e
+      issuer: http://127.0.0.1:$as/
+      jwks: {uri: "http://127.0.0.1:$as/jwks.json"}
+      algorithms: [ES256]
+EOT
+"$pc" run --config "$out/pc-assert.yaml" >"$out/pc-assert.log" 2>&1 & pids+=($!)
+wait_port $admin2
+"$py" "$here/assertion_server.py" $srv "http://127.0.0.1:$admin2/.well-known/jwks.json" \
+  "http://127.0.0.1:$srv" "http://127.0.0.1:$as/" >"$out/assertion-server.log" 2>&1 & pids+=($!)
+wait_port $srv; wait_port $proxy2
+"$py" "$here/assertion_check.py" "http://127.0.0.1:$proxy2/mcp" "http://127.0.0.1:$as" \
+  "http://127.0.0.1:$srv/mcp" "http://127.0.0.1:$admin2/.well-known/jwks.json" \
+  >"$out/assertion.json" 2>"$out/assertion.err"
+"$py" - "$out" <<'PY' || oauth=1
+import json, sys
+out = sys.argv[1]
+try:
+    r = json.load(open(f"{out}/assertion.json"))
+except Exception as e:
+    print(f"FAIL the assertion check ran  [{e}]"); print(open(f"{out}/assertion.err").read()[-2000:]); sys.exit(1)
+seen = r.get("through_portcullis") or {}
+ok = (seen.get("sub") == "alice" and seen.get("orig_iss") == "e2e" and seen.get("scope") == "mcp"
+      and seen.get("iss", "").startswith("portcullis:") and seen.get("exp", 0) - seen.get("iat", 0) == 60)
+print(f"{'PASS' if ok else 'FAIL'} the server verified the sidecar's assertion: sub alice, the token's scope and issuer, 60 s  [{r.get('through_portcullis_error') or seen}]")
+refused = r.get("direct_user_token") == 401 and r.get("direct_forged") == 401
+print(f"{'PASS' if refused else 'FAIL'} straight to the server, the user's own token and a forged assertion get 401  [{r.get('direct_user_token')}, {r.get('direct_forged')}]")
+sys.exit(0 if ok and refused else 1)
+PY
 echo "# the token matrix minted by PyJWT, against Portcullis and Envoy jwt_authn configured alike"
 envoy="$("$py" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
 if "$py" "$here/differential.py" "$pc" "$envoy" "$out"; then

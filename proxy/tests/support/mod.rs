@@ -28,7 +28,7 @@ pub struct Upstream {
     pub posts: Arc<AtomicUsize>,
     /// The `x-portcullis-caller` header of each POST, as received.
     pub callers: Arc<std::sync::Mutex<Vec<Option<String>>>>,
-    /// The headers of each POST, as received.
+    /// The headers of each POST and OPTIONS, as received.
     pub heads: Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -80,6 +80,9 @@ impl Upstream {
                     let seen = seen.clone();
                     let heads_seen = heads_seen.clone();
                     async move {
+                        if req.method() == http::Method::OPTIONS {
+                            heads_seen.lock().unwrap().push(req.headers().clone());
+                        }
                         if req.method() == http::Method::POST {
                             heads_seen.lock().unwrap().push(req.headers().clone());
                             counter.fetch_add(1, Ordering::SeqCst);
