@@ -29,6 +29,10 @@ pub struct Principals {
     /// Patterns on the token's subject.
     #[serde(default)]
     pub subjects: Vec<String>,
+    /// The token's issuer (its configured name) must be one of these. With
+    /// more than one issuer, name it: a `sub` is unique only per issuer.
+    #[serde(default)]
+    pub issuers: Vec<String>,
     /// Scopes the token must grant, all of them.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -80,15 +84,24 @@ pub struct Config {
 impl Principals {
     fn matches(&self, p: &Principal) -> bool {
         let names_agent = !self.spiffe.is_empty();
-        let names_user =
-            !self.subjects.is_empty() || !self.scopes.is_empty() || !self.claims.is_empty();
+        let names_user = !self.subjects.is_empty()
+            || !self.issuers.is_empty()
+            || !self.scopes.is_empty()
+            || !self.claims.is_empty();
         if !names_agent && !names_user {
             return true;
         }
         let agent = names_agent
             && p.spiffe_id()
                 .is_some_and(|id| pattern::any(&self.spiffe, id));
-        let user = names_user && p.token.is_some() && self.user_matches(p);
+        // A user is an access token's subject. A JWT-SVID names a workload,
+        // already the agent part: it must not also pass for the user, or
+        // `require: both` would hold with no user at all.
+        let user_token = p
+            .token
+            .as_ref()
+            .filter(|t| t.kind == TokenKind::AccessToken);
+        let user = names_user && user_token.is_some() && self.user_matches(p);
         match self.require {
             Require::Either => agent || user,
             Require::Both => (agent || !names_agent) && (user || !names_user),
@@ -97,7 +110,9 @@ impl Principals {
 
     fn user_matches(&self, p: &Principal) -> bool {
         let subject = p.subject().unwrap_or_default();
-        (self.subjects.is_empty() || pattern::any(&self.subjects, subject))
+        let issuer = p.token.as_ref().map_or("", |t| t.issuer.as_str());
+        (self.issuers.is_empty() || self.issuers.iter().any(|i| i == issuer))
+            && (self.subjects.is_empty() || pattern::any(&self.subjects, subject))
             && self.scopes.iter().all(|s| p.has_scope(s))
             && self
                 .claims
@@ -445,6 +460,59 @@ mod tests {
             ..Token::default()
         };
         h.request(&CallBuilder::tool("echo").token(user).build())
+            .assert_denied("no rule allows it");
+    }
+
+    /// A JWT-SVID is the agent, never the user: "planner for any user"
+    /// does not hold for the planner alone with its SVID.
+    #[test]
+    fn a_jwt_svid_is_not_a_user() {
+        let h = Harness::<ToolRbac>::new(
+            r#"{"default": "deny", "rules": [
+                {"name": "planner-for-anyone", "effect": "allow",
+                 "principals": {"spiffe": ["spiffe://demo.local/ns/agents/sa/planner"],
+                                "subjects": ["*"], "require": "both"},
+                 "tools": ["*"]}
+            ]}"#,
+        )
+        .unwrap();
+        let svid = Token {
+            kind: TokenKind::JwtSvid,
+            issuer: "spiffe://demo.local".into(),
+            subject: AGENT.into(),
+            ..Token::default()
+        };
+        h.request(&CallBuilder::tool("echo").token(svid.clone()).build())
+            .assert_denied("no rule allows it");
+        h.request(&CallBuilder::tool("echo").spiffe(AGENT).token(svid).build())
+            .assert_denied("no rule allows it");
+        h.request(
+            &CallBuilder::tool("echo")
+                .spiffe(AGENT)
+                .jwt(json!({"sub": "alice"}))
+                .build(),
+        )
+        .assert_allowed();
+    }
+
+    /// `sub` is unique per issuer only: a rule can name the issuer.
+    #[test]
+    fn subjects_can_be_tied_to_their_issuer() {
+        let h = Harness::<ToolRbac>::new(
+            r#"{"default": "deny", "rules": [
+                {"name": "corp-alice", "effect": "allow",
+                 "principals": {"issuers": ["corp"], "subjects": ["alice"]},
+                 "tools": ["*"]}
+            ]}"#,
+        )
+        .unwrap();
+        let alice = |iss: &str| {
+            CallBuilder::tool("echo")
+                .jwt(json!({"sub": "alice", "iss": iss}))
+                .build()
+        };
+        h.request(&alice("corp")).assert_allowed();
+        h.request(&alice("staging"))
             .assert_denied("no rule allows it");
     }
 

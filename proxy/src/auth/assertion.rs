@@ -12,7 +12,8 @@
 //! - `none`: nothing.
 //!
 //! `auto` (the default) picks `headers` for a loopback upstream and
-//! `assertion` for any other.
+//! `assertion` for any other (`none` when the client's token is forwarded
+//! to it, which excludes an assertion).
 
 use std::{
     collections::HashMap,
@@ -112,9 +113,10 @@ pub struct Asserter {
     ttl: Duration,
     header: http::HeaderName,
     bearer: bool,
-    /// By principal key: an assertion is reused for half its lifetime, so
-    /// an agent's burst of calls costs one signature, not one per call.
-    cache: Mutex<HashMap<String, (HeaderValue, Instant)>>,
+    /// By everything an assertion says ([`cache_key`]): it is reused for
+    /// half its lifetime, so an agent's burst of calls costs one signature,
+    /// not one per call.
+    cache: Mutex<HashMap<CacheKey, (HeaderValue, Instant)>>,
 }
 
 impl std::fmt::Debug for Asserter {
@@ -205,8 +207,9 @@ impl Asserter {
             return None;
         }
         let now = Instant::now();
+        let key = cache_key(principal);
         if let Ok(cache) = self.cache.lock() {
-            if let Some((value, fresh_until)) = cache.get(principal.key()) {
+            if let Some((value, fresh_until)) = cache.get(&key) {
                 if now < *fresh_until {
                     return Some(value.clone());
                 }
@@ -226,10 +229,7 @@ impl Asserter {
                     cache.clear();
                 }
             }
-            cache.insert(
-                principal.key().to_string(),
-                (value.clone(), now + self.ttl / 2),
-            );
+            cache.insert(key, (value.clone(), now + self.ttl / 2));
         }
         Some(value)
     }
@@ -238,6 +238,13 @@ impl Asserter {
     /// token), the agent as `act.sub` when a peer carried a user's token.
     fn claims(&self, principal: &Principal, now: SystemTime) -> Value {
         let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // Never valid longer than the token it speaks for.
+        let exp = principal
+            .token()
+            .and_then(|t| t.expires_at.duration_since(UNIX_EPOCH).ok())
+            .map_or(iat + self.ttl.as_secs(), |t| {
+                t.as_secs().min(iat + self.ttl.as_secs())
+            });
         let mut jti = [0u8; 16];
         // A failed draw leaves zeros: the jti is a label, not a secret.
         let _ = self.rng.fill(&mut jti);
@@ -247,7 +254,7 @@ impl Asserter {
             "aud": self.audience,
             "iat": iat,
             "nbf": iat,
-            "exp": iat + self.ttl.as_secs(),
+            "exp": exp,
             "jti": URL_SAFE_NO_PAD.encode(jti),
         });
         match principal.token() {
@@ -292,6 +299,24 @@ impl Asserter {
         }
     }
 }
+
+/// What an assertion for `principal` says, but its times and `jti`: two
+/// tokens of one user with different scopes or actors (two clients, or a
+/// step-up) get different assertions, and so does a renewed token.
+fn cache_key(principal: &Principal) -> CacheKey {
+    let token = principal.token();
+    (
+        principal.key().to_string(),
+        token.map(|t| t.scopes.clone()).unwrap_or_default(),
+        token.and_then(|t| t.actor.clone()),
+        token
+            .and_then(|t| t.expires_at.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// Principal key, scopes, actor, token expiry.
+type CacheKey = (String, Vec<String>, Option<String>, u64);
 
 /// The JWK of the public key and its RFC 7638 thumbprint, used as `kid`.
 fn public_jwk(key: &EcdsaKeyPair) -> (Value, String) {
@@ -407,6 +432,26 @@ mod tests {
         assert_eq!(a.assertion(&p).unwrap(), jwt);
         let other = Principal::from_peer(agent());
         assert_ne!(a.assertion(&other).unwrap(), jwt);
+    }
+
+    /// Two tokens of one user through one agent, with other scopes (two
+    /// clients, or a step-up): each gets its own assertion, never the
+    /// other's scopes. And none outlives its token.
+    #[test]
+    fn one_user_with_two_tokens_gets_two_assertions() {
+        let a = asserter();
+        let wide = Principal::new(agent(), Some(user(None)));
+        let mut narrow = (*user(None)).clone();
+        narrow.scopes = vec!["mcp".into()];
+        narrow.expires_at = SystemTime::now() + Duration::from_secs(20);
+        let narrow = Principal::new(agent(), Some(Arc::new(narrow)));
+        assert_eq!(wide.key(), narrow.key());
+        let first = verify(&a, a.assertion(&wide).unwrap().to_str().unwrap());
+        let second = verify(&a, a.assertion(&narrow).unwrap().to_str().unwrap());
+        assert_eq!(first["scope"], "mcp files:read");
+        assert_eq!(second["scope"], "mcp");
+        let left = second["exp"].as_u64().unwrap() - second["iat"].as_u64().unwrap();
+        assert!(left <= 20, "{left}");
     }
 
     #[test]

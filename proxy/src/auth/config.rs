@@ -263,12 +263,23 @@ impl AuthConfig {
             return Err(invalid("auth.issuers", "at least one issuer"));
         }
         let mut seen = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
         for i in &self.issuers {
             i.validate()?;
             if !seen.insert(i.issuer.as_str()) {
                 return Err(invalid(
                     "auth.issuers.issuer",
                     format!("{} listed twice", i.issuer),
+                ));
+            }
+            // The name is the issuer in every principal key (sessions,
+            // tasks, warm filter instances, assertions): two issuers under
+            // one name would make their users with the same `sub` one
+            // principal.
+            if !names.insert(i.name.as_str()) {
+                return Err(invalid(
+                    "auth.issuers.name",
+                    format!("{} names two issuers", i.name),
                 ));
             }
         }
@@ -495,6 +506,7 @@ mod tests {
             ("wildcard audience", format!("audiences_extra: ['*']\n{}", issuer(""))),
             ("offline_access", issuer("").replace("authorization_servers: [https://idp.example.com]", "authorization_servers: [https://idp.example.com], scopes_supported: [offline_access]")),
             ("unknown field", format!("{}typo: 1\n", issuer(""))),
+            ("one name, two issuers", format!("{BASE}issuers:\n  - {{name: corp, issuer: https://a.example, jwks: {{file: k}}}}\n  - {{name: corp, issuer: https://b.example, jwks: {{file: k}}}}\n")),
         ] {
             assert!(parse(&yaml).is_err(), "{what} accepted");
         }

@@ -108,15 +108,21 @@ pub struct UpstreamIdentity {
 }
 
 impl UpstreamIdentity {
-    /// `auto` is `headers` for a loopback upstream (or when the client's
-    /// token is forwarded, which the config keeps exclusive with an
-    /// assertion) and `assertion` for any other.
+    /// `auto` is `headers` for a loopback upstream and `assertion` for any
+    /// other, or `none` when the client's token is forwarded there.
     pub fn from_config(config: &Config, instance: &str) -> Result<Self, ConfigError> {
         let up = &config.upstream;
         let uri = config.upstream_uri()?;
         let mode = match up.identity.mode {
-            IdentityMode::Auto if up.forward_authorization || is_loopback(&uri) => {
-                IdentityMode::Headers
+            IdentityMode::Auto if is_loopback(&uri) => IdentityMode::Headers,
+            // The client's token goes up, and the config keeps that
+            // exclusive with an assertion; plain headers to a server others
+            // can reach could be forged by them, so none.
+            IdentityMode::Auto if up.forward_authorization => {
+                tracing::warn!(
+                    "upstream.forward_authorization to a remote upstream: it gets the client's token and no identity headers"
+                );
+                IdentityMode::None
             }
             IdentityMode::Auto => IdentityMode::Assertion,
             other => other,
@@ -259,8 +265,16 @@ impl<'a> Outbound<'a> {
         for name in owned {
             headers.remove(name);
         }
-        if let Some(name) = &self.assertion_header {
-            headers.remove(name);
+        if let Some(assertion) = &self.assertion_header {
+            // Every spelling a CGI or WSGI server would read as it.
+            let spellings: Vec<HeaderName> = headers
+                .keys()
+                .filter(|n| n.as_str().replace('_', "-") == assertion.as_str())
+                .cloned()
+                .collect();
+            for name in spellings {
+                headers.remove(name);
+            }
         }
         if !self.forward_authorization {
             headers.remove(header::AUTHORIZATION);
@@ -470,5 +484,6 @@ mod tests {
             .request(&parts(&forged), Bytes::new())
             .unwrap();
         assert!(req.headers().get("x-identity").is_none());
+        assert!(req.headers().get("x_identity").is_none());
     }
 }
