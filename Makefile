@@ -103,7 +103,7 @@ capture-test:
 	$(AS_ROOT) env PORTCULLIS_BIN=$(CAPTURE_BIN)/portcullis timeout 300 bash proxy/tests/capture_netns.sh
 
 ## The benchmark: portcullis against direct and Envoy 1.40 (configurations
-## a-g, see bench/README.md). Release builds; writes bench/RESULTS.md,
+## a-i, see bench/README.md). Release builds; writes bench/RESULTS.md,
 ## bench/results.json and bench/latency.png. Takes about 10 minutes.
 bench:
 	bash scripts/bench.sh

@@ -1,10 +1,11 @@
 //! The benchmark harness's parts, as a library: the load generator, the
-//! upstream MCP server, the configurations and their PKI, /proc readers
-//! and charts. `portcullis-bench` (src/main.rs) and the soak test
+//! upstream MCP server, the bare forwarder (configuration h), the
+//! configurations and their PKI, /proc readers and charts. `portcullis-bench` (src/main.rs) and the soak test
 //! (`soak/`, `portcullis-soak`) are both built on them.
 
 pub mod chart;
 pub mod conn;
+pub mod forward;
 pub mod load;
 pub mod machine;
 pub mod plan;

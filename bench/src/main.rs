@@ -1,8 +1,9 @@
-//! `portcullis-bench`: measures portcullis against a direct upstream and
-//! Envoy 1.40 on this machine, interleaved, and writes the results as a
-//! markdown table, JSON and a PNG chart. See bench/README.md.
+//! `portcullis-bench`: measures portcullis against a direct upstream, a
+//! bare forwarder and Envoy 1.40 on this machine, interleaved, and writes
+//! the results as a markdown table, JSON and a PNG chart. See
+//! bench/README.md.
 
-use portcullis_bench::{chart, machine, plan, report, scrape, targets, upstream, verify};
+use portcullis_bench::{chart, forward, machine, plan, report, scrape, targets, upstream, verify};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,12 +31,20 @@ enum Cmd {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// Serve configuration h, the bare forwarder to --upstream (the
+    /// harness starts it).
+    Forward {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        upstream: SocketAddr,
+    },
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Configurations to measure, from a (direct) to g.
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f,g")]
+    /// Configurations to measure, from a (direct) to i.
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f,g,h,i")]
     configs: Vec<String>,
     /// Closed-loop connection counts.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
@@ -67,7 +76,7 @@ struct RunArgs {
     /// The proxy-wasm module of configuration f.
     #[arg(long)]
     envoy_wasm: Option<PathBuf>,
-    /// Where tool_rbac.wasm and arg_guard.wasm are (configuration d).
+    /// Where tool_rbac.wasm and arg_guard.wasm are (configurations d, i).
     #[arg(long, default_value = "target/wasm32-wasip2/release")]
     filters: PathBuf,
     /// Scratch space: configs, PKI, logs.
@@ -94,6 +103,13 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(upstream::serve(listen))
+        }
+        Cmd::Forward { listen, upstream } => {
+            // Default worker count (one per core), as portcullis runs.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(forward::serve(listen, upstream))?)
         }
         Cmd::Run(args) => {
             // The load generator gets one core's worth of threads; the
@@ -143,10 +159,12 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         }),
     };
 
-    // Every run compiles configuration d's filters afresh, as a new pod
-    // with an empty cache does; a warm cache would lower d's memory and
-    // make a first run and a rerun disagree.
-    let _ = std::fs::remove_dir_all(paths.work.join("filter-cache"));
+    // Every run compiles the filters of d and i afresh (each has its own
+    // cache), as a new pod with an empty cache does; a warm cache would
+    // lower their memory and make a first run and a rerun disagree.
+    for dir in ["filter-cache", "filter-cache-i"] {
+        let _ = std::fs::remove_dir_all(paths.work.join(dir));
+    }
     targets::mint_pki(&paths).await?;
     let _upstream = targets::start_upstream(&paths).await?;
     let mut running = Vec::new();
@@ -168,11 +186,17 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         );
     })
     .await?;
-    let mut filter_costs = Vec::new();
-    for t in running.iter().filter(|t| t.kind == Kind::D) {
+    // The configurations with WASM filters report each filter's own time.
+    let mut filter_costs = std::collections::BTreeMap::new();
+    for t in running
+        .iter()
+        .filter(|t| matches!(t.kind, Kind::D | Kind::I))
+    {
         if let Some(admin) = t.admin {
             match scrape::filter_costs(admin).await {
-                Ok(c) => filter_costs = c,
+                Ok(c) => {
+                    filter_costs.insert(t.kind, c);
+                }
                 Err(e) => eprintln!("warning: reading filter costs from {admin}: {e}"),
             }
         }
@@ -181,15 +205,17 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
 
     let cells = report::cells(&samples);
     let mut goals = report::goals(&samples, &cells);
-    goals.extend(filter_costs.iter().map(|c| report::Goal {
-        what: format!(
-            "WASM filter {} in d, mean evaluation (proxy's own histogram)",
-            c.filter
-        ),
-        target: "visible".into(),
-        measured: format!("{:.1} µs over {} evaluations", c.mean_us, c.evaluations),
-        met: None,
-    }));
+    for (kind, costs) in &filter_costs {
+        goals.extend(costs.iter().map(|c| report::Goal {
+            what: format!(
+                "WASM filter {} in {kind}, mean evaluation (proxy's own histogram)",
+                c.filter
+            ),
+            target: "visible".into(),
+            measured: format!("{:.1} µs over {} evaluations", c.mean_us, c.evaluations),
+            met: None,
+        }));
+    }
     let machine = machine::describe(&paths).await;
     let md = results_page(&machine, &args, &report::markdown(&cells, &goals));
     let json = serde_json::json!({
@@ -243,7 +269,7 @@ fn parse_kinds(keys: &[String]) -> anyhow::Result<Vec<Kind>> {
     let mut kinds = Vec::new();
     for k in keys {
         let kind = Kind::parse(k.trim())
-            .with_context(|| format!("unknown configuration {k:?}; use a to g"))?;
+            .with_context(|| format!("unknown configuration {k:?}; use a to i"))?;
         if !kinds.contains(&kind) {
             kinds.push(kind);
         }

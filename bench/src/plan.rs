@@ -61,6 +61,13 @@ impl Sample {
     pub fn quantile_ms(&self, q: f64) -> f64 {
         self.latency_us.value_at_quantile(q) as f64 / 1000.0
     }
+
+    /// The proxy's CPU (user + system, all threads) per answered call, in
+    /// microseconds; None for direct or a run with no answer.
+    pub fn cpu_us_per_call(&self) -> Option<f64> {
+        let cpu = self.proxy_cpu_secs?;
+        (self.ok > 0).then(|| cpu / self.ok as f64 * 1e6)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

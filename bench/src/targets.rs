@@ -40,7 +40,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SetupError {
     move |source| SetupError::Io { what, source }
 }
 
-/// One configuration of the list, a to g.
+/// One configuration of the list, a to i.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
     A,
@@ -50,6 +50,8 @@ pub enum Kind {
     E,
     F,
     G,
+    H,
+    I,
 }
 
 impl std::fmt::Display for Kind {
@@ -63,10 +65,12 @@ pub enum Proxy {
     None,
     Portcullis,
     Envoy,
+    /// This harness's bare forwarder (`portcullis-bench forward`).
+    Forwarder,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::A,
         Kind::B,
         Kind::C,
@@ -74,6 +78,8 @@ impl Kind {
         Kind::E,
         Kind::F,
         Kind::G,
+        Kind::H,
+        Kind::I,
     ];
 
     pub fn parse(s: &str) -> Option<Kind> {
@@ -81,7 +87,7 @@ impl Kind {
     }
 
     pub fn key(self) -> &'static str {
-        ["a", "b", "c", "d", "e", "f", "g"][self as usize]
+        ["a", "b", "c", "d", "e", "f", "g", "h", "i"][self as usize]
     }
 
     pub fn label(self) -> &'static str {
@@ -93,14 +99,17 @@ impl Kind {
             Kind::E => "Envoy mcp + RBAC",
             Kind::F => "Envoy proxy-wasm (v8)",
             Kind::G => "Envoy mTLS + mcp + RBAC",
+            Kind::H => "bare forwarder (floor)",
+            Kind::I => "portcullis plain + 2 WASM filters",
         }
     }
 
     pub fn proxy(self) -> Proxy {
         match self {
             Kind::A => Proxy::None,
-            Kind::B | Kind::C | Kind::D => Proxy::Portcullis,
+            Kind::B | Kind::C | Kind::D | Kind::I => Proxy::Portcullis,
             Kind::E | Kind::F | Kind::G => Proxy::Envoy,
+            Kind::H => Proxy::Forwarder,
         }
     }
 
@@ -110,13 +119,14 @@ impl Kind {
 
     fn template(self) -> &'static str {
         match self {
-            Kind::A => "",
+            Kind::A | Kind::H => "",
             Kind::B => include_str!("../configs/b-portcullis-plain.yaml"),
             Kind::C => include_str!("../configs/c-portcullis-mtls.yaml"),
             Kind::D => include_str!("../configs/d-portcullis-mtls-wasm.yaml"),
             Kind::E => include_str!("../configs/e-envoy-mcp-rbac.yaml"),
             Kind::F => include_str!("../configs/f-envoy-wasm.yaml"),
             Kind::G => include_str!("../configs/g-envoy-mtls.yaml"),
+            Kind::I => include_str!("../configs/i-portcullis-plain-wasm.yaml"),
         }
     }
 }
@@ -235,14 +245,22 @@ pub async fn start_upstream(paths: &Paths) -> Result<Child, SetupError> {
     wait_listening(child, addr, "upstream", &log).await
 }
 
-/// Writes the configuration's file, starts its proxy and waits until it
-/// listens.
-pub async fn start(kind: Kind, paths: &Paths) -> Result<Target, SetupError> {
+/// Where `kind` listens and its admin port, both from its place in the
+/// list: proxies from base + 1, admins from base + 20, so the two ranges
+/// cannot meet while there are fewer than 19 configurations.
+fn ports(kind: Kind, paths: &Paths) -> (SocketAddr, u16) {
     let index = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u16;
     let listen = match kind {
         Kind::A => paths.upstream_addr(),
         _ => SocketAddr::from(([127, 0, 0, 1], paths.port(1 + index))),
     };
+    (listen, paths.port(20 + index))
+}
+
+/// Writes the configuration's file, starts its proxy and waits until it
+/// listens.
+pub async fn start(kind: Kind, paths: &Paths) -> Result<Target, SetupError> {
+    let (listen, admin) = ports(kind, paths);
     let endpoint = if kind.mtls() {
         let pki = paths.pki();
         let cfg = conn::mtls_client(
@@ -254,51 +272,74 @@ pub async fn start(kind: Kind, paths: &Paths) -> Result<Target, SetupError> {
     } else {
         Endpoint::plain(listen)
     };
-    if kind.proxy() == Proxy::None {
-        return Ok(Target {
-            kind,
-            endpoint,
-            admin: None,
-            child: None,
-        });
-    }
-    let admin = paths.port(20 + index);
-    let file = paths.work.join(format!("{}.yaml", kind.key()));
-    let text = render(kind, paths, listen.port(), admin)?;
-    std::fs::write(&file, text).map_err(io(format!("writing {}", file.display())))?;
     let log = paths.work.join(format!("{}.log", kind.key()));
-    let child = match kind.proxy() {
-        Proxy::Portcullis => spawn(
-            Command::new(&paths.portcullis)
-                .args(["run", "--config"])
-                .arg(&file)
-                // Audit records off, as Envoy's access log is: both proxies
-                // are measured on the request path alone.
-                .env("RUST_LOG", "warn"),
-            &log,
-        )?,
-        _ => {
+    let (child, admin) = match kind.proxy() {
+        Proxy::None => {
+            return Ok(Target {
+                kind,
+                endpoint,
+                admin: None,
+                child: None,
+            })
+        }
+        // The forwarder has no configuration file and no admin port.
+        Proxy::Forwarder => {
+            let exe = std::env::current_exe().map_err(io("locating the harness binary"))?;
+            let child = spawn(
+                Command::new(exe)
+                    .arg("forward")
+                    .arg("--listen")
+                    .arg(listen.to_string())
+                    .arg("--upstream")
+                    .arg(paths.upstream_addr().to_string()),
+                &log,
+            )?;
+            (child, None)
+        }
+        Proxy::Portcullis => {
+            let file = write_config(kind, paths, listen.port(), admin)?;
+            let child = spawn(
+                Command::new(&paths.portcullis)
+                    .args(["run", "--config"])
+                    .arg(&file)
+                    // Audit records off, as Envoy's access log is: both
+                    // proxies are measured on the request path alone.
+                    .env("RUST_LOG", "warn"),
+                &log,
+            )?;
+            (child, Some(admin))
+        }
+        Proxy::Envoy => {
             let envoy = paths
                 .envoy
                 .as_ref()
                 .ok_or(SetupError::Missing(kind, "--envoy"))?;
-            spawn(
+            let file = write_config(kind, paths, listen.port(), admin)?;
+            let child = spawn(
                 Command::new(envoy).arg("-c").arg(&file).args([
                     "--disable-hot-restart",
                     "--log-level",
                     "warn",
                 ]),
                 &log,
-            )?
+            )?;
+            (child, Some(admin))
         }
     };
     let child = wait_listening(child, listen, kind.label(), &log).await?;
     Ok(Target {
         kind,
         endpoint,
-        admin: Some(SocketAddr::from(([127, 0, 0, 1], admin))),
+        admin: admin.map(|port| SocketAddr::from(([127, 0, 0, 1], port))),
         child: Some(child),
     })
+}
+
+fn write_config(kind: Kind, paths: &Paths, listen: u16, admin: u16) -> Result<PathBuf, SetupError> {
+    let file = paths.work.join(format!("{}.yaml", kind.key()));
+    let text = render(kind, paths, listen, admin)?;
+    std::fs::write(&file, text).map_err(io(format!("writing {}", file.display())))?;
+    Ok(file)
 }
 
 fn render(kind: Kind, paths: &Paths, listen: u16, admin: u16) -> Result<String, SetupError> {
@@ -382,7 +423,7 @@ mod tests {
     fn every_template_is_rendered_without_placeholders_left() {
         let mut p = paths();
         p.envoy_wasm = Some("/x.wasm".into());
-        for kind in Kind::ALL.into_iter().filter(|k| *k != Kind::A) {
+        for kind in Kind::ALL.into_iter().filter(|k| !k.template().is_empty()) {
             let text = render(kind, &p, 18102, 18122).unwrap();
             assert!(
                 !text.contains('@') || text.contains("\"@type\""),
@@ -400,6 +441,31 @@ mod tests {
     fn the_proxy_wasm_configuration_needs_its_module() {
         let err = render(Kind::F, &paths(), 1, 2).unwrap_err();
         assert!(err.to_string().contains("--envoy-wasm"), "{err}");
+    }
+
+    #[test]
+    fn no_two_configurations_share_a_port() {
+        let p = paths();
+        let mut used = vec![p.upstream_addr().port()];
+        for kind in Kind::ALL {
+            let (listen, admin) = ports(kind, &p);
+            if kind != Kind::A {
+                used.push(listen.port());
+            }
+            used.push(admin);
+        }
+        let n = used.len();
+        used.sort_unstable();
+        used.dedup();
+        assert_eq!(used.len(), n, "{used:?}");
+    }
+
+    #[test]
+    fn every_configuration_but_direct_and_the_forwarder_has_a_template() {
+        for kind in Kind::ALL {
+            let templated = !matches!(kind.proxy(), Proxy::None | Proxy::Forwarder);
+            assert_eq!(!kind.template().is_empty(), templated, "{kind}");
+        }
     }
 
     #[test]

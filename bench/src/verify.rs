@@ -27,17 +27,18 @@ const CASES: [Case; 3] = [
         text: TEXT,
         served: |_| true,
     },
-    // Every proxy allows echo alone; only direct serves other tools.
+    // Every proxy with a policy allows echo alone; direct and the bare
+    // forwarder (no policy) serve other tools too.
     Case {
         tool: "delete_file",
         text: "x",
-        served: |k| k.proxy() == Proxy::None,
+        served: |k| matches!(k.proxy(), Proxy::None | Proxy::Forwarder),
     },
-    // Only the configurations that check arguments (d, f) refuse this.
+    // Only the configurations that check arguments (d, f, i) refuse this.
     Case {
         tool: "echo",
         text: "please DROP TABLE users",
-        served: |k| !matches!(k, Kind::D | Kind::F),
+        served: |k| !matches!(k, Kind::D | Kind::F | Kind::I),
     },
 ];
 

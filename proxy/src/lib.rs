@@ -5,7 +5,8 @@
 //! relay back to the client. [`capture`] is the second way in: connections
 //! the pod's nat rules redirected. [`admin`] serves metrics and health.
 
-// One audited exception, `memory::release_free_heap`; nothing else.
+// Two audited exceptions, `memory::release_free_heap` and
+// `filter::compile::load_artifact` (compiled filters); nothing else.
 #![deny(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(clippy::too_many_lines)]

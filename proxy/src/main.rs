@@ -33,6 +33,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Compile filters ahead of time (and, as a child of the sidecar, when
+    /// it loads one).
+    Filter {
+        #[command(subcommand)]
+        command: FilterCommand,
+    },
     /// Tools for policy authors.
     Policy {
         #[command(subcommand)]
@@ -74,6 +80,29 @@ enum CaCommand {
         dns: Vec<String>,
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         lifetime: std::time::Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilterCommand {
+    /// Compile a filter component (`.wasm`) into an artifact the sidecar
+    /// loads without compiling (`.cwasm`, named in `filters[].path`). It
+    /// works only with this build of Portcullis, on this kind of CPU, with
+    /// the same `memory_limit_bytes` (the largest of the config's
+    /// filters): the sidecar refuses any other artifact with a clear error.
+    Compile {
+        /// The component; stdin when absent.
+        input: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// The sidecar's config, for its memory settings.
+        #[arg(long, conflicts_with = "max_memory")]
+        config: Option<PathBuf>,
+        /// The largest `memory_limit_bytes` of the sidecar's filters.
+        #[arg(long)]
+        max_memory: Option<usize>,
+        #[arg(long)]
+        max_instances: Option<u32>,
     },
 }
 
@@ -134,6 +163,16 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => policy_test(&filter, config.as_deref(), call.or(fixtures), timeout),
         Command::Ca { command } => ca(command),
+        Command::Filter {
+            command:
+                FilterCommand::Compile {
+                    input,
+                    out,
+                    config,
+                    max_memory,
+                    max_instances,
+                },
+        } => filter_compile(input, &out, config, max_memory, max_instances),
         Command::Capture(args) => {
             let mut out = std::io::stdout().lock();
             portcullis_capture::run(&args, &mut out).context("portcullis capture")
@@ -141,6 +180,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = load(&config)?;
             raise_fd_limit();
+            // The compiler's memory stays out of the sidecar: filters are
+            // compiled by short-lived children of this binary.
+            portcullis::filter::compile::compile_in_child(
+                std::env::current_exe().context("locating this binary")?,
+            );
             tracing::info!(config = ?cfg, "effective configuration");
             let running = portcullis::runtime::start_watching(cfg, &config)
                 .await
@@ -180,6 +224,36 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load_with_env(path, |name| {
         std::env::var(name).ok()
     })?)
+}
+
+fn filter_compile(
+    input: Option<PathBuf>,
+    out: &std::path::Path,
+    config: Option<PathBuf>,
+    max_memory: Option<usize>,
+    max_instances: Option<u32>,
+) -> anyhow::Result<()> {
+    use portcullis::filter::{compile, EngineOptions, FilterEngine};
+    let defaults = match &config {
+        Some(path) => {
+            let cfg = load(path)?;
+            EngineOptions::new(&cfg.filter_engine, &cfg.filters)
+        }
+        None => EngineOptions::new(&Default::default(), &[]),
+    };
+    let engine = FilterEngine::compiler(
+        max_memory.unwrap_or(defaults.max_memory),
+        max_instances.unwrap_or(defaults.max_instances),
+    )?;
+    let bytes = match &input {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).context("reading stdin")?;
+            b
+        }
+    };
+    compile::precompile_to(&engine, &bytes, out).map_err(anyhow::Error::msg)
 }
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //! pooling instance allocator, epoch deadlines, and the `Linker` that every
 //! filter is instantiated against.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use wasmtime::{
     component::{Component, HasSelf, Linker},
@@ -11,6 +11,7 @@ use wasmtime::{
 
 use super::{
     bindings::{v0_1, Filter},
+    compile::{self, ChildArgs},
     host::HostState,
     ticker::{Active, Ticker},
     FilterError,
@@ -30,6 +31,24 @@ pub struct FilterEngine {
     engine: Engine,
     linker: Linker<HostState>,
     ticker: Ticker,
+    /// Where compiled filters are kept (see `compile`), made on first use.
+    artifacts: std::sync::OnceLock<Result<Artifacts, String>>,
+    cache_dir: Option<PathBuf>,
+    child: ChildArgs,
+}
+
+/// The artifact directory, removed with the engine if it is private.
+struct Artifacts {
+    dir: PathBuf,
+    private: bool,
+}
+
+impl Drop for Artifacts {
+    fn drop(&mut self) {
+        if self.private {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 impl FilterEngine {
@@ -48,7 +67,41 @@ impl FilterEngine {
             engine,
             linker,
             ticker,
+            artifacts: std::sync::OnceLock::new(),
+            cache_dir: opts.cache_dir.clone(),
+            child: ChildArgs {
+                max_memory: opts.max_memory,
+                max_instances: opts.max_instances,
+            },
         })
+    }
+
+    /// An engine for `portcullis filter compile`: the sidecar's settings,
+    /// no cache, no epoch clock needed.
+    pub fn compiler(max_memory: usize, max_instances: u32) -> Result<Engine, FilterError> {
+        let opts = EngineOptions {
+            cache_dir: None,
+            max_instances,
+            max_memory,
+        };
+        Engine::new(&engine_config(&opts)?).map_err(|e| FilterError::Engine(format!("{e:#}")))
+    }
+
+    /// A compiled component from a filter file's bytes: compiled in a child
+    /// process by the sidecar, in this one otherwise (see `compile`).
+    pub fn component(&self, bytes: &[u8]) -> Result<Component, String> {
+        let artifacts = self.artifacts.get_or_init(|| match &self.cache_dir {
+            Some(dir) => Ok(Artifacts {
+                dir: dir.clone(),
+                private: false,
+            }),
+            None => compile::private_dir().map(|dir| Artifacts { dir, private: true }),
+        });
+        let dir: &Path = match artifacts {
+            Ok(a) => &a.dir,
+            Err(e) => return Err(e.clone()),
+        };
+        compile::component(&self.engine, bytes, dir, &self.child)
     }
 
     pub fn engine(&self) -> &Engine {

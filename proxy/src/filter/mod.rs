@@ -5,6 +5,7 @@
 
 pub(crate) mod bindings;
 pub(crate) mod chain;
+pub mod compile;
 mod convert;
 mod engine;
 mod host;
@@ -189,11 +190,25 @@ pub fn build_chain(
     spec: &ChainSpec<'_>,
     metrics: &FilterMetrics,
 ) -> Result<FilterChain, FilterError> {
-    let filters = spec
-        .filters
-        .iter()
-        .map(|f| load(engine, f).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>();
+    // Each filter on its own thread: a cold start compiles each in a child
+    // process, and those run side by side.
+    let filters = std::thread::scope(|scope| {
+        let loading: Vec<_> = spec
+            .filters
+            .iter()
+            .map(|f| scope.spawn(move || load(engine, f).map(Arc::new)))
+            .collect();
+        loading
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(FilterError::Engine(
+                        "a filter's loading thread panicked".into(),
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
     // Compiling a component (a cache miss) takes tens of MiB of heap that
     // is freed at once but that the allocator would otherwise keep for
     // the life of the process.

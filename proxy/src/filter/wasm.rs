@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wasmtime::{component::Component, Store};
+use wasmtime::Store;
 
 use super::{
     bindings::{types, v0_1, Filter, FilterPre},
@@ -214,8 +214,7 @@ impl WasmFilter {
         };
         let bytes = std::fs::read(path)
             .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
-        let component = Component::new(engine.engine(), &bytes)
-            .map_err(|e| refuse(format!("not a valid component: {e:#}")))?;
+        let component = engine.component(&bytes).map_err(refuse)?;
         let linked = engine
             .linker_for(&component)
             .and_then(|linker| linker.instantiate_pre(&component));

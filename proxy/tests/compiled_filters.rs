@@ -1,0 +1,231 @@
+//! Filters compiled out of the sidecar (issue 12): `portcullis run`
+//! compiles in a child process and keeps no compiler memory; `portcullis
+//! filter compile` makes an artifact ahead of time that `run` loads as is;
+//! an artifact built for other engine settings is refused with a clear
+//! error; and hot reload still works, compiling new bytes in a child.
+
+#[path = "support/wasm.rs"]
+mod wasm;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+fn portcullis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("portcullis-compiled-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(filter: &Path, port: u16, cache: Option<&Path>) -> String {
+    let cache = cache.map_or(String::new(), |c| format!("  cache_dir: {}\n", c.display()));
+    format!(
+        "listener: {{addr: '127.0.0.1:{port}'}}\nadmin: {{addr: '127.0.0.1:0'}}\nupstream: {{url: 'http://127.0.0.1:9'}}\nfilter_engine:\n  reload_interval: 200ms\n{cache}policy: {{default: allow, rules: []}}\nfilters:\n  - name: rbac\n    path: {}\n    config: {{default: deny, rules: [{{name: echo, effect: allow, tools: [echo]}}]}}\n",
+        filter.display()
+    )
+}
+
+/// A running sidecar whose log lines are collected.
+struct Sidecar {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Sidecar {
+    fn start(cfg: &Path) -> Self {
+        let mut child = portcullis()
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut l = sink.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        Self { child, log }
+    }
+
+    fn wait_for(&self, text: &str, count: usize) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if self.log.lock().unwrap().matches(text).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The upstream is never reached: a denied call is answered by the
+/// sidecar, an allowed one fails upstream (502). Which of the two came
+/// back says what the filter decided.
+fn decision(port: u16, tool: &str) -> u16 {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{{"name":"t","version":"1"}},"io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", "content-type: application/json"])
+        .args(["-H", "accept: application/json, text/event-stream"])
+        .args(["-H", "mcp-protocol-version: 2026-07-28"])
+        .args(["-H", "mcp-method: tools/call"])
+        .args(["-H", &format!("mcp-name: {tool}")])
+        .args(["--data", &body])
+        .arg(format!("http://127.0.0.1:{port}/mcp"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+fn ready(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn run_compiles_in_a_child_and_reloads_new_bytes() {
+    let d = dir("child");
+    let filter = d.join("rbac.wasm");
+    std::fs::copy(wasm::filter("tool-rbac"), &filter).unwrap();
+    let port = free_port();
+    let cfg = d.join("pc.yaml");
+    std::fs::write(&cfg, config(&filter, port, Some(&d.join("cache")))).unwrap();
+    let sidecar = Sidecar::start(&cfg);
+    ready(port);
+    assert!(
+        sidecar.log().contains("filter compiled in a child process"),
+        "{}",
+        sidecar.log()
+    );
+    assert_eq!(
+        decision(port, "echo"),
+        502,
+        "allowed, then the upstream is down"
+    );
+    assert_eq!(decision(port, "delete_file"), 200, "denied by the filter");
+    // New bytes at the same path: compiled in a child again, and loaded
+    // (here refused by their own config check, so the old chain serves).
+    std::fs::copy(wasm::filter("v0_1-filter"), &filter).unwrap();
+    assert!(
+        sidecar.wait_for("filter compiled in a child process", 2),
+        "{}",
+        sidecar.log()
+    );
+    assert!(sidecar.wait_for("reload refused", 1), "{}", sidecar.log());
+    assert_eq!(
+        decision(port, "delete_file"),
+        200,
+        "the previous chain still serves"
+    );
+    // A restart finds both artifacts and compiles nothing.
+    drop(sidecar);
+    std::fs::copy(wasm::filter("tool-rbac"), &filter).unwrap();
+    let sidecar = Sidecar::start(&cfg);
+    ready(port);
+    assert_eq!(decision(port, "delete_file"), 200);
+    assert!(
+        !sidecar.log().contains("compiled in a child"),
+        "{}",
+        sidecar.log()
+    );
+}
+
+#[test]
+fn an_artifact_made_ahead_of_time_loads_and_another_engines_is_refused() {
+    let d = dir("aot");
+    let artifact = d.join("rbac.cwasm");
+    let out = portcullis()
+        .args(["filter", "compile"])
+        .arg(wasm::filter("tool-rbac"))
+        .arg("--out")
+        .arg(&artifact)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let cfg = d.join("pc.yaml");
+    std::fs::write(&cfg, config(&artifact, port, None)).unwrap();
+    let sidecar = Sidecar::start(&cfg);
+    ready(port);
+    assert_eq!(decision(port, "delete_file"), 200);
+    assert_eq!(decision(port, "echo"), 502);
+    assert!(
+        !sidecar.log().contains("compiled in a child"),
+        "{}",
+        sidecar.log()
+    );
+    drop(sidecar);
+    // Built for a 1 GiB memory limit, loaded by a sidecar whose filters
+    // have the default 32 MiB: other generated bounds checks.
+    let other = d.join("other.cwasm");
+    let out = portcullis()
+        .args(["filter", "compile", "--max-memory", "1073741824"])
+        .arg(wasm::filter("tool-rbac"))
+        .arg("--out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&cfg, config(&other, free_port(), None)).unwrap();
+    let out = portcullis()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("a precompiled filter for another engine"),
+        "{err}"
+    );
+}
