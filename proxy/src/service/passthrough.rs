@@ -19,9 +19,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
 
 use super::{exchange::Exchange, metrics::HttpMetrics, outbound};
 use crate::{
@@ -29,9 +28,6 @@ use crate::{
     mcp::{Call, Kind},
     upstream::UpstreamError,
 };
-
-/// Frames buffered between the relay task and the client connection.
-const CHANNEL_FRAMES: usize = 16;
 
 /// Methods whose answers no policy reads. An allowlist, so that a method
 /// added later (or one Portcullis does not know) is inspected until it is
@@ -65,6 +61,10 @@ pub fn may_stream(call: &Call, inspected: bool) -> bool {
 
 /// Relays `resp` as it is (head as for every answer, body frame by frame),
 /// ending the body with an error once the upstream is silent for `idle`.
+/// The client's connection polls the upstream body directly: no task and
+/// no channel between them, so a frame costs no wakeup of another task
+/// (the relay task and its channel were a measurable part of the plain
+/// path's CPU per call; see bench/README.md).
 pub fn relay(
     resp: Response<Incoming>,
     idle: Duration,
@@ -72,15 +72,90 @@ pub fn relay(
     sniff: Sniff,
 ) -> Response<ProxyBody> {
     let head = outbound::response_head(&resp, true);
-    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    tokio::spawn(pump(resp.into_body(), tx, idle, metrics, sniff));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    outbound::with_body(head, StreamBody::new(stream).boxed_unsync())
+    let body = Relayed {
+        upstream: resp.into_body(),
+        stall: tokio::time::sleep(idle),
+        idle,
+        waiting: false,
+        done: false,
+        metrics,
+        sniff,
+    };
+    outbound::with_body(head, body.boxed_unsync())
 }
 
-type Tx = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
+pin_project_lite::pin_project! {
+    /// The upstream's body, watched for a task and for stalls.
+    struct Relayed {
+        #[pin]
+        upstream: Incoming,
+        #[pin]
+        stall: tokio::time::Sleep,
+        idle: Duration,
+        // Whether the stall clock runs: only while the client waits for
+        // the next frame. Time spent waiting on a slow client does not
+        // count against the upstream.
+        waiting: bool,
+        done: bool,
+        metrics: HttpMetrics,
+        sniff: Sniff,
+    }
+}
+
+impl http_body::Body for Relayed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        if !*this.waiting {
+            this.stall
+                .as_mut()
+                .reset(tokio::time::Instant::now() + *this.idle);
+            *this.waiting = true;
+        }
+        match this.upstream.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.waiting = false;
+                this.sniff.frame(&frame);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                *this.done = true;
+                this.metrics.upstream_error("stream_broken");
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                *this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if std::future::Future::poll(this.stall, cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *this.done = true;
+                this.metrics.upstream_error("body_stalled");
+                tracing::warn!(idle = ?*this.idle, "upstream answer stalled; ending it");
+                Poll::Ready(Some(Err(Box::new(UpstreamError::Timeout(*this.idle)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.upstream.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.upstream.size_hint()
+    }
+}
 
 /// Watches a passed-through `tools/call` answer for the task it creates,
 /// so that the task is tied to its tool and caller before the client can
@@ -117,44 +192,6 @@ impl Sniff {
         if self.seen.trim_ascii_end().last() == Some(&b'}') && ex.process(&self.seen).is_ok() {
             self.ex = None;
             self.seen = Vec::new();
-        }
-    }
-}
-
-/// Moves frames from the upstream to the client. Time spent waiting on a
-/// slow client does not count against the upstream.
-async fn pump(
-    mut upstream: Incoming,
-    tx: Tx,
-    idle: Duration,
-    metrics: HttpMetrics,
-    mut sniff: Sniff,
-) {
-    loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(idle, upstream.frame()) => next,
-            // The client went away: drop the upstream request now.
-            () = tx.closed() => return,
-        };
-        let item = match next {
-            Ok(None) => return,
-            Ok(Some(Ok(frame))) => {
-                sniff.frame(&frame);
-                Ok(frame)
-            }
-            Ok(Some(Err(e))) => {
-                metrics.upstream_error("stream_broken");
-                Err(Box::new(e) as BoxError)
-            }
-            Err(_) => {
-                metrics.upstream_error("body_stalled");
-                tracing::warn!(?idle, "upstream answer stalled; ending it");
-                Err(Box::new(UpstreamError::Timeout(idle)) as BoxError)
-            }
-        };
-        let done = item.is_err();
-        if tx.send(item).await.is_err() || done {
-            return;
         }
     }
 }
