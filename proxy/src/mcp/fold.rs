@@ -35,26 +35,36 @@ const LAST_CASED: u32 = 0x1_FFFF;
 
 /// The key as a string in which case variants of it are all equal.
 pub fn fold_key(key: &str) -> String {
-    let table = table();
-    key.chars()
-        .map(|c| {
-            if c.is_ascii() {
-                c.to_ascii_lowercase()
-            } else {
-                table.get(&c).copied().unwrap_or(c)
-            }
-        })
-        .collect()
+    if key.is_ascii() {
+        return key.to_ascii_lowercase();
+    }
+    key.chars().map(fold_char).collect()
+}
+
+/// Whether `a` and `b` fold to the same key, without building either.
+fn same_folded(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    a.chars().map(fold_char).eq(b.chars().map(fold_char))
 }
 
 /// The entry of `known` that `key` is a case variant of without being
 /// spelled like it, if any (`Result` for `result`, `toolſ` for `tools`).
+/// Every message's every key is checked, so this allocates nothing. No two
+/// entries of `known` are variants of each other, so a key spelled like
+/// one of them is a variant of none.
 pub fn variant_of<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    let folded = fold_key(key);
-    known
-        .iter()
-        .find(|k| **k != key && fold_key(k) == folded)
-        .copied()
+    debug_assert!(
+        known
+            .iter()
+            .all(|a| known.iter().all(|b| a == b || !same_folded(a, b))),
+        "two known keys fold alike: {known:?}"
+    );
+    if known.contains(&key) {
+        return None;
+    }
+    known.iter().find(|k| same_folded(k, key)).copied()
 }
 
 /// The canonical member of `c`'s orbit.
