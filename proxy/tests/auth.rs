@@ -926,3 +926,57 @@ async fn browsers_can_preflight_and_read_the_challenge() {
     assert_eq!(challenge.headers()["access-control-allow-origin"], "*");
     proxy.shutdown().await;
 }
+
+/// An issuer serving its discovery document at `/realms/mcp`, which names
+/// `claims` as its issuer and the in-test JWKS as its keys.
+async fn discovery_server(jwks: SocketAddr, claims: Option<&str>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}/realms/mcp", listener.local_addr().unwrap());
+    let named = claims.unwrap_or(&issuer).to_string();
+    let doc = json!({"issuer": named, "jwks_uri": format!("http://{jwks}/jwks"),
+                     "authorization_endpoint": format!("{issuer}/auth")});
+    let app = Router::new().route(
+        "/realms/mcp/.well-known/openid-configuration",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    issuer
+}
+
+/// `jwks: {discovery: true}`: the keys come through the issuer's OpenID
+/// Connect discovery document, which must name that issuer exactly; a
+/// document naming another issuer brings no keys (503, not a pass).
+#[tokio::test]
+async fn discovery_finds_the_keys_and_refuses_another_issuers_document() {
+    let upstream = Upstream::start();
+    let (jwks, idp) = idp().await;
+    let start = |issuer: String| {
+        let extra = format!(
+            "auth:\n  resource: {R}\n  metadata: {{authorization_servers: [\"{issuer}\"]}}\n  issuers:\n    - {{name: d, issuer: \"{issuer}\", jwks: {{discovery: true}}, algorithms: [ES256]}}\n"
+        );
+        portcullis::start(support::config(upstream.addr, "default: allow\n", &extra))
+    };
+    let issuer = discovery_server(jwks, None).await;
+    let proxy = start(issuer.clone()).await.unwrap();
+    let mut c = claims();
+    c["iss"] = json!(issuer);
+    let (status, _, body) = bearer(&proxy, &es(&idp, &c)).await;
+    assert_eq!(status, 200, "{body}");
+    proxy.shutdown().await;
+
+    let mixed_up = discovery_server(jwks, Some("https://idp.other.test/realms/mcp")).await;
+    let proxy = start(mixed_up.clone()).await.unwrap();
+    let mut c = claims();
+    c["iss"] = json!(mixed_up);
+    let (status, _, _) = bearer(&proxy, &es(&idp, &c)).await;
+    assert_eq!(status, 503, "no keys from a document for another issuer");
+    assert_eq!(
+        upstream.posts(),
+        1,
+        "only the first call reached the server"
+    );
+    proxy.shutdown().await;
+}

@@ -130,6 +130,11 @@ pub struct IssuerConfig {
 pub struct JwksConfig {
     #[serde(default)]
     pub uri: Option<String>,
+    /// Find the JWKS through the issuer's OpenID Connect discovery document
+    /// (`<issuer>/.well-known/openid-configuration`), read again at every
+    /// refresh. Its `issuer` must be the configured one, exactly.
+    #[serde(default)]
+    pub discovery: bool,
     #[serde(default)]
     pub file: Option<PathBuf>,
     /// CA bundle (PEM) for an https `uri`; absent: the system's roots.
@@ -357,6 +362,7 @@ impl JwtSvidConfig {
     pub fn jwks(&self, file: &std::path::Path) -> JwksConfig {
         JwksConfig {
             uri: None,
+            discovery: false,
             file: Some(file.to_path_buf()),
             ca_file: None,
             refresh_interval: self.refresh_interval,
@@ -429,38 +435,60 @@ impl IssuerConfig {
                 format!("{name}: {bad:?} is refused (HMAC: the key would be a shared secret)"),
             ));
         }
+        if self.jwks.discovery {
+            let secure = self
+                .issuer
+                .parse::<http::Uri>()
+                .is_ok_and(|u| secure_uri(&u));
+            if !secure {
+                return Err(invalid(
+                    "auth.issuers.issuer",
+                    format!(
+                        "{name}: discovery needs an https issuer (plain http only on loopback)"
+                    ),
+                ));
+            }
+        }
         self.jwks.validate(name)
+    }
+}
+
+/// https, or plain http to this machine only: keys fetched in the clear
+/// over a network could be replaced on the way.
+pub fn secure_uri(u: &http::Uri) -> bool {
+    let loopback = u.host().is_some_and(|h| {
+        h == "localhost"
+            || h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match u.scheme_str() {
+        Some("https") => true,
+        Some("http") => loopback,
+        _ => false,
     }
 }
 
 impl JwksConfig {
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        match (&self.uri, &self.file) {
-            (Some(uri), None) => {
+        match (&self.uri, &self.file, self.discovery) {
+            (Some(uri), None, false) => {
                 let u: http::Uri = uri
                     .parse()
                     .map_err(|e| invalid("auth.issuers.jwks.uri", format!("{name}: {e}")))?;
-                let loopback = u.host().is_some_and(|h| {
-                    h == "localhost"
-                        || h.parse::<std::net::IpAddr>()
-                            .is_ok_and(|ip| ip.is_loopback())
-                });
-                match u.scheme_str() {
-                    Some("https") => {}
-                    Some("http") if loopback => {}
-                    _ => {
-                        return Err(invalid(
-                            "auth.issuers.jwks.uri",
-                            format!("{name}: https (plain http only on loopback)"),
-                        ))
-                    }
+                if !secure_uri(&u) {
+                    return Err(invalid(
+                        "auth.issuers.jwks.uri",
+                        format!("{name}: https (plain http only on loopback)"),
+                    ));
                 }
             }
-            (None, Some(_)) => {}
+            (None, Some(_), false) | (None, None, true) => {}
             _ => {
                 return Err(invalid(
                     "auth.issuers.jwks",
-                    format!("{name}: exactly one of uri and file"),
+                    format!("{name}: exactly one of uri, file and discovery"),
                 ))
             }
         }
@@ -506,6 +534,8 @@ mod tests {
             ("wildcard audience", format!("audiences_extra: ['*']\n{}", issuer(""))),
             ("offline_access", issuer("").replace("authorization_servers: [https://idp.example.com]", "authorization_servers: [https://idp.example.com], scopes_supported: [offline_access]")),
             ("unknown field", format!("{}typo: 1\n", issuer(""))),
+            ("discovery and a uri", issuer(", jwks: {discovery: true, uri: https://idp.example.com/k}").replace("jwks: {file: k.json}, ", "")),
+            ("discovery over plain http", format!("{BASE}issuers:\n  - {{name: c, issuer: http://idp.example.com, jwks: {{discovery: true}}}}\n")),
             ("one name, two issuers", format!("{BASE}issuers:\n  - {{name: corp, issuer: https://a.example, jwks: {{file: k}}}}\n  - {{name: corp, issuer: https://b.example, jwks: {{file: k}}}}\n")),
         ] {
             assert!(parse(&yaml).is_err(), "{what} accepted");

@@ -220,11 +220,19 @@ fn key_of(jwk: &Value, uses: KeyUse) -> Option<Key> {
     })
 }
 
+type JwksClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
 enum Source {
     File(PathBuf),
     Uri {
         uri: http::Uri,
-        client: Box<Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>>,
+        client: Box<JwksClient>,
+    },
+    /// The issuer's discovery document, then the `jwks_uri` it names.
+    Discovery {
+        document: http::Uri,
+        issuer: String,
+        client: Box<JwksClient>,
     },
 }
 
@@ -266,6 +274,35 @@ impl IssuerKeys {
     /// An issuer's keys.
     pub fn new(name: &str, settings: &JwksConfig, metrics: AuthMetrics) -> Result<Self, JwksError> {
         Self::new_for(name, settings, KeyUse::Signature, metrics)
+    }
+
+    /// An issuer's keys found through its OpenID Connect discovery
+    /// document (`jwks: {discovery: true}`).
+    pub fn discovering(
+        name: &str,
+        issuer: &str,
+        settings: &JwksConfig,
+        metrics: AuthMetrics,
+    ) -> Result<Self, JwksError> {
+        let document = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        )
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| JwksError::Fetch(e.to_string()))?;
+        let plain = JwksConfig {
+            discovery: false,
+            file: Some(PathBuf::new()),
+            ..settings.clone()
+        };
+        let mut keys = Self::new_for(name, &plain, KeyUse::Signature, metrics)?;
+        keys.settings.discovery = true;
+        keys.source = Source::Discovery {
+            document,
+            issuer: issuer.to_string(),
+            client: Box::new(client(settings.ca_file.as_ref())?),
+        };
+        Ok(keys)
     }
 
     /// Keys for `uses` (a SPIFFE trust domain's JWT bundle:
@@ -313,6 +350,11 @@ impl IssuerKeys {
                 .await
                 .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display()))),
             Source::Uri { uri, client } => fetch(client, uri).await,
+            Source::Discovery {
+                document,
+                issuer,
+                client,
+            } => discover(client, document, issuer).await,
         };
         match read.and_then(|b| Ok((KeySet::parse_for(&b, self.uses)?, b))) {
             Ok((set, bytes)) => {
@@ -448,11 +490,43 @@ fn client(
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
-/// GETs a JWKS: no redirects followed, 5 s, 256 KiB.
-async fn fetch(
-    client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
-    uri: &http::Uri,
+/// The JWKS an issuer's discovery document names. The document must name
+/// this issuer exactly (OpenID Connect Discovery §4.3): a document served
+/// for another issuer would bring that issuer's keys. Its `jwks_uri` must
+/// be https (plain http only on loopback).
+async fn discover(
+    client: &JwksClient,
+    document: &http::Uri,
+    issuer: &str,
 ) -> Result<Vec<u8>, JwksError> {
+    #[derive(serde::Deserialize)]
+    struct Document {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let fail = |e: String| JwksError::Fetch(format!("discovery {document}: {e}"));
+    let bytes = fetch(client, document).await?;
+    // A repeated member is refused (serde's derive), so no reader of this
+    // document could see another issuer or key location than this one.
+    let doc: Document = serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?;
+    if doc.issuer != issuer {
+        return Err(fail(format!(
+            "names issuer {:?}, not {issuer:?}",
+            doc.issuer
+        )));
+    }
+    let jwks: http::Uri = doc
+        .jwks_uri
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| fail(e.to_string()))?;
+    if !super::config::secure_uri(&jwks) {
+        return Err(fail(format!("jwks_uri {jwks} is not https")));
+    }
+    fetch(client, &jwks).await
+}
+
+/// GETs a JWKS: no redirects followed, 5 s, 256 KiB.
+async fn fetch(client: &JwksClient, uri: &http::Uri) -> Result<Vec<u8>, JwksError> {
     let fail = |e: String| JwksError::Fetch(e);
     let req = http::Request::get(uri.clone())
         .header(

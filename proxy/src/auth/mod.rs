@@ -93,8 +93,11 @@ impl Auth {
         }
         let mut issuers = Vec::new();
         for i in &config.issuers {
-            let keys = IssuerKeys::new(&i.name, &i.jwks, metrics.clone())
-                .map_err(|e| AuthError::Keys(i.name.clone(), e))?;
+            let keys = match i.jwks.discovery {
+                true => IssuerKeys::discovering(&i.name, &i.issuer, &i.jwks, metrics.clone()),
+                false => IssuerKeys::new(&i.name, &i.jwks, metrics.clone()),
+            }
+            .map_err(|e| AuthError::Keys(i.name.clone(), e))?;
             let keys = Arc::new(keys);
             let _ = keys.refresh("startup").await;
             issuers.push(Issuer {
