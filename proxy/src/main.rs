@@ -93,8 +93,10 @@ enum FilterCommand {
     Compile {
         /// The component; stdin when absent.
         input: Option<PathBuf>,
+        /// Where the artifact goes (name it `.cwasm`: only such paths are
+        /// loaded as artifacts); stdout when absent.
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// The sidecar's config, for its memory settings.
         #[arg(long, conflicts_with = "max_memory")]
         config: Option<PathBuf>,
@@ -172,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
                     max_memory,
                     max_instances,
                 },
-        } => filter_compile(input, &out, config, max_memory, max_instances),
+        } => filter_compile(input, out.as_deref(), config, max_memory, max_instances),
         Command::Capture(args) => {
             let mut out = std::io::stdout().lock();
             portcullis_capture::run(&args, &mut out).context("portcullis capture")
@@ -182,9 +184,9 @@ async fn main() -> anyhow::Result<()> {
             raise_fd_limit();
             // The compiler's memory stays out of the sidecar: filters are
             // compiled by short-lived children of this binary.
-            portcullis::filter::compile::compile_in_child(
-                std::env::current_exe().context("locating this binary")?,
-            );
+            // /proc/self/exe still names this program after an in-place
+            // upgrade replaced the file (current_exe would not).
+            portcullis::filter::compile::compile_in_child(PathBuf::from("/proc/self/exe"));
             tracing::info!(config = ?cfg, "effective configuration");
             let running = portcullis::runtime::start_watching(cfg, &config)
                 .await
@@ -228,7 +230,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 fn filter_compile(
     input: Option<PathBuf>,
-    out: &std::path::Path,
+    out: Option<&std::path::Path>,
     config: Option<PathBuf>,
     max_memory: Option<usize>,
     max_instances: Option<u32>,
@@ -253,7 +255,7 @@ fn filter_compile(
             b
         }
     };
-    compile::precompile_to(&engine, &bytes, out).map_err(anyhow::Error::msg)
+    compile::precompile(&engine, &bytes, out).map_err(anyhow::Error::msg)
 }
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {

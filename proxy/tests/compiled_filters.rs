@@ -228,4 +228,82 @@ fn an_artifact_made_ahead_of_time_loads_and_another_engines_is_refused() {
         err.contains("a precompiled filter for another engine"),
         "{err}"
     );
+    // An artifact where the config names a `.wasm` (a policy author
+    // replaced the file): native code is not loaded from there.
+    let disguised = d.join("disguised.wasm");
+    std::fs::copy(&artifact, &disguised).unwrap();
+    std::fs::write(&cfg, config(&disguised, free_port(), None)).unwrap();
+    let out = portcullis()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("a precompiled artifact (native code"), "{err}");
+}
+
+/// The injected sidecar's root filesystem is read-only: with no
+/// `cache_dir`, compiling needs no writable directory at all.
+#[test]
+fn no_writable_directory_is_needed() {
+    let d = dir("readonly");
+    let filter = d.join("rbac.wasm");
+    std::fs::copy(wasm::filter("tool-rbac"), &filter).unwrap();
+    let port = free_port();
+    let cfg = d.join("pc.yaml");
+    std::fs::write(&cfg, config(&filter, port, None)).unwrap();
+    let mut cmd = portcullis();
+    cmd.args(["run", "--config"])
+        .arg(&cfg)
+        .env("TMPDIR", "/nonexistent");
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ready(port);
+    assert_eq!(decision(port, "delete_file"), 200);
+    assert_eq!(decision(port, "echo"), 502);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `cache_dir` may be shared and world-writable (an `emptyDir`); the
+/// artifacts live in a subdirectory only this user can write, and one that
+/// others could write is refused (what is there runs as native code).
+#[test]
+fn the_cache_is_a_directory_only_this_user_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir("cache");
+    let shared = d.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let filter = d.join("rbac.wasm");
+    std::fs::copy(wasm::filter("tool-rbac"), &filter).unwrap();
+    let port = free_port();
+    let cfg = d.join("pc.yaml");
+    std::fs::write(&cfg, config(&filter, port, Some(&shared))).unwrap();
+    let sidecar = Sidecar::start(&cfg);
+    ready(port);
+    assert_eq!(decision(port, "delete_file"), 200);
+    drop(sidecar);
+    let own = std::fs::read_dir(&shared)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(own.metadata().unwrap().permissions().mode() & 0o777, 0o700);
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = portcullis()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("that no one else can write"), "{err}");
 }

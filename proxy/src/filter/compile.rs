@@ -4,21 +4,25 @@
 //! threads), more than the rest of the process. So the `portcullis run`
 //! sidecar never compiles: a short-lived child (`portcullis filter
 //! compile`, the same binary with the same engine settings) does, and
-//! writes an artifact the sidecar only maps. Artifacts are kept by content
-//! and engine fingerprint, so a restart or a reload of an unchanged filter
-//! compiles nothing; `portcullis filter compile` also makes them ahead of
-//! time (`path:` may name a `.cwasm`).
+//! hands the artifact back on its stdout; the sidecar only maps it. No
+//! writable directory is needed (the injected sidecar's root filesystem
+//! is read-only). With `cache_dir`, artifacts are also kept there by
+//! content and engine fingerprint, so a restart or a reload of an
+//! unchanged filter compiles nothing.
 //!
 //! An artifact is native code: whoever can write one can run code in the
-//! sidecar. Artifacts come only from the operator (`path:`), from the
-//! configured `cache_dir` (which must be the sidecar's alone), or from a
-//! private directory made for this process.
+//! sidecar, outside the WASM sandbox. So an artifact is loaded only from
+//! the sidecar's own child, from a `cache_dir` subdirectory only the
+//! sidecar's user can write, or from a `path:` the operator marked
+//! `precompiled: true`. A filter file that is an artifact without that
+//! mark is refused: a policy author who may replace a `.wasm` must not get
+//! native code in.
 
 use std::{
     hash::{Hash, Hasher},
-    io::Write,
+    io::{Read, Write},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -37,6 +41,10 @@ pub fn compile_in_child(program: PathBuf) {
 
 /// How long a child may take to compile one filter.
 const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
+/// The largest artifact accepted from a child.
+const MAX_ARTIFACT: usize = 256 << 20;
+/// What is kept of a child's stderr, for the error message.
+const MAX_STDERR: usize = 16 << 10;
 
 /// What the child needs to build an engine that compiles exactly as the
 /// sidecar's would (memory settings change the generated bounds checks).
@@ -46,37 +54,50 @@ pub struct ChildArgs {
     pub max_instances: u32,
 }
 
-/// A compiled component from `bytes` (a component, or an artifact of
-/// `portcullis filter compile`).
+/// A compiled component from `bytes`: a component, or (only when
+/// `precompiled`, a `.cwasm` path) an artifact of `portcullis filter
+/// compile`.
 pub fn component(
     engine: &Engine,
     bytes: &[u8],
-    artifacts: &Path,
+    precompiled: bool,
+    cache: Option<&Path>,
     child: &ChildArgs,
 ) -> Result<Component, String> {
-    match Engine::detect_precompiled(bytes) {
-        Some(Precompiled::Component) => return deserialize(engine, bytes),
-        Some(Precompiled::Module) => {
-            return Err("a precompiled core module, not a component".into())
+    match (Engine::detect_precompiled(bytes), precompiled) {
+        (Some(Precompiled::Component), true) => return deserialize(engine, bytes),
+        (Some(_), _) => {
+            return Err(
+                "a precompiled artifact (native code, outside the sandbox): one is loaded only from a path the config names with the .cwasm extension".into(),
+            )
         }
-        None => {}
+        (None, true) => {
+            return Err(
+                "a .cwasm path, but not an artifact of `portcullis filter compile`".into(),
+            )
+        }
+        (None, false) => {}
     }
     let Some(program) = COMPILER.get() else {
         return Component::new(engine, bytes).map_err(|e| format!("not a valid component: {e:#}"));
     };
-    let file = artifacts.join(artifact_name(engine, bytes));
-    if file.exists() {
-        match load_artifact(engine, Artifact::File(&file)) {
+    let file = cache.map(|dir| dir.join(artifact_name(engine, bytes)));
+    if let Some(file) = file.as_deref().filter(|f| f.is_file()) {
+        match load_artifact(engine, Artifact::File(file)) {
             Ok(c) => return Ok(c),
             Err(e) => {
-                tracing::warn!(file = %file.display(), error = %format!("{e:#}"), "compiled filter unusable; compiling again");
-                let _ = std::fs::remove_file(&file);
+                tracing::warn!(file = %file.display(), error = %format!("{e:#}"), "cached filter unusable; compiling again")
             }
         }
     }
-    compile_in(program, bytes, &file, child)?;
-    load_artifact(engine, Artifact::File(&file))
-        .map_err(|e| format!("reading the compiled filter {}: {e:#}", file.display()))
+    let artifact = compile_in(program, bytes, child)?;
+    if let Some(file) = &file {
+        if let Err(e) = persist(file, &artifact) {
+            tracing::warn!(file = %file.display(), error = %e, "compiled filter not cached");
+        }
+    }
+    load_artifact(engine, Artifact::Bytes(&artifact))
+        .map_err(|e| format!("loading the compiled filter: {e:#}"))
 }
 
 fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
@@ -96,11 +117,11 @@ enum Artifact<'a> {
 #[allow(unsafe_code)]
 fn load_artifact(engine: &Engine, artifact: Artifact<'_>) -> wasmtime::Result<Component> {
     // SAFETY: wasmtime runs an artifact's code as is, so it must come from
-    // a trusted compiler. Files come from this process's own child (in a
-    // directory made 0700 for this process) or from the operator's
-    // `cache_dir`; bytes from a `.cwasm` the operator named in `path:`,
-    // as trusted as this binary. wasmtime still checks that the artifact
-    // was built by this version, for this CPU and these settings.
+    // a trusted compiler: this process's own child (bytes from its
+    // stdout), a cache directory only this user can write (checked by
+    // `cache_dir`), or a `.cwasm` file the operator's config names, as
+    // trusted as this binary. wasmtime still checks that the artifact was
+    // built by this version, for this CPU and these settings.
     match artifact {
         Artifact::File(path) => unsafe { Component::deserialize_file(engine, path) },
         Artifact::Bytes(bytes) => unsafe { Component::deserialize(engine, bytes) },
@@ -117,86 +138,181 @@ fn artifact_name(engine: &Engine, bytes: &[u8]) -> String {
     format!("{hex}-{:016x}.cwasm", h.finish())
 }
 
-/// Runs `program filter compile` on `bytes` (through stdin, so that a file
-/// changing under a reload cannot be read twice differently) into `out`.
-fn compile_in(program: &Path, bytes: &[u8], out: &Path, child: &ChildArgs) -> Result<(), String> {
+/// Writes `artifact` as `file` atomically: a unique temporary name in the
+/// same directory, synced, then renamed, so a reader (another replica
+/// sharing the directory included) never maps half of one.
+fn persist(file: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = file.with_extension(format!("tmp-{}-{}", std::process::id(), random_hex()));
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let written = out.write_all(artifact).and_then(|()| out.sync_all());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, file)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Kills and reaps the child on every way out, so that no error leaves a
+/// compiler running or a zombie behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads at most `max` bytes of `from` on a thread of its own, so that a
+/// child writing a lot never blocks on a full pipe.
+fn drain(
+    mut from: impl Read + Send + 'static,
+    max: usize,
+) -> std::thread::JoinHandle<std::io::Result<Vec<u8>>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        (&mut from)
+            .take(u64::try_from(max).unwrap_or(u64::MAX) + 1)
+            .read_to_end(&mut buf)?;
+        // Whatever is beyond the limit is read and dropped, so the child
+        // can finish (and the caller then refuses the oversize output).
+        std::io::copy(&mut from, &mut std::io::sink())?;
+        Ok(buf)
+    })
+}
+
+/// Runs `program filter compile` with `bytes` on its stdin (so that a file
+/// changing under a reload cannot be read twice differently) and returns
+/// the artifact it writes on its stdout.
+fn compile_in(program: &Path, bytes: &[u8], child: &ChildArgs) -> Result<Vec<u8>, String> {
     let started = Instant::now();
-    let mut cmd = Command::new(program);
-    cmd.args(["filter", "compile", "--out"])
-        .arg(out)
-        .arg("--max-memory")
+    let spawned = Command::new(program)
+        .args(["filter", "compile", "--max-memory"])
         .arg(child.max_memory.to_string())
         .arg("--max-instances")
         .arg(child.max_instances.to_string())
         .env("RUST_LOG", "error")
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut proc = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the compiler {}: {e}", program.display()))?;
-    if let Some(mut stdin) = proc.stdin.take() {
-        stdin
-            .write_all(bytes)
-            .map_err(|e| format!("sending the filter to the compiler: {e}"))?;
+    let mut proc = Reaped(spawned);
+    let (Some(stdin), Some(stdout), Some(stderr)) = (
+        proc.0.stdin.take(),
+        proc.0.stdout.take(),
+        proc.0.stderr.take(),
+    ) else {
+        return Err("the compiler's pipes are missing".into());
+    };
+    let input = bytes.to_vec();
+    let feeding = std::thread::spawn(move || {
+        let mut stdin = stdin;
+        stdin.write_all(&input)
+    });
+    let output = drain(stdout, MAX_ARTIFACT);
+    let errors = drain(stderr, MAX_STDERR);
+    let status = finish(&mut proc, started)?;
+    let fed = feeding
+        .join()
+        .map_err(|_| "the compiler's input thread panicked")?;
+    let artifact = output
+        .join()
+        .map_err(|_| "the compiler's output thread panicked")?;
+    let stderr = errors
+        .join()
+        .ok()
+        .and_then(Result::ok)
+        .map(|e| String::from_utf8_lossy(&e).trim().to_string())
+        .unwrap_or_default();
+    if !status.success() {
+        return Err(format!("compiling failed ({status}): {stderr}"));
     }
+    fed.map_err(|e| format!("sending the filter to the compiler: {e}"))?;
+    let artifact = artifact.map_err(|e| format!("reading the compiled filter: {e}"))?;
+    if artifact.len() > MAX_ARTIFACT {
+        return Err(format!("the compiled filter is over {MAX_ARTIFACT} bytes"));
+    }
+    tracing::info!(
+        ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        bytes = artifact.len(),
+        "filter compiled in a child process"
+    );
+    Ok(artifact)
+}
+
+/// The child's exit, within the deadline (killed and reaped past it, by
+/// [`Reaped`]).
+fn finish(proc: &mut Reaped, started: Instant) -> Result<std::process::ExitStatus, String> {
     loop {
-        match proc.try_wait() {
-            Ok(Some(status)) if status.success() => break,
-            Ok(Some(status)) => {
-                let mut err = String::new();
-                if let Some(mut e) = proc.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                return Err(format!("compiling failed ({status}): {}", err.trim()));
-            }
+        match proc.0.try_wait() {
+            Ok(Some(status)) => return Ok(status),
             Ok(None) if started.elapsed() > COMPILE_DEADLINE => {
-                let _ = proc.kill();
-                let _ = proc.wait();
                 return Err(format!("compiling took more than {COMPILE_DEADLINE:?}"));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(format!("waiting for the compiler: {e}")),
         }
     }
-    tracing::info!(
-        artifact = %out.display(),
-        ms = started.elapsed().as_millis() as u64,
-        "filter compiled in a child process"
-    );
-    Ok(())
 }
 
 /// `portcullis filter compile`: `bytes` compiled for an engine with these
-/// settings, written to `out` atomically (a reader never sees half).
-pub fn precompile_to(engine: &Engine, bytes: &[u8], out: &Path) -> Result<(), String> {
+/// settings, to `out` (written atomically) or to stdout.
+pub fn precompile(engine: &Engine, bytes: &[u8], out: Option<&Path>) -> Result<(), String> {
     let artifact = engine
         .precompile_component(bytes)
         .map_err(|e| format!("not a valid component: {e:#}"))?;
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &artifact).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, out).map_err(|e| format!("writing {}: {e}", out.display()))
+    match out {
+        Some(path) => {
+            persist(path, &artifact).map_err(|e| format!("writing {}: {e}", path.display()))
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&artifact)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| format!("writing the artifact: {e}"))
+        }
+    }
 }
 
-/// A directory only this process writes to, for artifacts when no
-/// `cache_dir` is configured. Removed with the engine.
-pub fn private_dir() -> Result<PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let mut random = [0u8; 8];
-    getrandom(&mut random);
-    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-filters-{}-{suffix}",
-        std::process::id()
-    ));
-    std::fs::DirBuilder::new()
+/// The directory artifacts are cached in under `cache_dir`: a
+/// subdirectory of this user's, made 0700 and refused if anyone else could
+/// write to it (an artifact there is run as native code). `cache_dir`
+/// itself may be shared (an `emptyDir` is world-writable).
+pub fn cache_dir(root: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = root.join(format!("portcullis-artifacts-{uid}"));
+    match std::fs::DirBuilder::new()
+        .recursive(true)
         .mode(0o700)
         .create(&dir)
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    {
+        Ok(()) => {}
+        Err(e) => return Err(format!("creating {}: {e}", dir.display())),
+    }
+    let meta =
+        std::fs::symlink_metadata(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} must be a directory of user {uid} that no one else can write (compiled filters there run as native code)",
+            dir.display()
+        ));
+    }
     Ok(dir)
 }
 
-fn getrandom(buf: &mut [u8]) {
+fn random_hex() -> String {
     use ring::rand::SecureRandom;
-    let _ = ring::rand::SystemRandom::new().fill(buf);
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

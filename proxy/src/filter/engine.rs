@@ -2,7 +2,7 @@
 //! pooling instance allocator, epoch deadlines, and the `Linker` that every
 //! filter is instantiated against.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use wasmtime::{
     component::{Component, HasSelf, Linker},
@@ -31,24 +31,9 @@ pub struct FilterEngine {
     engine: Engine,
     linker: Linker<HostState>,
     ticker: Ticker,
-    /// Where compiled filters are kept (see `compile`), made on first use.
-    artifacts: std::sync::OnceLock<Result<Artifacts, String>>,
+    /// Where compiled filters are cached, if anywhere (see `compile`).
     cache_dir: Option<PathBuf>,
     child: ChildArgs,
-}
-
-/// The artifact directory, removed with the engine if it is private.
-struct Artifacts {
-    dir: PathBuf,
-    private: bool,
-}
-
-impl Drop for Artifacts {
-    fn drop(&mut self) {
-        if self.private {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 impl FilterEngine {
@@ -67,7 +52,6 @@ impl FilterEngine {
             engine,
             linker,
             ticker,
-            artifacts: std::sync::OnceLock::new(),
             cache_dir: opts.cache_dir.clone(),
             child: ChildArgs {
                 max_memory: opts.max_memory,
@@ -89,19 +73,20 @@ impl FilterEngine {
 
     /// A compiled component from a filter file's bytes: compiled in a child
     /// process by the sidecar, in this one otherwise (see `compile`).
-    pub fn component(&self, bytes: &[u8]) -> Result<Component, String> {
-        let artifacts = self.artifacts.get_or_init(|| match &self.cache_dir {
-            Some(dir) => Ok(Artifacts {
-                dir: dir.clone(),
-                private: false,
-            }),
-            None => compile::private_dir().map(|dir| Artifacts { dir, private: true }),
-        });
-        let dir: &Path = match artifacts {
-            Ok(a) => &a.dir,
-            Err(e) => return Err(e.clone()),
+    /// `precompiled`: the file is an artifact the operator named as such
+    /// (a `.cwasm` path), and only then may it be one.
+    pub fn component(&self, bytes: &[u8], precompiled: bool) -> Result<Component, String> {
+        let cache = match &self.cache_dir {
+            Some(root) => Some(compile::cache_dir(root)?),
+            None => None,
         };
-        compile::component(&self.engine, bytes, dir, &self.child)
+        compile::component(
+            &self.engine,
+            bytes,
+            precompiled,
+            cache.as_deref(),
+            &self.child,
+        )
     }
 
     pub fn engine(&self) -> &Engine {

@@ -185,30 +185,40 @@ pub struct ChainSpec<'a> {
 
 /// Loads every filter of `spec` and builds the chain. Compiling happens
 /// here, so callers on the request path must not call this.
+/// Filters loaded (and, cold, compiled) side by side.
+const LOAD_AT_ONCE: usize = 2;
+
 pub fn build_chain(
     engine: &Arc<FilterEngine>,
     spec: &ChainSpec<'_>,
     metrics: &FilterMetrics,
 ) -> Result<FilterChain, FilterError> {
-    // Each filter on its own thread: a cold start compiles each in a child
-    // process, and those run side by side.
-    let filters = std::thread::scope(|scope| {
-        let loading: Vec<_> = spec
-            .filters
-            .iter()
-            .map(|f| scope.spawn(move || load(engine, f).map(Arc::new)))
-            .collect();
-        loading
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(FilterError::Engine(
-                        "a filter's loading thread panicked".into(),
-                    ))
-                })
+    // Filters load two at a time: a cold start compiles each in a child
+    // process, and two of them run side by side on two cores without
+    // stacking every compiler's memory in the pod at once.
+    let filters = spec
+        .filters
+        .chunks(LOAD_AT_ONCE)
+        .flat_map(|group| {
+            std::thread::scope(|scope| {
+                let loading: Vec<_> = group
+                    .iter()
+                    .map(|f| scope.spawn(move || load(engine, f).map(Arc::new)))
+                    .collect();
+                // Every thread is joined, even after an error.
+                loading
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(FilterError::Engine(
+                                "a filter's loading thread panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect::<Vec<_>>()
             })
-            .collect::<Result<Vec<_>, _>>()
-    });
+        })
+        .collect::<Result<Vec<_>, _>>();
     // Compiling a component (a cache miss) takes tens of MiB of heap that
     // is freed at once but that the allocator would otherwise keep for
     // the life of the process.

@@ -214,7 +214,9 @@ impl WasmFilter {
         };
         let bytes = std::fs::read(path)
             .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
-        let component = engine.component(&bytes).map_err(refuse)?;
+        // Native code only where the operator's config says so.
+        let precompiled = path.extension().is_some_and(|e| e == "cwasm");
+        let component = engine.component(&bytes, precompiled).map_err(refuse)?;
         let linked = engine
             .linker_for(&component)
             .and_then(|linker| linker.instantiate_pre(&component));

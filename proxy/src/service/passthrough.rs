@@ -11,8 +11,8 @@
 //! answer) and then each wait for the next frame. A body that keeps moving
 //! is never cut; one that stalls for a whole `request_timeout` is ended
 //! with an error, so the client sees a broken body instead of waiting
-//! forever. Nothing is buffered beyond the relay channel, so no byte limit
-//! is needed.
+//! forever. Nothing is buffered (the client's connection reads the
+//! upstream's body directly), so no byte limit is needed.
 
 use std::time::Duration;
 
@@ -74,7 +74,7 @@ pub fn relay(
     let head = outbound::response_head(&resp, true);
     let body = Relayed {
         upstream: resp.into_body(),
-        stall: tokio::time::sleep(idle),
+        stall: tokio::time::sleep(Duration::ZERO),
         idle,
         waiting: false,
         done: false,
@@ -116,9 +116,13 @@ impl http_body::Body for Relayed {
             return Poll::Ready(None);
         }
         if !*this.waiting {
-            this.stall
-                .as_mut()
-                .reset(tokio::time::Instant::now() + *this.idle);
+            // A configured timeout too large to add is a stall clock that
+            // never rings, not a panic.
+            let now = tokio::time::Instant::now();
+            let at = now
+                .checked_add(*this.idle)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+            this.stall.as_mut().reset(at);
             *this.waiting = true;
         }
         match this.upstream.poll_frame(cx) {
