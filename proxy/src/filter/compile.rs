@@ -42,7 +42,7 @@ pub fn compile_in_child(program: PathBuf) {
 /// How long a child may take to compile one filter.
 const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
 /// The largest artifact accepted from a child.
-const MAX_ARTIFACT: usize = 256 << 20;
+const MAX_ARTIFACT: u64 = 256 << 20;
 /// What is kept of a child's stderr, for the error message.
 const MAX_STDERR: usize = 16 << 10;
 
@@ -91,13 +91,34 @@ pub fn component(
         }
     }
     let artifact = compile_in(program, bytes, child)?;
+    let path = artifact.path();
     if let Some(file) = &file {
-        if let Err(e) = persist(file, &artifact) {
+        if let Err(e) = persist_copy(&path, file) {
             tracing::warn!(file = %file.display(), error = %e, "compiled filter not cached");
         }
     }
-    load_artifact(engine, Artifact::Bytes(&artifact))
+    // Mapped from the memory file, so the artifact never passes through
+    // the heap (whose freed pages the allocator would keep).
+    load_artifact(engine, Artifact::File(&path))
         .map_err(|e| format!("loading the compiled filter: {e:#}"))
+}
+
+/// An artifact a child wrote into an anonymous memory file of this process
+/// (no writable directory needed, and no other process can reach it).
+struct MemoryFile(std::fs::File);
+
+impl MemoryFile {
+    fn new() -> Result<Self, String> {
+        let fd = rustix::fs::memfd_create("portcullis-filter", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(|e| format!("memfd_create: {e}"))?;
+        Ok(Self(std::fs::File::from(fd)))
+    }
+
+    /// A path that opens this same file (at its start).
+    fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+    }
 }
 
 fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
@@ -138,10 +159,13 @@ fn artifact_name(engine: &Engine, bytes: &[u8]) -> String {
     format!("{hex}-{:016x}.cwasm", h.finish())
 }
 
-/// Writes `artifact` as `file` atomically: a unique temporary name in the
-/// same directory, synced, then renamed, so a reader (another replica
-/// sharing the directory included) never maps half of one.
-fn persist(file: &Path, artifact: &[u8]) -> std::io::Result<()> {
+/// Writes what `fill` writes as `file` atomically: a unique temporary name
+/// in the same directory, synced, then renamed, so a reader (another
+/// replica sharing the directory included) never maps half of one.
+fn persist_with(
+    file: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = file.with_extension(format!("tmp-{}-{}", std::process::id(), random_hex()));
     let mut out = std::fs::OpenOptions::new()
@@ -149,12 +173,18 @@ fn persist(file: &Path, artifact: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    let written = out.write_all(artifact).and_then(|()| out.sync_all());
+    let written = fill(&mut out).and_then(|()| out.sync_all());
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, file)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     Ok(())
+}
+
+fn persist_copy(from: &Path, file: &Path) -> std::io::Result<()> {
+    persist_with(file, |out| {
+        std::io::copy(&mut std::fs::File::open(from)?, out).map(|_| ())
+    })
 }
 
 /// Kills and reaps the child on every way out, so that no error leaves a
@@ -190,9 +220,14 @@ fn drain(
 
 /// Runs `program filter compile` with `bytes` on its stdin (so that a file
 /// changing under a reload cannot be read twice differently) and returns
-/// the artifact it writes on its stdout.
-fn compile_in(program: &Path, bytes: &[u8], child: &ChildArgs) -> Result<Vec<u8>, String> {
+/// the artifact it writes on its stdout, a memory file of ours.
+fn compile_in(program: &Path, bytes: &[u8], child: &ChildArgs) -> Result<MemoryFile, String> {
     let started = Instant::now();
+    let artifact = MemoryFile::new()?;
+    let stdout = artifact
+        .0
+        .try_clone()
+        .map_err(|e| format!("sharing the memory file: {e}"))?;
     let spawned = Command::new(program)
         .args(["filter", "compile", "--max-memory"])
         .arg(child.max_memory.to_string())
@@ -200,16 +235,12 @@ fn compile_in(program: &Path, bytes: &[u8], child: &ChildArgs) -> Result<Vec<u8>
         .arg(child.max_instances.to_string())
         .env("RUST_LOG", "error")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(stdout))
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the compiler {}: {e}", program.display()))?;
     let mut proc = Reaped(spawned);
-    let (Some(stdin), Some(stdout), Some(stderr)) = (
-        proc.0.stdin.take(),
-        proc.0.stdout.take(),
-        proc.0.stderr.take(),
-    ) else {
+    let (Some(stdin), Some(stderr)) = (proc.0.stdin.take(), proc.0.stderr.take()) else {
         return Err("the compiler's pipes are missing".into());
     };
     let input = bytes.to_vec();
@@ -217,15 +248,11 @@ fn compile_in(program: &Path, bytes: &[u8], child: &ChildArgs) -> Result<Vec<u8>
         let mut stdin = stdin;
         stdin.write_all(&input)
     });
-    let output = drain(stdout, MAX_ARTIFACT);
     let errors = drain(stderr, MAX_STDERR);
     let status = finish(&mut proc, started)?;
     let fed = feeding
         .join()
         .map_err(|_| "the compiler's input thread panicked")?;
-    let artifact = output
-        .join()
-        .map_err(|_| "the compiler's output thread panicked")?;
     let stderr = errors
         .join()
         .ok()
@@ -236,13 +263,19 @@ fn compile_in(program: &Path, bytes: &[u8], child: &ChildArgs) -> Result<Vec<u8>
         return Err(format!("compiling failed ({status}): {stderr}"));
     }
     fed.map_err(|e| format!("sending the filter to the compiler: {e}"))?;
-    let artifact = artifact.map_err(|e| format!("reading the compiled filter: {e}"))?;
-    if artifact.len() > MAX_ARTIFACT {
-        return Err(format!("the compiled filter is over {MAX_ARTIFACT} bytes"));
+    let size = artifact
+        .0
+        .metadata()
+        .map_err(|e| format!("reading the compiled filter: {e}"))?
+        .len();
+    if size == 0 || size > MAX_ARTIFACT {
+        return Err(format!(
+            "the compiler wrote {size} bytes (at most {MAX_ARTIFACT})"
+        ));
     }
     tracing::info!(
         ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        bytes = artifact.len(),
+        bytes = size,
         "filter compiled in a child process"
     );
     Ok(artifact)
@@ -270,9 +303,8 @@ pub fn precompile(engine: &Engine, bytes: &[u8], out: Option<&Path>) -> Result<(
         .precompile_component(bytes)
         .map_err(|e| format!("not a valid component: {e:#}"))?;
     match out {
-        Some(path) => {
-            persist(path, &artifact).map_err(|e| format!("writing {}: {e}", path.display()))
-        }
+        Some(path) => persist_with(path, |out| out.write_all(&artifact))
+            .map_err(|e| format!("writing {}: {e}", path.display())),
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout
