@@ -46,7 +46,8 @@ impl FilterEngine {
         // Both contracts' host functions: a component imports one of them.
         v0_1::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
-        define_wasi_basics(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        define_wasi_basics(&mut linker, WASI_VERSION)
+            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         let ticker = Ticker::start(engine.clone())?;
         Ok(Self {
             engine,
@@ -102,10 +103,36 @@ impl FilterEngine {
     /// stub for every other import it names (see `define_wasi_basics`).
     pub fn linker_for(&self, component: &Component) -> wasmtime::Result<Linker<HostState>> {
         let mut linker = self.linker.clone();
+        // A guest built by another toolchain imports another WASI 0.2
+        // patch version. wasmtime would link it to ours (0.2 versions are
+        // compatible), but the trapping stubs below are defined under the
+        // exact name and would win: every call of such a filter would trap
+        // and be denied. So the same functions go under its versions too.
+        let mut versions: Vec<String> = Vec::new();
+        for (name, _) in component.component_type().imports(&self.engine) {
+            for interface in WASI_BASICS {
+                let version = name
+                    .strip_prefix(interface)
+                    .and_then(|rest| rest.strip_prefix('@'));
+                if let Some(v) = version.filter(|v| v.starts_with("0.2.") && *v != WASI_VERSION) {
+                    if !versions.iter().any(|known| known == v) {
+                        versions.push(v.to_string());
+                    }
+                }
+            }
+        }
+        for v in &versions {
+            define_wasi_basics(&mut linker, v)?;
+        }
         linker.define_unknown_imports_as_traps(component)?;
         Ok(linker)
     }
 }
+
+/// The WASI version the host's shims are defined under, and the
+/// interfaces they cover (see `define_wasi_basics`).
+const WASI_VERSION: &str = "0.2.6";
+const WASI_BASICS: [&str; 2] = ["wasi:cli/environment", "wasi:random/insecure-seed"];
 
 fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
     let mut config = Config::new();
@@ -150,14 +177,14 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
 /// that tries to print, exit or reach outside is stopped and its call is
 /// denied. This is also what keeps evaluation synchronous: no WASI stream
 /// ever needs the async runtime.
-fn define_wasi_basics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    let mut env = linker.instance("wasi:cli/environment@0.2.6")?;
+fn define_wasi_basics(linker: &mut Linker<HostState>, version: &str) -> wasmtime::Result<()> {
+    let mut env = linker.instance(&format!("wasi:cli/environment@{version}"))?;
     env.func_wrap("get-environment", |_, (): ()| {
         Ok((Vec::<(String, String)>::new(),))
     })?;
     env.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
     env.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
-    let mut seed = linker.instance("wasi:random/insecure-seed@0.2.6")?;
+    let mut seed = linker.instance(&format!("wasi:random/insecure-seed@{version}"))?;
     seed.func_wrap("insecure-seed", |_, (): ()| {
         Ok(((random_u64(), random_u64()),))
     })?;
@@ -171,4 +198,64 @@ fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x706f_7274_6375_6c6c);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Instant};
+
+    use wasmtime::Store;
+
+    use super::*;
+    use crate::filter::host::FilterShared;
+
+    /// A component that asks the host for random seeds through
+    /// `wasi:random/insecure-seed` at `version`, as Rust's standard library
+    /// does for its first hash map.
+    fn seeding(version: &str) -> String {
+        format!(
+            r#"(component
+              (import "wasi:random/insecure-seed@{version}" (instance $seed
+                (export "insecure-seed" (func (result (tuple u64 u64))))))
+              (core module $libc (memory (export "mem") 1))
+              (core instance $libc (instantiate $libc))
+              (core func $lowered (canon lower (func $seed "insecure-seed") (memory (core memory $libc "mem"))))
+              (core module $m
+                (import "host" "seed" (func $seed (param i32)))
+                (func (export "run") (result i32) (call $seed (i32.const 16)) (i32.const 7)))
+              (core instance $i (instantiate $m (with "host" (instance (export "seed" (func $lowered))))))
+              (func (export "run") (result u32) (canon lift (core func $i "run"))))"#
+        )
+    }
+
+    fn run(engine: &FilterEngine, wat: &str) -> wasmtime::Result<u32> {
+        let component = Component::new(engine.engine(), wat)?;
+        let linker = engine.linker_for(&component)?;
+        let shared = Arc::new(FilterShared {
+            name: "t".into(),
+            kv: Default::default(),
+            epoch: Instant::now(),
+        });
+        let mut store = Store::new(engine.engine(), HostState::new(shared, 16 << 20));
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = linker.instantiate(&mut store, &component)?;
+        let run = instance.get_typed_func::<(), (u32,)>(&mut store, "run")?;
+        Ok(run.call(&mut store, ())?.0)
+    }
+
+    /// Guests built by other toolchains import other WASI 0.2 patch
+    /// versions; each must get the host's seeds, not a trapping stub.
+    #[test]
+    fn every_wasi_0_2_version_gets_the_host_functions() {
+        let engine = FilterEngine::new(&EngineOptions {
+            cache_dir: None,
+            max_instances: 8,
+            max_memory: 16 << 20,
+        })
+        .unwrap();
+        for version in ["0.2.6", "0.2.0", "0.2.3", "0.2.12"] {
+            let got = run(&engine, &seeding(version));
+            assert_eq!(got.map_err(|e| format!("{e:#}")), Ok(7), "@{version}");
+        }
+    }
 }
