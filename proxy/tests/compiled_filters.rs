@@ -119,6 +119,34 @@ fn decision(port: u16, tool: &str) -> u16 {
     String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
 }
 
+/// `portcullis filter compile` of tool-rbac into `out`.
+fn compile(args: &[&str], out: &Path) {
+    let run = portcullis()
+        .args(["filter", "compile"])
+        .args(args)
+        .arg(wasm::filter("tool-rbac"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// `portcullis run` with `cfg` fails to start; what it said.
+fn refused(cfg: &Path) -> String {
+    let out = portcullis()
+        .args(["run", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with {}", cfg.display());
+    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+}
+
 fn ready(port: u16) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -179,18 +207,7 @@ fn run_compiles_in_a_child_and_reloads_new_bytes() {
 fn an_artifact_made_ahead_of_time_loads_and_another_engines_is_refused() {
     let d = dir("aot");
     let artifact = d.join("rbac.cwasm");
-    let out = portcullis()
-        .args(["filter", "compile"])
-        .arg(wasm::filter("tool-rbac"))
-        .arg("--out")
-        .arg(&artifact)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    compile(&[], &artifact);
     let port = free_port();
     let cfg = d.join("pc.yaml");
     std::fs::write(&cfg, config(&artifact, port, None)).unwrap();
@@ -207,23 +224,9 @@ fn an_artifact_made_ahead_of_time_loads_and_another_engines_is_refused() {
     // Built for a 1 GiB memory limit, loaded by a sidecar whose filters
     // have the default 32 MiB: other generated bounds checks.
     let other = d.join("other.cwasm");
-    let out = portcullis()
-        .args(["filter", "compile", "--max-memory", "1073741824"])
-        .arg(wasm::filter("tool-rbac"))
-        .arg("--out")
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    compile(&["--max-memory", "1073741824"], &other);
     std::fs::write(&cfg, config(&other, free_port(), None)).unwrap();
-    let out = portcullis()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let err = refused(&cfg);
     assert!(
         err.contains("a precompiled filter for another engine"),
         "{err}"
@@ -233,14 +236,7 @@ fn an_artifact_made_ahead_of_time_loads_and_another_engines_is_refused() {
     let disguised = d.join("disguised.wasm");
     std::fs::copy(&artifact, &disguised).unwrap();
     std::fs::write(&cfg, config(&disguised, free_port(), None)).unwrap();
-    let out = portcullis()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let err = refused(&cfg);
     assert!(err.contains("a precompiled artifact (native code"), "{err}");
 }
 
@@ -297,13 +293,6 @@ fn the_cache_is_a_directory_only_this_user_can_write() {
         .path();
     assert_eq!(own.metadata().unwrap().permissions().mode() & 0o777, 0o700);
     std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = portcullis()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let err = refused(&cfg);
     assert!(err.contains("that no one else can write"), "{err}");
 }
