@@ -113,8 +113,12 @@ enum PolicyCommand {
     /// Run a filter against recorded calls and print its decisions.
     Test {
         /// The filter component (`.wasm`).
+        #[arg(long, required_unless_present = "rules")]
+        filter: Option<PathBuf>,
+        /// Static rules (YAML or JSON: `default` and `rules`, as under
+        /// `policy:` in the sidecar's config), run before the filter.
         #[arg(long)]
-        filter: PathBuf,
+        rules: Option<PathBuf>,
         /// The filter's configuration (a JSON file).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -127,6 +131,13 @@ enum PolicyCommand {
         /// The evaluation deadline.
         #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// The filter's memory limit in bytes (`memory_limit_bytes`).
+        #[arg(long, default_value_t = 32 << 20)]
+        memory: usize,
+        /// Evaluate each fixture this many more times, warm, and print the
+        /// mean time of one evaluation.
+        #[arg(long, default_value_t = 0)]
+        repeat: u32,
     },
 }
 
@@ -158,12 +169,23 @@ async fn main() -> anyhow::Result<()> {
             command:
                 PolicyCommand::Test {
                     filter,
+                    rules,
                     config,
                     call,
                     fixtures,
                     timeout,
+                    memory,
+                    repeat,
                 },
-        } => policy_test(&filter, config.as_deref(), call.or(fixtures), timeout),
+        } => policy_test(PolicyTestArgs {
+            filter,
+            rules,
+            config,
+            calls: call.or(fixtures),
+            timeout,
+            memory,
+            repeat,
+        }),
         Command::Ca { command } => ca(command),
         Command::Filter {
             command:
@@ -293,24 +315,41 @@ fn ca(command: CaCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn policy_test(
-    filter: &std::path::Path,
-    config: Option<&std::path::Path>,
+struct PolicyTestArgs {
+    filter: Option<PathBuf>,
+    rules: Option<PathBuf>,
+    config: Option<PathBuf>,
     calls: Option<PathBuf>,
     timeout: std::time::Duration,
-) -> anyhow::Result<()> {
+    memory: usize,
+    repeat: u32,
+}
+
+fn policy_test(args: PolicyTestArgs) -> anyhow::Result<()> {
     use portcullis::policy_test;
-    let calls = calls.context("give --call FILE or --fixtures DIR")?;
-    let config = match config {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
-        }
+    let calls = args.calls.context("give --call FILE or --fixtures DIR")?;
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let config = match &args.config {
+        Some(p) => read(p)?,
         None => "{}".to_string(),
     };
-    let chain = policy_test::load(filter, &config, timeout)?;
+    let rules = match &args.rules {
+        Some(p) => serde_yaml_ng::from_str(&read(p)?)
+            .with_context(|| format!("static rules in {}", p.display()))?,
+        None => Default::default(),
+    };
+    let chain = policy_test::load(&policy_test::Setup {
+        filter: args.filter.as_deref(),
+        config: &config,
+        rules,
+        timeout: args.timeout,
+        memory: args.memory,
+    })?;
     let (mut passed, mut failed) = (0, 0);
     for file in policy_test::fixture_files(&calls)? {
-        let (line, ok) = policy_test::run(&chain, &file)?;
+        let (line, ok) = policy_test::run(&chain, &file, args.repeat)?;
         println!("{line}");
         if ok {
             passed += 1

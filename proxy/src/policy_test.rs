@@ -55,6 +55,10 @@ pub struct Fixture {
     /// `allow`, `deny` or `rewrite`; checked when given.
     #[serde(default)]
     pub expect: Option<String>,
+    /// The items of `list` that must stay visible, in order; checked
+    /// when given.
+    #[serde(default)]
+    pub expect_visible: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,39 +68,52 @@ pub struct ListFixture {
     pub items: Vec<String>,
 }
 
+/// What `policy test` runs the fixtures against: a filter, static rules,
+/// or both (the rules first, as in the sidecar).
+#[derive(Debug, Clone)]
+pub struct Setup<'a> {
+    pub filter: Option<&'a Path>,
+    /// The filter's configuration (JSON text).
+    pub config: &'a str,
+    pub rules: StaticRules,
+    pub timeout: Duration,
+    /// The filter's memory limit; components of interpreted languages
+    /// need more than the default.
+    pub memory: usize,
+}
+
 /// Loads the filter alone in a chain, as the sidecar would.
-pub fn load(
-    filter: &Path,
-    config: &str,
-    timeout: Duration,
-) -> Result<FilterChain, PolicyTestError> {
-    let engine = Arc::new(FilterEngine::new(&EngineOptions {
-        cache_dir: None,
-        max_instances: 4,
-        max_memory: 32 << 20,
-    })?);
-    let limits = Limits {
-        timeout,
-        memory: 32 << 20,
-        max_output: 1 << 20,
-        isolation: Isolation::default(),
-    };
-    let hooks = vec![Hook::Request, Hook::Result, Hook::List];
-    let name = filter
-        .file_stem()
-        .map_or("filter".into(), |s| s.to_string_lossy().into_owned());
-    let wasm = WasmFilter::load(
-        &engine,
-        &name,
-        filter,
-        config.to_string(),
-        limits,
-        OnError::Deny,
-        hooks,
-    )?;
+pub fn load(setup: &Setup<'_>) -> Result<FilterChain, PolicyTestError> {
+    let mut filters = Vec::new();
+    if let Some(filter) = setup.filter {
+        let engine = Arc::new(FilterEngine::new(&EngineOptions {
+            cache_dir: None,
+            max_instances: 4,
+            max_memory: setup.memory,
+        })?);
+        let limits = Limits {
+            timeout: setup.timeout,
+            memory: setup.memory,
+            max_output: 1 << 20,
+            isolation: Isolation::default(),
+        };
+        let hooks = vec![Hook::Request, Hook::Result, Hook::List];
+        let name = filter
+            .file_stem()
+            .map_or("filter".into(), |s| s.to_string_lossy().into_owned());
+        filters.push(Arc::new(WasmFilter::load(
+            &engine,
+            &name,
+            filter,
+            setup.config.to_string(),
+            limits,
+            OnError::Deny,
+            hooks,
+        )?));
+    }
     Ok(FilterChain::new(
-        StaticRules::default(),
-        vec![Arc::new(wasm)],
+        setup.rules.clone(),
+        filters,
         Metrics::new()?.filter,
         64,
     ))
@@ -135,61 +152,124 @@ fn read_fixture(path: &Path) -> Result<Fixture, PolicyTestError> {
             result: None,
             list: None,
             expect: None,
+            expect_visible: None,
         });
     }
     serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }
 
+/// One fixture, parsed once, so that timing it times the policy alone.
+struct Prepared {
+    fixture: Fixture,
+    call: crate::mcp::Call,
+    principal: Principal,
+    annotations: Option<String>,
+    result: Option<Box<RawValue>>,
+}
+
+impl Prepared {
+    fn new(fixture: Fixture) -> Result<Self, String> {
+        let bytes = fixture.message.to_string();
+        let era = Era::from_version(Some("2025-11-25"));
+        let call = match parse_body(bytes.as_bytes(), 64, &era).map_err(|e| e.to_string())? {
+            Body::Single(c) => c,
+            Body::Batch(_) => return Err("batches are not supported in fixtures".into()),
+        };
+        let peer = match fixture.caller.as_deref() {
+            None => Peer::Anonymous,
+            Some(id) => {
+                Peer::Spiffe(SpiffeId::parse(id).map_err(|e| format!("caller {id:?}: {e}"))?)
+            }
+        };
+        let annotations = fixture.annotations.as_ref().map(Value::to_string);
+        let result = match &fixture.result {
+            Some(r) => Some(RawValue::from_string(r.to_string()).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Self {
+            fixture,
+            call,
+            principal: Principal::from_peer(peer),
+            annotations,
+            result,
+        })
+    }
+
+    fn request(&self) -> Request<'_> {
+        Request {
+            principal: &self.principal,
+            call: &self.call,
+            session: None,
+            headers: &[],
+            annotations: self.annotations.as_deref(),
+            instance: "policy-test",
+            task_tool: None,
+        }
+    }
+}
+
+/// What the chain decided for one fixture.
+struct Outcome {
+    /// Starts with the call's label (`allow`, `deny`, `rewrite`).
+    line: String,
+    visible: Option<Vec<String>>,
+}
+
 /// Runs one fixture file; returns the report line and whether it passed.
-pub fn run(chain: &FilterChain, path: &Path) -> Result<(String, bool), PolicyTestError> {
-    let fx = read_fixture(path)?;
+/// With `repeat`, the fixture is then evaluated that many more times and
+/// the line ends with the mean time of one evaluation (warm).
+pub fn run(
+    chain: &FilterChain,
+    path: &Path,
+    repeat: u32,
+) -> Result<(String, bool), PolicyTestError> {
     let bad = |reason: String| PolicyTestError::Fixture {
         path: path.display().to_string(),
         reason,
     };
-    let line = decide(chain, &fx).map_err(bad)?;
-    let label = line.split([' ', ';']).next().unwrap_or_default();
-    let passed = fx.expect.as_deref().is_none_or(|e| e == label);
-    let verdict = match (&fx.expect, passed) {
-        (None, _) => "    ",
-        (Some(_), true) => "PASS",
-        (Some(_), false) => "FAIL",
+    let fx = Prepared::new(read_fixture(path)?).map_err(bad)?;
+    let out = decide(chain, &fx).map_err(bad)?;
+    let label = out.line.split([' ', ';']).next().unwrap_or_default();
+    let expect = &fx.fixture.expect;
+    let call_ok = expect.as_deref().is_none_or(|e| e == label);
+    let list_ok = match (&fx.fixture.expect_visible, &out.visible) {
+        (None, _) => true,
+        (Some(want), Some(got)) => want == got,
+        (Some(_), None) => false,
+    };
+    let passed = call_ok && list_ok;
+    let checked = expect.is_some() || fx.fixture.expect_visible.is_some();
+    let verdict = match (checked, passed) {
+        (false, _) => "    ",
+        (true, true) => "PASS",
+        (true, false) => "FAIL",
     };
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let expected = fx
-        .expect
-        .map(|e| format!(" (expected {e})"))
-        .unwrap_or_default();
-    Ok((format!("{verdict} {name}: {line}{expected}"), passed))
+    let mut line = format!("{verdict} {name}: {}", out.line);
+    if let (Some(e), false) = (expect, call_ok) {
+        line.push_str(&format!(" (expected {e})"));
+    }
+    if let (Some(want), false) = (&fx.fixture.expect_visible, list_ok) {
+        line.push_str(&format!(" (expected visible: {want:?})"));
+    }
+    if repeat > 0 {
+        let start = std::time::Instant::now();
+        for _ in 0..repeat {
+            std::hint::black_box(decide(chain, &fx).map_err(bad)?);
+        }
+        let each = start.elapsed().as_secs_f64() * 1e6 / f64::from(repeat);
+        line.push_str(&format!(" [{each:.2} us/eval]"));
+    }
+    Ok((line, passed))
 }
 
 /// What the chain decides for one fixture: the call, then its result and
-/// list if the fixture has them. The line starts with the call's label.
-fn decide(chain: &FilterChain, fx: &Fixture) -> Result<String, String> {
-    let bytes = fx.message.to_string();
-    let era = Era::from_version(Some("2025-11-25"));
-    let call = match parse_body(bytes.as_bytes(), 64, &era).map_err(|e| e.to_string())? {
-        Body::Single(c) => c,
-        Body::Batch(_) => return Err("batches are not supported in fixtures".into()),
-    };
-    let peer = match fx.caller.as_deref() {
-        None => Peer::Anonymous,
-        Some(id) => Peer::Spiffe(SpiffeId::parse(id).map_err(|e| format!("caller {id:?}: {e}"))?),
-    };
-    let principal = Principal::from_peer(peer);
-    let annotations = fx.annotations.as_ref().map(Value::to_string);
-    let req = Request {
-        principal: &principal,
-        call: &call,
-        session: None,
-        headers: &[],
-        annotations: annotations.as_deref(),
-        instance: "policy-test",
-        task_tool: None,
-    };
+/// list if the fixture has them.
+fn decide(chain: &FilterChain, fx: &Prepared) -> Result<Outcome, String> {
+    let req = fx.request();
     let mut line = match chain.check(&req) {
         Decision::Allow => "allow".to_string(),
         Decision::Deny(d) => format!("deny by {}: {}", d.by, d.reason),
@@ -197,9 +277,8 @@ fn decide(chain: &FilterChain, fx: &Fixture) -> Result<String, String> {
             format!("rewrite by {by}: arguments {}", arguments.get())
         }
     };
-    if let Some(result) = &fx.result {
-        let raw = RawValue::from_string(result.to_string()).map_err(|e| e.to_string())?;
-        line.push_str(&match chain.check_result(&req, &raw) {
+    if let Some(raw) = &fx.result {
+        line.push_str(&match chain.check_result(&req, raw) {
             ResultDecision::Allow => "; result: allow".to_string(),
             ResultDecision::Replace { result, by } => {
                 format!("; result replaced by {by}: {}", result.get())
@@ -207,13 +286,16 @@ fn decide(chain: &FilterChain, fx: &Fixture) -> Result<String, String> {
             ResultDecision::Deny(d) => format!("; result denied by {}: {}", d.by, d.reason),
         });
     }
-    if let Some(list) = &fx.list {
-        line.push_str(&format!(
-            "; visible: {:?}",
-            visible(chain, &principal, list)?
-        ));
+    let mut shown = None;
+    if let Some(list) = &fx.fixture.list {
+        let v = visible(chain, &fx.principal, list)?;
+        line.push_str(&format!("; visible: {v:?}"));
+        shown = Some(v);
     }
-    Ok(line)
+    Ok(Outcome {
+        line,
+        visible: shown,
+    })
 }
 
 fn visible(
