@@ -1,5 +1,5 @@
 # Portcullis: the two commands a new machine needs are `make demo` and `make test`.
-.PHONY: demo demo-up demo-capture test redis sessions-test oauth-test soak-sessions fuzz fuzz-smoke toolchain filters lint unit kube interop capture-test bench bench-smoke soak peers clean
+.PHONY: demo demo-up demo-capture test redis sessions-test oauth-test soak-sessions fuzz fuzz-smoke toolchain filters lint unit kube interop capture-test bench bench-curves bench-smoke soak peers clean
 
 ## Build everything, run the example server behind portcullis, and show
 ## allowed and denied calls. Exits 0 when every call behaved as it must.
@@ -61,8 +61,8 @@ toolchain:
 
 ## The ready-made filters and the example policy, as components.
 filters:
-	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket
-	cargo clippy --target wasm32-wasip2 -p portcullis-policy-sdk -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -- -D warnings
+	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter
+	cargo clippy --target wasm32-wasip2 -p portcullis-policy-sdk -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -- -D warnings
 
 lint:
 	cargo fmt --all -- --check
@@ -108,6 +108,14 @@ capture-test:
 bench:
 	bash scripts/bench.sh
 
+## Scaling curves (bench/README.md, "Scaling curves"): portcullis's CPU
+## per call and p99 against argument size, filters in the chain, tools/list
+## size, connections and distinct callers, and memory per idle connection.
+## Release builds; writes bench/CURVES.md, bench/curves.json and
+## bench/curve-*.png. Takes about 5 minutes.
+bench-curves:
+	bash scripts/bench.sh --curves
+
 ## The soak test (soak/README.md): one hour of 200 calls/s through
 ## portcullis (mTLS + WASM filters) with a filter reload every 10 s, an SVID
 ## rotation every minute and an upstream restart every 5 minutes; writes
@@ -116,8 +124,9 @@ bench:
 soak:
 	bash scripts/soak.sh
 
-## Five seconds of every benchmark configuration on the debug build, so
-## that the harness keeps working. Not a measurement.
+## Five seconds of every benchmark configuration, then every scaling curve
+## at one or two points, on the debug build, so that the harness keeps
+## working. Not a measurement.
 bench-smoke:
 	bash scripts/bench.sh --smoke
 

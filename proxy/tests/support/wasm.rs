@@ -14,6 +14,7 @@ const CRATES: &[&str] = &[
     "redact",
     "fault-filter",
     "v0_1-filter",
+    "cedar-filter",
 ];
 
 fn workspace() -> PathBuf {

@@ -1,0 +1,178 @@
+//! Policy languages through the real sidecar: the Cedar filter in front of
+//! the rmcp example server (annotations from its real `tools/list`), and
+//! its deadline failing closed.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{wasm, *};
+
+const POLICIES: &str = r#"
+@id("tools")
+permit (principal, action == Mcp::Action::"tools/call", resource)
+unless { resource.name == "slow_count" };
+
+@id("ticket")
+@reason("destructive tools need a ticket argument starting with CHG-")
+forbid (principal, action == Mcp::Action::"tools/call", resource)
+when { context.kind == "call" && resource.annotations has destructiveHint && resource.annotations.destructiveHint }
+unless { resource.hasTag("ticket") && resource.getTag("ticket") like "CHG-*" };
+"#;
+
+async fn start(upstream: &Upstream, policies: &str, timeout: &str) -> portcullis::Running {
+    let extra = format!(
+        "filter_engine:\n  cache_dir: {}\nfilters:\n  - name: cedar\n    path: {}\n    config: {}\n    timeout: {timeout}\n",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/filter-cache"),
+        wasm::filter("cedar-filter").display(),
+        json!({ "policies": policies }),
+    );
+    portcullis::start(config(upstream.addr, "default: allow\nrules: []", &extra))
+        .await
+        .unwrap()
+}
+
+async fn rpc(proxy: &portcullis::Running, id: u64, method: &str, params: Value) -> Value {
+    let mut params = params;
+    params["_meta"] = modern_meta();
+    let mut req = post(&mcp_url(proxy))
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(name) = params["name"].as_str() {
+        req = req.header("mcp-name", name.to_string());
+    }
+    let resp = req
+        .body(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string())
+        .send()
+        .await
+        .unwrap();
+    messages(&resp.text().await.unwrap())
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn cedar_decides_calls_and_lists_with_the_servers_annotations() {
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, POLICIES, "2s").await;
+
+    let list = rpc(&proxy, 1, "tools/list", json!({})).await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    // delete_file stays listed: a call with a ticket would be allowed.
+    assert!(
+        names.contains(&"echo") && names.contains(&"delete_file"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"slow_count"), "{names:?}");
+
+    let ok = rpc(
+        &proxy,
+        2,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    )
+    .await;
+    assert!(ok["result"].is_object(), "{ok}");
+
+    // The destructive hint comes from the server's own list.
+    let before = upstream.posts();
+    let denied = rpc(
+        &proxy,
+        3,
+        "tools/call",
+        json!({"name": "delete_file", "arguments": {"path": "/x"}}),
+    )
+    .await;
+    assert_eq!(denied["error"]["code"], -32051, "{denied}");
+    assert_eq!(denied["error"]["data"]["by"], "filter:cedar");
+    assert!(
+        denied["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("need a ticket"),
+        "{denied}"
+    );
+    assert_eq!(
+        upstream.posts(),
+        before,
+        "the denied call never reached the server"
+    );
+
+    let ticket = rpc(
+        &proxy,
+        4,
+        "tools/call",
+        json!({"name": "delete_file", "arguments": {"path": "/x", "ticket": "CHG-9"}}),
+    )
+    .await;
+    assert!(ticket["result"].is_object(), "{ticket}");
+
+    let hidden = rpc(
+        &proxy,
+        5,
+        "tools/call",
+        json!({"name": "slow_count", "arguments": {"n": 1}}),
+    )
+    .await;
+    assert!(
+        hidden["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no Cedar policy permits"),
+        "{hidden}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cedar_evaluation_past_the_deadline_denies() {
+    // Cedar always terminates, but its cost grows with the input: a
+    // hundred wildcard matches over a 600 KB argument take about 400 ms
+    // here, far past the 100 ms deadline, and the call fails closed. A
+    // short argument under the same policy is decided in time (loading
+    // and validating the policies takes 10-20 ms).
+    let mut policies = String::from("permit (principal, action, resource);\nforbid (principal, action, resource) when { resource.hasTag(\"text\") && (false");
+    for i in 0..100 {
+        policies.push_str(&format!(
+            " || resource.getTag(\"text\") like \"*q*u*x*{i}\""
+        ));
+    }
+    policies.push_str(") };\n");
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, &policies, "100ms").await;
+    let short = rpc(
+        &proxy,
+        1,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    )
+    .await;
+    assert!(short["result"].is_object(), "{short}");
+    let long = "a".repeat(600_000);
+    let r = rpc(
+        &proxy,
+        2,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": long}}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], -32051, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deadline"),
+        "{r}"
+    );
+    assert_eq!(
+        upstream.posts(),
+        1,
+        "the slow call never reached the server"
+    );
+    proxy.shutdown().await;
+}
