@@ -1,6 +1,7 @@
 //! Policy languages through the real sidecar: the Cedar filter in front of
-//! the rmcp example server (annotations from its real `tools/list`), and
-//! its deadline failing closed.
+//! the rmcp example server (annotations from its real `tools/list`), its
+//! deadline failing closed, and shadow mode (rules and filters evaluated,
+//! reported, not enforced).
 
 mod support;
 
@@ -173,6 +174,128 @@ async fn a_cedar_evaluation_past_the_deadline_denies() {
         upstream.posts(),
         1,
         "the slow call never reached the server"
+    );
+    proxy.shutdown().await;
+}
+
+/// A stricter policy rolled out in shadow: a tool-rbac that would deny
+/// `delete_*`, a static rule that would deny `read_file`, and a filter
+/// that traps, all `mode: shadow`. Every call still goes through; each
+/// would-be denial, hidden item and fault is in the audit log and counted.
+#[tokio::test]
+async fn shadow_rules_and_filters_report_and_change_nothing() {
+    let logs = logs::capture();
+    let upstream = Upstream::start();
+    let rbac = json!({"default": "allow", "rules": [{"name": "no-delete", "effect": "deny", "tools": ["delete_*"]}]});
+    let extra = format!(
+        "filter_engine:\n  cache_dir: {cache}\nfilters:\n\
+         \x20 - name: strict\n    path: {rbac_path}\n    config: {rbac}\n    mode: shadow\n    timeout: 2s\n\
+         \x20 - name: broken\n    path: {fault_path}\n    config: {{\"mode\": \"trap\"}}\n    mode: shadow\n    timeout: 2s\n",
+        cache = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/filter-cache"),
+        rbac_path = wasm::filter("tool-rbac").display(),
+        fault_path = wasm::filter("fault-filter").display(),
+    );
+    let rules = "default: allow\nrules:\n  - name: no-read\n    action: deny\n    methods: [\"tools/call\"]\n    names: [\"read_file\"]\n    mode: shadow\n";
+    let proxy = portcullis::start(config(upstream.addr, rules, &extra))
+        .await
+        .unwrap();
+
+    let deleted = rpc(
+        &proxy,
+        1,
+        "tools/call",
+        json!({"name": "delete_file", "arguments": {"path": "/x"}}),
+    )
+    .await;
+    assert!(
+        deleted["result"].is_object(),
+        "shadow denies nothing: {deleted}"
+    );
+    let read = rpc(
+        &proxy,
+        2,
+        "tools/call",
+        json!({"name": "read_file", "arguments": {"path": "/x"}}),
+    )
+    .await;
+    assert!(read["result"].is_object(), "{read}");
+    // The fault filter traps on `boom`: in shadow, the call still goes
+    // through (the example server answers that it has no such tool).
+    let boom = rpc(
+        &proxy,
+        9,
+        "tools/call",
+        json!({"name": "boom", "arguments": {}}),
+    )
+    .await;
+    assert_ne!(boom["error"]["code"], -32051, "{boom}");
+    assert_eq!(upstream.posts(), 3);
+
+    assert!(
+        logs.wait_for(&[
+            "portcullis::audit",
+            "delete_file",
+            "shadow_deny",
+            "filter:strict",
+            "rule no-delete"
+        ])
+        .await,
+        "{}",
+        logs.text()
+    );
+    assert!(
+        logs.wait_for(&[
+            "portcullis::audit",
+            "read_file",
+            "shadow_deny",
+            "static:no-read"
+        ])
+        .await
+    );
+    assert!(
+        logs.wait_for(&["portcullis::audit", "shadow_fault", "filter:broken"])
+            .await
+    );
+
+    let list = rpc(&proxy, 3, "tools/list", json!({})).await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"delete_file") && names.contains(&"read_file"),
+        "{names:?}"
+    );
+    assert!(
+        logs.wait_for(&["shadow_hide", "filter:strict", "delete_file"])
+            .await
+    );
+    assert!(logs.wait_for(&["shadow_hide", "static", "read_file"]).await);
+
+    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"portcullis_decisions_total{by="filter:strict",decision="deny",mode="shadow"} 1"#,
+        r#"portcullis_decisions_total{by="static:no-read",decision="deny",mode="shadow"} 1"#,
+        r#"portcullis_decisions_total{by="filter:strict",decision="hide",mode="shadow"} 1"#,
+        r#"portcullis_decisions_total{by="",decision="allow",mode="enforce"} 4"#,
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(
+            r#"portcullis_decisions_total{by="filter:broken",decision="fault",mode="shadow"}"#
+        ),
+        "{metrics}"
     );
     proxy.shutdown().await;
 }

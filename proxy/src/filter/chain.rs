@@ -10,12 +10,13 @@ use super::{
     bindings::types, convert, metrics::FilterMetrics, wasm::Fault, wasm::WasmFilter, Hook, OnError,
 };
 use crate::{
+    audit::Record,
     identity::Principal,
     mcp::{
         json,
         lists::{ListItem, ListKind},
     },
-    policy::{Decision, Denial, Policy, Request, ResultDecision, StaticRules},
+    policy::{Decision, Denial, Mode, Policy, Request, ResultDecision, StaticRules},
 };
 
 pub struct FilterChain {
@@ -84,6 +85,89 @@ impl FilterChain {
     fn accept_json(&self, text: &str, object_only: bool) -> Result<Box<RawValue>, Fault> {
         accept_json(text, self.max_json_depth, object_only)
     }
+
+    /// Reports what a shadow rule or filter would have done to this
+    /// message: an audit record (`shadow_<decision>`) and a count. Nothing
+    /// else: the message goes on as the enforced policy decided.
+    fn shadow(&self, req: &Request<'_>, decision: Shadowed, by: &str, reason: &str) {
+        self.metrics.decided(Mode::Shadow, decision.label(), by);
+        Record::for_call(req.principal, req.call, req.session)
+            .decided(decision.audit(), by, reason)
+            .emit();
+    }
+
+    /// A shadow filter's fault is reported like its other would-be
+    /// decisions, and never denies.
+    fn shadow_fault(&self, req: &Request<'_>, f: &WasmFilter, hook: &str, fault: &Fault) {
+        self.metrics.fault(&f.name, fault.kind());
+        tracing::warn!(filter = %f.name, hook, fault = %fault, "shadow filter failed; not enforced");
+        self.shadow(req, Shadowed::Fault, &by(&[&f.name]), &fault.to_string());
+    }
+
+    /// Reports the items a shadow rule or filter would have hidden.
+    fn shadow_hidden(
+        &self,
+        principal: &Principal,
+        kind: ListKind,
+        items: &[ListItem<'_>],
+        hidden: &[usize],
+        by: &str,
+    ) {
+        if hidden.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = hidden
+            .iter()
+            .filter_map(|i| items.get(*i))
+            .map(|it| it.name)
+            .collect();
+        self.metrics.decided(Mode::Shadow, "hide", by);
+        tracing::info!(
+            target: "portcullis::audit",
+            caller = %principal,
+            list = kind.key(),
+            decision = "shadow_hide",
+            by,
+            items = ?names,
+        );
+    }
+
+    /// Counts an enforced decision.
+    fn enforced(&self, decision: &'static str, by: &str) {
+        self.metrics.decided(Mode::Enforce, decision, by);
+    }
+}
+
+/// What a shadow rule or filter would have done.
+#[derive(Debug, Clone, Copy)]
+enum Shadowed {
+    Deny,
+    Rewrite,
+    DenyResult,
+    ReplaceResult,
+    Fault,
+}
+
+impl Shadowed {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::Rewrite => "rewrite",
+            Self::DenyResult => "deny_result",
+            Self::ReplaceResult => "replace_result",
+            Self::Fault => "fault",
+        }
+    }
+
+    fn audit(self) -> &'static str {
+        match self {
+            Self::Deny => "shadow_deny",
+            Self::Rewrite => "shadow_rewrite",
+            Self::DenyResult => "shadow_deny_result",
+            Self::ReplaceResult => "shadow_replace_result",
+            Self::Fault => "shadow_fault",
+        }
+    }
 }
 
 /// What a filter returns as JSON must be strict JSON (no duplicate keys,
@@ -145,10 +229,15 @@ fn denial(f: &WasmFilter, d: types::Denial) -> Denial {
     }
 }
 
-impl Policy for FilterChain {
-    fn check(&self, req: &Request<'_>) -> Decision {
+impl FilterChain {
+    /// The rules, then each filter; shadow rules and filters are reported
+    /// on the way and change nothing.
+    fn decide(&self, req: &Request<'_>) -> Decision {
         if let d @ Decision::Deny(_) = self.rules.check(req) {
             return d;
+        }
+        if let Some(d) = self.rules.shadow_denial(req) {
+            self.shadow(req, Shadowed::Deny, &d.by, &d.reason);
         }
         let mut args: Option<Box<RawValue>> = req.call.arguments.clone();
         let mut rewritten_by: Vec<&str> = Vec::new();
@@ -157,6 +246,16 @@ impl Policy for FilterChain {
             let outcome = self
                 .timed(f, "request", || f.on_request(&call, req.principal.key()))
                 .and_then(|d| decode_request(d, self.max_json_depth));
+            if f.mode == Mode::Shadow {
+                let name = by(&[&f.name]);
+                match outcome {
+                    Ok(Step::Allow) => {}
+                    Ok(Step::Deny(d)) => self.shadow(req, Shadowed::Deny, &name, &d.message),
+                    Ok(Step::Rewrite(_)) => self.shadow(req, Shadowed::Rewrite, &name, ""),
+                    Err(fault) => self.shadow_fault(req, f, "request", &fault),
+                }
+                continue;
+            }
             match outcome {
                 Ok(Step::Allow) => {}
                 Ok(Step::Deny(d)) => return Decision::Deny(denial(f, d)),
@@ -179,13 +278,28 @@ impl Policy for FilterChain {
         }
     }
 
-    fn check_result(&self, req: &Request<'_>, result: &RawValue) -> ResultDecision {
+    fn decide_result(&self, req: &Request<'_>, result: &RawValue) -> ResultDecision {
         let call = convert::call(req, req.call.arguments.as_deref().map(RawValue::get));
         let mut current: Option<(Box<RawValue>, Vec<&str>)> = None;
         for f in self.filters.iter().filter(|f| f.handles(Hook::Result)) {
             let text = current.as_ref().map_or(result.get(), |(r, _)| r.get());
             let key = req.principal.key();
-            match self.timed(f, "result", || f.on_result(&call, text, key)) {
+            let outcome = self.timed(f, "result", || f.on_result(&call, text, key));
+            if f.mode == Mode::Shadow {
+                let name = by(&[&f.name]);
+                match outcome {
+                    Ok(types::ResultDecision::Allow) => {}
+                    Ok(types::ResultDecision::Deny(d)) => {
+                        self.shadow(req, Shadowed::DenyResult, &name, &d.message)
+                    }
+                    Ok(types::ResultDecision::Replace(_)) => {
+                        self.shadow(req, Shadowed::ReplaceResult, &name, "")
+                    }
+                    Err(fault) => self.shadow_fault(req, f, "result", &fault),
+                }
+                continue;
+            }
+            match outcome {
                 Ok(types::ResultDecision::Allow) => {}
                 Ok(types::ResultDecision::Deny(d)) => return ResultDecision::Deny(denial(f, d)),
                 Ok(types::ResultDecision::Replace(new)) => match self.accept_json(&new, false) {
@@ -215,19 +329,63 @@ impl Policy for FilterChain {
             None => ResultDecision::Allow,
         }
     }
+}
+
+impl Policy for FilterChain {
+    fn check(&self, req: &Request<'_>) -> Decision {
+        let decision = self.decide(req);
+        match &decision {
+            Decision::Allow => self.enforced("allow", ""),
+            Decision::Deny(d) => self.enforced("deny", &d.by),
+            Decision::Rewrite { by, .. } => self.enforced("rewrite", by),
+        }
+        decision
+    }
+
+    fn check_result(&self, req: &Request<'_>, result: &RawValue) -> ResultDecision {
+        let decision = self.decide_result(req, result);
+        match &decision {
+            ResultDecision::Allow => {}
+            ResultDecision::Deny(d) => self.enforced("deny_result", &d.by),
+            ResultDecision::Replace { by, .. } => self.enforced("replace_result", by),
+        }
+        decision
+    }
 
     fn visible(&self, principal: &Principal, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
         let mut shown = self.rules.visible(principal, kind, items);
         shown.resize(items.len(), false);
+        let hidden = self.rules.shadow_hidden(principal, kind, items, &shown);
+        self.shadow_hidden(principal, kind, items, &hidden, "static");
         let (wit_principal, wit_kind, wit_items) = (
             convert::principal(principal),
             convert::list_kind(kind),
             convert::list_items(items),
         );
         for f in self.filters.iter().filter(|f| f.handles(Hook::List)) {
-            match self.timed(f, "list", || {
+            let outcome = self.timed(f, "list", || {
                 f.on_list(&wit_principal, principal.key(), wit_kind, &wit_items)
-            }) {
+            });
+            if f.mode == Mode::Shadow {
+                let name = by(&[&f.name]);
+                match outcome {
+                    Ok(verdicts) => {
+                        let mut would = shown.clone();
+                        merge_verdicts(&mut would, &verdicts);
+                        let hidden: Vec<usize> = (0..shown.len())
+                            .filter(|i| shown[*i] && !would[*i])
+                            .collect();
+                        self.shadow_hidden(principal, kind, items, &hidden, &name);
+                    }
+                    Err(fault) => {
+                        self.metrics.fault(&f.name, fault.kind());
+                        self.metrics.decided(Mode::Shadow, "fault", &name);
+                        tracing::warn!(filter = %f.name, hook = "list", fault = %fault, "shadow filter failed; not enforced");
+                    }
+                }
+                continue;
+            }
+            match outcome {
                 Ok(verdicts) => merge_verdicts(&mut shown, &verdicts),
                 Err(fault) => {
                     if let OnFault::Deny(_) = self.fault(f, "list", &fault) {

@@ -3,12 +3,15 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
+use crate::policy::Mode;
+
 #[derive(Clone)]
 pub struct FilterMetrics {
     evals: IntCounterVec,
     latency: HistogramVec,
     faults: IntCounterVec,
     reloads: IntCounterVec,
+    decisions: IntCounterVec,
 }
 
 impl FilterMetrics {
@@ -42,6 +45,16 @@ impl FilterMetrics {
             Opts::new("filter_reloads_total", "Filter chain reloads by result"),
             &["result"],
         )?;
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "decisions_total",
+                "Policy decisions on messages and results by mode (enforce, or shadow: \
+                 what a shadow rule or filter would have done), decision and the rule or \
+                 filter that decided",
+            ),
+            &["mode", "decision", "by"],
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(evals.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(faults.clone()))?;
@@ -51,6 +64,7 @@ impl FilterMetrics {
             latency,
             faults,
             reloads,
+            decisions,
         })
     }
 
@@ -61,6 +75,13 @@ impl FilterMetrics {
 
     pub fn fault(&self, filter: &str, kind: &str) {
         self.faults.with_label_values(&[filter, kind]).inc();
+    }
+
+    /// One decision: `by` is the rule or filter (empty for a plain allow).
+    pub fn decided(&self, mode: Mode, decision: &str, by: &str) {
+        self.decisions
+            .with_label_values(&[mode.label(), decision, by])
+            .inc();
     }
 
     pub fn reload(&self, result: &str) {

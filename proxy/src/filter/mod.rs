@@ -24,7 +24,7 @@ pub use self::{
     metrics::FilterMetrics,
     wasm::{Fault, Isolation, Limits, WasmFilter},
 };
-use crate::policy::StaticRules;
+use crate::policy::{Mode, StaticRules};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -83,6 +83,11 @@ pub struct FilterSpec {
     pub config: serde_json::Value,
     #[serde(default)]
     pub on_error: OnError,
+    /// `shadow`: evaluated on every message that reaches it, its would-be
+    /// denials, rewrites, hidden items and faults logged and counted, but
+    /// never applied.
+    #[serde(default)]
+    pub mode: Mode,
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     #[serde(default = "default_memory")]
@@ -151,6 +156,7 @@ impl std::fmt::Debug for FilterSpec {
                 &format_args!("<redacted, {} bytes>", self.config.to_string().len()),
             )
             .field("on_error", &self.on_error)
+            .field("mode", &self.mode)
             .field("timeout", &self.timeout)
             .field("memory_limit_bytes", &self.memory_limit_bytes)
             .field("max_output_bytes", &self.max_output_bytes)
@@ -254,4 +260,5 @@ fn load(engine: &Arc<FilterEngine>, spec: &FilterSpec) -> Result<WasmFilter, Fil
         spec.on_error,
         spec.hooks.clone(),
     )
+    .map(|f| f.with_mode(spec.mode))
 }

@@ -21,6 +21,7 @@ use super::{
     ticker::Ticker,
     FilterError, Hook, OnError,
 };
+use crate::policy::Mode;
 
 /// Why an evaluation produced no decision.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -188,6 +189,8 @@ pub struct WasmFilter {
     /// The engine whose epoch clock this filter's deadlines count in.
     engine: Arc<FilterEngine>,
     pub on_error: OnError,
+    /// A shadow filter's decisions are reported, never applied.
+    pub mode: Mode,
     pub hooks: Vec<Hook>,
     pre: Pre,
     config: String,
@@ -248,6 +251,7 @@ impl WasmFilter {
             name: name.to_string(),
             engine: engine.clone(),
             on_error,
+            mode: Mode::Enforce,
             hooks,
             pre,
             config,
@@ -266,6 +270,11 @@ impl WasmFilter {
             Ok(Err(why)) => Err(format!("configuration refused: {why}")),
             Err(fault) => Err(format!("validate-config {fault}")),
         }
+    }
+
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
     }
 
     pub fn handles(&self, hook: Hook) -> bool {

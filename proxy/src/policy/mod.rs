@@ -21,6 +21,26 @@ use crate::{
     },
 };
 
+/// Whether a rule or filter decides (`enforce`, the default) or only
+/// reports what it would have decided (`shadow`): how a stricter policy is
+/// rolled out without breaking agents.
+#[derive(Debug, Clone, Copy, serde::Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Shadow => "shadow",
+        }
+    }
+}
+
 /// What a policy is asked about: one message and its context.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {

@@ -11,7 +11,7 @@
 
 use serde::Deserialize;
 
-use super::{glob, Decision, Denial, Policy, Request};
+use super::{glob, Decision, Denial, Mode, Policy, Request};
 use crate::{
     identity::Principal,
     mcp::{
@@ -49,6 +49,10 @@ pub struct Rule {
     /// The message a denied client reads.
     #[serde(default)]
     pub reason: Option<String>,
+    /// `shadow`: the rule is evaluated but not enforced; what it would
+    /// have changed is logged and counted.
+    #[serde(default)]
+    pub mode: Mode,
 }
 
 impl Rule {
@@ -82,10 +86,57 @@ pub struct StaticRules {
 }
 
 impl StaticRules {
-    fn decide(&self, caller: &str, kind: Kind, method: &str, target: Option<&str>) -> Decision {
+    /// Whether any rule is in shadow mode (else the shadow pass is skipped).
+    pub fn has_shadow(&self) -> bool {
+        self.rules.iter().any(|r| r.mode == Mode::Shadow)
+    }
+
+    /// What the rules would decide with the shadow rules enforced too,
+    /// when that is a denial the enforced rules do not make.
+    pub fn shadow_denial(&self, req: &Request<'_>) -> Option<Denial> {
+        if !self.has_shadow() || !self.check(req).is_allow() {
+            return None;
+        }
+        match self.check_with(req, true) {
+            Decision::Deny(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The list items the shadow rules would hide among those shown.
+    pub fn shadow_hidden(
+        &self,
+        principal: &Principal,
+        kind: ListKind,
+        items: &[ListItem<'_>],
+        shown: &[bool],
+    ) -> Vec<usize> {
+        if !self.has_shadow() {
+            return Vec::new();
+        }
+        let candidate = self.visible_with(principal, kind, items, true);
+        shown
+            .iter()
+            .zip(candidate)
+            .enumerate()
+            .filter(|(_, (now, would))| **now && !*would)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn decide(
+        &self,
+        caller: &str,
+        kind: Kind,
+        method: &str,
+        target: Option<&str>,
+        shadow: bool,
+    ) -> Decision {
         let matched = self.rules.iter().find(|r| {
             // Plumbing messages are only caught by rules that name them.
-            (kind == Kind::Request || !r.methods.is_empty()) && r.matches(caller, method, target)
+            (shadow || r.mode == Mode::Enforce)
+                && (kind == Kind::Request || !r.methods.is_empty())
+                && r.matches(caller, method, target)
         });
         match (matched, kind) {
             (Some(rule), _) => rule.decision(),
@@ -98,31 +149,47 @@ impl StaticRules {
     }
 }
 
-impl Policy for StaticRules {
-    fn check(&self, req: &Request<'_>) -> Decision {
+impl StaticRules {
+    fn check_with(&self, req: &Request<'_>, shadow: bool) -> Decision {
         let call = req.call;
         let caller = req.principal.peer_text();
-        let own = self.decide(caller, call.kind, &call.method, call.target_name());
+        let own = self.decide(caller, call.kind, &call.method, call.target_name(), shadow);
         match req.task_tool {
             // A task is its tool call's answer: whoever may not call the
             // tool may not reach its task either.
             Some(tool) if own.is_allow() => {
-                self.decide(caller, Kind::Request, "tools/call", Some(tool))
+                self.decide(caller, Kind::Request, "tools/call", Some(tool), shadow)
             }
             _ => own,
         }
     }
 
-    fn visible(&self, principal: &Principal, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
+    fn visible_with(
+        &self,
+        principal: &Principal,
+        kind: ListKind,
+        items: &[ListItem<'_>],
+        shadow: bool,
+    ) -> Vec<bool> {
         let caller = principal.peer_text();
         let method = kind.call_method();
         items
             .iter()
             .map(|item| {
-                self.decide(caller, Kind::Request, method, Some(item.name))
+                self.decide(caller, Kind::Request, method, Some(item.name), shadow)
                     .is_allow()
             })
             .collect()
+    }
+}
+
+impl Policy for StaticRules {
+    fn check(&self, req: &Request<'_>) -> Decision {
+        self.check_with(req, false)
+    }
+
+    fn visible(&self, principal: &Principal, kind: ListKind, items: &[ListItem<'_>]) -> Vec<bool> {
+        self.visible_with(principal, kind, items, false)
     }
 }
 
@@ -170,6 +237,57 @@ rules:
     names: ["delete_*"]
     reason: destructive tools are off limits
 "#;
+
+    #[test]
+    fn shadow_rules_report_but_do_not_decide() {
+        let r = rules(
+            r#"
+default: allow
+rules:
+  - name: would-block-read
+    action: deny
+    mode: shadow
+    methods: ["tools/call"]
+    names: ["read_*"]
+  - name: no-delete
+    action: deny
+    methods: ["tools/call"]
+    names: ["delete_*"]
+"#,
+        );
+        let p = Principal::default();
+        let read =
+            call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_x"}}"#);
+        assert!(check(&r, &p, &read).is_allow());
+        let req = |c| Request {
+            principal: &p,
+            call: c,
+            session: None,
+            headers: &[],
+            annotations: None,
+            instance: "test",
+            task_tool: None,
+        };
+        let d = r.shadow_denial(&req(&read)).expect("a would-be denial");
+        assert_eq!(d.by, "static:would-block-read");
+        // An enforced denial is no shadow denial.
+        let delete =
+            call(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_x"}}"#);
+        assert!(matches!(check(&r, &p, &delete), Decision::Deny(_)));
+        assert!(r.shadow_denial(&req(&delete)).is_none());
+        // Lists: the shadow rule hides nothing, but says what it would hide.
+        let items: Vec<ListItem<'_>> = ["read_x", "echo", "delete_x"]
+            .iter()
+            .map(|n| ListItem {
+                name: n,
+                annotations: None,
+                input_schema: None,
+            })
+            .collect();
+        let shown = r.visible(&p, ListKind::Tools, &items);
+        assert_eq!(shown, [true, true, false]);
+        assert_eq!(r.shadow_hidden(&p, ListKind::Tools, &items, &shown), [0]);
+    }
 
     #[test]
     fn deny_rule_names_itself() {
