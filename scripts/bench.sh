@@ -1,34 +1,51 @@
 #!/usr/bin/env bash
-# Runs the benchmark harness (bench/). With --smoke, a five-second check on
-# the debug build that every configuration starts, enforces its policy and
-# answers; without, the full run on release builds, written to bench/.
+# Runs the benchmark harness (bench/). With --smoke, a short check on the
+# debug build that every configuration starts, enforces its policy and
+# answers, and that every scaling curve runs; with --curves, the scaling
+# curves on release builds (bench/CURVES.md); without either, the full
+# comparison on release builds, written to bench/.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-smoke=0
-[ "${1:-}" = "--smoke" ] && smoke=1
+mode=run
+case "${1:-}" in
+  --smoke) mode=smoke; shift ;;
+  --curves) mode=curves; shift ;;
+esac
 
 rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
-bash scripts/install-peers.sh >/dev/null
 # The chart's text is drawn with DejaVu Sans.
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
   apt-get update -qq && apt-get install -y -qq fonts-dejavu-core
 fi
-envoy="$(.tools/venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
-
-# Configuration d's filters and configuration f's proxy-wasm module are
-# always release builds: they are what a user would deploy.
+# Configuration d's filters are always release builds: they are what a
+# user would deploy.
 cargo build --quiet --release --target wasm32-wasip2 -p tool-rbac -p arg-guard
+
+if [ "$mode" = curves ]; then
+  # portcullis alone: no Envoy in the curves.
+  cargo build --quiet --release -p portcullis --bin portcullis
+  cargo build --quiet --release -p portcullis-bench
+  exec target/release/portcullis-bench curves --portcullis target/release/portcullis "$@"
+fi
+
+bash scripts/install-peers.sh >/dev/null
+envoy="$(.tools/venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
+# Configuration f's proxy-wasm module, also a release build.
 cargo build --quiet --release --target wasm32-unknown-unknown -p envoy-mcp-guard
 wasm="target/wasm32-unknown-unknown/release/envoy_mcp_guard.wasm"
 
-if [ "$smoke" = 1 ]; then
+if [ "$mode" = smoke ]; then
   # The binaries `cargo test --workspace` builds (for the integration
   # tests); after the unit step of `make test` this compiles nothing.
   cargo test --quiet --workspace --no-run
-  exec target/debug/portcullis-bench run --smoke \
+  target/debug/portcullis-bench run --smoke \
     --portcullis target/debug/portcullis --envoy "$envoy" --envoy-wasm "$wasm" \
     --work target/bench-smoke/work --out target/bench-smoke
+  # Every scaling curve at one or two points; its own ports and work dir.
+  exec target/debug/portcullis-bench curves --smoke \
+    --portcullis target/debug/portcullis \
+    --work target/bench-smoke/curves-work --out target/bench-smoke
 fi
 
 cargo build --quiet --release -p portcullis --bin portcullis

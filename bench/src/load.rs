@@ -3,6 +3,7 @@
 //! fixed schedule. Every answer is checked; latency goes into an HDR
 //! histogram in microseconds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,7 +61,24 @@ pub fn call(
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":{text}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
     );
-    Request::post(format!(
+    post(endpoint, "tools/call", Some(tool), body)
+}
+
+/// A sessionless `tools/list`.
+pub fn list(endpoint: &Endpoint, id: u64) -> Result<Request<Full<Bytes>>, http::Error> {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
+    );
+    post(endpoint, "tools/list", None, body)
+}
+
+fn post(
+    endpoint: &Endpoint,
+    method: &str,
+    name: Option<&str>,
+    body: String,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let mut req = Request::post(format!(
         "{}://localhost:{}/mcp",
         endpoint.scheme(),
         endpoint.addr.port()
@@ -69,9 +87,42 @@ pub fn call(
     .header(header::CONTENT_TYPE, "application/json")
     .header(header::ACCEPT, "application/json, text/event-stream")
     .header("mcp-protocol-version", "2026-07-28")
-    .header("mcp-method", "tools/call")
-    .header("mcp-name", tool)
-    .body(Full::new(Bytes::from(body)))
+    .header("mcp-method", method);
+    if let Some(name) = name {
+        req = req.header("mcp-name", name);
+    }
+    req.body(Full::new(Bytes::from(body)))
+}
+
+/// What every call of a run sends.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// A `tools/call` of `tool` with `text`, a JSON string literal
+    /// encoded once (shared, so a 1 MB argument is not copied per worker).
+    Call { tool: Arc<str>, text: Arc<str> },
+    /// A `tools/list`.
+    List,
+}
+
+impl Payload {
+    /// `echo(text)`, the call of every configuration.
+    pub fn echo(text: &str) -> Self {
+        Payload::Call {
+            tool: "echo".into(),
+            text: json_string(text).into(),
+        }
+    }
+
+    pub fn request(
+        &self,
+        endpoint: &Endpoint,
+        id: u64,
+    ) -> Result<Request<Full<Bytes>>, http::Error> {
+        match self {
+            Payload::Call { tool, text } => call(endpoint, id, tool, text),
+            Payload::List => list(endpoint, id),
+        }
+    }
 }
 
 /// One call of `tool` on a fresh connection: Ok if it was served with a
@@ -165,8 +216,17 @@ impl Worker {
     }
 }
 
-/// Runs one measurement against `endpoint`.
+/// Runs one measurement against `endpoint`: calls of `echo(TEXT)`.
 pub async fn run(endpoint: &Endpoint, spec: RunSpec) -> Result<RunResult, HistogramError> {
+    run_with(endpoint, spec, &Payload::echo(TEXT)).await
+}
+
+/// Runs one measurement against `endpoint`, every call sending `payload`.
+pub async fn run_with(
+    endpoint: &Endpoint,
+    spec: RunSpec,
+    payload: &Payload,
+) -> Result<RunResult, HistogramError> {
     let empty = histogram()?;
     let start = Instant::now();
     let deadline = start + spec.duration;
@@ -174,8 +234,9 @@ pub async fn run(endpoint: &Endpoint, spec: RunSpec) -> Result<RunResult, Histog
     for w in 0..spec.connections {
         let endpoint = endpoint.clone();
         let state = Worker::new(empty.clone());
+        let payload = payload.clone();
         tasks.push(tokio::spawn(async move {
-            worker(state, endpoint, spec, w, start, deadline).await
+            worker(state, endpoint, payload, spec, w, start, deadline).await
         }));
     }
     let mut total = Worker::new(empty);
@@ -205,14 +266,13 @@ pub async fn run(endpoint: &Endpoint, spec: RunSpec) -> Result<RunResult, Histog
 async fn worker(
     mut w: Worker,
     endpoint: Endpoint,
+    payload: Payload,
     spec: RunSpec,
     index: usize,
     start: Instant,
     deadline: Instant,
 ) -> Worker {
     let mut sender: Option<Sender> = None;
-    // Encoded once: the measured loop should cost the generator little.
-    let text = json_string(TEXT);
     let mut seq: u64 = 0;
     loop {
         // Open loop: this worker owns calls index, index + n, index + 2n, ...
@@ -254,7 +314,7 @@ async fn worker(
                 }
             },
         };
-        let req = match call(&endpoint, id, "echo", &text) {
+        let req = match payload.request(&endpoint, id) {
             Ok(r) => r,
             Err(e) => {
                 w.fail(e.to_string());

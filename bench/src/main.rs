@@ -3,7 +3,9 @@
 //! the results as a markdown table, JSON and a PNG chart. See
 //! bench/README.md.
 
-use portcullis_bench::{chart, forward, machine, plan, report, scrape, targets, upstream, verify};
+use portcullis_bench::{
+    chart, curves, forward, machine, plan, report, scrape, targets, upstream, verify,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,10 +28,17 @@ struct Cli {
 enum Cmd {
     /// Run the benchmark and write RESULTS.md, results.json and latency.png.
     Run(Box<RunArgs>),
+    /// Measure the scaling curves and write CURVES.md, curves.json and
+    /// curve-*.png.
+    Curves(Box<CurvesArgs>),
     /// Serve the benchmark's upstream MCP server (the harness starts it).
     Upstream {
         #[arg(long)]
         listen: SocketAddr,
+        /// Tools in the `tools/list` answer (echo, delete_file, then
+        /// fillers); the list-size curve sets it.
+        #[arg(long)]
+        tools: Option<usize>,
     },
     /// Serve configuration h, the bare forwarder to --upstream (the
     /// harness starts it).
@@ -95,14 +104,83 @@ struct RunArgs {
     font: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct CurvesArgs {
+    /// Curves to measure: args, filters, list, connections, idle, callers
+    /// (all by default).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Length of each point's measured run.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Load at the same level before each point's run, unmeasured.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Calls in flight (closed loop) for every curve but `connections`.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Sizes of echo's text argument, in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "100,10000,1000000")]
+    sizes: Vec<usize>,
+    /// Lengths of the filter chain.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,4,8")]
+    filter_counts: Vec<usize>,
+    /// Tools in the upstream's tools/list.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    list_sizes: Vec<usize>,
+    /// Closed-loop connection counts of the connection curve.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    concurrency: Vec<usize>,
+    /// Distinct callers (client SVIDs) of the warm-pool curve.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    callers: Vec<usize>,
+    /// Idle keep-alive connections held for the memory measurement.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// A check that every curve works: one or two points each, a fraction
+    /// of a second per point, a failure if any call fails.
+    #[arg(long)]
+    smoke: bool,
+    #[arg(long, default_value = "target/release/portcullis")]
+    portcullis: PathBuf,
+    /// Where tool_rbac.wasm and arg_guard.wasm are.
+    #[arg(long, default_value = "target/wasm32-wasip2/release")]
+    filters: PathBuf,
+    /// Scratch space: configs, PKI, logs.
+    #[arg(long, default_value = "target/bench-curves-work")]
+    work: PathBuf,
+    /// Where CURVES.md, curves.json and curve-*.png are written.
+    #[arg(long, default_value = "bench")]
+    out: PathBuf,
+    /// First of the ports used (upstream; every proxy takes the next two).
+    #[arg(long, default_value_t = 18400)]
+    base_port: u16,
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
+    font: PathBuf,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Upstream { listen } => {
+        Cmd::Upstream { listen, tools } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(upstream::serve(listen))
+            match tools {
+                Some(n) => rt.block_on(upstream::serve_catalog(listen, n)),
+                None => rt.block_on(upstream::serve(listen)),
+            }
+        }
+        Cmd::Curves(args) => {
+            // As `run`: the load generator gets two threads.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(run_curves(*args))
         }
         Cmd::Forward { listen, upstream } => {
             // Default worker count (one per core), as portcullis runs.
@@ -265,6 +343,74 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_curves(mut args: CurvesArgs) -> anyhow::Result<()> {
+    if args.smoke {
+        // One or two points per curve, on the debug build: that the
+        // harness works, not what it measures.
+        args.duration = Duration::from_millis(200);
+        args.warmup = Duration::from_millis(100);
+        args.connections = 4;
+        args.sizes = vec![100, 1_000_000];
+        args.filter_counts = vec![0, 2];
+        args.list_sizes = vec![10, 100];
+        args.concurrency = vec![1, 4];
+        args.callers = vec![1, 4];
+        args.idle = 100;
+    }
+    for c in &args.only {
+        if !["args", "filters", "list", "connections", "idle", "callers"].contains(&c.as_str()) {
+            bail!("unknown curve {c:?}; use args, filters, list, connections, idle or callers");
+        }
+    }
+    let absolute =
+        |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {}", p.display()));
+    std::fs::create_dir_all(&args.work)
+        .with_context(|| format!("creating {}", args.work.display()))?;
+    let paths = Paths {
+        portcullis: absolute(&args.portcullis)?,
+        envoy: None,
+        filters: absolute(&args.filters)?,
+        envoy_wasm: None,
+        work: absolute(&args.work)?,
+        base_port: args.base_port,
+    };
+    // Filters are compiled afresh once per run, into the curves' shared
+    // cache, by the first proxy that loads them.
+    let _ = std::fs::remove_dir_all(paths.work.join("filter-cache"));
+    chart::load_font(&args.font)?;
+    targets::mint_pki(&paths).await?;
+    let _upstream = targets::start_upstream(&paths).await?;
+    let settings = curves::Settings {
+        duration: args.duration,
+        warmup: args.warmup,
+        connections: args.connections,
+        sizes: args.sizes.clone(),
+        filter_counts: args.filter_counts.clone(),
+        list_sizes: args.list_sizes.clone(),
+        concurrency: args.concurrency.clone(),
+        callers: args.callers.clone(),
+        idle: args.idle,
+        only: args.only.clone(),
+        smoke: args.smoke,
+    };
+    let result = curves::execute(&paths, settings).await?;
+    let machine = machine::describe(&paths).await;
+    curves::write(&args.out, &result, &machine)?;
+    eprintln!(
+        "wrote {}/CURVES.md, curves.json and curve-*.png",
+        args.out.display()
+    );
+    let failed = result.failures();
+    if !failed.is_empty() {
+        let msg = failed.join("\n");
+        if args.smoke {
+            bail!("curves smoke run failed:\n{msg}");
+        }
+        eprintln!("warning: some calls failed:\n{msg}");
+    }
+    Ok(())
+}
+
 fn parse_kinds(keys: &[String]) -> anyhow::Result<Vec<Kind>> {
     let mut kinds = Vec::new();
     for k in keys {
@@ -285,7 +431,8 @@ fn results_page(m: &machine::Machine, args: &RunArgs, tables: &str) -> String {
     format!(
         "# Benchmark results\n\n\
          Written by `make bench` (`portcullis-bench run`); see `bench/README.md` for what each \
-         configuration is and how the figures are taken. Raw samples: `results.json`; chart: `latency.png`.\n\n\
+         configuration is and how the figures are taken. Raw samples: `results.json`; chart: `latency.png`. \
+         How portcullis scales (argument size, filters, list size, connections, callers): `CURVES.md`.\n\n\
          - **Date:** {}\n- **Machine:** {} ({} cores, {} RAM), Linux {}\n- **portcullis:** {}\n- **Envoy:** {}\n\
          - **Runs:** {} rounds × {:.1} s per configuration and load, interleaved; warm-up {:.1} s; \
          open loop at {:.0} rps over {} connections\n\

@@ -67,8 +67,42 @@ fn parse(text: &str) -> Vec<FilterCost> {
         .collect()
 }
 
+/// One filter's cumulative `filter_duration_seconds` buckets: (upper
+/// bound in seconds, evaluations at or under it), `+Inf` last.
+pub fn duration_buckets(text: &str, filter: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("portcullis_filter_duration_seconds_bucket{{filter=\"{filter}\",le=\"");
+    let mut out: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|rest| {
+            let (le, value) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value.trim().parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_one_filters_buckets_in_order() {
+        let text = "portcullis_filter_duration_seconds_bucket{filter=\"a\",le=\"0.00001\"} 3\n\
+            portcullis_filter_duration_seconds_bucket{filter=\"a\",le=\"+Inf\"} 9\n\
+            portcullis_filter_duration_seconds_bucket{filter=\"a\",le=\"0.000005\"} 1\n\
+            portcullis_filter_duration_seconds_bucket{filter=\"b\",le=\"0.000005\"} 7\n";
+        let b = super::duration_buckets(text, "a");
+        assert_eq!(
+            b,
+            vec![(0.000005, 1.0), (0.00001, 3.0), (f64::INFINITY, 9.0)]
+        );
+    }
+
     #[test]
     fn pairs_sum_and_count_per_filter() {
         let text = "# HELP x\n\

@@ -232,17 +232,51 @@ pub async fn run_portcullis(paths: &Paths, args: &[OsString]) -> Result<(), Setu
 /// Starts the upstream: this same binary, in its own process, so that its
 /// CPU is not mixed with the load generator's.
 pub async fn start_upstream(paths: &Paths) -> Result<Child, SetupError> {
+    start_upstream_at(paths, paths.upstream_addr(), None, "upstream").await
+}
+
+/// An upstream on `addr`, whose `tools/list` has `tools` entries if given
+/// (the list-size curve), logging to WORK/NAME.log.
+pub async fn start_upstream_at(
+    paths: &Paths,
+    addr: SocketAddr,
+    tools: Option<usize>,
+    name: &str,
+) -> Result<Child, SetupError> {
     let exe = std::env::current_exe().map_err(io("locating the harness binary"))?;
-    let addr = paths.upstream_addr();
-    let log = paths.work.join("upstream.log");
+    let log = paths.work.join(format!("{name}.log"));
+    let mut cmd = Command::new(exe);
+    cmd.arg("upstream").arg("--listen").arg(addr.to_string());
+    if let Some(n) = tools {
+        cmd.arg("--tools").arg(n.to_string());
+    }
+    let child = spawn(&mut cmd, &log)?;
+    wait_listening(child, addr, name, &log).await
+}
+
+/// Starts portcullis with `config` (a template with the placeholders of
+/// `configs/`, filled here) as WORK/NAME.yaml and waits until it listens
+/// on `listen`. The scaling curves' configurations go through this.
+pub async fn start_portcullis(
+    paths: &Paths,
+    name: &str,
+    config: &str,
+    listen: SocketAddr,
+    admin: u16,
+    upstream: u16,
+) -> Result<Child, SetupError> {
+    let file = paths.work.join(format!("{name}.yaml"));
+    let text = fill(config, paths, listen.port(), admin, upstream);
+    std::fs::write(&file, text).map_err(io(format!("writing {}", file.display())))?;
+    let log = paths.work.join(format!("{name}.log"));
     let child = spawn(
-        Command::new(exe)
-            .arg("upstream")
-            .arg("--listen")
-            .arg(addr.to_string()),
+        Command::new(&paths.portcullis)
+            .args(["run", "--config"])
+            .arg(&file)
+            .env("RUST_LOG", "warn"),
         &log,
     )?;
-    wait_listening(child, addr, "upstream", &log).await
+    wait_listening(child, listen, name, &log).await
 }
 
 /// Where `kind` listens and its admin port, both from its place in the
@@ -343,14 +377,7 @@ fn write_config(kind: Kind, paths: &Paths, listen: u16, admin: u16) -> Result<Pa
 }
 
 fn render(kind: Kind, paths: &Paths, listen: u16, admin: u16) -> Result<String, SetupError> {
-    let mut text = kind
-        .template()
-        .replace("@LISTEN@", &listen.to_string())
-        .replace("@ADMIN@", &admin.to_string())
-        .replace("@UPSTREAM@", &paths.port(0).to_string())
-        .replace("@PKI@", &paths.pki().display().to_string())
-        .replace("@WORK@", &paths.work.display().to_string())
-        .replace("@FILTERS@", &paths.filters.display().to_string());
+    let mut text = fill(kind.template(), paths, listen, admin, paths.port(0));
     if text.contains("@ENVOY_WASM@") {
         let wasm = paths
             .envoy_wasm
@@ -359,6 +386,17 @@ fn render(kind: Kind, paths: &Paths, listen: u16, admin: u16) -> Result<String, 
         text = text.replace("@ENVOY_WASM@", &wasm.display().to_string());
     }
     Ok(text)
+}
+
+/// A template's placeholders replaced (all but Envoy's wasm module).
+fn fill(template: &str, paths: &Paths, listen: u16, admin: u16, upstream: u16) -> String {
+    template
+        .replace("@LISTEN@", &listen.to_string())
+        .replace("@ADMIN@", &admin.to_string())
+        .replace("@UPSTREAM@", &upstream.to_string())
+        .replace("@PKI@", &paths.pki().display().to_string())
+        .replace("@WORK@", &paths.work.display().to_string())
+        .replace("@FILTERS@", &paths.filters.display().to_string())
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Result<Child, SetupError> {
