@@ -61,8 +61,8 @@ toolchain:
 
 ## The ready-made filters and the example policy, as components.
 filters:
-	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter
-	cargo clippy --target wasm32-wasip2 -p portcullis-policy-sdk -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -- -D warnings
+	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -p rego-filter
+	cargo clippy --target wasm32-wasip2 -p portcullis-policy-sdk -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -p rego-filter -- -D warnings
 
 lint:
 	cargo fmt --all -- --check

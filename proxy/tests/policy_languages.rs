@@ -21,11 +21,20 @@ unless { resource.hasTag("ticket") && resource.getTag("ticket") like "CHG-*" };
 "#;
 
 async fn start(upstream: &Upstream, policies: &str, timeout: &str) -> portcullis::Running {
+    start_filter(upstream, "cedar", json!({ "policies": policies }), timeout).await
+}
+
+/// The sidecar with one ready-made filter (`cedar` or `rego`).
+async fn start_filter(
+    upstream: &Upstream,
+    language: &str,
+    filter_config: Value,
+    timeout: &str,
+) -> portcullis::Running {
     let extra = format!(
-        "filter_engine:\n  cache_dir: {}\nfilters:\n  - name: cedar\n    path: {}\n    config: {}\n    timeout: {timeout}\n",
+        "filter_engine:\n  cache_dir: {}\nfilters:\n  - name: {language}\n    path: {}\n    config: {filter_config}\n    timeout: {timeout}\n",
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/filter-cache"),
-        wasm::filter("cedar-filter").display(),
-        json!({ "policies": policies }),
+        wasm::filter(&format!("{language}-filter")).display(),
     );
     portcullis::start(config(upstream.addr, "default: allow\nrules: []", &extra))
         .await
@@ -296,6 +305,112 @@ async fn shadow_rules_and_filters_report_and_change_nothing() {
             r#"portcullis_decisions_total{by="filter:broken",decision="fault",mode="shadow"}"#
         ),
         "{metrics}"
+    );
+    proxy.shutdown().await;
+}
+
+const REGO: &str = r#"
+package portcullis
+
+default allow := false
+
+allow if not destructive
+
+allow if startswith(object.get(input.arguments, "ticket", ""), "CHG-")
+
+destructive if {
+    input.kind == "call"
+    input.annotations.destructiveHint
+}
+
+reason := "destructive tools need a ticket argument starting with CHG-"
+"#;
+
+#[tokio::test]
+async fn rego_decides_calls_with_the_servers_annotations() {
+    let upstream = Upstream::start();
+    let proxy = start_filter(&upstream, "rego", json!({ "policies": REGO }), "2s").await;
+    let list = rpc(&proxy, 1, "tools/list", json!({})).await;
+    assert!(
+        list["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| t.len() >= 3),
+        "{list}"
+    );
+    let ok = rpc(
+        &proxy,
+        2,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    )
+    .await;
+    assert!(ok["result"].is_object(), "{ok}");
+    let before = upstream.posts();
+    let denied = rpc(
+        &proxy,
+        3,
+        "tools/call",
+        json!({"name": "delete_file", "arguments": {"path": "/x"}}),
+    )
+    .await;
+    assert_eq!(denied["error"]["data"]["by"], "filter:rego", "{denied}");
+    assert!(
+        denied["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("need a ticket"),
+        "{denied}"
+    );
+    assert_eq!(upstream.posts(), before);
+    let ticket = rpc(
+        &proxy,
+        4,
+        "tools/call",
+        json!({"name": "delete_file", "arguments": {"path": "/x", "ticket": "CHG-1"}}),
+    )
+    .await;
+    assert!(ticket["result"].is_object(), "{ticket}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_runaway_rego_policy_hits_the_deadline() {
+    // Rego has no unbounded recursion, but a comprehension over a huge
+    // range runs for as long as it likes: the host's deadline stops it,
+    // and the call is denied. The same policy lets `echo` through.
+    let policy = r#"
+package portcullis
+default allow := false
+allow if input.target.name == "echo"
+allow if {
+    input.target.name == "spin"
+    count([x | some x in numbers.range(1, 100000000)]) > 0
+}
+"#;
+    let upstream = Upstream::start();
+    let proxy = start_filter(&upstream, "rego", json!({ "policies": policy }), "200ms").await;
+    let ok = rpc(
+        &proxy,
+        1,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    )
+    .await;
+    assert!(ok["result"].is_object(), "{ok}");
+    let r = rpc(
+        &proxy,
+        2,
+        "tools/call",
+        json!({"name": "spin", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], -32051, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("deadline") || msg.contains("memory"), "{r}");
+    assert_eq!(
+        upstream.posts(),
+        1,
+        "the runaway call never reached the server"
     );
     proxy.shutdown().await;
 }

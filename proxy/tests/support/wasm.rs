@@ -15,6 +15,7 @@ const CRATES: &[&str] = &[
     "fault-filter",
     "v0_1-filter",
     "cedar-filter",
+    "rego-filter",
 ];
 
 fn workspace() -> PathBuf {
