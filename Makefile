@@ -63,6 +63,7 @@ toolchain:
 filters:
 	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -p rego-filter
 	cargo clippy --target wasm32-wasip2 -p portcullis-policy-sdk -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -p rego-filter -- -D warnings
+	bash scripts/build-polyglot.sh
 
 lint:
 	cargo fmt --all -- --check
@@ -76,6 +77,8 @@ unit: redis
 	  --filter target/wasm32-wasip2/release/require_ticket.wasm \
 	  --config examples/policy-author/fixtures/config.json \
 	  --fixtures examples/policy-author/fixtures/calls
+	bash examples/polyglot-test.sh
+	bash scripts/parity.sh
 
 interop:
 	bash proxy/tests/interop/run.sh

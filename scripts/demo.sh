@@ -9,7 +9,7 @@ keep=0
 
 # The demo's policy is a chain of WASM filters built from filters/.
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-cargo build --quiet --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact
+cargo build --quiet --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p cedar-filter -p rego-filter
 cargo build --quiet --workspace --bins
 bin="$root/target/debug"
 logs="$root/.demo"
@@ -162,6 +162,82 @@ if [ "${no_token%% *}" != 401 ] || [ "${with_token%% *}" != 200 ] || [ "${short%
   exit 1
 fi
 echo "401 challenge, a call with a token, and a 403 naming the scopes it needs."
+
+# Policy languages and shadow mode: a fourth sidecar whose policy is
+# written in Cedar (enforced), with a stricter Rego policy in shadow mode
+# beside it: its would-be denials are logged, not applied. Then the audit
+# log is replayed against the Rego policy as a candidate.
+echo
+echo "== policy languages: portcullis :15004 with a Cedar policy enforced and a Rego policy in shadow mode =="
+wasm="$root/target/wasm32-wasip2/release"
+cat >"$logs/languages.yaml" <<EOT
+listener: {addr: "127.0.0.1:15004"}
+admin: {addr: "127.0.0.1:15024"}
+upstream: {url: "http://127.0.0.1:3002"}
+filter_engine: {cache_dir: $logs/filter-cache}
+filters:
+  - name: cedar
+    path: $wasm/cedar_filter.wasm
+    timeout: 50ms
+    config:
+      policies: |
+        permit (principal, action, resource);
+        @id("ticket")
+        @reason("destructive tools need a ticket argument starting with CHG-")
+        forbid (principal, action == Mcp::Action::"tools/call", resource)
+        when { context.kind == "call" && resource.annotations has destructiveHint
+               && resource.annotations.destructiveHint }
+        unless { resource.hasTag("ticket") && resource.getTag("ticket") like "CHG-*" };
+  - name: files-under-srv
+    path: $wasm/rego_filter.wasm
+    mode: shadow
+    timeout: 50ms
+    config:
+      policies: |
+        package portcullis
+        default allow := false
+        allow if input.target.name != "read_file"
+        allow if input.kind != "call"
+        allow if startswith(input.arguments.path, "/srv/")
+        reason := "read_file is limited to /srv/"
+EOT
+"$bin/portcullis" --log-format json run --config "$logs/languages.yaml" >"$logs/portcullis-languages.log" 2>&1 &
+pids+=($!)
+wait_port 15004
+meta='{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"demo","version":"1"}}'
+tool() { # id name arguments -> the answer's text or error message
+  curl -sS http://127.0.0.1:15004/mcp -H 'content-type: application/json' \
+    -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2026-07-28' \
+    -H 'mcp-method: tools/call' -H "mcp-name: $2" \
+    -d "{\"jsonrpc\":\"2.0\",\"id\":$1,\"method\":\"tools/call\",\"params\":{\"name\":\"$2\",\"arguments\":$3,\"_meta\":$meta}}" \
+    | grep -o '"text":"[^"]*"\|"message":"[^"]*"' | head -1
+}
+list=$(curl -sS http://127.0.0.1:15004/mcp -H 'content-type: application/json' \
+  -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/list' \
+  -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\",\"params\":{\"_meta\":$meta}}" \
+  | grep -o '"name":"[a-z_]*"' | tr '\n' ' ')
+no_ticket=$(tool 2 delete_file '{"path":"/tmp/x"}')
+ticket=$(tool 3 delete_file '{"path":"/tmp/x","ticket":"CHG-42"}')
+read_etc=$(tool 4 read_file '{"path":"/etc/hosts"}')
+echo "tools/list (annotations for Cedar):       $list"
+echo "delete_file without a ticket (Cedar):     $no_ticket"
+echo "delete_file with ticket CHG-42 (Cedar):   $ticket"
+echo "read_file /etc/hosts (Rego, shadow):      $read_etc"
+sleep 0.2
+shadow=$(grep 'portcullis::audit' "$logs/portcullis-languages.log" | grep '"shadow_deny"' | head -1)
+echo "the shadow denial in the audit log:"
+echo "  $shadow" | cut -c1-260
+echo "replaying the audit log against the Rego policy as a candidate (portcullis policy test --audit):"
+sed -n '/^        package portcullis/,/reason :=/p' "$logs/languages.yaml" | sed 's/^        //' >"$logs/candidate.rego"
+python3 -c 'import json,sys; print(json.dumps({"policies": open(sys.argv[1]).read()}))' "$logs/candidate.rego" >"$logs/candidate.json"
+"$bin/portcullis" policy test --filter "$wasm/rego_filter.wasm" --config "$logs/candidate.json" \
+  --audit "$logs/portcullis-languages.log" --timeout 100ms | sed 's/^/  /'
+if [[ "$no_ticket" != *"need a ticket"* ]] || [[ "$ticket" != *"deleted /tmp/x"* ]] \
+  || [[ "$read_etc" != *"contents of /etc/hosts"* ]] || [[ "$shadow" != *'read_file is limited to /srv/'* ]]; then
+  echo "FAIL: Cedar did not enforce, or the shadow policy did not report (logs in $logs)" >&2
+  exit 1
+fi
+echo "Cedar denied the call without a ticket; the shadow Rego policy let read_file through and logged what it would deny."
 
 if [ "$keep" = 1 ]; then
   cat <<EOT

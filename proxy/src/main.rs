@@ -128,6 +128,11 @@ enum PolicyCommand {
         /// A directory of recorded calls (`*.json`).
         #[arg(long)]
         fixtures: Option<PathBuf>,
+        /// Replay an audit log (the sidecar's `--log-format json` output)
+        /// against the candidate and print every decision that would
+        /// change.
+        #[arg(long, conflicts_with_all = ["call", "fixtures"])]
+        audit: Option<PathBuf>,
         /// The evaluation deadline.
         #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
@@ -173,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
                     config,
                     call,
                     fixtures,
+                    audit,
                     timeout,
                     memory,
                     repeat,
@@ -182,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
             rules,
             config,
             calls: call.or(fixtures),
+            audit,
             timeout,
             memory,
             repeat,
@@ -320,6 +327,7 @@ struct PolicyTestArgs {
     rules: Option<PathBuf>,
     config: Option<PathBuf>,
     calls: Option<PathBuf>,
+    audit: Option<PathBuf>,
     timeout: std::time::Duration,
     memory: usize,
     repeat: u32,
@@ -327,7 +335,6 @@ struct PolicyTestArgs {
 
 fn policy_test(args: PolicyTestArgs) -> anyhow::Result<()> {
     use portcullis::policy_test;
-    let calls = args.calls.context("give --call FILE or --fixtures DIR")?;
     let read = |p: &std::path::Path| {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
     };
@@ -347,6 +354,20 @@ fn policy_test(args: PolicyTestArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         memory: args.memory,
     })?;
+    if let Some(log) = &args.audit {
+        let r = policy_test::replay(&chain, log)?;
+        for line in &r.changes {
+            println!("{line}");
+        }
+        println!(
+            "{} calls replayed: {} newly denied, {} newly allowed ({} other lines skipped)",
+            r.replayed, r.newly_denied, r.newly_allowed, r.skipped
+        );
+        return Ok(());
+    }
+    let calls = args
+        .calls
+        .context("give --call FILE, --fixtures DIR or --audit LOG")?;
     let (mut passed, mut failed) = (0, 0);
     for file in policy_test::fixture_files(&calls)? {
         let (line, ok) = policy_test::run(&chain, &file, args.repeat)?;

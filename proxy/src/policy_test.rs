@@ -88,7 +88,9 @@ pub fn load(setup: &Setup<'_>) -> Result<FilterChain, PolicyTestError> {
     if let Some(filter) = setup.filter {
         let engine = Arc::new(FilterEngine::new(&EngineOptions {
             cache_dir: None,
-            max_instances: 4,
+            // A componentize-py filter links 38 core instances (CPython,
+            // libc, its WASI stubs...); the pool allows 8 per instance.
+            max_instances: 16,
             max_memory: setup.memory,
         })?);
         let limits = Limits {
@@ -326,4 +328,158 @@ fn visible(
         .filter(|(_, v)| *v)
         .map(|(n, _)| n.clone())
         .collect())
+}
+
+/// What replaying an audit log against a candidate found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// One line per record whose decision would change.
+    pub changes: Vec<String>,
+    pub replayed: usize,
+    /// Allowed (or rewritten) then, denied by the candidate.
+    pub newly_denied: usize,
+    /// Denied then (by whatever denied it), allowed by the candidate.
+    pub newly_allowed: usize,
+    /// Lines that were no audit record of a call (other logs, results,
+    /// shadow records).
+    pub skipped: usize,
+}
+
+/// Replays the call records of an audit log (the sidecar's JSON log
+/// lines, `--log-format json`) against `chain` and reports every decision
+/// that would change. Audit records carry the caller's SPIFFE ID, the
+/// method and the target, not arguments or tokens: a candidate sees each
+/// call with no arguments and the agent alone.
+pub fn replay(chain: &FilterChain, path: &Path) -> Result<Replay, PolicyTestError> {
+    let bad = |reason: String| PolicyTestError::Fixture {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let mut out = Replay::default();
+    for (n, line) in text.lines().enumerate() {
+        let Some(record) = audit_record(line) else {
+            out.skipped += 1;
+            continue;
+        };
+        let fixture = Fixture {
+            message: record.message(n),
+            caller: record.caller.clone(),
+            annotations: None,
+            result: None,
+            list: None,
+            expect: None,
+            expect_visible: None,
+        };
+        let prepared = Prepared::new(fixture).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
+        let now = decide(chain, &prepared).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
+        let label = now.line.split([' ', ';']).next().unwrap_or_default();
+        out.replayed += 1;
+        let was_denied = record.decision == "deny";
+        let is_denied = label == "deny";
+        if was_denied == is_denied {
+            continue;
+        }
+        let who = record.caller.as_deref().unwrap_or("anonymous");
+        let change = if is_denied {
+            out.newly_denied += 1;
+            format!(
+                "NOW DENIED  line {}: {who} {} {}: {}",
+                n + 1,
+                record.method,
+                record.tool,
+                now.line
+            )
+        } else {
+            out.newly_allowed += 1;
+            format!(
+                "NOW ALLOWED line {}: {who} {} {} (was denied by {})",
+                n + 1,
+                record.method,
+                record.tool,
+                record.by
+            )
+        };
+        out.changes.push(change);
+    }
+    Ok(out)
+}
+
+/// The fields of one audit record of a call.
+struct AuditRecord {
+    caller: Option<String>,
+    method: String,
+    tool: String,
+    decision: String,
+    by: String,
+}
+
+impl AuditRecord {
+    /// The call as a JSON-RPC message: the target where the method has
+    /// one, no arguments.
+    fn message(&self, n: usize) -> Value {
+        let params = match self.method.as_str() {
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                serde_json::json!({ "uri": self.tool })
+            }
+            _ if self.tool.is_empty() => serde_json::json!({}),
+            _ => serde_json::json!({ "name": self.tool }),
+        };
+        serde_json::json!({"jsonrpc": "2.0", "id": n, "method": self.method, "params": params})
+    }
+}
+
+/// A JSON log line that is an audit record of a request decision
+/// (`allow`, `rewrite` or `deny`); `None` for anything else.
+fn audit_record(line: &str) -> Option<AuditRecord> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if v.get("target")?.as_str()? != "portcullis::audit" {
+        return None;
+    }
+    // tracing-subscriber's JSON puts an event's fields under `fields`.
+    let f = v.get("fields").unwrap_or(&v);
+    let text = |k: &str| {
+        f.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let decision = text("decision");
+    if !matches!(decision.as_str(), "allow" | "rewrite" | "deny") {
+        return None;
+    }
+    // The principal's key: the agent, then ` token:...` for a user.
+    let key = text("caller");
+    let agent = key.split(' ').next().unwrap_or_default();
+    let caller = (agent != "anonymous" && !agent.is_empty()).then(|| agent.to_string());
+    Some(AuditRecord {
+        caller,
+        method: text("method"),
+        tool: text("tool"),
+        decision,
+        by: text("by"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_lines_become_calls() {
+        let line = r#"{"timestamp":"t","level":"WARN","fields":{"caller":"spiffe://d/ns/a/sa/b token:corp#alice","method":"tools/call","tool":"delete_file","decision":"deny","by":"filter:x","reason":"no"},"target":"portcullis::audit"}"#;
+        let r = audit_record(line).expect("an audit record");
+        assert_eq!(r.caller.as_deref(), Some("spiffe://d/ns/a/sa/b"));
+        assert_eq!(r.message(3)["params"]["name"], "delete_file");
+        assert_eq!(r.decision, "deny");
+        let shadow = line.replace(r#""decision":"deny""#, r#""decision":"shadow_deny""#);
+        assert!(audit_record(&shadow).is_none());
+        let other = line.replace("portcullis::audit", "portcullis::service");
+        assert!(audit_record(&other).is_none());
+        assert!(audit_record("not json").is_none());
+        let anon = r#"{"fields":{"caller":"anonymous","method":"resources/read","tool":"file:///x","decision":"allow"},"target":"portcullis::audit"}"#;
+        let r = audit_record(anon).expect("an audit record");
+        assert_eq!(r.caller, None);
+        assert_eq!(r.message(1)["params"]["uri"], "file:///x");
+    }
 }
