@@ -61,8 +61,8 @@ toolchain:
 
 ## The ready-made filters and the example policy, as components.
 filters:
-	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -p rego-filter
-	cargo clippy --target wasm32-wasip2 -p portcullis-policy-sdk -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -p rego-filter -- -D warnings
+	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -p rego-filter -p fault-filter -p v0_1-filter
+	cargo clippy --target wasm32-wasip2 -p portcullis-policy-sdk -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -- -D warnings
 	bash scripts/build-polyglot.sh
 
 lint:
@@ -71,8 +71,11 @@ lint:
 
 # Every cargo call below uses --workspace, so that features resolve the
 # same way each time and nothing is compiled twice.
-unit: redis
-	cargo test --workspace
+# The integration tests take the filters `make filters` built (see
+# proxy/tests/support/wasm.rs); Cedar and Rego are clippy-checked natively
+# by `lint`.
+unit: redis filters
+	PORTCULLIS_PREBUILT_FILTERS=$(abspath $(or $(CARGO_TARGET_DIR),target))/wasm32-wasip2/release cargo test --workspace
 	target/debug/portcullis policy test \
 	  --filter target/wasm32-wasip2/release/require_ticket.wasm \
 	  --config examples/policy-author/fixtures/config.json \
