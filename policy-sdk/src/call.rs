@@ -132,6 +132,18 @@ pub enum TargetKind {
     Resource,
 }
 
+impl TargetKind {
+    /// The method that uses a target of this kind: what a listed item is
+    /// judged as ("may this caller use it?").
+    pub fn call_method(self) -> &'static str {
+        match self {
+            Self::Tool => "tools/call",
+            Self::Prompt => "prompts/get",
+            Self::Resource => "resources/read",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub kind: TargetKind,
@@ -181,6 +193,23 @@ impl Call {
         (self.method != "tools/call")
             .then(|| self.target_of(TargetKind::Tool))
             .flatten()
+    }
+
+    /// Whether this message is its target's own use (`tools/call` of a
+    /// tool, `prompts/get`, `resources/read`, `resources/subscribe` or
+    /// `resources/unsubscribe`) rather than a message about it (a task of
+    /// a tool's call, a completion for a prompt), which carries no
+    /// arguments of the target's.
+    pub fn is_target_call(&self) -> bool {
+        matches!(
+            (self.target.as_ref().map(|t| t.kind), self.method.as_str()),
+            (Some(TargetKind::Tool), "tools/call")
+                | (Some(TargetKind::Prompt), "prompts/get")
+                | (
+                    Some(TargetKind::Resource),
+                    "resources/read" | "resources/subscribe" | "resources/unsubscribe"
+                )
+        )
     }
 
     pub fn prompt_name(&self) -> Option<&str> {

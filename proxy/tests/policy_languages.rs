@@ -61,6 +61,35 @@ async fn rpc(proxy: &portcullis::Running, id: u64, method: &str, params: Value) 
         .unwrap_or(Value::Null)
 }
 
+/// `echo` is allowed; `delete_file` (destructive in the server's list) is
+/// denied by `by` without a ticket, never reaching the server, and allowed
+/// with one.
+async fn assert_ticket_policy(proxy: &portcullis::Running, upstream: &Upstream, by: &str) {
+    let call = |id, args: Value| {
+        rpc(
+            proxy,
+            id,
+            "tools/call",
+            json!({"name": if id == 2 { "echo" } else { "delete_file" }, "arguments": args}),
+        )
+    };
+    let ok = call(2, json!({"text": "hi"})).await;
+    assert!(ok["result"].is_object(), "{ok}");
+    let before = upstream.posts();
+    let denied = call(3, json!({"path": "/x"})).await;
+    assert_eq!(denied["error"]["code"], -32051, "{denied}");
+    assert_eq!(denied["error"]["data"]["by"], by, "{denied}");
+    let message = denied["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("need a ticket"), "{denied}");
+    assert_eq!(
+        upstream.posts(),
+        before,
+        "the denied call never reached the server"
+    );
+    let ticket = call(4, json!({"path": "/x", "ticket": "CHG-9"})).await;
+    assert!(ticket["result"].is_object(), "{ticket}");
+}
+
 #[tokio::test]
 async fn cedar_decides_calls_and_lists_with_the_servers_annotations() {
     let upstream = Upstream::start();
@@ -80,47 +109,8 @@ async fn cedar_decides_calls_and_lists_with_the_servers_annotations() {
     );
     assert!(!names.contains(&"slow_count"), "{names:?}");
 
-    let ok = rpc(
-        &proxy,
-        2,
-        "tools/call",
-        json!({"name": "echo", "arguments": {"text": "hi"}}),
-    )
-    .await;
-    assert!(ok["result"].is_object(), "{ok}");
-
     // The destructive hint comes from the server's own list.
-    let before = upstream.posts();
-    let denied = rpc(
-        &proxy,
-        3,
-        "tools/call",
-        json!({"name": "delete_file", "arguments": {"path": "/x"}}),
-    )
-    .await;
-    assert_eq!(denied["error"]["code"], -32051, "{denied}");
-    assert_eq!(denied["error"]["data"]["by"], "filter:cedar");
-    assert!(
-        denied["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("need a ticket"),
-        "{denied}"
-    );
-    assert_eq!(
-        upstream.posts(),
-        before,
-        "the denied call never reached the server"
-    );
-
-    let ticket = rpc(
-        &proxy,
-        4,
-        "tools/call",
-        json!({"name": "delete_file", "arguments": {"path": "/x", "ticket": "CHG-9"}}),
-    )
-    .await;
-    assert!(ticket["result"].is_object(), "{ticket}");
+    assert_ticket_policy(&proxy, &upstream, "filter:cedar").await;
 
     let hidden = rpc(
         &proxy,
@@ -337,39 +327,7 @@ async fn rego_decides_calls_with_the_servers_annotations() {
             .is_some_and(|t| t.len() >= 3),
         "{list}"
     );
-    let ok = rpc(
-        &proxy,
-        2,
-        "tools/call",
-        json!({"name": "echo", "arguments": {"text": "hi"}}),
-    )
-    .await;
-    assert!(ok["result"].is_object(), "{ok}");
-    let before = upstream.posts();
-    let denied = rpc(
-        &proxy,
-        3,
-        "tools/call",
-        json!({"name": "delete_file", "arguments": {"path": "/x"}}),
-    )
-    .await;
-    assert_eq!(denied["error"]["data"]["by"], "filter:rego", "{denied}");
-    assert!(
-        denied["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("need a ticket"),
-        "{denied}"
-    );
-    assert_eq!(upstream.posts(), before);
-    let ticket = rpc(
-        &proxy,
-        4,
-        "tools/call",
-        json!({"name": "delete_file", "arguments": {"path": "/x", "ticket": "CHG-1"}}),
-    )
-    .await;
-    assert!(ticket["result"].is_object(), "{ticket}");
+    assert_ticket_policy(&proxy, &upstream, "filter:rego").await;
     proxy.shutdown().await;
 }
 

@@ -278,11 +278,9 @@ fn context(q: &Question<'_>) -> Result<Context, Failure> {
 
 fn action_for(target: TargetKind, method: &str) -> &'static str {
     match (target, method) {
-        (TargetKind::Tool, _) => "tools/call",
-        (TargetKind::Prompt, _) => "prompts/get",
         (TargetKind::Resource, "resources/subscribe") => "resources/subscribe",
         (TargetKind::Resource, "resources/unsubscribe") => "resources/unsubscribe",
-        (TargetKind::Resource, _) => "resources/read",
+        (kind, _) => kind.call_method(),
     }
 }
 
@@ -423,15 +421,7 @@ impl Filter for Cedar {
             // by item), notifications.
             return Decision::Allow;
         };
-        let own_call = matches!(
-            (target.kind, call.method.as_str()),
-            (TargetKind::Tool, "tools/call")
-                | (TargetKind::Prompt, "prompts/get")
-                | (
-                    TargetKind::Resource,
-                    "resources/read" | "resources/subscribe" | "resources/unsubscribe"
-                )
-        );
+        let own_call = call.is_target_call();
         let q = Question {
             principal: &call.principal,
             action: action_for(target.kind, &call.method),

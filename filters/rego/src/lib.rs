@@ -230,15 +230,7 @@ impl Filter for Rego {
             // by item), notifications.
             return Decision::Allow;
         };
-        let own_call = matches!(
-            (target.kind, call.method.as_str()),
-            (TargetKind::Tool, "tools/call")
-                | (TargetKind::Prompt, "prompts/get")
-                | (
-                    TargetKind::Resource,
-                    "resources/read" | "resources/subscribe" | "resources/unsubscribe"
-                )
-        );
+        let own_call = call.is_target_call();
         let input = Input {
             kind: if own_call { Kind::Call } else { Kind::Related },
             method: &call.method,
@@ -268,11 +260,7 @@ impl Filter for Rego {
         items: &[ListItem],
     ) -> Vec<bool> {
         let target = kind.target_kind();
-        let method = match target {
-            TargetKind::Tool => "tools/call",
-            TargetKind::Prompt => "prompts/get",
-            TargetKind::Resource => "resources/read",
-        };
+        let method = target.call_method();
         items
             .iter()
             .map(|item| {
