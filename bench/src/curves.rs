@@ -72,7 +72,8 @@ pub struct Point {
     pub p50_us: u64,
     pub p99_us: u64,
     pub first_error: Option<String>,
-    /// The warm-pool curve: estimated hit rate per filter.
+    /// The warm-pool curve: hit rate per filter, counted by the proxy
+    /// (`filter_instances_total`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub hit_rate: BTreeMap<String, f64>,
     /// Each filter's mean time per evaluation during the run, in µs, from
@@ -726,8 +727,6 @@ async fn warm_pool(ctx: &mut Ctx) -> anyhow::Result<Curve> {
         .proxy("curve-callers-d-fresh", &chain(true), None, up)
         .await?;
     let mut points = Vec::new();
-    // Histogram deltas per (proxy, callers), for the hit-rate estimate.
-    let mut deltas: Vec<(bool, usize, BTreeMap<String, callers::Buckets>)> = Vec::new();
     let payload = Payload::echo(TEXT);
     for &n in &ctx.s.callers {
         let mine: Vec<Endpoint> = endpoints
@@ -735,9 +734,9 @@ async fn warm_pool(ctx: &mut Ctx) -> anyhow::Result<Curve> {
             .take(n)
             .map(|tls| Endpoint::mtls(warm.endpoint.addr, tls.clone()))
             .collect();
-        for (p, is_warm, series) in [
-            (&warm, true, "d: isolation caller (default)"),
-            (&fresh, false, "d: isolation call (reference)"),
+        for (p, series) in [
+            (&warm, "d: isolation caller (default)"),
+            (&fresh, "d: isolation call (reference)"),
         ] {
             let mine: Vec<Endpoint> = mine
                 .iter()
@@ -756,36 +755,33 @@ async fn warm_pool(ctx: &mut Ctx) -> anyhow::Result<Curve> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{series}, {n} callers: {e}"))?;
             callers::run(&pool, ctx.s.connections, ctx.s.warmup, &payload).await?;
-            let before = filter_buckets(p.admin).await?;
+            let before = instance_counts(p.admin).await?;
             let evals0 = evaluations(p.admin).await;
             let pid = p.pid()?;
             let cpu0 = procstat::cpu_seconds(pid, ctx.ticks)?;
             let r = callers::run(&pool, ctx.s.connections, ctx.s.duration, &payload).await?;
             let cpu = procstat::cpu_seconds(pid, ctx.ticks)? - cpu0;
-            let after = filter_buckets(p.admin).await?;
+            let after = instance_counts(p.admin).await?;
             let evals1 = evaluations(p.admin).await;
-            let d = after
-                .iter()
-                .map(|(f, a)| {
-                    let b = before.get(f).cloned().unwrap_or_default();
-                    (f.clone(), callers::delta(&b, a))
-                })
-                .collect();
-            deltas.push((is_warm, n, d));
             let mut point = Point::new(series, n as f64, &r, cpu);
             point.filter_us = mean_between(&evals0, &evals1);
+            for (filter, a) in &after {
+                let b = before.get(filter).copied().unwrap_or_default();
+                if let Some(h) = a.since(&b).hit_rate() {
+                    point.hit_rate.insert(filter.clone(), h);
+                }
+            }
             progress(&point);
             points.push(point);
             drop(pool);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let notes = estimate_hit_rates(&mut points, &deltas, ctx.s.connections);
     Ok(Curve {
         key: "callers",
         points,
         derived: BTreeMap::new(),
-        notes,
+        notes: warm_pool_notes(ctx.s.connections),
     })
 }
 
@@ -818,83 +814,36 @@ async fn mint_callers(ctx: &Ctx, n: usize) -> anyhow::Result<Vec<Arc<rustls::Cli
     Ok(out)
 }
 
-async fn filter_buckets(admin: SocketAddr) -> anyhow::Result<BTreeMap<String, callers::Buckets>> {
+/// Each filter's `filter_instances_total` counters, as the proxy counts
+/// them: every evaluation is served by a warm instance or a fresh one.
+async fn instance_counts(
+    admin: SocketAddr,
+) -> anyhow::Result<BTreeMap<String, scrape::InstanceCounts>> {
     let text = scrape::metrics_text(admin)
         .await
         .map_err(|e| anyhow::anyhow!("metrics from {admin}: {e}"))?;
     Ok(["tool-rbac", "arg-guard"]
         .into_iter()
-        .map(|f| (f.to_string(), scrape::duration_buckets(&text, f)))
+        .map(|f| (f.to_string(), scrape::instance_counts(&text, f)))
         .collect())
 }
 
-/// portcullis exports no pool hit or miss counter, so the hit rate is
-/// estimated from each filter's evaluation-time histogram: calibrated on
-/// one caller (every evaluation after the first few finds a warm
-/// instance) and on `isolation: call` (none does), then read at each
-/// caller count as a mix of the two.
-fn estimate_hit_rates(
-    points: &mut [Point],
-    deltas: &[(bool, usize, BTreeMap<String, callers::Buckets>)],
-    workers: usize,
-) -> Vec<String> {
-    let mut notes = vec![format!(
-        "{workers} calls in flight over max(callers, {workers}) mTLS connections, each call on an idle \
-         connection picked at random; caller i holds connections i, i + callers, …. Every caller \
-         has its own SVID (`spiffe://bench.local/ns/bench/sa/caller-i`, minted with `portcullis ca \
-         issue`). tool-rbac allows `echo` to `spiffe://bench.local/ns/bench/sa/*`; arg-guard is \
-         d's. portcullis keeps at most 16 warm instances per filter across all callers \
-         (`MAX_WARM` in proxy/src/filter/wasm.rs)."
-    )];
-    let least = deltas.iter().filter(|d| d.0).map(|d| d.1).min();
-    for filter in ["tool-rbac", "arg-guard"] {
-        let warm = deltas
-            .iter()
-            .find(|d| d.0 && Some(d.1) == least)
-            .and_then(|d| d.2.get(filter));
-        // Every fresh run is all misses: their sum is the miss profile.
-        let mut fresh: callers::Buckets = Vec::new();
-        for b in deltas
-            .iter()
-            .filter(|d| !d.0)
-            .filter_map(|d| d.2.get(filter))
-        {
-            if fresh.is_empty() {
-                fresh = b.clone();
-            } else {
-                for (slot, add) in fresh.iter_mut().zip(b) {
-                    slot.1 += add.1;
-                }
-            }
-        }
-        let Some(cal) = warm.and_then(|w| callers::calibrate(w, &fresh)) else {
-            notes.push(format!(
-                "{filter}: warm and fresh evaluation times do not separate in the proxy's \
-                 histogram; no hit rate estimated."
-            ));
-            continue;
-        };
-        notes.push(format!(
-            "{filter}: hit rate estimated from `portcullis_filter_duration_seconds` (the proxy \
-             has no hit/miss counter): with {} caller {:.0} % of evaluations took ≤ {:.0} µs, \
-             with `isolation: call` {:.0} %; a point's share under that bound is read as the \
-             mix h × warm + (1 − h) × fresh. An estimate, not a count: the {} caller point \
-             is 100 % by construction.",
-            least.unwrap_or(1),
-            cal.warm_under * 100.0,
-            cal.threshold_s * 1e6,
-            cal.fresh_under * 100.0,
-            least.unwrap_or(1),
-        ));
-        for (p, d) in points.iter_mut().zip(deltas) {
-            if let Some(h) = d.2.get(filter).and_then(|b| callers::hit_rate(&cal, b)) {
-                if d.0 {
-                    p.hit_rate.insert(filter.to_string(), h);
-                }
-            }
-        }
-    }
-    notes
+fn warm_pool_notes(workers: usize) -> Vec<String> {
+    vec![
+        format!(
+            "{workers} calls in flight over max(callers, {workers}) mTLS connections, each call on \
+             an idle connection picked at random; caller i holds connections i, i + callers, …. \
+             Every caller has its own SVID (`spiffe://bench.local/ns/bench/sa/caller-i`, minted \
+             with `portcullis ca issue`). tool-rbac allows `echo` to \
+             `spiffe://bench.local/ns/bench/sa/*`; arg-guard is d's."
+        ),
+        "Hit rate: the share of the measured run's evaluations that found a warm instance, \
+         counted by the proxy (`portcullis_filter_instances_total{filter,outcome=\"warm|fresh\"}`). \
+         portcullis keeps up to half of `filter_engine.max_instances` (256 by default) warm, \
+         shared equally among the filters with `isolation: caller`: 64 per filter here, least \
+         recently used evicted first. With `isolation: call` every evaluation is fresh (0 %)."
+            .to_string(),
+    ]
 }
 
 #[cfg(test)]

@@ -67,40 +67,68 @@ fn parse(text: &str) -> Vec<FilterCost> {
         .collect()
 }
 
-/// One filter's cumulative `filter_duration_seconds` buckets: (upper
-/// bound in seconds, evaluations at or under it), `+Inf` last.
-pub fn duration_buckets(text: &str, filter: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("portcullis_filter_duration_seconds_bucket{{filter=\"{filter}\",le=\"");
-    let mut out: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter_map(|rest| {
-            let (le, value) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, value.trim().parse().ok()?))
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    out
+/// One filter's `filter_instances_total`: evaluations served by a warm
+/// instance and by a fresh one.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct InstanceCounts {
+    pub warm: f64,
+    pub fresh: f64,
+}
+
+impl InstanceCounts {
+    /// The counts since `before` (the proxy's counters only grow).
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            warm: (self.warm - before.warm).max(0.0),
+            fresh: (self.fresh - before.fresh).max(0.0),
+        }
+    }
+
+    /// The share of evaluations that found a warm instance; none if there
+    /// were no evaluations.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let total = self.warm + self.fresh;
+        (total > 0.0).then(|| self.warm / total)
+    }
+}
+
+pub fn instance_counts(text: &str, filter: &str) -> InstanceCounts {
+    let count = |outcome: &str| {
+        let line = format!(
+            "portcullis_filter_instances_total{{filter=\"{filter}\",outcome=\"{outcome}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    InstanceCounts {
+        warm: count("warm"),
+        fresh: count("fresh"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn reads_one_filters_buckets_in_order() {
-        let text = "portcullis_filter_duration_seconds_bucket{filter=\"a\",le=\"0.00001\"} 3\n\
-            portcullis_filter_duration_seconds_bucket{filter=\"a\",le=\"+Inf\"} 9\n\
-            portcullis_filter_duration_seconds_bucket{filter=\"a\",le=\"0.000005\"} 1\n\
-            portcullis_filter_duration_seconds_bucket{filter=\"b\",le=\"0.000005\"} 7\n";
-        let b = super::duration_buckets(text, "a");
+    fn reads_one_filters_instance_counts() {
+        let text = "portcullis_filter_instances_total{filter=\"a\",outcome=\"fresh\"} 4\n\
+            portcullis_filter_instances_total{filter=\"a\",outcome=\"warm\"} 12\n\
+            portcullis_filter_instances_total{filter=\"ab\",outcome=\"warm\"} 99\n";
+        let a = super::instance_counts(text, "a");
         assert_eq!(
-            b,
-            vec![(0.000005, 1.0), (0.00001, 3.0), (f64::INFINITY, 9.0)]
+            a,
+            super::InstanceCounts {
+                warm: 12.0,
+                fresh: 4.0
+            }
         );
+        let before = super::InstanceCounts {
+            warm: 2.0,
+            fresh: 2.0,
+        };
+        assert_eq!(a.since(&before).hit_rate(), Some(10.0 / 12.0));
+        assert_eq!(super::instance_counts(text, "c").hit_rate(), None);
     }
 
     #[test]

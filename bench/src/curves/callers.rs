@@ -1,6 +1,6 @@
 //! The warm-instance pool curve's load: many distinct callers (one mTLS
 //! client certificate each) over a fixed number of calls in flight, and
-//! the pool's hit rate estimated from the proxy's filter histogram.
+//! the pool's hit rate counted by the proxy (`filter_instances_total`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -166,94 +166,4 @@ async fn worker(
         pool.lock().push(slot);
     }
     r
-}
-
-/// Cumulative histogram buckets (upper bound, count), as scraped.
-pub type Buckets = Vec<(f64, f64)>;
-
-/// `after − before`, bucket by bucket (the proxy's counters only grow).
-pub fn delta(before: &Buckets, after: &Buckets) -> Buckets {
-    after
-        .iter()
-        .map(|(le, n)| {
-            let was = before
-                .iter()
-                .find(|(b, _)| b == le)
-                .map_or(0.0, |(_, c)| *c);
-            (*le, (n - was).max(0.0))
-        })
-        .collect()
-}
-
-/// Share of evaluations at or under `le`.
-fn share_under(b: &Buckets, le: f64) -> Option<f64> {
-    let total = b.last()?.1;
-    let under = b.iter().find(|(x, _)| *x == le)?.1;
-    (total > 0.0).then(|| under / total)
-}
-
-/// How a filter's evaluations look when every one finds a warm instance
-/// (`warm`: one caller) and when none does (`fresh`: `isolation: call`).
-/// The bucket bound that separates the two best is the threshold.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct Calibration {
-    pub threshold_s: f64,
-    pub warm_under: f64,
-    pub fresh_under: f64,
-}
-
-/// None when the two distributions do not separate (less than half the
-/// evaluations apart at any bound): the estimate would be noise.
-pub fn calibrate(warm: &Buckets, fresh: &Buckets) -> Option<Calibration> {
-    warm.iter()
-        .filter(|(le, _)| le.is_finite())
-        .filter_map(|(le, _)| {
-            Some(Calibration {
-                threshold_s: *le,
-                warm_under: share_under(warm, *le)?,
-                fresh_under: share_under(fresh, *le)?,
-            })
-        })
-        .max_by(|a, b| (a.warm_under - a.fresh_under).total_cmp(&(b.warm_under - b.fresh_under)))
-        .filter(|c| c.warm_under - c.fresh_under >= 0.5)
-}
-
-/// The hit rate h that mixes the two: share under the threshold =
-/// h × warm + (1 − h) × fresh, clamped to [0, 1].
-pub fn hit_rate(c: &Calibration, observed: &Buckets) -> Option<f64> {
-    let f = share_under(observed, c.threshold_s)?;
-    Some(((f - c.fresh_under) / (c.warm_under - c.fresh_under)).clamp(0.0, 1.0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const INF: f64 = f64::INFINITY;
-
-    #[test]
-    fn a_half_warm_mix_is_read_as_half() {
-        // Warm: 95 % under 10 µs; fresh: 5 % under 10 µs, most over 25 µs.
-        let warm = vec![(5e-6, 60.0), (1e-5, 95.0), (2.5e-5, 99.0), (INF, 100.0)];
-        let fresh = vec![(5e-6, 0.0), (1e-5, 5.0), (2.5e-5, 20.0), (INF, 100.0)];
-        let c = calibrate(&warm, &fresh).unwrap();
-        assert_eq!(c.threshold_s, 1e-5);
-        let mix = vec![(5e-6, 30.0), (1e-5, 50.0), (2.5e-5, 60.0), (INF, 100.0)];
-        assert!((hit_rate(&c, &mix).unwrap() - 0.5).abs() < 1e-9);
-        assert_eq!(hit_rate(&c, &warm), Some(1.0));
-        assert_eq!(hit_rate(&c, &fresh), Some(0.0));
-    }
-
-    #[test]
-    fn no_separation_no_estimate() {
-        let same = vec![(1e-5, 50.0), (INF, 100.0)];
-        assert!(calibrate(&same, &same).is_none());
-    }
-
-    #[test]
-    fn delta_subtracts_bucket_by_bucket() {
-        let before = vec![(1e-5, 10.0), (INF, 20.0)];
-        let after = vec![(1e-5, 15.0), (INF, 40.0)];
-        assert_eq!(delta(&before, &after), vec![(1e-5, 5.0), (INF, 20.0)]);
-    }
 }

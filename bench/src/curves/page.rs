@@ -135,7 +135,7 @@ fn panels(c: &Curve) -> Vec<Panel> {
     };
     if !filters.is_empty() {
         out.push(Panel {
-            y_desc: "estimated warm-instance hit rate %".into(),
+            y_desc: "warm-instance hit rate % (counted)".into(),
             series: filters
                 .iter()
                 .map(|f| {

@@ -34,6 +34,8 @@ pub struct FilterEngine {
     /// Where compiled filters are cached, if anywhere (see `compile`).
     cache_dir: Option<PathBuf>,
     child: ChildArgs,
+    /// The pool's instance slots, which warm instances are sized from.
+    max_instances: u32,
 }
 
 impl FilterEngine {
@@ -58,7 +60,13 @@ impl FilterEngine {
                 max_memory: opts.max_memory,
                 max_instances: opts.max_instances,
             },
+            max_instances: opts.max_instances,
         })
+    }
+
+    /// Instances that may exist at once, across all filters.
+    pub fn max_instances(&self) -> u32 {
+        self.max_instances
     }
 
     /// An engine for `portcullis filter compile`: the sidecar's settings,

@@ -1,7 +1,7 @@
-//! The filter engine's metrics: evaluations, their latency, faults and
-//! reloads.
+//! The filter engine's metrics: evaluations, their latency, faults,
+//! reloads, and whether each evaluation found a warm instance.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::policy::Mode;
 
@@ -12,6 +12,17 @@ pub struct FilterMetrics {
     faults: IntCounterVec,
     reloads: IntCounterVec,
     decisions: IntCounterVec,
+    instances: IntCounterVec,
+}
+
+/// One filter's `filter_instances_total` counters, resolved once so that
+/// counting an evaluation costs no label lookup.
+#[derive(Clone)]
+pub struct InstanceCounters {
+    /// An instance kept warm for the same caller served the evaluation.
+    pub warm: IntCounter,
+    /// A new instance was made for it (a miss, or `isolation: call`).
+    pub fresh: IntCounter,
 }
 
 impl FilterMetrics {
@@ -54,6 +65,15 @@ impl FilterMetrics {
             ),
             &["mode", "decision", "by"],
         )?;
+        let instances = IntCounterVec::new(
+            Opts::new(
+                "filter_instances_total",
+                "Instances that served WASM filter evaluations by filter and outcome: warm \
+                 (kept for the same caller) or fresh (instantiated for the evaluation)",
+            ),
+            &["filter", "outcome"],
+        )?;
+        registry.register(Box::new(instances.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(evals.clone()))?;
         registry.register(Box::new(latency.clone()))?;
@@ -65,7 +85,15 @@ impl FilterMetrics {
             faults,
             reloads,
             decisions,
+            instances,
         })
+    }
+
+    pub fn instance_counters(&self, filter: &str) -> InstanceCounters {
+        InstanceCounters {
+            warm: self.instances.with_label_values(&[filter, "warm"]),
+            fresh: self.instances.with_label_values(&[filter, "fresh"]),
+        }
     }
 
     pub fn evaluated(&self, filter: &str, hook: &str, outcome: &str, seconds: f64) {

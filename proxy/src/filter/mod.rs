@@ -112,7 +112,9 @@ pub struct EngineConfig {
     /// How often filter files and the config are checked for changes.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
-    /// Filter instances that may exist at once.
+    /// Filter instances that may exist at once. Half of them may be kept
+    /// warm (`isolation: caller`), shared equally among those filters;
+    /// raise it when more distinct callers should find a warm instance.
     pub max_instances: u32,
 }
 
@@ -199,6 +201,13 @@ pub fn build_chain(
     spec: &ChainSpec<'_>,
     metrics: &FilterMetrics,
 ) -> Result<FilterChain, FilterError> {
+    // The warm pool is shared out among the filters that keep instances.
+    let keeping = spec
+        .filters
+        .iter()
+        .filter(|f| f.isolation == Isolation::Caller)
+        .count();
+    let warm = wasm::warm_cap(engine.max_instances(), keeping);
     // Filters load two at a time: a cold start compiles each in a child
     // process, and two of them run side by side on two cores without
     // stacking every compiler's memory in the pod at once.
@@ -209,7 +218,14 @@ pub fn build_chain(
             std::thread::scope(|scope| {
                 let loading: Vec<_> = group
                     .iter()
-                    .map(|f| scope.spawn(move || load(engine, f).map(Arc::new)))
+                    .map(|f| {
+                        scope.spawn(move || {
+                            load(engine, f).map(|w| {
+                                let counters = metrics.instance_counters(&w.name);
+                                Arc::new(w.with_warm_cap(warm).with_instance_counters(counters))
+                            })
+                        })
+                    })
                     .collect();
                 // Every thread is joined, even after an error.
                 loading

@@ -18,6 +18,7 @@ use super::{
     engine::FilterEngine,
     host::{FilterShared, HostState},
     kv::KvStore,
+    metrics::InstanceCounters,
     ticker::Ticker,
     FilterError, Hook, OnError,
 };
@@ -78,18 +79,93 @@ pub enum Isolation {
     Call,
 }
 
-/// Warm instances kept per filter, across all callers.
-const MAX_WARM: usize = 16;
+/// Warm instances kept per filter, across all callers, until the chain
+/// sizes the pool ([`WasmFilter::with_warm_cap`], from [`warm_cap`]).
+const DEFAULT_WARM: usize = 16;
+
+/// How many warm instances each of `filters` caller-isolated filters may
+/// keep: half the engine's instance slots, shared equally. The other half
+/// is headroom for what is not warm: the instance of every evaluation that
+/// misses (one per thread evaluating), `isolation: call` filters, and a
+/// reload, whose new chain instantiates while the old chain's warm
+/// instances live on until its last call ends. Without that headroom a
+/// miss could find the pool full and have to evict a whole filter's warm
+/// instances to get a slot. At least one, so a lone caller stays warm.
+pub fn warm_cap(max_instances: u32, filters: usize) -> usize {
+    let half = usize::try_from(max_instances / 2).unwrap_or(usize::MAX);
+    (half / filters.max(1)).max(1)
+}
 /// Calls one instance serves before it is replaced, which bounds what a
 /// leaky filter can accumulate.
 const MAX_CALLS: u32 = 10_000;
 
+/// How long a warm instance must have been idle before a new caller's
+/// instance may take its place in a full pool. Evicting an instance costs
+/// about as much again as the fresh instance that replaces it: dropping it
+/// resets its pool slot (a page-table scan, then a copy over every page it
+/// dirtied), and by then those pages are out of the cache. With more
+/// callers than the pool holds, replacing the least recently used one on
+/// every miss paid that on each miss (a miss cost about twice a fresh
+/// instance under `isolation: call`) and, with callers spread evenly, got
+/// no more hits than keeping the pool as it is. So a newcomer's instance
+/// is dropped after its call instead, still hot, unless the least
+/// recently used instance's caller has been away this long; a caller that
+/// leaves gives its place up after that, and `MAX_CALLS` retires
+/// instances anyway.
+const EVICT_IDLE: Duration = Duration::from_secs(1);
+
 /// An instance kept for the next call of the same caller.
-struct Warm {
+struct Warm<T> {
     caller: String,
+    /// `caller`'s hash: the pool is scanned for a caller on every call, and
+    /// SPIFFE IDs share long prefixes, so the scan compares hashes first.
+    hash: u64,
+    /// When it was last put back.
+    idle_since: Instant,
+    live: T,
+}
+
+/// A filter's instance and what it has served.
+struct Live {
     store: Store<HostState>,
     instance: Instance,
     calls: u32,
+}
+
+/// Takes `caller`'s warm instance out of the pool, if it has one: only
+/// ever an instance of that same caller.
+fn take<T>(pool: &mut VecDeque<Warm<T>>, caller: &str, hash: u64) -> Option<Warm<T>> {
+    // From the most recently used end: a caller that is back soon is
+    // found sooner.
+    let i = pool
+        .iter()
+        .rposition(|w| w.hash == hash && w.caller == caller)?;
+    pool.remove(i)
+}
+
+/// Puts `w` back as the most recently used, within `cap` (see
+/// [`EVICT_IDLE`]). Returns the instance that is not kept, the evicted one
+/// or `w` itself, for the caller to drop once the pool's lock is released.
+fn keep<T>(
+    pool: &mut VecDeque<Warm<T>>,
+    mut w: Warm<T>,
+    cap: usize,
+    now: Instant,
+) -> Option<Warm<T>> {
+    w.idle_since = now;
+    if pool.len() < cap {
+        pool.push_back(w);
+        return None;
+    }
+    let lru_away = pool
+        .front()
+        .is_some_and(|lru| now.saturating_duration_since(lru.idle_since) >= EVICT_IDLE);
+    if !lru_away {
+        return Some(w);
+    }
+    let evicted = pool.pop_front();
+    pool.push_back(w);
+    evicted
 }
 
 /// A filter pre-linked against the contract version it was built for.
@@ -196,7 +272,12 @@ pub struct WasmFilter {
     config: String,
     shared: Arc<FilterShared>,
     limits: Limits,
-    warm: Mutex<VecDeque<Warm>>,
+    warm: Mutex<VecDeque<Warm<Live>>>,
+    /// The most warm instances kept.
+    warm_cap: usize,
+    /// Counts each evaluation's instance as warm or fresh, once the chain
+    /// that runs this filter hands it its counters.
+    instances: Option<InstanceCounters>,
 }
 
 impl WasmFilter {
@@ -258,6 +339,8 @@ impl WasmFilter {
             shared,
             limits,
             warm: Mutex::new(VecDeque::new()),
+            warm_cap: DEFAULT_WARM,
+            instances: None,
         };
         filter.validate_config().map_err(refuse)?;
         Ok(filter)
@@ -274,6 +357,18 @@ impl WasmFilter {
 
     pub fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Sizes the warm pool (see [`warm_cap`]).
+    pub fn with_warm_cap(mut self, cap: usize) -> Self {
+        self.warm_cap = cap.max(1);
+        self
+    }
+
+    /// Counts every evaluation's instance as warm or fresh.
+    pub fn with_instance_counters(mut self, counters: InstanceCounters) -> Self {
+        self.instances = Some(counters);
         self
     }
 
@@ -337,18 +432,27 @@ impl WasmFilter {
     ) -> Result<R, Fault> {
         let _clock = self.engine.evaluating();
         let key = key.filter(|_| self.limits.isolation == Isolation::Caller);
-        let mut warm = match key.and_then(|k| self.take_warm(k)) {
-            Some(w) => w,
-            None => self.instantiate_or_evict(key.unwrap_or_default().to_string())?,
+        let hash = key.map(caller_hash).unwrap_or_default();
+        let mut warm = match key.and_then(|k| self.take_warm(k, hash)) {
+            Some(w) => {
+                self.count(|c| &c.warm);
+                w
+            }
+            None => {
+                let w = self.instantiate_or_evict(key.unwrap_or_default().to_string(), hash)?;
+                self.count(|c| &c.fresh);
+                w
+            }
         };
         // The deadline counts from now, whether the instance is new or not.
-        warm.store
+        let live = &mut warm.live;
+        live.store
             .set_epoch_deadline(Ticker::ticks(self.limits.timeout));
         // On a fault the instance is dropped here: its state is suspect.
-        let out = f(&warm.instance, &mut warm.store, &self.config)
+        let out = f(&live.instance, &mut live.store, &self.config)
             .map_err(|e| self.classify(&e, false))?;
-        warm.calls += 1;
-        if key.is_some() && warm.calls < MAX_CALLS {
+        live.calls += 1;
+        if key.is_some() && live.calls < MAX_CALLS {
             self.keep_warm(warm);
         }
         Ok(out)
@@ -356,21 +460,31 @@ impl WasmFilter {
 
     /// Warm instances hold pool slots; when the pool is full, they are
     /// given back before a caller is refused an instance.
-    fn instantiate_or_evict(&self, caller: String) -> Result<Warm, Fault> {
-        match self.instantiate(caller.clone()) {
-            Err(Fault::Instantiate(_)) if self.evict_all() > 0 => self.instantiate(caller),
+    fn instantiate_or_evict(&self, caller: String, hash: u64) -> Result<Warm<Live>, Fault> {
+        match self.instantiate(caller.clone(), hash) {
+            Err(Fault::Instantiate(_)) if self.evict_all() > 0 => self.instantiate(caller, hash),
             other => other,
         }
     }
 
-    fn evict_all(&self) -> usize {
-        self.warm
-            .lock()
-            .map(|mut q| q.drain(..).count())
-            .unwrap_or(0)
+    fn count(&self, which: impl FnOnce(&InstanceCounters) -> &prometheus::IntCounter) {
+        if let Some(c) = &self.instances {
+            which(c).inc();
+        }
     }
 
-    fn instantiate(&self, caller: String) -> Result<Warm, Fault> {
+    fn evict_all(&self) -> usize {
+        // Taken out under the lock, dropped after it: dropping an instance
+        // resets its pool slot, which other evaluations must not wait for.
+        let evicted = self
+            .warm
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default();
+        evicted.len()
+    }
+
+    fn instantiate(&self, caller: String, hash: u64) -> Result<Warm<Live>, Fault> {
         let mut store = Store::new(
             self.pre.engine(),
             HostState::new(self.shared.clone(), self.limits.memory),
@@ -384,28 +498,31 @@ impl WasmFilter {
             .map_err(|e| self.classify(&e, true))?;
         Ok(Warm {
             caller,
-            store,
-            instance,
-            calls: 0,
+            hash,
+            idle_since: Instant::now(),
+            live: Live {
+                store,
+                instance,
+                calls: 0,
+            },
         })
     }
 
     /// A poisoned lock only means another evaluation panicked; the queue
     /// is then skipped (fresh instances) rather than trusted.
-    fn take_warm(&self, caller: &str) -> Option<Warm> {
-        let mut q = self.warm.lock().ok()?;
-        let i = q.iter().position(|w| w.caller == caller)?;
-        q.remove(i)
+    fn take_warm(&self, caller: &str, hash: u64) -> Option<Warm<Live>> {
+        take(&mut *self.warm.lock().ok()?, caller, hash)
     }
 
-    fn keep_warm(&self, w: Warm) {
-        if let Ok(mut q) = self.warm.lock() {
-            q.push_back(w);
-            // The least recently used instance makes room.
-            while q.len() > MAX_WARM {
-                q.pop_front();
-            }
-        }
+    fn keep_warm(&self, w: Warm<Live>) {
+        // What is not kept is dropped after the lock is released: dropping
+        // an instance resets its pool slot, and the other threads' calls of
+        // this filter must not queue behind that.
+        let not_kept = match self.warm.lock() {
+            Ok(mut q) => keep(&mut q, w, self.warm_cap, Instant::now()),
+            Err(_) => Some(w),
+        };
+        drop(not_kept);
     }
 
     fn classify(&self, e: &wasmtime::Error, instantiating: bool) -> Fault {
@@ -422,5 +539,79 @@ impl WasmFilter {
             return Fault::Instantiate(text);
         }
         Fault::Trap(text)
+    }
+}
+
+/// A caller key's hash for the warm pool's scan. Not a secret and not a
+/// guard: a match is confirmed by comparing the keys themselves.
+fn caller_hash(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warm(caller: &str, live: u32) -> Warm<u32> {
+        Warm {
+            caller: caller.to_string(),
+            hash: caller_hash(caller),
+            idle_since: Instant::now(),
+            live,
+        }
+    }
+
+    fn callers(pool: &VecDeque<Warm<u32>>) -> Vec<&str> {
+        pool.iter().map(|w| w.caller.as_str()).collect()
+    }
+
+    #[test]
+    fn an_instance_is_taken_only_by_its_own_caller() {
+        let mut pool = VecDeque::new();
+        let now = Instant::now();
+        assert!(keep(&mut pool, warm("alice", 1), 4, now).is_none());
+        assert!(take(&mut pool, "bob", caller_hash("bob")).is_none());
+        // A hash that matches is not enough: the key must match too.
+        assert!(take(&mut pool, "bob", caller_hash("alice")).is_none());
+        let got = take(&mut pool, "alice", caller_hash("alice")).map(|w| w.live);
+        assert_eq!(got, Some(1));
+        assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn a_full_pool_keeps_its_active_callers() {
+        let mut pool = VecDeque::new();
+        let now = Instant::now();
+        for (i, who) in ["a", "b"].into_iter().enumerate() {
+            assert!(keep(&mut pool, warm(who, i as u32), 2, now).is_none());
+        }
+        // "a" was used just now: the newcomer's instance is not kept.
+        let later = now + EVICT_IDLE / 2;
+        let back = keep(&mut pool, warm("c", 9), 2, later).map(|w| w.caller);
+        assert_eq!(back.as_deref(), Some("c"));
+        assert_eq!(callers(&pool), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_caller_away_long_enough_makes_room() {
+        let mut pool = VecDeque::new();
+        let now = Instant::now();
+        assert!(keep(&mut pool, warm("a", 0), 2, now).is_none());
+        assert!(keep(&mut pool, warm("b", 1), 2, now + EVICT_IDLE).is_none());
+        // "a" has been idle EVICT_IDLE, "b" not: "a" goes, least recent.
+        let evicted = keep(&mut pool, warm("c", 2), 2, now + EVICT_IDLE).map(|w| w.caller);
+        assert_eq!(evicted.as_deref(), Some("a"));
+        assert_eq!(callers(&pool), ["b", "c"]);
+    }
+
+    #[test]
+    fn the_warm_pool_is_half_the_slots_shared_out() {
+        assert_eq!(warm_cap(256, 2), 64);
+        assert_eq!(warm_cap(256, 1), 128);
+        assert_eq!(warm_cap(256, 0), 128);
+        assert_eq!(warm_cap(16, 64), 1);
     }
 }
