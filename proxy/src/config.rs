@@ -424,7 +424,10 @@ impl Config {
             fix(&mut files.bundle);
             files.federated.values_mut().for_each(fix);
         }
-        self.filters.iter_mut().for_each(|f| fix(&mut f.path));
+        for f in &mut self.filters {
+            fix(&mut f.path);
+            f.config_files.values_mut().for_each(fix);
+        }
         if let Some(svid) = self.auth.as_mut().and_then(|a| a.jwt_svid.as_mut()) {
             svid.bundles.values_mut().for_each(fix);
         }

@@ -32,7 +32,13 @@ fn digest(path: &Path) -> Option<u64> {
 }
 
 fn fingerprint(config: &Config, config_path: Option<&Path>) -> Fingerprint {
-    let mut files: Vec<PathBuf> = config.filters.iter().map(|f| f.path.clone()).collect();
+    // A filter's component and the files its config is read from.
+    let mut files: Vec<PathBuf> = config
+        .filters
+        .iter()
+        .flat_map(|f| std::iter::once(&f.path).chain(f.config_files.values()))
+        .cloned()
+        .collect();
     files.extend(config_path.map(Path::to_path_buf));
     Fingerprint(
         files

@@ -372,3 +372,57 @@ allow if {
     );
     proxy.shutdown().await;
 }
+
+/// A Cedar policy kept in a file (`config_files`), as operators keep
+/// policies: read when the filter loads, and reloaded when the file
+/// changes.
+#[tokio::test]
+async fn a_policy_file_is_read_and_reloaded() {
+    let dir = std::env::temp_dir().join(format!("pcx-policy-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("team.cedar");
+    std::fs::write(&file, "permit (principal, action, resource);\n").unwrap();
+    let upstream = Upstream::start();
+    let extra = format!(
+        "filter_engine:\n  cache_dir: {}\n  reload_interval: 100ms\nfilters:\n  - name: cedar\n    path: {}\n    config_files: {{policies: {}}}\n    timeout: 2s\n",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/filter-cache"),
+        wasm::filter("cedar-filter").display(),
+        file.display(),
+    );
+    let proxy = portcullis::start(config(upstream.addr, "default: allow\nrules: []", &extra))
+        .await
+        .unwrap();
+    let echo = |id| {
+        rpc(
+            &proxy,
+            id,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "hi"}}),
+        )
+    };
+    let ok = echo(1).await;
+    assert!(ok["result"].is_object(), "{ok}");
+
+    std::fs::write(
+        &file,
+        "permit (principal, action, resource);\n@reason(\"echo is off\")\nforbid (principal, action, resource) when { resource has name && resource.name == \"echo\" };\n",
+    )
+    .unwrap();
+    let mut denied = Value::Null;
+    for id in 2..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        denied = echo(id).await;
+        if denied["error"].is_object() {
+            break;
+        }
+    }
+    assert!(
+        denied["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("echo is off"),
+        "the new policy file was not loaded: {denied}"
+    );
+    proxy.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -81,6 +81,12 @@ pub struct FilterSpec {
     /// Handed to the filter as JSON.
     #[serde(default)]
     pub config: serde_json::Value,
+    /// Top-level keys of `config` read from files when the filter loads
+    /// (and reloaded when a file changes): a `.json` file is parsed as
+    /// JSON, any other file is a string (a Cedar or Rego policy, say).
+    /// Relative to the config file's folder.
+    #[serde(default)]
+    pub config_files: std::collections::BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub on_error: OnError,
     /// `shadow`: evaluated on every message that reaches it, its would-be
@@ -157,6 +163,7 @@ impl std::fmt::Debug for FilterSpec {
                 "config",
                 &format_args!("<redacted, {} bytes>", self.config.to_string().len()),
             )
+            .field("config_files", &self.config_files)
             .field("on_error", &self.on_error)
             .field("mode", &self.mode)
             .field("timeout", &self.timeout)
@@ -254,6 +261,42 @@ pub fn build_chain(
     ))
 }
 
+/// The JSON handed to the filter: `config`, with each of `config_files`
+/// read in under its key. A key given both ways is refused: which one
+/// wins would be a guess.
+fn filter_config(spec: &FilterSpec) -> Result<String, String> {
+    if spec.config_files.is_empty() {
+        return Ok(if spec.config.is_null() {
+            "{}".to_string()
+        } else {
+            spec.config.to_string()
+        });
+    }
+    let mut object = match &spec.config {
+        serde_json::Value::Null => serde_json::Map::new(),
+        serde_json::Value::Object(map) => map.clone(),
+        _ => return Err("config must be an object to take config_files".into()),
+    };
+    for (key, path) in &spec.config_files {
+        if object.contains_key(key) {
+            return Err(format!("{key} is given both in config and in config_files"));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("config_files.{key}: {}: {e}", path.display()))?;
+        let value = if path.extension().is_some_and(|x| x == "json") {
+            let bad = |e: String| format!("config_files.{key}: {}: {e}", path.display());
+            // Strict JSON, as everywhere else: duplicate keys are refused,
+            // not resolved one way here and another in the filter.
+            crate::mcp::json::validate(text.as_bytes(), 128).map_err(|e| bad(e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
+        } else {
+            serde_json::Value::String(text)
+        };
+        object.insert(key.clone(), value);
+    }
+    Ok(serde_json::Value::Object(object).to_string())
+}
+
 fn load(engine: &Arc<FilterEngine>, spec: &FilterSpec) -> Result<WasmFilter, FilterError> {
     let limits = Limits {
         timeout: spec.timeout,
@@ -261,12 +304,10 @@ fn load(engine: &Arc<FilterEngine>, spec: &FilterSpec) -> Result<WasmFilter, Fil
         max_output: spec.max_output_bytes,
         isolation: spec.isolation,
     };
-    let config = spec.config.to_string();
-    let config = if spec.config.is_null() {
-        "{}".to_string()
-    } else {
-        config
-    };
+    let config = filter_config(spec).map_err(|reason| FilterError::Load {
+        filter: spec.name.clone(),
+        reason,
+    })?;
     WasmFilter::load(
         engine,
         &spec.name,
@@ -277,4 +318,55 @@ fn load(engine: &Arc<FilterEngine>, spec: &FilterSpec) -> Result<WasmFilter, Fil
         spec.hooks.clone(),
     )
     .map(|f| f.with_mode(spec.mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn spec(config: serde_json::Value, files: &[(&str, &Path)]) -> FilterSpec {
+        let yaml = format!("name: f\npath: f.wasm\nconfig: {config}\n");
+        let mut spec: FilterSpec = serde_yaml_ng::from_str(&yaml).unwrap();
+        spec.config_files = files
+            .iter()
+            .map(|(k, p)| (k.to_string(), p.to_path_buf()))
+            .collect();
+        spec
+    }
+
+    #[test]
+    fn config_files_are_read_in_under_their_keys() {
+        let dir = std::env::temp_dir().join(format!("pcx-config-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = dir.join("p.cedar");
+        let entities = dir.join("e.json");
+        let twice = dir.join("twice.json");
+        std::fs::write(&policy, "permit (principal, action, resource);").unwrap();
+        std::fs::write(&entities, r#"[{"uid": {"type": "G", "id": "a"}}]"#).unwrap();
+        std::fs::write(&twice, r#"{"a": 1, "a": 2}"#).unwrap();
+
+        let s = spec(
+            serde_json::json!({"x": 1}),
+            &[("policies", &policy), ("entities", &entities)],
+        );
+        let got: serde_json::Value = serde_json::from_str(&filter_config(&s).unwrap()).unwrap();
+        assert_eq!(got["x"], 1);
+        assert_eq!(got["policies"], "permit (principal, action, resource);");
+        assert_eq!(got["entities"][0]["uid"]["id"], "a");
+
+        let both = spec(
+            serde_json::json!({"policies": ""}),
+            &[("policies", &policy)],
+        );
+        assert!(filter_config(&both).unwrap_err().contains("both"));
+        let not_object = spec(serde_json::json!([1]), &[("policies", &policy)]);
+        assert!(filter_config(&not_object).is_err());
+        let missing = spec(serde_json::Value::Null, &[("p", &dir.join("nope"))]);
+        assert!(filter_config(&missing).unwrap_err().contains("nope"));
+        let dup = spec(serde_json::Value::Null, &[("d", &twice)]);
+        assert!(filter_config(&dup).is_err(), "duplicate keys are refused");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
