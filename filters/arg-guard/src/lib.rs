@@ -84,9 +84,23 @@ fn under(path: &str, prefix: &str) -> bool {
 /// exactly regex-lite's classes and case folding; what it would read
 /// differently (`.`, negated classes, `\xNN` and non-ASCII in classes match
 /// bytes there) can match invalid UTF-8, which `regex::Regex` refuses to
-/// compile, so those patterns stay with regex-lite. `regex` is built
-/// without its Unicode tables, so a `(?u)` that needs them fails to
-/// compile too and stays with regex-lite.
+/// compile, so those patterns stay with regex-lite. A pattern that turns
+/// Unicode mode on (`(?u)`, `(?iu:...)`) stays with regex-lite too: that
+/// is decided from the pattern's text, not from whether `regex` happens to
+/// have its Unicode tables (cargo unifies features, and a build beside
+/// another crate that enables them would otherwise change the meaning).
+/// Whether any flag group of `src` (`(?flags)` or `(?flags:...)`) names
+/// `u`. Conservative: a literal `\(?u` is counted too, which only costs
+/// the fast path.
+fn sets_unicode_flag(src: &str) -> bool {
+    src.match_indices("(?").any(|(i, _)| {
+        src[i + 2..]
+            .chars()
+            .take_while(|c| *c != ':' && *c != ')')
+            .any(|c| c == 'u')
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct Pattern {
     src: String,
@@ -114,6 +128,9 @@ impl Pattern {
     fn dfa(&self) -> Option<&regex::Regex> {
         self.dfa
             .get_or_init(|| {
+                if sets_unicode_flag(&self.src) {
+                    return None;
+                }
                 regex::RegexBuilder::new(&self.src)
                     .unicode(false)
                     .build()
@@ -430,6 +447,10 @@ mod tests {
         assert!(!dfa(r"^.$"));
         assert!(!dfa(r"[^a]"));
         assert!(!dfa(r"(?u)\s"));
+        assert!(!dfa(r"(?iu:k)"));
+        assert!(!dfa(r"a(?i-u:b)"));
+        assert!(dfa(r"(?i)k"));
+        assert!(dfa(r"(?:ab)+"));
     }
 
     #[test]
