@@ -23,6 +23,9 @@ rust_ticket="${RUST_TICKET_WASM:-$root/target/wasm32-wasip2/release/require_tick
 # needs about 1 ms cold, 10-45 us warm: policy-sdk/guides/python.md). This
 # test is about decisions, so it gives 100 ms; a fault still fails it.
 timeout="${POLYGLOT_TIMEOUT:-100ms}"
+# Compiled components are kept between runs: compiling a Python or
+# JavaScript component takes 10-20 s of CPU on the debug build.
+cache="${POLYGLOT_CACHE:-$root/target/filter-cache}"
 passed=0
 failed=0
 work="$(mktemp -d)"
@@ -47,7 +50,7 @@ done
 run() {
   local label="$1" log="$2"; shift 2
   local rc counts
-  RUST_BACKTRACE=0 "$bin" policy test --timeout "$timeout" "$@" >"$log" 2>&1
+  RUST_BACKTRACE=0 "$bin" policy test --timeout "$timeout" --cache-dir "$cache" "$@" >"$log" 2>&1
   rc=$?
   sed "s/^/[$label] /" "$log"
   # A fault (trap, deadline, memory) also denies, and would pass a fixture
@@ -126,7 +129,7 @@ for lang in python js; do
     --fixtures examples/parity/calls
   # validate-config's error (a raised Err / a thrown string) must refuse
   # the load, with the filter's own reason.
-  out="$(RUST_BACKTRACE=0 "$bin" policy test --timeout "$timeout" \
+  out="$(RUST_BACKTRACE=0 "$bin" policy test --timeout "$timeout" --cache-dir "$cache" \
     --filter "$wasm/$lang/require_ticket.wasm" --config "$bad_config" \
     --fixtures examples/policy-author/fixtures/calls 2>&1)"
   if [ $? -ne 0 ] && grep -q 'configuration refused: config needs `prefix`, a string' <<<"$out"; then

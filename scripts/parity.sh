@@ -22,6 +22,8 @@ repeat=200
 [ "$profile" = release ] && repeat=2000
 work="target/parity"
 mkdir -p "$work"
+# cedarpy and regopy, for the cross-check below.
+bash scripts/install-peers.sh >/dev/null
 
 # name | --filter or --rules | config | component
 impls=(
@@ -39,7 +41,7 @@ for impl in "${impls[@]}"; do
   IFS='|' read -r name what config component <<<"$impl"
   log="$work/${name// /-}.log"
   # shellcheck disable=SC2086
-  if ! "$bin" policy test $what ${config:+--config "$config"} --timeout 100ms \
+  if ! "$bin" policy test $what ${config:+--config "$config"} --timeout 100ms --cache-dir "$root/target/filter-cache" \
     --fixtures examples/parity/calls --repeat "$repeat" >"$log" 2>&1; then
     echo "parity: $name does not give every fixture its expected decision:" >&2
     grep -v '^PASS' "$log" | sed 's/^/  /' >&2

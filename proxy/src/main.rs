@@ -139,6 +139,9 @@ enum PolicyCommand {
         /// The filter's memory limit in bytes (`memory_limit_bytes`).
         #[arg(long, default_value_t = 32 << 20)]
         memory: usize,
+        /// Keep compiled filters here between runs (`filter_engine.cache_dir`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
         /// Evaluate each fixture this many more times, warm, and print the
         /// mean time of one evaluation.
         #[arg(long, default_value_t = 0)]
@@ -181,9 +184,11 @@ async fn main() -> anyhow::Result<()> {
                     audit,
                     timeout,
                     memory,
+                    cache_dir,
                     repeat,
                 },
         } => policy_test(PolicyTestArgs {
+            cache_dir,
             filter,
             rules,
             config,
@@ -330,6 +335,7 @@ struct PolicyTestArgs {
     audit: Option<PathBuf>,
     timeout: std::time::Duration,
     memory: usize,
+    cache_dir: Option<PathBuf>,
     repeat: u32,
 }
 
@@ -353,6 +359,9 @@ fn policy_test(args: PolicyTestArgs) -> anyhow::Result<()> {
         rules,
         timeout: args.timeout,
         memory: args.memory,
+        // The engine's cache wants an absolute path; a relative one is
+        // taken from the working directory, as a user typing it means.
+        cache_dir: args.cache_dir.map(|p| std::path::absolute(&p).unwrap_or(p)),
     })?;
     if let Some(log) = &args.audit {
         let r = policy_test::replay(&chain, log)?;

@@ -80,6 +80,10 @@ pub struct Setup<'a> {
     /// The filter's memory limit; components of interpreted languages
     /// need more than the default.
     pub memory: usize,
+    /// Where compiled filters are kept between runs (as the sidecar's
+    /// `filter_engine.cache_dir`): a Python or JavaScript component takes
+    /// seconds to compile.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Loads the filter alone in a chain, as the sidecar would.
@@ -87,7 +91,7 @@ pub fn load(setup: &Setup<'_>) -> Result<FilterChain, PolicyTestError> {
     let mut filters = Vec::new();
     if let Some(filter) = setup.filter {
         let engine = Arc::new(FilterEngine::new(&EngineOptions {
-            cache_dir: None,
+            cache_dir: setup.cache_dir.clone(),
             // A componentize-py filter links 38 core instances (CPython,
             // libc, its WASI stubs...); the pool allows 8 per instance.
             max_instances: 16,
