@@ -335,7 +335,7 @@ impl Policy for FilterChain {
     fn check(&self, req: &Request<'_>) -> Decision {
         let decision = self.decide(req);
         match &decision {
-            Decision::Allow => self.enforced("allow", ""),
+            Decision::Allow => self.metrics.allowed(),
             Decision::Deny(d) => self.enforced("deny", &d.by),
             Decision::Rewrite { by, .. } => self.enforced("rewrite", by),
         }

@@ -1,9 +1,9 @@
 //! The filter engine's metrics: evaluations, their latency, faults,
 //! reloads, and whether each evaluation found a warm instance.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Registry};
 
-use crate::policy::Mode;
+use crate::{metrics::counter, policy::Mode};
 
 #[derive(Clone)]
 pub struct FilterMetrics {
@@ -12,6 +12,9 @@ pub struct FilterMetrics {
     faults: IntCounterVec,
     reloads: IntCounterVec,
     decisions: IntCounterVec,
+    /// `decisions_total{mode="enforce",decision="allow",by=""}`, resolved
+    /// once: it is counted on almost every message.
+    allowed: IntCounter,
     instances: IntCounterVec,
 }
 
@@ -27,11 +30,10 @@ pub struct InstanceCounters {
 
 impl FilterMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let evals = IntCounterVec::new(
-            Opts::new(
-                "filter_evaluations_total",
-                "WASM filter evaluations by filter, hook and outcome",
-            ),
+        let evals = counter(
+            registry,
+            "filter_evaluations_total",
+            "WASM filter evaluations by filter, hook and outcome",
             &["filter", "hook", "outcome"],
         )?;
         let latency = HistogramVec::new(
@@ -45,45 +47,40 @@ impl FilterMetrics {
             ]),
             &["filter"],
         )?;
-        let faults = IntCounterVec::new(
-            Opts::new(
-                "filter_faults_total",
-                "WASM filter failures (trap, deadline, memory, output) by filter and kind",
-            ),
+        registry.register(Box::new(latency.clone()))?;
+        let faults = counter(
+            registry,
+            "filter_faults_total",
+            "WASM filter failures (trap, deadline, memory, output) by filter and kind",
             &["filter", "kind"],
         )?;
-        let reloads = IntCounterVec::new(
-            Opts::new("filter_reloads_total", "Filter chain reloads by result"),
+        let reloads = counter(
+            registry,
+            "filter_reloads_total",
+            "Filter chain reloads by result",
             &["result"],
         )?;
-        let decisions = IntCounterVec::new(
-            Opts::new(
-                "decisions_total",
-                "Policy decisions on messages and results by mode (enforce, or shadow: \
-                 what a shadow rule or filter would have done), decision and the rule or \
-                 filter that decided",
-            ),
+        let decisions = counter(
+            registry,
+            "decisions_total",
+            "Policy decisions on messages and results by mode (enforce, or shadow: \
+             what a shadow rule or filter would have done), decision and the rule or \
+             filter that decided",
             &["mode", "decision", "by"],
         )?;
-        let instances = IntCounterVec::new(
-            Opts::new(
-                "filter_instances_total",
-                "Instances that served WASM filter evaluations by filter and outcome: warm \
-                 (kept for the same caller) or fresh (instantiated for the evaluation)",
-            ),
+        let instances = counter(
+            registry,
+            "filter_instances_total",
+            "Instances that served WASM filter evaluations by filter and outcome: warm \
+             (kept for the same caller) or fresh (instantiated for the evaluation)",
             &["filter", "outcome"],
         )?;
-        registry.register(Box::new(instances.clone()))?;
-        registry.register(Box::new(decisions.clone()))?;
-        registry.register(Box::new(evals.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(faults.clone()))?;
-        registry.register(Box::new(reloads.clone()))?;
         Ok(Self {
             evals,
             latency,
             faults,
             reloads,
+            allowed: decisions.with_label_values(&[Mode::Enforce.label(), "allow", ""]),
             decisions,
             instances,
         })
@@ -103,6 +100,11 @@ impl FilterMetrics {
 
     pub fn fault(&self, filter: &str, kind: &str) {
         self.faults.with_label_values(&[filter, kind]).inc();
+    }
+
+    /// An enforced plain allow.
+    pub fn allowed(&self) {
+        self.allowed.inc();
     }
 
     /// One decision: `by` is the rule or filter (empty for a plain allow).
