@@ -101,18 +101,37 @@ fn sets_unicode_flag(src: &str) -> bool {
     })
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Pattern {
     src: String,
     lite: regex_lite::Regex,
-    /// `regex`'s compile of `src`, made on the first long text (`None`: it
-    /// does not compile, regex-lite searches everything).
+    /// `regex`'s compile of `src`, made once regex-lite has scanned
+    /// [`LONG_TEXT`] bytes (`None`: it does not compile, regex-lite
+    /// searches everything).
     dfa: std::sync::OnceLock<Option<regex::Regex>>,
+    /// Bytes regex-lite has scanned for this pattern so far.
+    scanned: std::sync::atomic::AtomicUsize,
 }
 
-/// The text length from which the DFA is compiled and used. Compiling it
-/// costs about 70 µs in the guest, what regex-lite takes for about 2 KB,
-/// so a fresh instance checking short arguments never pays for it.
+impl Clone for Pattern {
+    fn clone(&self) -> Self {
+        Self {
+            src: self.src.clone(),
+            lite: self.lite.clone(),
+            dfa: self.dfa.clone(),
+            scanned: std::sync::atomic::AtomicUsize::new(
+                self.scanned.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        }
+    }
+}
+
+/// Compiling the DFA costs about 70 µs in the guest, what regex-lite
+/// takes for about 2 KB. It is compiled when regex-lite has scanned that
+/// much for the pattern, in one text or over many calls of a warm
+/// instance (the rent-or-buy rule): a fresh instance checking one short
+/// argument never pays for it, and a warm one stops paying 40 ns a byte
+/// after a few dozen calls.
 const LONG_TEXT: usize = 2048;
 
 impl Pattern {
@@ -122,6 +141,7 @@ impl Pattern {
             src: src.to_string(),
             lite,
             dfa: std::sync::OnceLock::new(),
+            scanned: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -140,9 +160,14 @@ impl Pattern {
     }
 
     pub fn is_match(&self, text: &str) -> bool {
-        let dfa = if text.len() >= LONG_TEXT {
+        use std::sync::atomic::Ordering::Relaxed;
+        // The guest is single-threaded; the atomic only keeps `Pattern`
+        // `Sync` for the OnceLock beside it.
+        let scanned = self.scanned.load(Relaxed).saturating_add(text.len());
+        let dfa = if scanned >= LONG_TEXT {
             self.dfa()
         } else {
+            self.scanned.store(scanned, Relaxed);
             None
         };
         match dfa {
@@ -451,6 +476,25 @@ mod tests {
         assert!(!dfa(r"a(?i-u:b)"));
         assert!(dfa(r"(?i)k"));
         assert!(dfa(r"(?:ab)+"));
+    }
+
+    /// Short texts stay with regex-lite until it has scanned what the
+    /// DFA's compile costs; then the DFA serves them, with the same answers.
+    #[test]
+    fn a_warm_pattern_moves_to_the_dfa() {
+        let p = Pattern::new(r"(?i)drop\s+table").unwrap();
+        let (clean, bad) = (
+            "The quick brown fox jumps over the lazy dog",
+            "x; DROP\tTable y",
+        );
+        for _ in 0..(LONG_TEXT / clean.len()) {
+            assert!(p.dfa.get().is_none());
+            assert!(!p.is_match(clean));
+        }
+        assert!(!p.is_match(clean));
+        assert!(p.dfa.get().is_some_and(Option::is_some));
+        assert!(p.is_match(bad));
+        assert!(!p.is_match(clean));
     }
 
     #[test]
