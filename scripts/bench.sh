@@ -13,6 +13,11 @@ case "${1:-}" in
   --curves) mode=curves; shift ;;
 esac
 
+# The portcullis binary measured: the release profile by default;
+# PORTCULLIS_PROFILE=sidecar measures the shipped build (fat LTO, one
+# codegen unit: about 6 minutes more to build here; bench/README.md).
+profile="${PORTCULLIS_PROFILE:-release}"
+
 rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
 # The chart's text is drawn with DejaVu Sans.
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
@@ -24,9 +29,9 @@ cargo build --quiet --release --target wasm32-wasip2 -p tool-rbac -p arg-guard
 
 if [ "$mode" = curves ]; then
   # portcullis alone: no Envoy in the curves.
-  cargo build --quiet --release -p portcullis --bin portcullis
+  cargo build --quiet --profile "$profile" -p portcullis --bin portcullis
   cargo build --quiet --release -p portcullis-bench
-  exec target/release/portcullis-bench curves --portcullis target/release/portcullis "$@"
+  exec target/release/portcullis-bench curves --portcullis "target/$profile/portcullis" "$@"
 fi
 
 bash scripts/install-peers.sh >/dev/null
@@ -48,7 +53,7 @@ if [ "$mode" = smoke ]; then
     --work target/bench-smoke/curves-work --out target/bench-smoke
 fi
 
-cargo build --quiet --release -p portcullis --bin portcullis
+cargo build --quiet --profile "$profile" -p portcullis --bin portcullis
 cargo build --quiet --release -p portcullis-bench
 exec target/release/portcullis-bench run \
-  --portcullis target/release/portcullis --envoy "$envoy" --envoy-wasm "$wasm" "$@"
+  --portcullis "target/$profile/portcullis" --envoy "$envoy" --envoy-wasm "$wasm" "$@"
