@@ -108,13 +108,27 @@ async fn rewrite_is_forwarded_and_results_are_redacted() {
         json!({"constraints": [{"tools": ["read_file"], "pointer": "/path", "path_prefix": "/srv", "normalize": true}]}),
         "",
     );
+    // A later filter judges the rewritten arguments, not the client's:
+    // this one refuses the resolved spelling of a path that the client
+    // wrote another way.
+    let after = filter_yaml(
+        "after-guard",
+        "arg-guard",
+        json!({"constraints": [{"tools": ["read_file"], "pointer": "/path", "deny_regex": "^/srv/c$"}]}),
+        "",
+    );
     let redact = filter_yaml("redact", "redact", json!({}), "    hooks: [result]\n");
-    let proxy = start(&upstream, &[guard, redact]).await;
+    let proxy = start(&upstream, &[guard, after, redact]).await;
     // The example server echoes the path it was given: the rewrite shows.
     let r = call(&proxy, 1, "read_file", json!({"path": "/srv/a/../b"})).await;
     assert!(
         r["result"].to_string().contains("contents of /srv/b"),
         "{r}"
+    );
+    let resolved = call(&proxy, 4, "read_file", json!({"path": "/srv/a/../c"})).await;
+    assert_eq!(
+        resolved["error"]["data"]["by"], "filter:after-guard",
+        "{resolved}"
     );
     let escape = call(
         &proxy,

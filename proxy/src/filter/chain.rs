@@ -239,12 +239,19 @@ impl FilterChain {
         if let Some(d) = self.rules.shadow_denial(req) {
             self.shadow(req, Shadowed::Deny, &d.by, &d.reason);
         }
-        let mut args: Option<Box<RawValue>> = req.call.arguments.clone();
+        // One WIT call for the whole chain, built on the first filter that
+        // wants it: only a rewrite changes it (its arguments), so the
+        // arguments (up to megabytes) and the rest are not copied again
+        // for every filter.
+        let mut call: Option<types::Call> = None;
+        let mut rewritten: Option<Box<RawValue>> = None;
         let mut rewritten_by: Vec<&str> = Vec::new();
         for f in self.filters.iter().filter(|f| f.handles(Hook::Request)) {
-            let call = convert::call(req, args.as_deref().map(RawValue::get));
+            let call = call.get_or_insert_with(|| {
+                convert::call(req, req.call.arguments.as_deref().map(RawValue::get))
+            });
             let outcome = self
-                .timed(f, "request", || f.on_request(&call, req.principal.key()))
+                .timed(f, "request", || f.on_request(call, req.principal.key()))
                 .and_then(|d| decode_request(d, self.max_json_depth));
             if f.mode == Mode::Shadow {
                 let name = by(&[&f.name]);
@@ -260,7 +267,8 @@ impl FilterChain {
                 Ok(Step::Allow) => {}
                 Ok(Step::Deny(d)) => return Decision::Deny(denial(f, d)),
                 Ok(Step::Rewrite(new)) => {
-                    args = Some(new);
+                    call.arguments = Some(new.get().to_string());
+                    rewritten = Some(new);
                     rewritten_by.push(&f.name);
                 }
                 Err(fault) => match self.fault(f, "request", &fault) {
@@ -269,12 +277,12 @@ impl FilterChain {
                 },
             }
         }
-        match (args, rewritten_by.is_empty()) {
-            (Some(arguments), false) => Decision::Rewrite {
+        match rewritten {
+            Some(arguments) => Decision::Rewrite {
                 arguments,
                 by: by(&rewritten_by),
             },
-            _ => Decision::Allow,
+            None => Decision::Allow,
         }
     }
 

@@ -63,7 +63,12 @@ impl Answers {
         let Some(id) = &call.id else { return };
         let keep = inspect || call.method == "tools/call";
         let pending = keep.then(|| Pending {
-            call: call.clone(),
+            // Without result hooks the answer is read only for a task it
+            // creates, which needs the target, not the arguments.
+            call: match inspect {
+                true => call.clone(),
+                false => call.without_arguments(),
+            },
             inspect,
         });
         self.waiting.insert(canonical_id(id.get()), pending);
