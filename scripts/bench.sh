@@ -17,6 +17,10 @@ esac
 # PORTCULLIS_PROFILE=sidecar measures the shipped build (fat LTO, one
 # codegen unit: about 6 minutes more to build here; bench/README.md).
 profile="${PORTCULLIS_PROFILE:-release}"
+case "$profile" in
+  release | sidecar) ;;
+  *) echo "PORTCULLIS_PROFILE: release or sidecar, not $profile" >&2; exit 2 ;;
+esac
 
 rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
 # The chart's text is drawn with DejaVu Sans.
