@@ -367,6 +367,7 @@ async fn args(ctx: &mut Ctx) -> anyhow::Result<Curve> {
                 principal: None,
                 tools: &["echo"],
                 fresh: false,
+                reuse: true,
             },
             Filter::ArgGuard {
                 max_length: (largest * 2).max(1024),
@@ -427,6 +428,7 @@ async fn filters(ctx: &mut Ctx) -> anyhow::Result<Curve> {
                 principal: None,
                 tools: &["echo"],
                 fresh: false,
+                reuse: false,
             })
             .collect();
         let cfg = configs::portcullis(false, None, Policy::Allow, &chain);
@@ -500,8 +502,10 @@ async fn filters(ctx: &mut Ctx) -> anyhow::Result<Curve> {
     }
     notes.push(format!(
         "Each filter is tool-rbac as in configuration i (allows `echo` to anyone), hooks `request` \
-         and `list`; the chain of 0 has the default-allow policy and no filter. {} calls in flight. \
-         Slopes are least-squares fits over every point.",
+         and `list`, with `reuse_decisions: false`, so that every call is evaluated by every \
+         filter (with the default, all but the first call of each filter would reuse its \
+         decision); the chain of 0 has the default-allow policy and no filter. {} calls in \
+         flight. Slopes are least-squares fits over every point.",
         ctx.s.connections
     ));
     Ok(Curve {
@@ -547,6 +551,7 @@ async fn list(ctx: &mut Ctx) -> anyhow::Result<Curve> {
                 principal: None,
                 tools: &["echo", "read_*"],
                 fresh: false,
+                reuse: true,
             }],
         );
         let cases = [
@@ -712,6 +717,7 @@ async fn warm_pool(ctx: &mut Ctx) -> anyhow::Result<Curve> {
                     principal: Some(configs::ANY_BENCH_CALLER),
                     tools: &["echo"],
                     fresh,
+                    reuse: false,
                 },
                 Filter::ArgGuard {
                     max_length: 1024,
@@ -835,13 +841,17 @@ fn warm_pool_notes(workers: usize) -> Vec<String> {
              an idle connection picked at random; caller i holds connections i, i + callers, …. \
              Every caller has its own SVID (`spiffe://bench.local/ns/bench/sa/caller-i`, minted \
              with `portcullis ca issue`). tool-rbac allows `echo` to \
-             `spiffe://bench.local/ns/bench/sa/*`; arg-guard is d's."
+             `spiffe://bench.local/ns/bench/sa/*`, with `reuse_decisions: false` so that this \
+             curve measures the instance pool (with the default, each caller's calls after its \
+             first would reuse tool-rbac's decision); arg-guard is d's."
         ),
-        "Hit rate: the share of the measured run's evaluations that found a warm instance, \
-         counted by the proxy (`portcullis_filter_instances_total{filter,outcome=\"warm|fresh\"}`). \
+        "Hit rate: the share of the measured run's calls of the filter that needed no new \
+         instance, counted by the proxy (`portcullis_filter_instances_total{filter,outcome=\"warm|fresh|cached\"}`; \
+         `cached`, a reused decision, counts as a hit). \
          portcullis keeps up to half of `filter_engine.max_instances` (256 by default) warm, \
          shared equally among the filters with `isolation: caller`: 64 per filter here, least \
-         recently used evicted first. With `isolation: call` every evaluation is fresh (0 %)."
+         recently used evicted first. With `isolation: call` every evaluation is fresh, so \
+         arg-guard's hit rate there is 0 %."
             .to_string(),
     ]
 }

@@ -9,16 +9,24 @@ use http_body_util::{BodyExt, Full};
 
 use crate::conn::Endpoint;
 
-/// One filter's evaluations and mean time per evaluation.
+/// One filter's calls and mean time per call; `reused` of those calls
+/// were answered with a decision already made (a filter that declares what
+/// it decides on), the rest evaluated.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FilterCost {
     pub filter: String,
     pub evaluations: u64,
     pub mean_us: f64,
+    pub reused: u64,
 }
 
 pub async fn filter_costs(admin: SocketAddr) -> Result<Vec<FilterCost>, String> {
-    Ok(parse(&metrics_text(admin).await?))
+    let text = metrics_text(admin).await?;
+    let mut costs = parse(&text);
+    for c in &mut costs {
+        c.reused = instance_counts(&text, &c.filter).cached as u64;
+    }
+    Ok(costs)
 }
 
 /// The proxy's Prometheus text from its admin port.
@@ -62,17 +70,20 @@ fn parse(text: &str) -> Vec<FilterCost> {
                 filter,
                 evaluations: count as u64,
                 mean_us: sum / count * 1e6,
+                reused: 0,
             })
         })
         .collect()
 }
 
 /// One filter's `filter_instances_total`: evaluations served by a warm
-/// instance and by a fresh one.
+/// instance, by a fresh one, and calls answered with a reused decision
+/// (filters that declare what they decide on).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct InstanceCounts {
     pub warm: f64,
     pub fresh: f64,
+    pub cached: f64,
 }
 
 impl InstanceCounts {
@@ -81,14 +92,15 @@ impl InstanceCounts {
         Self {
             warm: (self.warm - before.warm).max(0.0),
             fresh: (self.fresh - before.fresh).max(0.0),
+            cached: (self.cached - before.cached).max(0.0),
         }
     }
 
-    /// The share of evaluations that found a warm instance; none if there
-    /// were no evaluations.
+    /// The share of calls that needed no new instance (a warm one, or a
+    /// reused decision); none if there were no calls.
     pub fn hit_rate(&self) -> Option<f64> {
-        let total = self.warm + self.fresh;
-        (total > 0.0).then(|| self.warm / total)
+        let total = self.warm + self.fresh + self.cached;
+        (total > 0.0).then(|| (self.warm + self.cached) / total)
     }
 }
 
@@ -105,6 +117,7 @@ pub fn instance_counts(text: &str, filter: &str) -> InstanceCounts {
     InstanceCounts {
         warm: count("warm"),
         fresh: count("fresh"),
+        cached: count("cached"),
     }
 }
 
@@ -120,14 +133,19 @@ mod tests {
             a,
             super::InstanceCounts {
                 warm: 12.0,
-                fresh: 4.0
+                fresh: 4.0,
+                cached: 0.0,
             }
         );
         let before = super::InstanceCounts {
             warm: 2.0,
             fresh: 2.0,
+            cached: 0.0,
         };
         assert_eq!(a.since(&before).hit_rate(), Some(10.0 / 12.0));
+        let cached = "portcullis_filter_instances_total{filter=\"r\",outcome=\"fresh\"} 1\n\
+            portcullis_filter_instances_total{filter=\"r\",outcome=\"cached\"} 3\n";
+        assert_eq!(super::instance_counts(cached, "r").hit_rate(), Some(0.75));
         assert_eq!(super::instance_counts(text, "c").hit_rate(), None);
     }
 

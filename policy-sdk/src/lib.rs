@@ -56,6 +56,7 @@
 mod call;
 mod decision;
 pub mod host;
+pub mod inputs;
 pub mod pattern;
 pub mod testing;
 
@@ -67,6 +68,7 @@ pub use call::{
     Call, Header, ListItem, ListKind, MessageKind, Principal, Target, TargetKind, Token, TokenKind,
 };
 pub use decision::{Decision, Denial, ResultDecision};
+pub use inputs::Input;
 
 /// A policy filter. Every hook has a default that allows, so a filter
 /// implements only what it cares about.
@@ -74,6 +76,15 @@ pub trait Filter {
     /// The filter's configuration, parsed from the JSON given in the
     /// sidecar's config.
     type Config: serde::de::DeserializeOwned;
+
+    /// The parts of a call `on_request` decides on, when its decision is a
+    /// function of those parts and the configuration alone: it reads no
+    /// counter, store or clock and remembers nothing between calls. The
+    /// host then shows `on_request` only these parts and may reuse a
+    /// decision for a call equal in them (see [`inputs`]). `None`, the
+    /// default, for any filter that keeps state: it is run on every call
+    /// and sees every part.
+    const DECIDES_ON: Option<&'static [Input]> = None;
 
     /// Checks a configuration beyond what its type enforces. Called when the
     /// filter is loaded; an error refuses the load.
@@ -116,7 +127,7 @@ pub fn load_config<F: Filter>(json: &str) -> Result<F::Config, String> {
 pub mod prelude {
     pub use crate::testing::{CallBuilder, Harness};
     pub use crate::{
-        export_filter, host, Call, Decision, Denial, Filter, ListItem, ListKind, Principal,
+        export_filter, host, Call, Decision, Denial, Filter, Input, ListItem, ListKind, Principal,
         ResultDecision, Target, TargetKind, Token, TokenKind,
     };
 }
@@ -129,6 +140,11 @@ macro_rules! export_filter {
     ($filter:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            // What `on_request` decides on, for the host (see `inputs`).
+            #[link_section = "portcullis:decides-on"]
+            #[used]
+            static __PORTCULLIS_DECIDES_ON: [u8; 4] =
+                $crate::inputs::section(<$filter as $crate::Filter>::DECIDES_ON);
             struct __PortcullisGuest;
             impl $crate::guest::Guest for __PortcullisGuest {
                 fn validate_config(

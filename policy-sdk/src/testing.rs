@@ -33,8 +33,13 @@ impl<F: Filter> Harness<F> {
         })
     }
 
+    /// Runs `on_request` on what the host would show the filter: only the
+    /// parts it declared in [`Filter::DECIDES_ON`], if it declared any.
     pub fn request(&self, call: &Call) -> Decision {
-        F::on_request(&self.config, call)
+        match F::DECIDES_ON {
+            Some(inputs) => F::on_request(&self.config, &call.narrowed(inputs)),
+            None => F::on_request(&self.config, call),
+        }
     }
 
     pub fn result(&self, call: &Call, result: &Value) -> ResultDecision {

@@ -143,7 +143,8 @@ enum PolicyCommand {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
         /// Evaluate each fixture this many more times, warm, and print the
-        /// mean time of one evaluation.
+        /// mean time of one evaluation (decisions are not reused here, even
+        /// for a filter that declares what it decides on).
         #[arg(long, default_value_t = 0)]
         repeat: u32,
     },
@@ -362,6 +363,7 @@ fn policy_test(args: PolicyTestArgs) -> anyhow::Result<()> {
         // The engine's cache wants an absolute path; a relative one is
         // taken from the working directory, as a user typing it means.
         cache_dir: args.cache_dir.map(|p| std::path::absolute(&p).unwrap_or(p)),
+        reuse_decisions: args.repeat == 0,
     })?;
     if let Some(log) = &args.audit {
         let r = policy_test::replay(&chain, log)?;

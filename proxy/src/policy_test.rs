@@ -84,6 +84,10 @@ pub struct Setup<'a> {
     /// `filter_engine.cache_dir`): a Python or JavaScript component takes
     /// seconds to compile.
     pub cache_dir: Option<PathBuf>,
+    /// Reuse decisions of a filter that declares what it decides on, as
+    /// the sidecar does by default. `--repeat` turns it off, so that its
+    /// figure is the filter's evaluation, not a lookup.
+    pub reuse_decisions: bool,
 }
 
 /// Loads the filter alone in a chain, as the sidecar would.
@@ -107,15 +111,18 @@ pub fn load(setup: &Setup<'_>) -> Result<FilterChain, PolicyTestError> {
         let name = filter
             .file_stem()
             .map_or("filter".into(), |s| s.to_string_lossy().into_owned());
-        filters.push(Arc::new(WasmFilter::load(
-            &engine,
-            &name,
-            filter,
-            setup.config.to_string(),
-            limits,
-            OnError::Deny,
-            hooks,
-        )?));
+        filters.push(Arc::new(
+            WasmFilter::load(
+                &engine,
+                &name,
+                filter,
+                setup.config.to_string(),
+                limits,
+                OnError::Deny,
+                hooks,
+            )?
+            .with_decision_reuse(setup.reuse_decisions),
+        ));
     }
     Ok(FilterChain::new(
         setup.rules.clone(),

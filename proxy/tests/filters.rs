@@ -99,6 +99,59 @@ async fn denial_names_the_filter_and_lists_are_filtered() {
     proxy.shutdown().await;
 }
 
+/// tool-rbac declares what it decides on (the principal and the target):
+/// its decisions are reused for equal calls, denials included, and counted
+/// as `cached`. arg-guard declares nothing and is run on every call.
+#[tokio::test]
+async fn declared_decisions_are_reused_and_counted() {
+    let upstream = Upstream::start();
+    let guard = filter_yaml(
+        "arg-guard",
+        "arg-guard",
+        json!({"constraints": [{"tools": ["echo"], "pointer": "/text", "deny_regex": "(?i)drop\\s+table"}]}),
+        "    hooks: [request]\n",
+    );
+    let rbac = filter_yaml(
+        "tool-rbac",
+        "tool-rbac",
+        json!({"default": "allow", "rules": [{"name": "no-delete", "effect": "deny", "tools": ["delete_*"]}]}),
+        "    hooks: [request]\n",
+    );
+    let proxy = start(&upstream, &[rbac, guard]).await;
+    let mut denials = Vec::new();
+    for id in 0..3 {
+        assert!(call(&proxy, id, "echo", json!({"text": "hi"})).await["result"].is_object());
+        let denied = call(&proxy, 10 + id, "delete_file", json!({"path": "/x"})).await;
+        denials.push(denied["error"].clone());
+    }
+    assert_eq!(denials[0]["data"]["by"], "filter:tool-rbac", "{denials:?}");
+    assert!(denials.iter().all(|d| *d == denials[0]), "{denials:?}");
+    // arg-guard still sees every call's arguments.
+    let dropped = call(&proxy, 20, "echo", json!({"text": "DROP  table x"})).await;
+    assert_eq!(
+        dropped["error"]["data"]["by"], "filter:arg-guard",
+        "{dropped}"
+    );
+    let metrics = support::sessions::metrics(&proxy).await;
+    let count = |filter: &str, outcome: &str| -> u64 {
+        let line = format!(
+            "portcullis_filter_instances_total{{filter=\"{filter}\",outcome=\"{outcome}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+    };
+    // Two distinct calls evaluated, the other five reused.
+    assert_eq!(count("tool-rbac", "cached"), 5);
+    assert_eq!(count("tool-rbac", "warm") + count("tool-rbac", "fresh"), 2);
+    assert_eq!(count("arg-guard", "cached"), 0);
+    assert_eq!(count("arg-guard", "warm") + count("arg-guard", "fresh"), 4);
+    assert_eq!(upstream.posts(), 3, "only the allowed echo calls went on");
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn rewrite_is_forwarded_and_results_are_redacted() {
     let upstream = Upstream::start();

@@ -187,6 +187,38 @@ fn a_filter_can_require_the_agent_and_the_user_together() {
     assert!(visible(&c, &principal(None, writer), &tools).is_empty());
 }
 
+/// tool-rbac declares that it decides on the principal and the target, so
+/// the host reuses its decisions; a reused decision must never serve a
+/// principal that differs in anything the filter sees. Here the two differ
+/// only in the token's scopes: the same peer, issuer and subject, so the
+/// same principal key.
+#[test]
+fn a_reused_decision_never_serves_another_principal() {
+    let engine = engine();
+    let rbac = load(
+        &engine,
+        "tool-rbac",
+        json!({"default": "deny", "rules": [
+            {"name": "writers", "effect": "allow",
+             "principals": {"spiffe": [PLANNER], "scopes": ["files:write"], "require": "both"},
+             "tools": ["delete_*"]}
+        ]}),
+    )
+    .unwrap();
+    let c = chain(rbac);
+    let writer = principal(Some(PLANNER), Some(("alice", "mcp files:write")));
+    let reader = principal(Some(PLANNER), Some(("alice", "mcp files:read")));
+    assert_eq!(writer.key(), reader.key());
+    for _ in 0..3 {
+        assert_eq!(check(&c, &writer, "delete_file"), "allow");
+        let denied = check(&c, &reader, "delete_file");
+        assert!(denied.contains("may not use delete_file"), "{denied}");
+    }
+    // And the target: the same principal, another tool.
+    assert_eq!(check(&c, &writer, "delete_dir"), "allow");
+    assert_ne!(check(&c, &writer, "read_file"), "allow");
+}
+
 /// A filter built against 0.1 before the bump: it loads, and sees one
 /// identity per the mapping: the peer wins, a token alone is its claims.
 #[test]

@@ -34,6 +34,11 @@ pub enum Filter {
         principal: Option<&'static str>,
         tools: &'static [&'static str],
         fresh: bool,
+        /// `reuse_decisions` (the default, true): tool-rbac declares that it
+        /// decides on the principal and the target. The curves that
+        /// measure evaluations themselves (filter count, callers) turn it
+        /// off.
+        reuse: bool,
     },
     /// `arg-guard` on `echo`'s `/text`: at most `max_length` characters,
     /// no `drop table`.
@@ -107,8 +112,12 @@ fn filter(y: &mut String, f: &Filter) {
             principal,
             tools,
             fresh,
+            reuse,
         } => {
             common(y, name, "tool_rbac.wasm", "[request, list]", *fresh);
+            if !reuse {
+                y.push_str("    reuse_decisions: false\n");
+            }
             y.push_str(
                 "    config:\n      default: deny\n      rules:\n        - name: bench\n          \
                  effect: allow\n",
@@ -147,6 +156,7 @@ mod tests {
                     principal: Some(CLIENT),
                     tools: &["echo"],
                     fresh: false,
+                    reuse: true,
                 },
                 Filter::ArgGuard {
                     max_length: 2_000_000,

@@ -162,6 +162,11 @@ pub struct ToolRbac;
 impl Filter for ToolRbac {
     type Config = Config;
 
+    /// The rules read the principal and the target, nothing else, and
+    /// keep no state: the host may reuse a decision for the same principal
+    /// and target until the filter reloads.
+    const DECIDES_ON: Option<&'static [Input]> = Some(&[Input::Principal, Input::Target]);
+
     fn validate(config: &Config) -> Result<(), String> {
         for r in &config.rules {
             if r.tools.is_empty() && r.prompts.is_empty() && r.resources.is_empty() {

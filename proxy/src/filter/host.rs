@@ -25,6 +25,10 @@ pub struct FilterShared {
 pub struct HostState {
     shared: Arc<FilterShared>,
     limits: StoreLimits,
+    /// Whether the guest called a host function since the last
+    /// [`HostState::take_called`]: an evaluation that did is not a pure
+    /// function of its inputs, and its decision is not reused.
+    called: bool,
 }
 
 impl HostState {
@@ -35,7 +39,14 @@ impl HostState {
                 .memory_size(memory_limit)
                 .trap_on_grow_failure(true)
                 .build(),
+            called: false,
         }
+    }
+
+    /// Whether a host function was called since the last time this was
+    /// asked.
+    pub fn take_called(&mut self) -> bool {
+        std::mem::take(&mut self.called)
     }
 
     pub fn limits(&mut self) -> &mut StoreLimits {
@@ -48,6 +59,7 @@ impl v0_1::types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) {
+        self.called = true;
         let mut message = message;
         if message.len() > MAX_LOG_BYTES {
             let mut cut = MAX_LOG_BYTES;
@@ -73,14 +85,17 @@ impl host::Host for HostState {
     }
 
     fn now_ms(&mut self) -> u64 {
+        self.called = true;
         u64::try_from(self.shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn counter_add(&mut self, key: String, delta: i64, ttl_ms: u64) -> i64 {
+        self.called = true;
         self.shared.kv.counter_add(&key, delta, ttl_ms)
     }
 
     fn kv_get(&mut self, key: String) -> Option<String> {
+        self.called = true;
         self.shared.kv.get(&key)
     }
 
@@ -91,6 +106,7 @@ impl host::Host for HostState {
         value: String,
         ttl_ms: u64,
     ) -> bool {
+        self.called = true;
         self.shared
             .kv
             .compare_and_swap(&key, expected.as_deref(), value, ttl_ms)

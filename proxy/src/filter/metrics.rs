@@ -26,6 +26,9 @@ pub struct InstanceCounters {
     pub warm: IntCounter,
     /// A new instance was made for it (a miss, or `isolation: call`).
     pub fresh: IntCounter,
+    /// No instance: a filter that declares what it decides on had already
+    /// decided a call equal in those parts.
+    pub cached: IntCounter,
 }
 
 impl FilterMetrics {
@@ -39,7 +42,8 @@ impl FilterMetrics {
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "filter_duration_seconds",
-                "Time of one WASM filter evaluation, instantiation included",
+                "Time of one WASM filter call: an evaluation (instantiation included), or a \
+                 decision reused for an equal call (filter_instances_total outcome cached)",
             )
             .buckets(vec![
                 0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
@@ -72,7 +76,9 @@ impl FilterMetrics {
             registry,
             "filter_instances_total",
             "Instances that served WASM filter evaluations by filter and outcome: warm \
-             (kept for the same caller) or fresh (instantiated for the evaluation)",
+             (kept for the same caller), fresh (instantiated for the evaluation) or \
+             cached (none: a decision made for an equal call of a filter that declares \
+             what it decides on was reused)",
             &["filter", "outcome"],
         )?;
         Ok(Self {
@@ -90,6 +96,7 @@ impl FilterMetrics {
         InstanceCounters {
             warm: self.instances.with_label_values(&[filter, "warm"]),
             fresh: self.instances.with_label_values(&[filter, "fresh"]),
+            cached: self.instances.with_label_values(&[filter, "cached"]),
         }
     }
 

@@ -7,6 +7,7 @@ pub(crate) mod bindings;
 pub(crate) mod chain;
 pub mod compile;
 mod convert;
+mod decisions;
 mod engine;
 mod host;
 mod kv;
@@ -108,6 +109,16 @@ pub struct FilterSpec {
     /// identity only. `call`: a fresh instance for every evaluation.
     #[serde(default)]
     pub isolation: Isolation,
+    /// For a filter that declares what its request decision depends on
+    /// (tool-rbac does), reuse a decision for a call equal in those parts
+    /// instead of evaluating again. `false` evaluates every call; the
+    /// filter still sees only what it declared.
+    #[serde(default = "yes")]
+    pub reuse_decisions: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -171,6 +182,7 @@ impl std::fmt::Debug for FilterSpec {
             .field("max_output_bytes", &self.max_output_bytes)
             .field("hooks", &self.hooks)
             .field("isolation", &self.isolation)
+            .field("reuse_decisions", &self.reuse_decisions)
             .finish()
     }
 }
@@ -317,7 +329,10 @@ fn load(engine: &Arc<FilterEngine>, spec: &FilterSpec) -> Result<WasmFilter, Fil
         spec.on_error,
         spec.hooks.clone(),
     )
-    .map(|f| f.with_mode(spec.mode))
+    .map(|f| {
+        f.with_mode(spec.mode)
+            .with_decision_reuse(spec.reuse_decisions)
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use wasmtime::Store;
 use super::{
     bindings::{types, v0_1, Filter, FilterPre},
     convert,
+    decisions::{DecidesOn, DecisionCache},
     engine::FilterEngine,
     host::{FilterShared, HostState},
     kv::KvStore,
@@ -278,6 +279,13 @@ pub struct WasmFilter {
     /// Counts each evaluation's instance as warm or fresh, once the chain
     /// that runs this filter hands it its counters.
     instances: Option<InstanceCounters>,
+    /// What `on-request` decides on, if the component declares it (see
+    /// [`super::decisions`]); its decisions, kept until this filter is
+    /// replaced by a reload.
+    decides_on: Option<DecidesOn>,
+    decisions: DecisionCache,
+    /// `reuse_decisions` in the filter's config.
+    reuse: bool,
 }
 
 impl WasmFilter {
@@ -301,6 +309,15 @@ impl WasmFilter {
         // Native code only where the operator's config says so.
         let precompiled = path.extension().is_some_and(|e| e == "cwasm");
         let component = engine.component(&bytes, precompiled).map_err(refuse)?;
+        // A precompiled artifact is native code, not a component: it
+        // carries no declaration, so its calls are all evaluated.
+        // A component given as text is read as the engine read it.
+        let decides_on = if precompiled {
+            None
+        } else {
+            let binary = wat::parse_bytes(&bytes).map_err(|e| refuse(e.to_string()))?;
+            DecidesOn::read(&binary).map_err(refuse)?
+        };
         let linked = engine
             .linker_for(&component)
             .and_then(|linker| linker.instantiate_pre(&component));
@@ -328,6 +345,8 @@ impl WasmFilter {
             kv: KvStore::default(),
             epoch: Instant::now(),
         });
+        // Only the current contract's SDK writes the declaration.
+        let decides_on = decides_on.filter(|_| matches!(pre, Pre::Current(_)));
         let filter = Self {
             name: name.to_string(),
             engine: engine.clone(),
@@ -341,6 +360,9 @@ impl WasmFilter {
             warm: Mutex::new(VecDeque::new()),
             warm_cap: DEFAULT_WARM,
             instances: None,
+            decides_on,
+            decisions: DecisionCache::default(),
+            reuse: true,
         };
         filter.validate_config().map_err(refuse)?;
         Ok(filter)
@@ -357,6 +379,13 @@ impl WasmFilter {
 
     pub fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Whether decisions of a declaring filter are reused (they are by
+    /// default); see [`super::decisions`].
+    pub fn with_decision_reuse(mut self, reuse: bool) -> Self {
+        self.reuse = reuse;
         self
     }
 
@@ -378,14 +407,39 @@ impl WasmFilter {
 
     /// `key` names the caller ([`crate::identity::Principal::key`]): a
     /// warm instance serves only calls with the same key.
+    ///
+    /// A filter that declares what it decides on sees only that, and a
+    /// call equal in it gets the decision already made.
     pub fn on_request(&self, call: &types::Call, key: &str) -> Result<types::Decision, Fault> {
-        let decision = self.run(Some(key), |f, s, cfg| f.on_request(s, cfg, call))?;
+        let Some(on) = self.decides_on else {
+            return self.evaluate_request(call, key).map(|(d, _)| d);
+        };
+        let reuse = on.key(call).filter(|_| self.reuse);
+        if let Some(d) = reuse.as_deref().and_then(|k| self.decisions.get(k)) {
+            self.count(|c| &c.cached);
+            return Ok(d);
+        }
+        let (decision, called_host) = self.evaluate_request(&on.narrow(call), key)?;
+        if let (Some(k), false) = (reuse, called_host) {
+            self.decisions.put(k, &decision);
+        }
+        Ok(decision)
+    }
+
+    /// The decision, and whether the evaluation called the host.
+    fn evaluate_request(
+        &self,
+        call: &types::Call,
+        key: &str,
+    ) -> Result<(types::Decision, bool), Fault> {
+        let (decision, called_host) =
+            self.run_with(Some(key), |f, s, cfg| f.on_request(s, cfg, call))?;
         match &decision {
             types::Decision::Deny(d) => self.bounded(d.message.len())?,
             types::Decision::RewriteArguments(a) => self.bounded(a.len())?,
             types::Decision::Allow => {}
         }
-        Ok(decision)
+        Ok((decision, called_host))
     }
 
     pub fn on_result(
@@ -430,6 +484,16 @@ impl WasmFilter {
         key: Option<&str>,
         f: impl FnOnce(&Instance, &mut Store<HostState>, &str) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
+        self.run_with(key, f).map(|(out, _)| out)
+    }
+
+    /// [`Self::run`], also saying whether the guest called the host during
+    /// the evaluation.
+    fn run_with<R>(
+        &self,
+        key: Option<&str>,
+        f: impl FnOnce(&Instance, &mut Store<HostState>, &str) -> wasmtime::Result<R>,
+    ) -> Result<(R, bool), Fault> {
         let _clock = self.engine.evaluating();
         let key = key.filter(|_| self.limits.isolation == Isolation::Caller);
         let hash = key.map(caller_hash).unwrap_or_default();
@@ -448,14 +512,16 @@ impl WasmFilter {
         let live = &mut warm.live;
         live.store
             .set_epoch_deadline(Ticker::ticks(self.limits.timeout));
+        live.store.data_mut().take_called();
         // On a fault the instance is dropped here: its state is suspect.
         let out = f(&live.instance, &mut live.store, &self.config)
             .map_err(|e| self.classify(&e, false))?;
+        let called_host = live.store.data_mut().take_called();
         live.calls += 1;
         if key.is_some() && live.calls < MAX_CALLS {
             self.keep_warm(warm);
         }
-        Ok(out)
+        Ok((out, called_host))
     }
 
     /// Warm instances hold pool slots; when the pool is full, they are

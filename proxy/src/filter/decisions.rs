@@ -1,0 +1,472 @@
+//! Reused decisions, for filters that declare what `on-request` decides
+//! on (`portcullis_policy_sdk::inputs`).
+//!
+//! A filter built with the SDK carries a `portcullis:decides-on` custom
+//! section: either nothing declared, or a bit set of the call's parts its
+//! decision depends on, with its configuration. For a declaring filter the
+//! host:
+//!
+//! - shows `on-request` only the declared parts ([`DecidesOn::narrow`]), so
+//!   the filter cannot read what the key leaves out;
+//! - keeps each decision under a key made of exactly those parts
+//!   ([`DecidesOn::key`], every byte of them, not a hash), and answers a
+//!   call with the same key from it;
+//! - keeps nothing from an evaluation that called the host (log, clock,
+//!   counters, store): such a filter keeps state, whatever it declared.
+//!
+//! The cache belongs to one loaded filter, so a reload (new component, new
+//! configuration or configuration file) starts empty. What the host cannot
+//! check is a filter's own memory between calls; the SDK's contract
+//! already forbids relying on it (an instance may be fresh for any call),
+//! and the declaration is the author's promise that the decision uses it
+//! for nothing.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use super::bindings::types;
+
+/// The custom section's name and layout (policy-sdk `inputs`).
+const SECTION: &str = "portcullis:decides-on";
+const SECTION_VERSION: u8 = 1;
+
+// The parts of a call, as the SDK numbers them.
+const METHOD: u16 = 1 << 0;
+const ID: u16 = 1 << 1;
+const TARGET: u16 = 1 << 2;
+const ARGUMENTS: u16 = 1 << 3;
+const PRINCIPAL: u16 = 1 << 4;
+const SESSION: u16 = 1 << 5;
+const INSTANCE: u16 = 1 << 6;
+const ERA: u16 = 1 << 7;
+const HEADERS: u16 = 1 << 8;
+const ANNOTATIONS: u16 = 1 << 9;
+const KNOWN: u16 = (1 << 10) - 1;
+
+/// A key longer than this is not kept (large arguments, say): the call is
+/// evaluated as if nothing were declared.
+const MAX_KEY: usize = 16 << 10;
+/// Bytes of keys and decisions one filter keeps; past this, or past
+/// [`MAX_ENTRIES`], the cache is emptied and refills from what is asked.
+const MAX_BYTES: usize = 1 << 20;
+const MAX_ENTRIES: usize = 4096;
+
+/// A filter's declaration: the parts of a call its decision depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecidesOn(u16);
+
+impl DecidesOn {
+    /// Reads the declaration from a component's bytes, at any depth (the
+    /// section is in the core module the SDK's code was linked into).
+    /// `Ok(None)`: no section, or one that declares nothing. A section the
+    /// host cannot read with certainty (unknown version or bits, wrong
+    /// size, more than one) refuses the load.
+    pub fn read(component: &[u8]) -> Result<Option<Self>, String> {
+        let mut found: Option<Vec<u8>> = None;
+        for payload in wasmparser::Parser::new(0).parse_all(component) {
+            let payload = payload.map_err(|e| format!("cannot read the component: {e}"))?;
+            if let wasmparser::Payload::CustomSection(s) = payload {
+                if s.name() != SECTION {
+                    continue;
+                }
+                if found.is_some() {
+                    return Err(format!("more than one {SECTION} section"));
+                }
+                found = Some(s.data().to_vec());
+            }
+        }
+        match found.as_deref() {
+            None | Some([SECTION_VERSION, 0, 0, 0]) => Ok(None),
+            Some(&[SECTION_VERSION, 1, lo, hi]) => {
+                let bits = u16::from_le_bytes([lo, hi]);
+                if bits & !KNOWN != 0 {
+                    return Err(format!(
+                        "{SECTION} declares inputs this host does not know ({bits:#x})"
+                    ));
+                }
+                Ok(Some(Self(bits)))
+            }
+            Some(other) => Err(format!(
+                "{SECTION} section is not one this host reads ({} bytes, version {:?})",
+                other.len(),
+                other.first()
+            )),
+        }
+    }
+
+    fn has(self, part: u16) -> bool {
+        self.0 & part != 0
+    }
+
+    /// The call as the filter may see it: undeclared parts are empty.
+    pub fn narrow(self, call: &types::Call) -> types::Call {
+        let text = |part: u16, s: &String| {
+            if self.has(part) {
+                s.clone()
+            } else {
+                String::new()
+            }
+        };
+        let opt = |part: u16, s: &Option<String>| s.clone().filter(|_| self.has(part));
+        types::Call {
+            kind: call.kind,
+            method: text(METHOD, &call.method),
+            id: opt(ID, &call.id),
+            target: call.target.clone().filter(|_| self.has(TARGET)),
+            arguments: opt(ARGUMENTS, &call.arguments),
+            principal: if self.has(PRINCIPAL) {
+                call.principal.clone()
+            } else {
+                types::Principal {
+                    peer: None,
+                    token: None,
+                    key: String::new(),
+                }
+            },
+            session: opt(SESSION, &call.session),
+            instance: text(INSTANCE, &call.instance),
+            era: text(ERA, &call.era),
+            headers: if self.has(HEADERS) {
+                call.headers.clone()
+            } else {
+                Vec::new()
+            },
+            annotations: opt(ANNOTATIONS, &call.annotations),
+        }
+    }
+
+    /// Every byte of the declared parts, each length-prefixed, so that two
+    /// calls get the same key exactly when the filter would see the same
+    /// call. `None` when the key would be longer than [`MAX_KEY`].
+    pub fn key(self, call: &types::Call) -> Option<Vec<u8>> {
+        let mut k = Key(Vec::with_capacity(128));
+        k.byte(call.kind as u8);
+        if self.has(METHOD) {
+            k.text(&call.method);
+        }
+        if self.has(ID) {
+            k.opt(call.id.as_deref());
+        }
+        if self.has(TARGET) {
+            match &call.target {
+                Some(t) => {
+                    k.byte(1);
+                    k.byte(t.kind as u8);
+                    k.text(&t.name);
+                }
+                None => k.byte(0),
+            }
+        }
+        if self.has(ARGUMENTS) {
+            k.opt(call.arguments.as_deref());
+        }
+        if self.has(PRINCIPAL) {
+            k.principal(&call.principal);
+        }
+        if self.has(SESSION) {
+            k.opt(call.session.as_deref());
+        }
+        if self.has(INSTANCE) {
+            k.text(&call.instance);
+        }
+        if self.has(ERA) {
+            k.text(&call.era);
+        }
+        if self.has(HEADERS) {
+            k.len(call.headers.len());
+            for h in &call.headers {
+                k.text(&h.name);
+                k.text(&h.value);
+            }
+        }
+        if self.has(ANNOTATIONS) {
+            k.opt(call.annotations.as_deref());
+        }
+        (k.0.len() <= MAX_KEY).then_some(k.0)
+    }
+}
+
+struct Key(Vec<u8>);
+
+impl Key {
+    fn byte(&mut self, b: u8) {
+        self.0.push(b);
+    }
+
+    fn len(&mut self, n: usize) {
+        self.0.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+
+    fn text(&mut self, s: &str) {
+        self.len(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn opt(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                self.byte(1);
+                self.text(s);
+            }
+            None => self.byte(0),
+        }
+    }
+
+    fn principal(&mut self, p: &types::Principal) {
+        self.opt(p.peer.as_deref());
+        self.text(&p.key);
+        let Some(t) = &p.token else {
+            self.byte(0);
+            return;
+        };
+        self.byte(1);
+        self.byte(t.kind as u8);
+        self.text(&t.issuer);
+        self.text(&t.subject);
+        self.len(t.scopes.len());
+        for s in &t.scopes {
+            self.text(s);
+        }
+        self.opt(t.actor.as_deref());
+        self.0.extend_from_slice(&t.expires_at_ms.to_le_bytes());
+        self.text(&t.claims);
+    }
+}
+
+/// One filter's decisions, by key.
+#[derive(Default)]
+pub struct DecisionCache {
+    inner: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Vec<u8>, types::Decision>,
+    bytes: usize,
+}
+
+fn size(key: &[u8], d: &types::Decision) -> usize {
+    key.len()
+        + match d {
+            types::Decision::Allow => 0,
+            types::Decision::Deny(d) => d.message.len(),
+            types::Decision::RewriteArguments(a) => a.len(),
+        }
+}
+
+impl DecisionCache {
+    pub fn get(&self, key: &[u8]) -> Option<types::Decision> {
+        self.inner.lock().ok()?.map.get(key).cloned()
+    }
+
+    pub fn put(&self, key: Vec<u8>, decision: &types::Decision) {
+        let Ok(mut e) = self.inner.lock() else {
+            return;
+        };
+        let added = size(&key, decision);
+        if e.bytes + added > MAX_BYTES || e.map.len() >= MAX_ENTRIES {
+            e.map.clear();
+            e.bytes = 0;
+        }
+        if added <= MAX_BYTES && e.map.insert(key, decision.clone()).is_none() {
+            e.bytes += added;
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().map(|e| e.map.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call() -> types::Call {
+        types::Call {
+            kind: types::MessageKind::Request,
+            method: "tools/call".into(),
+            id: Some("1".into()),
+            target: Some(types::Target {
+                kind: types::TargetKind::Tool,
+                name: "echo".into(),
+            }),
+            arguments: Some(r#"{"text":"hi"}"#.into()),
+            principal: types::Principal {
+                peer: Some("spiffe://td/ns/a/sa/b".into()),
+                token: Some(types::Token {
+                    kind: types::TokenKind::AccessToken,
+                    issuer: "idp".into(),
+                    subject: "alice".into(),
+                    scopes: vec!["read".into()],
+                    actor: None,
+                    expires_at_ms: 1000,
+                    claims: r#"{"groups":["a"]}"#.into(),
+                }),
+                key: "spiffe://td/ns/a/sa/b token:idp#alice".into(),
+            },
+            session: Some("s".into()),
+            instance: "i".into(),
+            era: "2025-06-18".into(),
+            headers: vec![types::Header {
+                name: "mcp-method".into(),
+                value: "tools/call".into(),
+            }],
+            annotations: None,
+        }
+    }
+
+    const RBAC: DecidesOn = DecidesOn(PRINCIPAL | TARGET);
+
+    /// A named change to a call.
+    type Change = (&'static str, fn(&mut types::Call));
+
+    /// Each change the filter could see must change the key; each it
+    /// cannot see must not.
+    #[test]
+    fn the_key_is_every_declared_part_and_nothing_else() {
+        let base = RBAC.key(&call()).unwrap();
+        let seen: Vec<Change> = vec![
+            ("target name", |c| {
+                c.target.as_mut().unwrap().name = "echo2".into()
+            }),
+            ("target kind", |c| {
+                c.target.as_mut().unwrap().kind = types::TargetKind::Prompt
+            }),
+            ("no target", |c| c.target = None),
+            ("peer", |c| {
+                c.principal.peer = Some("spiffe://td/ns/a/sa/c".into())
+            }),
+            ("key", |c| c.principal.key = "other".into()),
+            ("scopes", |c| {
+                c.principal
+                    .token
+                    .as_mut()
+                    .unwrap()
+                    .scopes
+                    .push("write".into())
+            }),
+            ("claims", |c| {
+                c.principal.token.as_mut().unwrap().claims = r#"{"groups":["b"]}"#.into()
+            }),
+            ("expiry", |c| {
+                c.principal.token.as_mut().unwrap().expires_at_ms = 2000
+            }),
+            ("actor", |c| {
+                c.principal.token.as_mut().unwrap().actor = Some("bot".into())
+            }),
+            ("token kind", |c| {
+                c.principal.token.as_mut().unwrap().kind = types::TokenKind::JwtSvid
+            }),
+            ("no token", |c| c.principal.token = None),
+            ("kind", |c| c.kind = types::MessageKind::Notification),
+        ];
+        for (what, change) in seen {
+            let mut c = call();
+            change(&mut c);
+            assert_ne!(RBAC.key(&c).unwrap(), base, "{what} must change the key");
+        }
+        let unseen: Vec<Change> = vec![
+            ("method", |c| c.method = "prompts/get".into()),
+            ("arguments", |c| c.arguments = Some("{}".into())),
+            ("id", |c| c.id = None),
+            ("session", |c| c.session = None),
+            ("headers", |c| c.headers.clear()),
+        ];
+        for (what, change) in unseen {
+            let mut c = call();
+            change(&mut c);
+            assert_eq!(RBAC.key(&c).unwrap(), base, "{what} is not declared");
+        }
+    }
+
+    /// Length prefixes keep adjacent texts apart: ("ab", "c") is not
+    /// ("a", "bc").
+    #[test]
+    fn texts_cannot_run_into_each_other() {
+        let mut a = call();
+        a.principal.token.as_mut().unwrap().issuer = "ab".into();
+        a.principal.token.as_mut().unwrap().subject = "c".into();
+        let mut b = call();
+        b.principal.token.as_mut().unwrap().issuer = "a".into();
+        b.principal.token.as_mut().unwrap().subject = "bc".into();
+        assert_ne!(RBAC.key(&a), RBAC.key(&b));
+    }
+
+    #[test]
+    fn the_filter_sees_only_what_it_declared() {
+        let seen = RBAC.narrow(&call());
+        // The bindings' types have no `PartialEq`.
+        assert_eq!(format!("{:?}", seen.target), format!("{:?}", call().target));
+        assert_eq!(
+            format!("{:?}", seen.principal),
+            format!("{:?}", call().principal)
+        );
+        assert_eq!(seen.method, "");
+        assert_eq!(seen.arguments, None);
+        assert_eq!(seen.id, None);
+        assert_eq!(seen.session, None);
+        assert!(seen.headers.is_empty());
+        assert_eq!(seen.instance, "");
+        assert_eq!(seen.era, "");
+    }
+
+    #[test]
+    fn long_keys_are_not_kept() {
+        let args = DecidesOn(ARGUMENTS);
+        let mut c = call();
+        c.arguments = Some("x".repeat(MAX_KEY));
+        assert_eq!(args.key(&c), None);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = DecisionCache::default();
+        for i in 0..MAX_ENTRIES + 10 {
+            cache.put(i.to_le_bytes().to_vec(), &types::Decision::Allow);
+        }
+        assert!(cache.len() <= MAX_ENTRIES);
+        let deny = types::Decision::Deny(types::Denial {
+            code: 0,
+            message: "x".repeat(MAX_BYTES / 2),
+        });
+        cache.put(b"a".to_vec(), &deny);
+        cache.put(b"b".to_vec(), &deny);
+        assert_eq!(cache.len(), 1, "the second half megabyte empties the cache");
+        assert!(cache.get(b"b").is_some());
+    }
+
+    fn section(bytes: &[u8]) -> Vec<u8> {
+        // A core module with one custom section.
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        let name = SECTION.as_bytes();
+        let mut body = vec![u8::try_from(name.len()).unwrap()];
+        body.extend_from_slice(name);
+        body.extend_from_slice(bytes);
+        m.push(0);
+        m.push(u8::try_from(body.len()).unwrap());
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn the_declaration_is_read_strictly() {
+        assert_eq!(DecidesOn::read(b"\0asm\x01\0\0\0").unwrap(), None);
+        assert_eq!(DecidesOn::read(&section(&[1, 0, 0, 0])).unwrap(), None);
+        assert_eq!(
+            DecidesOn::read(&section(&[1, 1, 0x14, 0])).unwrap(),
+            Some(RBAC)
+        );
+        for bad in [
+            &[1u8, 1, 0, 0x80][..],
+            &[2, 1, 0x14, 0],
+            &[1, 1, 0x14],
+            &[1, 2, 0, 0],
+        ] {
+            assert!(DecidesOn::read(&section(bad)).is_err(), "{bad:?}");
+        }
+        let mut twice = section(&[1, 1, 0x14, 0]);
+        twice.extend_from_slice(&section(&[1, 1, 0x14, 0])[8..]);
+        assert!(DecidesOn::read(&twice).is_err());
+    }
+}
