@@ -61,7 +61,7 @@ toolchain:
 
 ## The ready-made filters and the example policy, as components.
 filters:
-	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -p rego-filter -p fault-filter -p v0_1-filter
+	cargo build --release --target wasm32-wasip2 -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -p cedar-filter -p rego-filter -p fault-filter -p declared-filter -p v0_1-filter
 	cargo clippy --target wasm32-wasip2 -p portcullis-policy-sdk -p tool-rbac -p arg-guard -p rate-limit -p redact -p require-ticket -- -D warnings
 	bash scripts/build-polyglot.sh
 

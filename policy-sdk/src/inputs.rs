@@ -6,12 +6,14 @@
 //! [`crate::Filter::DECIDES_ON`]. The host then:
 //!
 //! - shows `on_request` only those parts (every other field is empty, as
-//!   [`Call::narrowed`] makes it), so the declaration cannot be wrong
-//!   about what the filter reads;
+//!   [`Call::narrowed`] makes it), in an instance that sees nothing else,
+//!   so the declaration cannot be wrong about what the call shows;
 //! - may answer a later call that is equal in those parts with the
 //!   decision already made, without running the filter. A decision is
-//!   reused only if its evaluation called no host function, and never
-//!   after the filter or its configuration is reloaded.
+//!   reused only if its evaluation called no host function (WASI's random
+//!   seeds included), and never after the filter or its configuration is
+//!   reloaded. A filter that remembers earlier calls in its own memory
+//!   must not declare: the host cannot see that.
 //!
 //! The declaration travels in the component as a custom section
 //! ([`SECTION`]), so it needs no change to the WIT contract: a host that

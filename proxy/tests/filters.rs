@@ -152,6 +152,91 @@ async fn declared_decisions_are_reused_and_counted() {
     proxy.shutdown().await;
 }
 
+/// `portcullis_filter_instances_total{filter,outcome}`.
+async fn instances(proxy: &portcullis::Running, filter: &str, outcome: &str) -> u64 {
+    let metrics = support::sessions::metrics(proxy).await;
+    let line =
+        format!("portcullis_filter_instances_total{{filter=\"{filter}\",outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+}
+
+/// The denial's message, or "allowed" when the call reached the server
+/// (which may not know the tool).
+async fn outcome(proxy: &portcullis::Running, id: u64, tool: &str) -> String {
+    let r = call(proxy, id, tool, json!({"secret": "s"})).await;
+    match (
+        r["error"]["data"]["by"].as_str(),
+        r["error"]["message"].as_str(),
+    ) {
+        (Some(_), Some(m)) => m.to_string(),
+        _ if r["result"].is_object() || r["error"].is_object() => "allowed".into(),
+        _ => panic!("{r}"),
+    }
+}
+
+/// A filter that declares it decides on the target alone: it sees nothing
+/// else, a decision is reused only when its evaluation called no host
+/// function, and `reuse_decisions: false` evaluates every call.
+#[tokio::test]
+async fn only_pure_evaluations_of_a_declaring_filter_are_reused() {
+    let upstream = Upstream::start();
+    let declared = filter_yaml(
+        "declared",
+        "declared-filter",
+        json!({}),
+        "    hooks: [request]\n",
+    );
+    let proxy = start(&upstream, &[declared]).await;
+    let seen = outcome(&proxy, 1, "whoami").await;
+    assert!(
+        seen.contains(r#"peer=None key="" method="" args=None"#),
+        "the filter saw more than the target: {seen}"
+    );
+    // Warm up, so that a first evaluation's random seeds (a host call)
+    // do not count below.
+    outcome(&proxy, 2, "echo").await;
+    let (cached, warm) = (
+        instances(&proxy, "declared", "cached").await,
+        instances(&proxy, "declared", "warm").await,
+    );
+    let first = outcome(&proxy, 3, "count").await;
+    assert!(first.contains(": evaluation "), "{first}");
+    for id in 4..6 {
+        assert_eq!(outcome(&proxy, id, "count").await, first, "reused");
+    }
+    for id in 10..12 {
+        assert_eq!(outcome(&proxy, id, "logged").await, "allowed");
+        assert_eq!(outcome(&proxy, id + 10, "clocked").await, "allowed");
+    }
+    assert_eq!(instances(&proxy, "declared", "cached").await - cached, 2);
+    assert_eq!(
+        instances(&proxy, "declared", "warm").await - warm,
+        5,
+        "count once, logged and clocked every time"
+    );
+    proxy.shutdown().await;
+
+    let declared = filter_yaml(
+        "declared",
+        "declared-filter",
+        json!({}),
+        "    hooks: [request]\n    reuse_decisions: false\n",
+    );
+    let proxy = start(&upstream, &[declared]).await;
+    let mut seen = Vec::new();
+    for id in 0..3 {
+        seen.push(outcome(&proxy, id, "count").await);
+    }
+    assert_ne!(seen[0], seen[1], "evaluated every time: {seen:?}");
+    assert_ne!(seen[1], seen[2], "evaluated every time: {seen:?}");
+    assert_eq!(instances(&proxy, "declared", "cached").await, 0);
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn rewrite_is_forwarded_and_results_are_redacted() {
     let upstream = Upstream::start();

@@ -6,13 +6,19 @@
 //! decision depends on, with its configuration. For a declaring filter the
 //! host:
 //!
-//! - shows `on-request` only the declared parts ([`DecidesOn::narrow`]), so
-//!   the filter cannot read what the key leaves out;
+//! - shows `on-request` only the declared parts ([`DecidesOn::narrow`]),
+//!   in a warm instance of its own ([`DecidesOn::instance_key`]), so the
+//!   filter cannot read what the key leaves out;
 //! - keeps each decision under a key made of exactly those parts
 //!   ([`DecidesOn::key`], every byte of them, not a hash), and answers a
 //!   call with the same key from it;
 //! - keeps nothing from an evaluation that called the host (log, clock,
-//!   counters, store): such a filter keeps state, whatever it declared.
+//!   counters, store, WASI's random seeds): such a filter keeps state or
+//!   draws chance, whatever it declared.
+//!
+//! A full cache is emptied, not trimmed: any client can make a filter
+//! decide 4096 distinct calls (tool names are its to choose) and so keep
+//! the cache cold, which costs evaluations and nothing else.
 //!
 //! The cache belongs to one loaded filter, so a reload (new component, new
 //! configuration or configuration file) starts empty. What the host cannot
@@ -23,24 +29,22 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
+// The section's name, layout and bits are the SDK's, so the two cannot
+// drift apart.
+use portcullis_policy_sdk::inputs::{Input, KNOWN, SECTION, SECTION_VERSION};
+
 use super::bindings::types;
 
-/// The custom section's name and layout (policy-sdk `inputs`).
-const SECTION: &str = "portcullis:decides-on";
-const SECTION_VERSION: u8 = 1;
-
-// The parts of a call, as the SDK numbers them.
-const METHOD: u16 = 1 << 0;
-const ID: u16 = 1 << 1;
-const TARGET: u16 = 1 << 2;
-const ARGUMENTS: u16 = 1 << 3;
-const PRINCIPAL: u16 = 1 << 4;
-const SESSION: u16 = 1 << 5;
-const INSTANCE: u16 = 1 << 6;
-const ERA: u16 = 1 << 7;
-const HEADERS: u16 = 1 << 8;
-const ANNOTATIONS: u16 = 1 << 9;
-const KNOWN: u16 = (1 << 10) - 1;
+const METHOD: u16 = Input::Method as u16;
+const ID: u16 = Input::Id as u16;
+const TARGET: u16 = Input::Target as u16;
+const ARGUMENTS: u16 = Input::Arguments as u16;
+const PRINCIPAL: u16 = Input::Principal as u16;
+const SESSION: u16 = Input::Session as u16;
+const INSTANCE: u16 = Input::Instance as u16;
+const ERA: u16 = Input::Era as u16;
+const HEADERS: u16 = Input::Headers as u16;
+const ANNOTATIONS: u16 = Input::Annotations as u16;
 
 /// A key longer than this is not kept (large arguments, say): the call is
 /// evaluated as if nothing were declared.
@@ -134,10 +138,37 @@ impl DecidesOn {
         }
     }
 
+    /// The warm instance a narrowed evaluation runs in. Never the caller's
+    /// own, which also serves the result and list hooks with the whole
+    /// call: an instance that only ever saw declared parts cannot carry
+    /// anything else into a decision that is then reused. Per caller when
+    /// the principal is declared, so callers still share no instance; one
+    /// for everyone otherwise, as nothing of the caller is shown. (A caller
+    /// key starts with `anonymous` or a SPIFFE ID, never with a NUL.)
+    pub fn instance_key(self, caller: &str) -> String {
+        if self.has(PRINCIPAL) {
+            format!("\0narrowed {caller}")
+        } else {
+            "\0narrowed".to_string()
+        }
+    }
+
     /// Every byte of the declared parts, each length-prefixed, so that two
     /// calls get the same key exactly when the filter would see the same
-    /// call. `None` when the key would be longer than [`MAX_KEY`].
+    /// call. `None` when the key would be longer than [`MAX_KEY`], found
+    /// before anything is copied.
     pub fn key(self, call: &types::Call) -> Option<Vec<u8>> {
+        let big =
+            |part: u16, s: Option<&str>| self.has(part) && s.is_some_and(|s| s.len() > MAX_KEY);
+        if big(ARGUMENTS, call.arguments.as_deref())
+            || big(ANNOTATIONS, call.annotations.as_deref())
+            || big(
+                PRINCIPAL,
+                call.principal.token.as_ref().map(|t| t.claims.as_str()),
+            )
+        {
+            return None;
+        }
         let mut k = Key(Vec::with_capacity(128));
         k.byte(call.kind as u8);
         if self.has(METHOD) {
@@ -378,6 +409,53 @@ mod tests {
             change(&mut c);
             assert_eq!(RBAC.key(&c).unwrap(), base, "{what} is not declared");
         }
+    }
+
+    /// Under a declaration of one part, changing that part changes the key
+    /// and changing any other part does not: for every part.
+    #[test]
+    fn each_part_is_keyed_exactly_when_declared() {
+        let parts: Vec<(u16, Change)> = vec![
+            (METHOD, ("method", |c| c.method = "prompts/get".into())),
+            (ID, ("id", |c| c.id = Some("2".into()))),
+            (TARGET, ("target", |c| c.target = None)),
+            (
+                ARGUMENTS,
+                ("arguments", |c| c.arguments = Some("{}".into())),
+            ),
+            (PRINCIPAL, ("principal", |c| c.principal.peer = None)),
+            (SESSION, ("session", |c| c.session = Some("t".into()))),
+            (INSTANCE, ("instance", |c| c.instance = "j".into())),
+            (ERA, ("era", |c| c.era = "2026-07-28".into())),
+            (HEADERS, ("headers", |c| c.headers[0].value = "x".into())),
+            (
+                ANNOTATIONS,
+                ("annotations", |c| c.annotations = Some("{}".into())),
+            ),
+        ];
+        let all = parts.iter().fold(0, |m, (bit, _)| m | bit);
+        assert_eq!(all, KNOWN, "every part the SDK knows is tested");
+        for (declared, _) in &parts {
+            let on = DecidesOn(*declared);
+            let base = on.key(&call()).unwrap();
+            for (bit, (what, change)) in &parts {
+                let mut c = call();
+                change(&mut c);
+                let changed = on.key(&c).unwrap() != base;
+                assert_eq!(changed, bit == declared, "{what} under {declared:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn narrowed_evaluations_never_share_the_callers_instance() {
+        let caller = "spiffe://td/ns/a/sa/b";
+        assert_eq!(
+            RBAC.instance_key(caller),
+            "\0narrowed spiffe://td/ns/a/sa/b"
+        );
+        assert_eq!(DecidesOn(TARGET).instance_key(caller), "\0narrowed");
+        assert_ne!(RBAC.instance_key(caller), caller);
     }
 
     /// Length prefixes keep adjacent texts apart: ("ab", "c") is not

@@ -193,9 +193,15 @@ fn define_wasi_basics(linker: &mut Linker<HostState>, version: &str) -> wasmtime
     env.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
     env.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
     let mut seed = linker.instance(&format!("wasi:random/insecure-seed@{version}"))?;
-    seed.func_wrap("insecure-seed", |_, (): ()| {
-        Ok(((random_u64(), random_u64()),))
-    })?;
+    // Randomness is an input like the clock: an evaluation that drew it is
+    // not reused (filter::decisions).
+    seed.func_wrap(
+        "insecure-seed",
+        |mut caller: wasmtime::StoreContextMut<'_, HostState>, (): ()| {
+            caller.data_mut().mark_called();
+            Ok(((random_u64(), random_u64()),))
+        },
+    )?;
     Ok(())
 }
 

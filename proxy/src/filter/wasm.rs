@@ -419,7 +419,8 @@ impl WasmFilter {
             self.count(|c| &c.cached);
             return Ok(d);
         }
-        let (decision, called_host) = self.evaluate_request(&on.narrow(call), key)?;
+        let (decision, called_host) =
+            self.evaluate_request(&on.narrow(call), &on.instance_key(key))?;
         if let (Some(k), false) = (reuse, called_host) {
             self.decisions.put(k, &decision);
         }

@@ -13,6 +13,7 @@ const CRATES: &[&str] = &[
     "rate-limit",
     "redact",
     "fault-filter",
+    "declared-filter",
     "v0_1-filter",
     "cedar-filter",
     "rego-filter",
