@@ -31,11 +31,23 @@ fn engine() -> Arc<FilterEngine> {
     )
 }
 
+/// A filter that evaluates every call: tool-rbac's reused decisions are
+/// measured on their own (`wasm_tool_rbac_reused_decision`).
 fn load(
     engine: &Arc<FilterEngine>,
     crate_name: &str,
     config: serde_json::Value,
     isolation: Isolation,
+) -> Arc<WasmFilter> {
+    load_reusing(engine, crate_name, config, isolation, false)
+}
+
+fn load_reusing(
+    engine: &Arc<FilterEngine>,
+    crate_name: &str,
+    config: serde_json::Value,
+    isolation: Isolation,
+    reuse: bool,
 ) -> Arc<WasmFilter> {
     let limits = Limits {
         timeout: Duration::from_millis(10),
@@ -53,7 +65,8 @@ fn load(
             OnError::Deny,
             vec![Hook::Request],
         )
-        .unwrap(),
+        .unwrap()
+        .with_decision_reuse(reuse),
     )
 }
 
@@ -78,7 +91,8 @@ fn bench(c: &mut Criterion) {
         {"name": "agents", "effect": "allow", "principals": {"spiffe": ["spiffe://demo.local/ns/agents/sa/*"]}, "tools": ["*"]}
     ]});
     let rbac = load(&engine, "tool-rbac", rbac_config.clone(), Isolation::Caller);
-    let rbac_fresh = load(&engine, "tool-rbac", rbac_config, Isolation::Call);
+    let rbac_fresh = load(&engine, "tool-rbac", rbac_config.clone(), Isolation::Call);
+    let rbac_reused = load_reusing(&engine, "tool-rbac", rbac_config, Isolation::Caller, true);
     let guard = load(
         &engine,
         "arg-guard",
@@ -96,6 +110,12 @@ fn bench(c: &mut Criterion) {
     let one = FilterChain::new(
         StaticRules::default(),
         vec![rbac.clone()],
+        metrics.clone(),
+        64,
+    );
+    let one_reused = FilterChain::new(
+        StaticRules::default(),
+        vec![rbac_reused],
         metrics.clone(),
         64,
     );
@@ -143,6 +163,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("wasm_tool_rbac_warm_instance", |b| {
         b.iter(|| one.check(std::hint::black_box(&req)))
+    });
+    g.bench_function("wasm_tool_rbac_reused_decision", |b| {
+        b.iter(|| one_reused.check(std::hint::black_box(&req)))
     });
     g.bench_function("wasm_chain_of_four", |b| {
         b.iter(|| four.check(std::hint::black_box(&req)))
