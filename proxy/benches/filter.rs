@@ -66,7 +66,14 @@ fn load_reusing(
             vec![Hook::Request],
         )
         .unwrap()
-        .with_decision_reuse(reuse),
+        .with_decision_reuse(reuse)
+        // As the sidecar's chain does: counters resolved once.
+        .with_instance_counters(
+            portcullis::metrics::Metrics::new()
+                .unwrap()
+                .filter
+                .instance_counters(crate_name),
+        ),
     )
 }
 

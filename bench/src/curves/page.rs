@@ -188,7 +188,9 @@ fn markdown(curves: &Curves, m: &Machine) -> String {
          Read the shapes and the orders of magnitude, not a few percent.\n\
          - **µs per filter evaluation** is the mean of the proxy's own \
          `portcullis_filter_duration_seconds` over the measured run: wall-clock time of one \
-         evaluation (instantiation included), so under CPU contention it can exceed the CPU per call.\n",
+         evaluation (instantiation included), so under CPU contention it can exceed the CPU per call. \
+         Where tool-rbac runs as shipped (argument size, lists), almost every request is answered \
+         with a decision reused for an equal call, and its figure is that.\n",
         s.warmup.as_secs_f64(),
         s.duration.as_secs_f64(),
         m.date,

@@ -77,8 +77,13 @@ impl FilterChain {
         let t = Instant::now();
         let out = run();
         let outcome = if out.is_ok() { "ok" } else { "fault" };
-        self.metrics
-            .evaluated(&f.name, hook, outcome, t.elapsed().as_secs_f64());
+        self.metrics.evaluated(
+            f.counters(),
+            &f.name,
+            hook,
+            outcome,
+            t.elapsed().as_secs_f64(),
+        );
         out
     }
 

@@ -1,9 +1,12 @@
 //! The filter engine's metrics: evaluations, their latency, faults,
 //! reloads, and whether each evaluation found a warm instance.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Registry};
 
 use crate::{metrics::counter, policy::Mode};
+
+/// The hooks as `filter_evaluations_total` names them.
+const HOOKS: [&str; 3] = ["request", "result", "list"];
 
 #[derive(Clone)]
 pub struct FilterMetrics {
@@ -29,6 +32,11 @@ pub struct InstanceCounters {
     /// No instance: a filter that declares what it decides on had already
     /// decided a call equal in those parts.
     pub cached: IntCounter,
+    /// `filter_evaluations_total{hook,outcome="ok"}` for the request,
+    /// result and list hooks, and `filter_duration_seconds`: counted on
+    /// every call of the filter, so resolved once too.
+    ok: [IntCounter; 3],
+    latency: Histogram,
 }
 
 impl FilterMetrics {
@@ -97,12 +105,32 @@ impl FilterMetrics {
             warm: self.instances.with_label_values(&[filter, "warm"]),
             fresh: self.instances.with_label_values(&[filter, "fresh"]),
             cached: self.instances.with_label_values(&[filter, "cached"]),
+            ok: HOOKS.map(|hook| self.evals.with_label_values(&[filter, hook, "ok"])),
+            latency: self.latency.with_label_values(&[filter]),
         }
     }
 
-    pub fn evaluated(&self, filter: &str, hook: &str, outcome: &str, seconds: f64) {
-        self.evals.with_label_values(&[filter, hook, outcome]).inc();
-        self.latency.with_label_values(&[filter]).observe(seconds);
+    /// One call of a filter: with its resolved counters (a filter the
+    /// chain loaded), a successful one costs no label lookup.
+    pub fn evaluated(
+        &self,
+        counters: Option<&InstanceCounters>,
+        filter: &str,
+        hook: &str,
+        outcome: &str,
+        seconds: f64,
+    ) {
+        let hook_at = HOOKS.iter().position(|h| *h == hook);
+        match (counters, hook_at) {
+            (Some(c), Some(i)) if outcome == "ok" => {
+                c.ok[i].inc();
+                c.latency.observe(seconds);
+            }
+            _ => {
+                self.evals.with_label_values(&[filter, hook, outcome]).inc();
+                self.latency.with_label_values(&[filter]).observe(seconds);
+            }
+        }
     }
 
     pub fn fault(&self, filter: &str, kind: &str) {

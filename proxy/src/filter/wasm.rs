@@ -414,7 +414,7 @@ impl WasmFilter {
         let Some(on) = self.decides_on else {
             return self.evaluate_request(call, key).map(|(d, _)| d);
         };
-        let reuse = on.key(call).filter(|_| self.reuse);
+        let reuse = if self.reuse { on.key(call) } else { None };
         if let Some(d) = reuse.as_deref().and_then(|k| self.decisions.get(k)) {
             self.count(|c| &c.cached);
             return Ok(d);
@@ -532,6 +532,11 @@ impl WasmFilter {
             Err(Fault::Instantiate(_)) if self.evict_all() > 0 => self.instantiate(caller, hash),
             other => other,
         }
+    }
+
+    /// This filter's resolved counters, once the chain has handed them.
+    pub fn counters(&self) -> Option<&InstanceCounters> {
+        self.instances.as_ref()
     }
 
     fn count(&self, which: impl FnOnce(&InstanceCounters) -> &prometheus::IntCounter) {
