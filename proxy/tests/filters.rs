@@ -132,22 +132,12 @@ async fn declared_decisions_are_reused_and_counted() {
         dropped["error"]["data"]["by"], "filter:arg-guard",
         "{dropped}"
     );
-    let metrics = support::sessions::metrics(&proxy).await;
-    let count = |filter: &str, outcome: &str| -> u64 {
-        let line = format!(
-            "portcullis_filter_instances_total{{filter=\"{filter}\",outcome=\"{outcome}\"}} "
-        );
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&line))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {line} in {metrics}"))
-    };
+
     // Two distinct calls evaluated, the other five reused.
-    assert_eq!(count("tool-rbac", "cached"), 5);
-    assert_eq!(count("tool-rbac", "warm") + count("tool-rbac", "fresh"), 2);
-    assert_eq!(count("arg-guard", "cached"), 0);
-    assert_eq!(count("arg-guard", "warm") + count("arg-guard", "fresh"), 4);
+    assert_eq!(instances(&proxy, "tool-rbac", "cached").await, 5);
+    assert_eq!(evaluated(&proxy, "tool-rbac").await, 2);
+    assert_eq!(instances(&proxy, "arg-guard", "cached").await, 0);
+    assert_eq!(evaluated(&proxy, "arg-guard").await, 4);
     assert_eq!(upstream.posts(), 3, "only the allowed echo calls went on");
     proxy.shutdown().await;
 }
@@ -162,6 +152,11 @@ async fn instances(proxy: &portcullis::Running, filter: &str, outcome: &str) -> 
         .find_map(|l| l.strip_prefix(&line))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+}
+
+/// Calls of `filter` that were evaluated, in a warm or a fresh instance.
+async fn evaluated(proxy: &portcullis::Running, filter: &str) -> u64 {
+    instances(proxy, filter, "warm").await + instances(proxy, filter, "fresh").await
 }
 
 /// The denial's message, or "allowed" when the call reached the server
