@@ -16,11 +16,27 @@ esac
 # The portcullis binary measured: the release profile by default;
 # PORTCULLIS_PROFILE=sidecar measures the shipped build (fat LTO, one
 # codegen unit: about 6 minutes more to build here; bench/README.md).
+# PORTCULLIS_PGO=1 measures that profile built with profile-guided
+# optimisation (scripts/pgo.sh: about 20 minutes more).
 profile="${PORTCULLIS_PROFILE:-release}"
 case "$profile" in
   release | sidecar) ;;
   *) echo "PORTCULLIS_PROFILE: release or sidecar, not $profile" >&2; exit 2 ;;
 esac
+pgo="${PORTCULLIS_PGO:-0}"
+case "$pgo" in
+  0 | 1) ;;
+  *) echo "PORTCULLIS_PGO: 0 or 1, not $pgo" >&2; exit 2 ;;
+esac
+# Builds the measured binary and prints its path.
+build_portcullis() {
+  if [ "$pgo" = 1 ]; then
+    bash scripts/pgo.sh "$profile" | tail -n 1
+  else
+    cargo build --quiet --profile "$profile" -p portcullis --bin portcullis
+    echo "target/$profile/portcullis"
+  fi
+}
 
 rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
 # The chart's text is drawn with DejaVu Sans.
@@ -33,9 +49,9 @@ cargo build --quiet --release --target wasm32-wasip2 -p tool-rbac -p arg-guard
 
 if [ "$mode" = curves ]; then
   # portcullis alone: no Envoy in the curves.
-  cargo build --quiet --profile "$profile" -p portcullis --bin portcullis
+  bin="$(build_portcullis)"
   cargo build --quiet --release -p portcullis-bench
-  exec target/release/portcullis-bench curves --portcullis "target/$profile/portcullis" "$@"
+  exec target/release/portcullis-bench curves --portcullis "$bin" "$@"
 fi
 
 bash scripts/install-peers.sh >/dev/null
@@ -57,7 +73,7 @@ if [ "$mode" = smoke ]; then
     --work target/bench-smoke/curves-work --out target/bench-smoke
 fi
 
-cargo build --quiet --profile "$profile" -p portcullis --bin portcullis
+bin="$(build_portcullis)"
 cargo build --quiet --release -p portcullis-bench
 exec target/release/portcullis-bench run \
-  --portcullis "target/$profile/portcullis" --envoy "$envoy" --envoy-wasm "$wasm" "$@"
+  --portcullis "$bin" --envoy "$envoy" --envoy-wasm "$wasm" "$@"

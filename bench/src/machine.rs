@@ -50,10 +50,17 @@ pub async fn describe(paths: &Paths) -> Machine {
             .unwrap_or(0),
         memory: format!("{:.0} GiB", mem_kb / (1024.0 * 1024.0)),
         kernel: output("uname", &["-r"]).await,
+        // The binary's path says which build was measured (release,
+        // sidecar, or a PGO build under target/pgo).
         portcullis: format!(
-            "{} (git {})",
+            "{} (git {}), `{}`",
             output(&paths.portcullis.display().to_string(), &["--version"]).await,
-            output("git", &["rev-parse", "--short", "HEAD"]).await
+            output("git", &["rev-parse", "--short", "HEAD"]).await,
+            std::env::current_dir()
+                .ok()
+                .and_then(|cwd| paths.portcullis.strip_prefix(cwd).ok())
+                .unwrap_or(&paths.portcullis)
+                .display()
         ),
         envoy: envoy
             .split_whitespace()

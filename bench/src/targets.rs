@@ -156,7 +156,8 @@ impl Paths {
     }
 }
 
-/// A running configuration. Its process (if any) is killed when dropped.
+/// A running configuration. Its process (if any) is stopped when dropped:
+/// SIGTERM, then SIGKILL if it is still running after `STOP_GRACE`.
 pub struct Target {
     pub kind: Kind,
     pub endpoint: Endpoint,
@@ -169,6 +170,37 @@ impl Target {
     /// The proxy's pid, whose CPU and memory the results report.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
+    }
+}
+
+/// How long a stopped configuration may take to exit by itself. A clean
+/// exit is what lets an instrumented build write its profile
+/// (`scripts/pgo.sh`): the profile is written at exit, never on SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) else {
+            return;
+        };
+        // SAFETY: kill(2) with a pid this harness spawned and has not
+        // reaped (`id()` is None once it has been).
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return;
+        }
+        // A plain wait: Drop cannot await, and nothing else runs while a
+        // configuration is being torn down.
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while std::time::Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Still running: `kill_on_drop` sends SIGKILL when `child` drops.
     }
 }
 
@@ -473,6 +505,31 @@ mod tests {
             );
             assert!(text.contains("18102") && text.contains("18100"), "{kind}");
         }
+    }
+
+    /// An instrumented build writes its profile only when it exits by
+    /// itself, so a dropped target must be asked to stop first.
+    #[tokio::test]
+    async fn a_dropped_target_is_asked_to_stop_before_it_is_killed() {
+        let dir = std::env::temp_dir().join(format!("bench-stop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("terminated");
+        let _ = std::fs::remove_file(&marker);
+        let script = format!(
+            "trap 'touch {}; exit 0' TERM; while :; do sleep 0.01; done",
+            marker.display()
+        );
+        let child = spawn(Command::new("sh").args(["-c", &script]), &dir.join("log")).unwrap();
+        // Let the shell install its trap.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(Target {
+            kind: Kind::H,
+            endpoint: Endpoint::plain(SocketAddr::from(([127, 0, 0, 1], 1))),
+            admin: None,
+            child: Some(child),
+        });
+        assert!(marker.exists(), "the target was killed without a SIGTERM");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

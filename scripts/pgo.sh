@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the sidecar with profile-guided optimisation (bench/README.md,
+# "Round 2, fourth pass"):
+#   1. an instrumented build (-Cprofile-generate),
+#   2. a training run: the benchmark harness drives that build through
+#      configurations b, c, d and i (plaintext and mTLS, with and without
+#      the two filters, closed loop at 1/16/64 connections and an open
+#      loop) and every scaling curve at its smoke points (argument sizes,
+#      filter chains, lists of 10-1000 tools, many connections and
+#      callers),
+#   3. the optimised build (-Cprofile-use), linked with the text section
+#      prefixes kept, so code the training never ran (.text.unlikely) is
+#      laid out apart from the code it did run and is never paged in.
+#
+#   scripts/pgo.sh [release|sidecar]   -> target/pgo/<profile>/portcullis
+#
+# Paths the training does not run (other MCP eras, OAuth, sessions,
+# capture) are optimised for size, not left out: they behave the same,
+# a little slower. Every step is a full build of portcullis: about 20
+# minutes here with the release profile.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+profile="${1:-release}"
+case "$profile" in
+  release | sidecar) ;;
+  *) echo "scripts/pgo.sh: profile release or sidecar, not $profile" >&2; exit 2 ;;
+esac
+
+# The target triple is given explicitly so RUSTFLAGS reach only the
+# binary's crates, not build scripts and proc macros.
+host="$(rustc -vV | sed -n 's/^host: //p')"
+rustup component add llvm-tools >/dev/null 2>&1
+profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
+[ -x "$profdata" ] || { echo "scripts/pgo.sh: no llvm-profdata at $profdata" >&2; exit 1; }
+
+work="$root/target/pgo"
+out="$work/$profile"
+raw="$work/raw"
+rm -rf "$raw" "$work/train" "$work/train-curves"
+mkdir -p "$raw" "$out"
+
+rustup target add wasm32-wasip2 >/dev/null
+cargo build --quiet --locked --release --target wasm32-wasip2 -p tool-rbac -p arg-guard
+cargo build --quiet --locked --release -p portcullis-bench
+
+echo "pgo: instrumented build" >&2
+CARGO_TARGET_DIR="$work/gen" RUSTFLAGS="-Cprofile-generate=$raw" \
+  cargo build --quiet --locked --profile "$profile" --target "$host" -p portcullis --bin portcullis
+gen="$work/gen/$host/$profile/portcullis"
+
+echo "pgo: training" >&2
+target/release/portcullis-bench run --configs b,c,d,i --concurrency 1,16,64 \
+  --rounds 1 --duration 2s --warmup 1s --rate 500 \
+  --portcullis "$gen" --work "$work/train-work" --out "$work/train" --base-port 19100 >&2
+target/release/portcullis-bench curves --smoke --portcullis "$gen" \
+  --work "$work/train-curves-work" --out "$work/train-curves" --base-port 19400 >&2
+"$profdata" merge -o "$work/portcullis.profdata" "$raw"
+
+echo "pgo: optimised build" >&2
+# -z keep-text-section-prefix: rust-lld otherwise merges .text.unlikely.*
+# and .text.hot.* back into .text in input order, losing the layout.
+CARGO_TARGET_DIR="$work/use" \
+  RUSTFLAGS="-Cprofile-use=$work/portcullis.profdata -Clink-arg=-Wl,-z,keep-text-section-prefix" \
+  cargo build --quiet --locked --profile "$profile" --target "$host" -p portcullis --bin portcullis
+cp "$work/use/$host/$profile/portcullis" "$out/portcullis"
+echo "$out/portcullis"
