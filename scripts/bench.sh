@@ -17,7 +17,7 @@ esac
 # PORTCULLIS_PROFILE=sidecar measures the shipped build (fat LTO, one
 # codegen unit: about 6 minutes more to build here; bench/README.md).
 # PORTCULLIS_PGO=1 measures that profile built with profile-guided
-# optimisation (scripts/pgo.sh: about 20 minutes more).
+# optimisation (scripts/pgo.sh: about 13 minutes more here).
 profile="${PORTCULLIS_PROFILE:-release}"
 case "$profile" in
   release | sidecar) ;;
@@ -33,7 +33,8 @@ build_portcullis() {
   if [ "$pgo" = 1 ]; then
     bash scripts/pgo.sh "$profile" | tail -n 1
   else
-    cargo build --quiet --profile "$profile" -p portcullis --bin portcullis
+    # `|| return`: errexit does not reach into a command substitution.
+    cargo build --quiet --profile "$profile" -p portcullis --bin portcullis || return
     echo "target/$profile/portcullis"
   fi
 }

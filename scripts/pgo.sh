@@ -5,19 +5,24 @@
 #   2. a training run: the benchmark harness drives that build through
 #      configurations b, c, d and i (plaintext and mTLS, with and without
 #      the two filters, closed loop at 1/16/64 connections and an open
-#      loop) and every scaling curve at its smoke points (argument sizes,
-#      filter chains, lists of 10-1000 tools, many connections and
-#      callers),
+#      loop) and every scaling curve at its smoke points (argument sizes
+#      up to 1 MB, chains of 0-8 filters, lists of 10 and 100 tools, a
+#      few connections and callers); the profile must then hold the
+#      serving path, or the script stops,
 #   3. the optimised build (-Cprofile-use), linked with the text section
 #      prefixes kept, so code the training never ran (.text.unlikely) is
-#      laid out apart from the code it did run and is never paged in.
+#      laid out apart from the code it did run and is not paged in,
+#   4. the harness's smoke run on the optimised build: every
+#      configuration must refuse what its policy forbids and answer.
 #
-#   scripts/pgo.sh [release|sidecar]   -> target/pgo/<profile>/portcullis
+#   bash scripts/pgo.sh [release|sidecar]  -> target/pgo/<profile>/portcullis
 #
-# Paths the training does not run (other MCP eras, OAuth, sessions,
-# capture) are optimised for size, not left out: they behave the same,
-# a little slower. Every step is a full build of portcullis: about 20
-# minutes here with the release profile.
+# The last line on stdout is the binary's path; everything else goes to
+# stderr. Paths the training does not run (other MCP eras, OAuth,
+# sessions, capture) are compiled as cold code: optimised for size, not
+# left out. Two full builds of portcullis: about 13 minutes here with the
+# release profile. The section layout needs lld (rust's default linker
+# on x86_64-unknown-linux-gnu); other linkers ignore the flag.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -55,13 +60,30 @@ target/release/portcullis-bench run --configs b,c,d,i --concurrency 1,16,64 \
   --portcullis "$gen" --work "$work/train-work" --out "$work/train" --base-port 19100 >&2
 target/release/portcullis-bench curves --smoke --portcullis "$gen" \
   --work "$work/train-curves-work" --out "$work/train-curves" --base-port 19400 >&2
-"$profdata" merge -o "$work/portcullis.profdata" "$raw"
+"$profdata" merge -o "$work/merged.profdata" "$raw"
+# Named by its digest: the path is in RUSTFLAGS, so a new profile is a
+# new fingerprint and cargo rebuilds what it optimised with the old one.
+digest="$(sha256sum "$work/merged.profdata" | cut -c1-16)"
+profile_data="$work/portcullis-$digest.profdata"
+mv "$work/merged.profdata" "$profile_data"
+# A profile without the serving path (a proxy killed instead of stopped
+# writes none) would lay out the hot path as cold code: slower, not
+# faster. parse_body decodes every request body.
+if ! "$profdata" show --counts --function=mcp7message10parse_body "$profile_data" \
+    | grep -q 'Block counts: \[.*[1-9]'; then
+  echo "scripts/pgo.sh: the profile holds no request decoding: the training's proxies wrote no profile" >&2
+  exit 1
+fi
 
 echo "pgo: optimised build" >&2
 # -z keep-text-section-prefix: rust-lld otherwise merges .text.unlikely.*
 # and .text.hot.* back into .text in input order, losing the layout.
 CARGO_TARGET_DIR="$work/use" \
-  RUSTFLAGS="-Cprofile-use=$work/portcullis.profdata -Clink-arg=-Wl,-z,keep-text-section-prefix" \
+  RUSTFLAGS="-Cprofile-use=$profile_data -Clink-arg=-Wl,-z,keep-text-section-prefix" \
   cargo build --quiet --locked --profile "$profile" --target "$host" -p portcullis --bin portcullis
 cp "$work/use/$host/$profile/portcullis" "$out/portcullis"
+
+echo "pgo: checking the optimised build" >&2
+target/release/portcullis-bench run --smoke --configs b,c,d,i --portcullis "$out/portcullis" \
+  --work "$work/check-work" --out "$work/check" --base-port 19100 >&2
 echo "$out/portcullis"

@@ -154,12 +154,19 @@ impl Curves {
     }
 }
 
-/// A portcullis started for a curve. Killed when dropped.
+/// A portcullis started for a curve. Stopped when dropped
+/// (`targets::stop`: SIGTERM, then SIGKILL).
 struct Proxy {
     name: String,
     endpoint: Endpoint,
     admin: SocketAddr,
     child: Child,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        targets::stop(&mut self.child);
+    }
 }
 
 impl Proxy {

@@ -173,34 +173,38 @@ impl Target {
     }
 }
 
-/// How long a stopped configuration may take to exit by itself. A clean
-/// exit is what lets an instrumented build write its profile
+/// How long a stopped process may take to exit by itself. A clean exit
+/// is what lets an instrumented build write its profile
 /// (`scripts/pgo.sh`): the profile is written at exit, never on SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 impl Drop for Target {
     fn drop(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) else {
-            return;
-        };
-        // SAFETY: kill(2) with a pid this harness spawned and has not
-        // reaped (`id()` is None once it has been).
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        if let Some(child) = self.child.as_mut() {
+            stop(child);
+        }
+    }
+}
+
+/// Asks a process this harness started to exit (SIGTERM) and waits up to
+/// `STOP_GRACE` for it. One still running then is killed by
+/// `kill_on_drop` when its `Child` drops. Blocking: callers are `Drop`
+/// impls, which cannot await, and nothing else runs during a teardown.
+pub fn stop(child: &mut Child) {
+    let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) else {
+        return;
+    };
+    // SAFETY: kill(2) on a pid this harness spawned and has not reaped
+    // (`id()` is None once it has been), so it cannot name another process.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return;
+    }
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    while std::time::Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
             return;
         }
-        // A plain wait: Drop cannot await, and nothing else runs while a
-        // configuration is being torn down.
-        let deadline = std::time::Instant::now() + STOP_GRACE;
-        while std::time::Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Still running: `kill_on_drop` sends SIGKILL when `child` drops.
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -515,13 +519,22 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let marker = dir.join("terminated");
         let _ = std::fs::remove_file(&marker);
+        let ready = dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
         let script = format!(
-            "trap 'touch {}; exit 0' TERM; while :; do sleep 0.01; done",
-            marker.display()
+            "trap 'touch {}; exit 0' TERM; touch {}; while :; do sleep 0.01; done",
+            marker.display(),
+            ready.display()
         );
         let child = spawn(Command::new("sh").args(["-c", &script]), &dir.join("log")).unwrap();
-        // Let the shell install its trap.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The shell has installed its trap once it has made `ready`.
+        for _ in 0..1000 {
+            if ready.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(ready.exists(), "the test's shell did not start");
         drop(Target {
             kind: Kind::H,
             endpoint: Endpoint::plain(SocketAddr::from(([127, 0, 0, 1], 1))),
