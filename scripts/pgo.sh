@@ -65,6 +65,7 @@ target/release/portcullis-bench curves --smoke --portcullis "$gen" \
 # new fingerprint and cargo rebuilds what it optimised with the old one.
 digest="$(sha256sum "$work/merged.profdata" | cut -c1-16)"
 profile_data="$work/portcullis-$digest.profdata"
+rm -f "$work"/portcullis-*.profdata
 mv "$work/merged.profdata" "$profile_data"
 # A profile without the serving path (a proxy killed instead of stopped
 # writes none) would lay out the hot path as cold code: slower, not
