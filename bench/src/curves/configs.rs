@@ -130,6 +130,9 @@ fn filter(y: &mut String, f: &Filter) {
         }
         Filter::ArgGuard { max_length, fresh } => {
             common(y, "arg-guard", "arg_guard.wasm", "[request]", *fresh);
+            // Every call evaluated, as in configurations d and i: the load
+            // repeats its arguments, real traffic rarely does.
+            y.push_str("    reuse_decisions: false\n");
             let _ = writeln!(
                 y,
                 "    config:\n      constraints:\n        - tools: [\"echo\"]\n          \
@@ -170,11 +173,14 @@ mod tests {
             "tools: [\"echo\"]",
             "max_length: 2000000",
             "deny_regex: \"(?i)drop\\\\s+table\"",
-            "    isolation: call\n    config:\n      constraints",
+            "    isolation: call\n    reuse_decisions: false\n    config:\n      constraints",
         ] {
             assert!(y.contains(want), "{want} not in\n{y}");
         }
         assert_eq!(y.matches("isolation: call").count(), 1, "{y}");
+        // arg-guard evaluates every call (the load repeats its arguments);
+        // tool-rbac reuses, as asked.
+        assert_eq!(y.matches("reuse_decisions: false").count(), 1, "{y}");
     }
 
     #[test]

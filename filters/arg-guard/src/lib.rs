@@ -7,9 +7,13 @@
 //! confined path is rewritten to its resolved form, so the server receives
 //! exactly the path that was checked.
 
+mod lookup;
+
 use portcullis_policy_sdk::{pattern, prelude::*};
 use serde::Deserialize;
 use serde_json::Value;
+
+pub use lookup::Pointer;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,7 +21,7 @@ pub struct Constraint {
     /// Tool name patterns.
     pub tools: Vec<String>,
     /// A JSON pointer into the arguments, e.g. `/path` or `/options/mode`.
-    pub pointer: String,
+    pub pointer: Pointer,
     /// Deny when the argument is absent.
     #[serde(default)]
     pub required: bool,
@@ -249,10 +253,21 @@ pub struct ArgGuard;
 impl Filter for ArgGuard {
     type Config = Config;
 
+    /// The decision is a function of the method, the tool, the arguments
+    /// and the configuration. The host then lowers only these into the
+    /// guest (a third of an evaluation went to the rest: principal,
+    /// headers, era, each string a guest allocation), and may answer an
+    /// equal call from its cache. What a `Pattern` keeps between calls
+    /// (bytes scanned, the DFA) changes how fast it answers, never what:
+    /// both engines give the same answer (`patterns_mean_what_regex_lite_means`).
+    const DECIDES_ON: Option<&'static [Input]> =
+        Some(&[Input::Method, Input::Target, Input::Arguments]);
+
     fn validate(config: &Config) -> Result<(), String> {
         for c in &config.constraints {
-            if !(c.pointer.is_empty() || c.pointer.starts_with('/')) {
-                return Err(format!("pointer {:?} must start with '/'", c.pointer));
+            let p = c.pointer.as_str();
+            if !(p.is_empty() || p.starts_with('/')) {
+                return Err(format!("pointer {p:?} must start with '/'"));
             }
             if let Some(p) = &c.path_prefix {
                 resolve(p).ok_or_else(|| format!("path_prefix {p:?} must be an absolute path"))?;
@@ -265,36 +280,60 @@ impl Filter for ArgGuard {
         let Some(tool) = call.tool_name() else {
             return Decision::Allow;
         };
-        let mut args = call.args_value();
-        let mut rewritten = false;
+        // Absent arguments read as JSON `null`, as an empty call does.
+        let args = call.arguments.as_deref().unwrap_or("null");
+        // Built only if a constraint rewrites a path.
+        let mut tree: Option<Value> = None;
         for c in config
             .constraints
             .iter()
             .filter(|c| pattern::any(&c.tools, tool))
         {
-            let Some(value) = args.pointer(&c.pointer) else {
+            // The host forwards only JSON it has read strictly, so this is
+            // a host that did not: refuse rather than skip the check.
+            // After a rewrite, later constraints read the rewritten tree.
+            let found = match &tree {
+                Some(root) => Ok(c.pointer.find_in(root).cloned()),
+                None => c.pointer.find(args),
+            };
+            let found = match found {
+                Ok(found) => found,
+                Err(e) => {
+                    return Decision::deny(format!("{tool}: arguments are not readable JSON: {e}"))
+                }
+            };
+            let Some(value) = found else {
                 if c.required {
                     return Decision::deny(format!("{tool}: argument {} is required", c.pointer));
                 }
                 continue;
             };
-            match c.check(value) {
+            match c.check(&value) {
                 Check::Pass => {}
                 Check::Fail(why) => {
                     return Decision::deny(format!("{tool}: argument {} {why}", c.pointer))
                 }
                 Check::Rewrite(resolved) => {
-                    if let Some(slot) = args.pointer_mut(&c.pointer) {
+                    let root = match tree.as_mut() {
+                        Some(root) => root,
+                        None => match serde_json::from_str(args) {
+                            Ok(root) => tree.insert(root),
+                            Err(e) => {
+                                return Decision::deny(format!(
+                                    "{tool}: arguments are not readable JSON: {e}"
+                                ))
+                            }
+                        },
+                    };
+                    if let Some(slot) = c.pointer.find_mut(root) {
                         *slot = Value::String(resolved);
-                        rewritten = true;
                     }
                 }
             }
         }
-        if rewritten {
-            Decision::RewriteArguments(args)
-        } else {
-            Decision::Allow
+        match tree {
+            Some(rewritten) => Decision::RewriteArguments(rewritten),
+            None => Decision::Allow,
         }
     }
 }
@@ -378,6 +417,43 @@ mod tests {
             json!({"url": "https://evil.test/?a.example.com/"}),
         ))
         .assert_denied("does not match");
+    }
+
+    /// The host forwards only arguments it read strictly; a host that did
+    /// not, or a replayed call, gets a refusal, never a skipped check.
+    /// (Before, unreadable arguments read as `null`: `/query` was absent
+    /// and the call was allowed.)
+    #[test]
+    fn unreadable_arguments_are_refused() {
+        let h = h();
+        for raw in [
+            r#"{"query":"DROP TABLE","x":1e400}"#,
+            r#"{"query":"DROP TABLE"} {}"#,
+            r#"{"query":"DROP TABLE","x":"\ud800"}"#,
+        ] {
+            let mut c = call("search", json!({}));
+            c.arguments = Some(raw.to_string());
+            h.request(&c).assert_denied("not readable JSON");
+        }
+    }
+
+    /// A constraint after a rewrite reads the rewritten path, as a later
+    /// filter in the chain would.
+    #[test]
+    fn later_constraints_read_the_rewritten_arguments() {
+        let h = Harness::<ArgGuard>::new(
+            &json!({"constraints": [
+                {"tools": ["read_file"], "pointer": "/path", "path_prefix": "/srv", "normalize": true},
+                {"tools": ["read_file"], "pointer": "/path", "deny_regex": "^/srv/secret$"}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        h.request(&call("read_file", json!({"path": "/srv/x/../secret"})))
+            .assert_denied("denied pattern");
+        let d = h.request(&call("read_file", json!({"path": "/srv/x/../open"})));
+        let args = d.assert_rewritten();
+        assert_eq!(args["path"], "/srv/open");
     }
 
     #[test]

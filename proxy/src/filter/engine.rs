@@ -153,6 +153,12 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
     config.memory_guard_size(64 << 10);
     config.memory_reservation_for_growth(0);
     config.memory_init_cow(true);
+    // For profiling only: names the compiled filters' functions in
+    // /tmp/perf-<pid>.map, so `perf report` can attribute guest time
+    // (bench/README.md). Off by default: the file grows with every load.
+    if std::env::var_os("PORTCULLIS_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(opts.max_instances)
         .total_core_instances(opts.max_instances.saturating_mul(8))
