@@ -5,8 +5,9 @@
 //! relay back to the client. [`capture`] is the second way in: connections
 //! the pod's nat rules redirected. [`admin`] serves metrics and health.
 
-// Two audited exceptions, `memory::release_free_heap` and
-// `filter::compile::load_artifact` (compiled filters); nothing else.
+// Three audited exceptions, `memory::release_free_heap`,
+// `memory::use_one_arena` and `filter::compile::load_artifact` (compiled
+// filters); nothing else.
 #![deny(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(clippy::too_many_lines)]
