@@ -164,18 +164,22 @@ fn init_logs(format: LogFormat) {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The serving sidecar only: compiling filters (here or in the child
+    // processes the sidecar starts) runs Cranelift on many threads at once.
     // Before the runtime's threads exist: they pick their arena when they
     // first allocate.
-    portcullis::memory::use_one_arena();
+    if matches!(cli.command, Command::Run { .. }) {
+        portcullis::memory::use_one_arena();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?
-        .block_on(run())
+        .block_on(run(cli))
 }
 
-async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
         Command::Validate { config } => {

@@ -21,22 +21,23 @@ pub fn release_free_heap() {
 pub fn release_free_heap() {}
 
 /// Makes every thread allocate from one malloc arena, unless the operator
-/// chose otherwise (`MALLOC_ARENA_MAX` in the environment). Call it before
-/// any thread is spawned.
+/// chose otherwise (`MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max` in
+/// `GLIBC_TUNABLES`). Call it before any thread is spawned.
 ///
 /// glibc gives each thread that allocates under contention an arena of its
 /// own (up to eight per core), and freed memory in one arena serves no
 /// other. The sidecar's workers free on one thread what another allocated
 /// (buffers handed between the client's and the upstream's connections),
 /// so each arena held its own free memory: configuration d of `make bench`
-/// peaked 2.5–3.5 MiB higher at 16 and 64 connections than with one arena,
+/// peaked 2–3.5 MiB higher at 16 and 64 connections than with one arena,
 /// with no measurable difference in CPU per call (bench/README.md). The
 /// workers rarely contend for the arena's lock: glibc's per-thread cache
 /// serves most small blocks without it.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn use_one_arena() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+    let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"));
+    if tuned || std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return;
     }
     // SAFETY: mallopt takes two integers and changes a limit glibc reads

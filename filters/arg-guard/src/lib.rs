@@ -437,6 +437,29 @@ mod tests {
         }
     }
 
+    /// A member under serde_json's reserved name reads one way as a `Value`
+    /// (the string's contents) and another way as written. A check that
+    /// read it one way and a rewrite that re-encoded it the other would
+    /// forward what no constraint checked: here `mode: 777` inside the
+    /// string, which the rewrite of `/path` would have made real. Refused.
+    #[test]
+    fn serde_json_reserved_keys_are_refused() {
+        let h = Harness::<ArgGuard>::new(
+            &json!({"constraints": [
+                {"tools": ["write_file"], "pointer": "/options/mode", "enum": ["ro", "rw"]},
+                {"tools": ["write_file"], "pointer": "/path", "path_prefix": "/srv", "normalize": true}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        let mut c = call("write_file", json!({}));
+        c.arguments = Some(
+            r#"{"path":"/srv/./x","options":{"$serde_json::private::RawValue":"{\"mode\":\"777\"}"}}"#
+                .to_string(),
+        );
+        h.request(&c).assert_denied("reserved");
+    }
+
     /// A constraint after a rewrite reads the rewritten path, as a later
     /// filter in the chain would.
     #[test]

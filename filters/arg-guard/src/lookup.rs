@@ -15,7 +15,11 @@
 //! Values off the path are read by the same parser as a `Value` would be
 //! (not `serde`'s `IgnoredAny`, whose fast skip takes `1e400` and lone
 //! surrogate escapes that a `Value` refuses), so arguments a `Value`
-//! cannot hold are an error here too.
+//! cannot hold are an error here too. So is a member named with
+//! serde_json's reserved prefix (`$serde_json::private::`): with the
+//! `raw_value` feature a `Value` reads `{"$serde_json::private::RawValue":
+//! "{\"m\":1}"}` as `{"m":1}`, a server reads it as written, and the two
+//! readings must never both be possible.
 
 use std::fmt;
 
@@ -104,11 +108,9 @@ impl fmt::Display for Pointer {
 
 impl<'de> serde::Deserialize<'de> for Pointer {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(|s| Self::new(&s))
+        <String as serde::Deserialize>::deserialize(d).map(|s| Self::new(&s))
     }
 }
-
-use serde::Deserialize as _;
 
 /// An array index as `serde_json` reads one in a pointer.
 fn index(token: &str) -> Option<usize> {
@@ -126,7 +128,7 @@ impl<'de> DeserializeSeed<'de> for Seek<'_> {
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         match self.0.split_first() {
-            None => Value::deserialize(d).map(Some),
+            None => d.deserialize_any(Build).map(Some),
             Some((token, rest)) => d.deserialize_any(Step { token, rest }),
         }
     }
@@ -197,6 +199,94 @@ impl<'de> Visitor<'de> for Step<'_> {
     }
 }
 
+/// Builds the value pointed at as `Value`'s own `Deserialize` does (a
+/// repeated key's last value, `f64` through `Number::from_f64`), except
+/// that a reserved key is an error instead of an instruction.
+struct Build;
+
+impl<'de> DeserializeSeed<'de> for Build {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(Build)
+    }
+}
+
+impl<'de> Visitor<'de> for Build {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let value = map.next_value_seed(Build)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Build)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+/// A member's key, refused if it is reserved.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = String;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<String, E> {
+        reserved(key)?;
+        Ok(key.to_string())
+    }
+}
+
+fn reserved<E: de::Error>(key: &str) -> Result<(), E> {
+    if key.starts_with(RESERVED) {
+        return Err(E::custom(format!("key {key:?} is reserved by serde_json")));
+    }
+    Ok(())
+}
+
 /// Reads one value as a `Value` would, number ranges and escapes
 /// included, and keeps nothing.
 struct Skip;
@@ -248,6 +338,9 @@ impl<'de> Visitor<'de> for Skip {
     }
 }
 
+/// Keys serde_json's own types read as instructions, not as members.
+const RESERVED: &str = "$serde_json::private::";
+
 /// Whether a member's key (after unescaping) is the token, without
 /// keeping the key.
 struct KeyIs<'t>(&'t str);
@@ -268,6 +361,7 @@ impl<'de> Visitor<'de> for KeyIs<'_> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        reserved(key)?;
         Ok(key == self.0)
     }
 }
@@ -320,11 +414,20 @@ mod tests {
             r#"{"text":"\ud800"}"#,
             r#"{"x":"\udc00","text":"hi"}"#,
             r#"{"x":"a\qb","text":"hi"}"#,
+            // serde_json's reserved keys, on the path and off it.
+            r#"{"text":{"$serde_json::private::RawValue":"\"hi\""}}"#,
+            r#"{"x":{"$serde_json::private::RawValue":"{}"},"text":"hi"}"#,
+            r#"{"text":"hi","x":[{"$serde_json::private::Number":"1"}]}"#,
             "{\"x\":\"\u{1}\",\"text\":\"hi\"}",
             "",
         ] {
             assert!(Pointer::new("/text").find(doc).is_err(), "{doc}");
-            assert!(serde_json::from_str::<Value>(doc).is_err(), "{doc}");
+            // A `Value` refuses them too, or reads them as something else.
+            let reserved = doc.contains(RESERVED);
+            assert!(
+                reserved || serde_json::from_str::<Value>(doc).is_err(),
+                "{doc}"
+            );
         }
     }
 

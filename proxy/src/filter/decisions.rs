@@ -9,9 +9,10 @@
 //! - shows `on-request` only the declared parts ([`DecidesOn::narrow`]),
 //!   in a warm instance of its own ([`DecidesOn::instance_key`]), so the
 //!   filter cannot read what the key leaves out;
-//! - keeps each decision under a key made of exactly those parts
-//!   ([`DecidesOn::key`], every byte of them, not a hash), and answers a
-//!   call with the same key from it;
+//! - keeps each decision under a key made of exactly those parts and the
+//!   caller's key ([`DecidesOn::key`], every byte of them, not a hash), and
+//!   answers a call with the same key from it: a decision never serves
+//!   another caller, whatever was declared;
 //! - keeps nothing from an evaluation that called the host (log, clock,
 //!   counters, store, WASI's random seeds): such a filter keeps state or
 //!   draws chance, whatever it declared.
@@ -192,6 +193,12 @@ impl DecidesOn {
         }
         if self.has(PRINCIPAL) {
             k.principal(&call.principal);
+        } else {
+            // Decisions are never shared between callers, even by a filter
+            // that cannot tell them apart: a shared cache would tell one
+            // caller, by how fast it is answered, that another recently
+            // sent the same call (arguments included).
+            k.text(&call.principal.key);
         }
         if self.has(SESSION) {
             k.opt(call.session.as_deref());
@@ -460,6 +467,18 @@ mod tests {
 
     /// Length prefixes keep adjacent texts apart: ("ab", "c") is not
     /// ("a", "bc").
+    /// A filter that does not declare the principal cannot tell callers
+    /// apart, but its decisions are still kept per caller: one caller must
+    /// not learn from the cache's timing what another sent.
+    #[test]
+    fn decisions_are_kept_per_caller_even_when_the_principal_is_undeclared() {
+        let args = DecidesOn(METHOD | TARGET | ARGUMENTS);
+        let base = args.key(&call()).unwrap();
+        let mut other = call();
+        other.principal.key = "spiffe://td/ns/a/sa/other".into();
+        assert_ne!(args.key(&other).unwrap(), base);
+    }
+
     #[test]
     fn texts_cannot_run_into_each_other() {
         let mut a = call();

@@ -70,7 +70,10 @@ pub struct Limits {
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     /// An instance is reused only for calls of the same caller identity
-    /// (SPIFFE ID, JWT claims, or anonymous). The filter parses its
+    /// (SPIFFE ID, JWT claims, or anonymous). A filter that declares what
+    /// it decides on without the principal is shown no principal, so its
+    /// instances are shared among callers (`decisions::DecidesOn`); its
+    /// reused decisions are still kept per caller. The filter parses its
     /// configuration once per instance instead of once per call, which is
     /// most of the cost of a small filter. An instance that faults is
     /// thrown away, and none serves more than `MAX_CALLS` calls.

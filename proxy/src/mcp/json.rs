@@ -9,7 +9,12 @@
 //! keys that differ only by case (Unicode simple folding, as Go does) are
 //! refused in the JSON-RPC envelope and its `params`, where routing
 //! decisions are made. Control characters are refused in every object key:
-//! C-string parsers and loggers read `"name\u0000x"` as `name`.
+//! C-string parsers and loggers read `"name\u0000x"` as `name`. Keys
+//! under serde_json's reserved prefix (`$serde_json::private::`) are
+//! refused at every depth: with its `raw_value` feature (which this
+//! workspace, and so every filter built with the SDK, has) a
+//! `serde_json::Value` reads `{"$serde_json::private::RawValue":"{\"m\":1}"}`
+//! as `{"m":1}`, while a server reads the object as written.
 //!
 //! Upstream answers that Portcullis filters get a stricter reading
 //! ([`validate_answer`]): integers that no common client reads exactly are
@@ -37,6 +42,8 @@ pub enum JsonError {
     Encoding(&'static str),
     #[error("integer {0} cannot be read exactly by common clients")]
     HugeNumber(String),
+    #[error("key {0:?} is reserved: serde_json reads such an object as something else")]
+    ReservedKey(String),
 }
 
 /// How many object levels are checked for case-variant keys: the envelope
@@ -139,6 +146,10 @@ fn classify(e: serde_json::Error, max_depth: usize) -> JsonError {
         let key = key.split(SEP).next().unwrap_or_default();
         return JsonError::DuplicateKey(key.to_string());
     }
+    if let Some(key) = msg.strip_prefix(RESERVED_PREFIX) {
+        let key = key.split(SEP).next().unwrap_or_default();
+        return JsonError::ReservedKey(key.to_string());
+    }
     if let Some(key) = msg.strip_prefix(CONTROL_PREFIX) {
         let key = key.split(SEP).next().unwrap_or_default();
         return JsonError::ControlInKey(key.to_string());
@@ -151,6 +162,10 @@ fn classify(e: serde_json::Error, max_depth: usize) -> JsonError {
 
 const DUP_PREFIX: &str = "portcullis-duplicate-key:";
 const CONTROL_PREFIX: &str = "portcullis-control-in-key:";
+const RESERVED_PREFIX: &str = "portcullis-reserved-key:";
+/// serde_json's own types (`RawValue`, `Number` with `arbitrary_precision`)
+/// recognise an object by a first key under this prefix.
+const SERDE_RESERVED: &str = "$serde_json::private::";
 // A key with a NUL is refused before it could be mistaken for this
 // separator.
 const SEP: char = '\u{0}';
@@ -230,6 +245,9 @@ impl<'de> Visitor<'de> for Strict {
                 let shown = key.replace(SEP, "\\u0000");
                 return Err(de::Error::custom(format!("{CONTROL_PREFIX}{shown}{SEP}")));
             }
+            if key.starts_with(SERDE_RESERVED) {
+                return Err(de::Error::custom(format!("{RESERVED_PREFIX}{key}{SEP}")));
+            }
             let norm = if self.fold_case_levels > 0 {
                 fold_key(&key)
             } else {
@@ -307,6 +325,37 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert_eq!(validate(deep.as_bytes(), 64), Ok(()));
         assert_eq!(validate(deep.as_bytes(), 10), Err(JsonError::TooDeep(10)));
+    }
+
+    #[test]
+    fn refuses_serde_json_reserved_keys_at_any_depth() {
+        // The premise: a `Value` (raw_value feature) reads the object as
+        // the string's contents, not as the member a server sees.
+        let value: serde_json::Value =
+            serde_json::from_str(r#"{"o":{"$serde_json::private::RawValue":"{\"m\":1}"}}"#)
+                .unwrap();
+        assert_eq!(value.to_string(), r#"{"o":{"m":1}}"#);
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"w","arguments":{"o":{"$serde_json::private::RawValue":"{\"m\":1}"}}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"w","arguments":{"o":[{"a":1,"\u0024serde_json::private::RawValue":"1"}]}}}"#,
+            r#"{"$serde_json::private::Number":"1"}"#,
+        ] {
+            for res in [
+                validate(body.as_bytes(), 32),
+                validate_answer(body.as_bytes(), 32),
+            ] {
+                assert!(
+                    matches!(res, Err(JsonError::ReservedKey(_))),
+                    "{body}: {res:?}"
+                );
+            }
+        }
+        // A key that only mentions serde_json is an ordinary key.
+        assert!(validate(
+            br#"{"serde_json::private::x":1,"a$serde_json::private::":2}"#,
+            8
+        )
+        .is_ok());
     }
 
     #[test]
