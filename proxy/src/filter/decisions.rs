@@ -154,10 +154,13 @@ impl DecidesOn {
         }
     }
 
-    /// Every byte of the declared parts, each length-prefixed, so that two
-    /// calls get the same key exactly when the filter would see the same
-    /// call. `None` when the key would be longer than [`MAX_KEY`], found
-    /// before anything is copied.
+    /// Every byte of the declared parts, each length-prefixed, and the
+    /// caller's key when the principal is not declared (the whole principal
+    /// is when it is), so that two calls get the same key exactly when they
+    /// come from the same caller and the filter would see the same call.
+    /// Anonymous callers all share the key `anonymous`: with no identity
+    /// there is no caller to keep apart. `None` when the key would be longer
+    /// than [`MAX_KEY`], found before anything is copied.
     pub fn key(self, call: &types::Call) -> Option<Vec<u8>> {
         let big =
             |part: u16, s: Option<&str>| self.has(part) && s.is_some_and(|s| s.len() > MAX_KEY);
@@ -465,8 +468,6 @@ mod tests {
         assert_ne!(RBAC.instance_key(caller), caller);
     }
 
-    /// Length prefixes keep adjacent texts apart: ("ab", "c") is not
-    /// ("a", "bc").
     /// A filter that does not declare the principal cannot tell callers
     /// apart, but its decisions are still kept per caller: one caller must
     /// not learn from the cache's timing what another sent.
@@ -479,6 +480,8 @@ mod tests {
         assert_ne!(args.key(&other).unwrap(), base);
     }
 
+    /// Length prefixes keep adjacent texts apart: ("ab", "c") is not
+    /// ("a", "bc").
     #[test]
     fn texts_cannot_run_into_each_other() {
         let mut a = call();
