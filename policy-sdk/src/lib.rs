@@ -70,6 +70,13 @@ pub use call::{
 pub use decision::{Decision, Denial, ResultDecision};
 pub use inputs::Input;
 
+/// Object keys under this prefix are instructions to serde_json's own types
+/// (with the `raw_value` feature, `{"$serde_json::private::RawValue": "…"}`
+/// reads as the string's contents), so a `serde_json::Value` and a server
+/// read such an object differently. The sidecar refuses them in every body,
+/// and filters that read arguments should too.
+pub const SERDE_JSON_RESERVED_PREFIX: &str = "$serde_json::private::";
+
 /// A policy filter. Every hook has a default that allows, so a filter
 /// implements only what it cares about.
 pub trait Filter {

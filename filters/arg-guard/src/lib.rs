@@ -289,8 +289,6 @@ impl Filter for ArgGuard {
             .iter()
             .filter(|c| pattern::any(&c.tools, tool))
         {
-            // The host forwards only JSON it has read strictly, so this is
-            // a host that did not: refuse rather than skip the check.
             // After a rewrite, later constraints read the rewritten tree.
             let found = match &tree {
                 Some(root) => Ok(c.pointer.find_in(root).cloned()),
@@ -298,9 +296,7 @@ impl Filter for ArgGuard {
             };
             let found = match found {
                 Ok(found) => found,
-                Err(e) => {
-                    return Decision::deny(format!("{tool}: arguments are not readable JSON: {e}"))
-                }
+                Err(e) => return unreadable(tool, &e),
             };
             let Some(value) = found else {
                 if c.required {
@@ -318,11 +314,7 @@ impl Filter for ArgGuard {
                         Some(root) => root,
                         None => match serde_json::from_str(args) {
                             Ok(root) => tree.insert(root),
-                            Err(e) => {
-                                return Decision::deny(format!(
-                                    "{tool}: arguments are not readable JSON: {e}"
-                                ))
-                            }
+                            Err(e) => return unreadable(tool, &e),
                         },
                     };
                     if let Some(slot) = c.pointer.find_mut(root) {
@@ -336,6 +328,12 @@ impl Filter for ArgGuard {
             None => Decision::Allow,
         }
     }
+}
+
+/// The host forwards only JSON it has read strictly, so this is a host
+/// that did not: refuse rather than skip the check.
+fn unreadable(tool: &str, e: &serde_json::Error) -> Decision {
+    Decision::deny(format!("{tool}: arguments are not readable JSON: {e}"))
 }
 
 export_filter!(ArgGuard);

@@ -338,8 +338,7 @@ impl<'de> Visitor<'de> for Skip {
     }
 }
 
-/// Keys serde_json's own types read as instructions, not as members.
-const RESERVED: &str = "$serde_json::private::";
+use portcullis_policy_sdk::SERDE_JSON_RESERVED_PREFIX as RESERVED;
 
 /// Whether a member's key (after unescaping) is the token, without
 /// keeping the key.

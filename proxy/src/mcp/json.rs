@@ -165,7 +165,7 @@ const CONTROL_PREFIX: &str = "portcullis-control-in-key:";
 const RESERVED_PREFIX: &str = "portcullis-reserved-key:";
 /// serde_json's own types (`RawValue`, `Number` with `arbitrary_precision`)
 /// recognise an object by a first key under this prefix.
-const SERDE_RESERVED: &str = "$serde_json::private::";
+use portcullis_policy_sdk::SERDE_JSON_RESERVED_PREFIX as SERDE_RESERVED;
 // A key with a NUL is refused before it could be mistaken for this
 // separator.
 const SEP: char = '\u{0}';
