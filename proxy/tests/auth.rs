@@ -128,6 +128,18 @@ fn es(idp: &Idp, claims: &Value) -> String {
     )
 }
 
+/// A token signed by the issuer over claims written as text, so they can
+/// hold what a `Value` cannot (duplicate members).
+fn es_text(idp: &Idp, claims: &str) -> String {
+    let claims = serde_json::value::RawValue::from_string(claims.to_string()).unwrap();
+    let (kid, pk8) = &idp.es[0];
+    portcullis::auth::ring_provider::install();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.clone());
+    header.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(pk8)).unwrap()
+}
+
 /// A token built by hand: any header, any claims, any signature.
 fn raw(header: &Value, claims: &Value, sig: &[u8]) -> String {
     format!(
@@ -426,6 +438,24 @@ async fn every_bad_token_is_refused_and_never_forwarded() {
             h.kid = Some("k1".into());
             h.typ = Some("dpop+jwt".into());
             jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_ec_der(&idp.es[0].1)).unwrap()
+        }),
+        // Signed by the issuer, but readable two ways: the filters get the
+        // host's reading re-encoded.
+        ("a duplicate claim", {
+            let c = claims().to_string();
+            es_text(&idp, &c.replacen('{', r#"{"sub":"root","#, 1))
+        }),
+        ("a duplicate member in a nested claim", {
+            let c = claims().to_string();
+            es_text(
+                &idp,
+                &c.replacen('{', r#"{"roles":{"a":"x","a":"admin"},"#, 1),
+            )
+        }),
+        ("serde_json's reserved key in a nested claim", {
+            let c = claims().to_string();
+            let nested = r#"{"roles":{"$serde_json::private::RawValue":"[\"admin\"]"},"#;
+            es_text(&idp, &c.replacen('{', nested, 1))
         }),
         ("signed by a key the issuer does not have", {
             let other = new_es_key();

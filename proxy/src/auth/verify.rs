@@ -43,9 +43,13 @@ use super::{
     svid::{self, JwtSvids},
 };
 use crate::identity::{Peer, Token, TokenKind};
+use crate::mcp::json;
 
 const MAX_HEADER_BYTES: usize = 2 * 1024;
 const MAX_CLAIMS_BYTES: usize = 16 * 1024;
+/// Nesting allowed in a token's header or claims; real tokens use two or
+/// three levels.
+const MAX_CLAIMS_DEPTH: usize = 32;
 
 /// Why a token was refused: the `reason` label, and what the client's
 /// `error_description` says (a class, never a claim's value).
@@ -179,40 +183,18 @@ fn segment(text: &str, max: usize) -> Result<Value, Failure> {
     let bytes = URL_SAFE_NO_PAD
         .decode(text)
         .map_err(|_| Failure::Malformed)?;
-    let UniqueObject(members) = serde_json::from_slice(&bytes).map_err(|_| Failure::Malformed)?;
+    // Refused before anything is read, at any depth:
+    // - duplicate members: serde_json keeps the last of two (as
+    //   jsonwebtoken's untyped claims do), its typed claims refuse them,
+    //   other readers may keep the first;
+    // - keys serde_json reserves for its own types: a `Value` reads such an
+    //   object as the string's contents, other readers as written.
+    // Filters get the host's `Value` re-encoded, so either would let the
+    // claims a filter decides on differ from what the issuer meant.
+    json::validate_document(&bytes, MAX_CLAIMS_DEPTH).map_err(|_| Failure::Malformed)?;
+    let members: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|_| Failure::Malformed)?;
     Ok(Value::Object(members))
-}
-
-/// A JSON object whose members all have distinct names. serde_json keeps
-/// the last of two (as jsonwebtoken's untyped claims do) while its typed
-/// claims refuse them, and other readers may keep the first: refused here,
-/// before anything is read from the token.
-struct UniqueObject(serde_json::Map<String, Value>);
-
-impl<'de> serde::Deserialize<'de> for UniqueObject {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> serde::de::Visitor<'de> for Members {
-            type Value = UniqueObject;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<UniqueObject, A::Error> {
-                let mut out = serde_json::Map::new();
-                while let Some((name, value)) = map.next_entry::<String, Value>()? {
-                    if out.contains_key(&name) {
-                        return Err(serde::de::Error::custom("duplicate member"));
-                    }
-                    out.insert(name, value);
-                }
-                Ok(UniqueObject(out))
-            }
-        }
-        d.deserialize_map(Members)
-    }
 }
 
 fn now() -> u64 {

@@ -67,14 +67,25 @@ pub fn validate_answer(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> 
     check_integers(bytes)
 }
 
+/// The same checks for JSON that is not an MCP message (a token's header
+/// and claims): keys are compared as written, at every level, because no
+/// envelope member's spelling is special there.
+pub fn validate_document(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    check_folding(bytes, max_depth, 0)
+}
+
 fn check(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    check_folding(bytes, max_depth, FOLD_LEVELS)
+}
+
+fn check_folding(bytes: &[u8], max_depth: usize, fold_case_levels: u8) -> Result<(), JsonError> {
     check_encoding(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     // Our own depth limit applies below serde_json's fixed one (128), which
     // is why the config caps the setting at 128.
     let state = Strict {
         depth_left: max_depth,
-        fold_case_levels: FOLD_LEVELS,
+        fold_case_levels,
     };
     let res = state.deserialize(&mut de).and_then(|()| de.end());
     res.map_err(|e| classify(e, max_depth))
