@@ -8,6 +8,7 @@
 //! is the only place a *peer* identity comes from (a token verifier may
 //! add to the principal later, per request).
 
+pub mod rerun;
 pub mod tls;
 
 use std::{
@@ -34,6 +35,7 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use self::rerun::Rerun;
 use crate::{
     admission::{self, Admitted, Entry, Gate},
     body::{Guarded, ProxyBody},
@@ -184,7 +186,23 @@ impl Connection {
         }
     }
 
-    pub(crate) async fn run<H, S, F>(self, tcp: TcpStream, handshake: H, service: S)
+    /// The connection's task: [`Rerun`] keeps the wakes a request makes
+    /// within its own connection from moving the task to another worker.
+    pub(crate) fn run<H, S, F>(
+        self,
+        tcp: TcpStream,
+        handshake: H,
+        service: S,
+    ) -> Rerun<impl Future<Output = ()> + Send>
+    where
+        H: Handshake,
+        S: Fn(Arc<ConnCtx>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        Rerun::new(self.accepted(tcp, handshake, service))
+    }
+
+    async fn accepted<H, S, F>(self, tcp: TcpStream, handshake: H, service: S)
     where
         H: Handshake,
         S: Fn(Arc<ConnCtx>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,

@@ -7,7 +7,13 @@
 //! exactly what each message is (a response to an id, a request from the
 //! server, or a notification).
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::{
+    de::{MapAccess, Visitor},
+    Deserialize, Deserializer,
+};
+use serde_json::{value::RawValue, Map, Value};
 
 use super::{
     fold::variant_of,
@@ -72,43 +78,133 @@ const ENVELOPE_KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result",
 /// re-encodes, refuses them.
 pub fn read_answer(bytes: &[u8], max_depth: usize) -> Result<Answer, AnswerError> {
     json::validate(bytes, max_depth)?;
-    classify_value(&tree(bytes)?)
+    classify(&messages(bytes)?)
 }
 
 /// `bytes` as a tree, once a validator has passed it: every key is unique,
 /// so the tree holds what every client reads.
 pub(crate) fn tree(bytes: &[u8]) -> Result<Value, AnswerError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| AnswerError::Json(JsonError::Malformed(e.to_string())))
+    serde_json::from_slice(bytes).map_err(malformed)
 }
 
-pub(crate) fn classify_value(value: &Value) -> Result<Answer, AnswerError> {
-    match value {
-        Value::Array(items) if items.is_empty() => Err(AnswerError::Shape("empty batch".into())),
-        Value::Array(items) => items
-            .iter()
-            .map(classify_message)
-            .collect::<Result<_, _>>()
-            .map(Answer::Batch),
-        other => classify_message(other).map(Answer::Single),
+fn malformed(e: serde_json::Error) -> AnswerError {
+    AnswerError::Json(JsonError::Malformed(e.to_string()))
+}
+
+/// An object's members, each value left as its JSON text: classifying a
+/// message reads its envelope only, so the rest is not built into a tree.
+pub(crate) struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_ref())
+    }
+}
+
+/// What a validated body holds: one message or a batch of them.
+pub(crate) enum Messages<'a> {
+    Single(Members<'a>),
+    Batch(Vec<Members<'a>>),
+}
+
+impl<'a> Messages<'a> {
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Members<'a>> {
+        match self {
+            Self::Single(e) => std::slice::from_ref(e).iter(),
+            Self::Batch(v) => v.iter(),
+        }
+    }
+}
+
+/// Reads the messages of a body a validator has passed (so every key is
+/// unique, and an escaped key is read as every client reads it).
+pub(crate) fn messages(bytes: &[u8]) -> Result<Messages<'_>, AnswerError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let items: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(malformed)?;
+        if items.is_empty() {
+            return Err(AnswerError::Shape("empty batch".into()));
+        }
+        let batch = items
+            .into_iter()
+            .map(|item| message(item.get().as_bytes()))
+            .collect::<Result<_, _>>()?;
+        return Ok(Messages::Batch(batch));
+    }
+    message(bytes).map(Messages::Single)
+}
+
+/// The members of `bytes` if it is an object (validated already).
+pub(crate) fn members(bytes: &[u8]) -> Result<Option<Members<'_>>, AnswerError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Ok(None);
+    }
+    serde_json::from_slice(bytes).map(Some).map_err(malformed)
+}
+
+fn message(bytes: &[u8]) -> Result<Members<'_>, AnswerError> {
+    members(bytes)?.ok_or_else(|| AnswerError::Shape("a message must be an object".into()))
+}
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Each;
+        impl<'de> Visitor<'de> for Each {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON-RPC message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(4);
+                while let Some(Key(key)) = map.next_key()? {
+                    members.push((key, map.next_value()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Each)
+    }
+}
+
+/// A member name, borrowed from the body unless it has escapes.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Classifies a body's messages.
+pub(crate) fn classify(messages: &Messages<'_>) -> Result<Answer, AnswerError> {
+    Ok(match messages {
+        Messages::Single(e) => Answer::Single(classify_message(e)?),
+        Messages::Batch(v) => {
+            Answer::Batch(v.iter().map(classify_message).collect::<Result<_, _>>()?)
+        }
+    })
 }
 
 /// Classifies one message, refusing every shape a client might read
 /// otherwise than we do.
-pub(crate) fn classify_message(value: &Value) -> Result<AnswerKind, AnswerError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| AnswerError::Shape("a message must be an object".into()))?;
-    exact_keys(obj, &ENVELOPE_KEYS)?;
-    let id = obj.get("id");
-    let (result, error) = (obj.get("result"), obj.get("error"));
-    match (obj.get("method"), result, error) {
+fn classify_message(env: &Members<'_>) -> Result<AnswerKind, AnswerError> {
+    for key in env.keys() {
+        if let Some(expected) = variant_of(key, &ENVELOPE_KEYS) {
+            return Err(AnswerError::CaseVariant {
+                found: key.to_string(),
+                expected,
+            });
+        }
+    }
+    // The id and method are small: read as values, as a client reads them.
+    let value = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).map_err(malformed);
+    let id = env.get("id").map(value).transpose()?;
+    let (result, error) = (env.get("result"), env.get("error"));
+    match (env.get("method").map(value).transpose()?, result, error) {
         (None, Some(_), None) | (None, None, Some(_)) => {
             let id = id.ok_or_else(|| AnswerError::Shape("a response needs an id".into()))?;
             // A null id only on an error (the answer to an unreadable request).
             let null_error = id.is_null() && error.is_some();
-            if !null_error && !is_id(id) {
+            if !null_error && !is_id(&id) {
                 return Err(AnswerError::Shape(format!("bad response id {id}")));
             }
             Ok(AnswerKind::Response {
@@ -116,7 +212,7 @@ pub(crate) fn classify_message(value: &Value) -> Result<AnswerKind, AnswerError>
                 is_error: error.is_some(),
             })
         }
-        (Some(Value::String(method)), None, None) => classify_call(method, id),
+        (Some(Value::String(method)), None, None) => classify_call(&method, id.as_ref()),
         (Some(_), None, None) => Err(AnswerError::Shape("method must be a string".into())),
         _ => Err(AnswerError::Shape(
             "a message carries a method, a result or an error: exactly one".into(),

@@ -11,6 +11,7 @@ use serde_json::{value::RawValue, Map, Value};
 
 use super::{
     answer::{self, Answer, AnswerError},
+    fold::variant_of,
     json,
 };
 
@@ -138,14 +139,23 @@ where
 {
     // Integers beyond 64 bits are refused: re-encoding would round them.
     json::validate_answer(message, max_depth)?;
-    let mut value = answer::tree(message)?;
-    let answer = answer::classify_value(&value)?;
+    let messages = answer::messages(message)?;
     let mut out = Filtered {
-        answer,
+        answer: answer::classify(&messages)?,
         rewritten: None,
         removed: 0,
         lists: 0,
     };
+    // Most answers carry no list: for those only the member names of each
+    // `result` are read, and no tree is built.
+    let mut carries_list = false;
+    for result in messages.iter().filter_map(|m| m.get("result")) {
+        carries_list |= holds_list(result)?;
+    }
+    if !carries_list {
+        return Ok(out);
+    }
+    let mut value = answer::tree(message)?;
     let messages: Vec<&mut Value> = match &mut value {
         Value::Array(items) => items.iter_mut().collect(),
         single => vec![single],
@@ -166,6 +176,26 @@ where
         out.rewritten = Some(Bytes::from(value.to_string()));
     }
     Ok(out)
+}
+
+/// Whether a `result` holds one of the list keys. A key that folds onto
+/// one without being spelled like it is refused here, as
+/// [`check_list_shape`] would.
+fn holds_list(result: &RawValue) -> Result<bool, AnswerError> {
+    let Some(members) = answer::members(result.get().as_bytes())? else {
+        return Ok(false);
+    };
+    let mut holds = false;
+    for key in members.keys() {
+        if let Some(expected) = variant_of(key, &LIST_KEYS) {
+            return Err(AnswerError::CaseVariant {
+                found: key.to_string(),
+                expected,
+            });
+        }
+        holds |= LIST_KEYS.contains(&key);
+    }
+    Ok(holds)
 }
 
 /// Every key Portcullis reads in a list result is spelled exactly, and

@@ -3,7 +3,7 @@
 
 use super::hide_delete;
 use crate::mcp::{
-    answer::{Answer, AnswerError},
+    answer::{Answer, AnswerError, AnswerKind},
     json::JsonError,
     lists::{filter_answer, Filtered},
 };
@@ -268,4 +268,50 @@ fn nameless_and_odd_items_are_hidden() {
         out.contains("echo2") && !out.contains("delete_file"),
         "{out}"
     );
+}
+
+/// Answers without a list skip the tree (only each `result`'s member names
+/// are read): every spelling a client reads as a list must still take the
+/// filtering path.
+#[test]
+fn lists_are_found_in_every_spelling_clients_read() {
+    for body in [
+        &br#"{"jsonrpc":"2.0","id":1,"result":{"tool\u0073":[{"name":"delete_file"}]}}"#[..],
+        br#"{"jsonrpc":"2.0","id":1,"\u0072esult":{"tools":[{"name":"delete_file"}]}}"#,
+        br#" 	{"jsonrpc":"2.0","id":1,"result": {"x":1,"resourceTemplates":[{"uriTemplate":"file:///delete/{x}"}]}}"#,
+        br#"{"result":{"nextCursor":"c","prompts":[{"name":"delete_prompt"}]},"id":"a","jsonrpc":"2.0"}"#,
+        br#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"result":{"resources":[{"uri":"file:///delete"}]}}]"#,
+    ] {
+        let f = filter(body).unwrap();
+        assert_eq!(
+            (f.lists, f.removed),
+            (1, 1),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        let out = String::from_utf8(f.rewritten.unwrap().to_vec()).unwrap();
+        assert!(!out.contains("delete"), "{out}");
+    }
+    // And what holds no list is classified as before, and left as it is.
+    for (body, id) in [
+        (
+            &br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"tools"}]}}"#[..],
+            "7",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":"x","result":[{"tools":[{"name":"delete_file"}]}]}"#,
+            "\"x\"",
+        ),
+        (br#"{"jsonrpc":"2.0","id":1,"result":null}"#, "1"),
+    ] {
+        let f = filter(body).unwrap();
+        assert_eq!((f.lists, f.rewritten), (0, None));
+        assert_eq!(
+            f.answer,
+            Answer::Single(AnswerKind::Response {
+                id: id.into(),
+                is_error: false
+            })
+        );
+    }
 }
