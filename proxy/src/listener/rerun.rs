@@ -177,6 +177,62 @@ mod tests {
         assert_eq!(fut.inner.polls, MAX_RERUNS);
     }
 
+    /// Wakes from another thread race the end of each poll, while the
+    /// future also wakes itself: a lost wake would leave it pending, and
+    /// the timeout would fail the test.
+    #[test]
+    fn no_wake_is_lost_when_wakes_race_the_poll() {
+        const STEPS: usize = 20_000;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let slot: Arc<std::sync::Mutex<Option<Waker>>> = Arc::default();
+        let ready = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waker_thread = {
+            let (slot, ready, stop) = (slot.clone(), ready.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(w) = slot.lock().unwrap().take() {
+                        // One step is made ready, then its waker woken.
+                        ready.fetch_add(1, Ordering::SeqCst);
+                        w.wake();
+                    }
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let (s, r) = (slot.clone(), ready.clone());
+        let mut seen = 0;
+        let fut = Rerun::new(std::future::poll_fn(move |cx| {
+            let now = r.load(Ordering::SeqCst);
+            if now >= STEPS {
+                return Poll::Ready(now);
+            }
+            if now > seen {
+                seen = now;
+                // Every third step also wakes itself, as hyper's body does.
+                if seen % 3 == 0 {
+                    cx.waker().wake_by_ref();
+                }
+            }
+            *s.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }));
+        let out = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(60), tokio::spawn(fut)).await
+        });
+        stop.store(true, Ordering::SeqCst);
+        waker_thread.join().unwrap();
+        assert!(
+            matches!(out, Ok(Ok(n)) if n >= STEPS),
+            "stalled at {} of {STEPS} steps",
+            ready.load(Ordering::SeqCst)
+        );
+    }
+
     #[test]
     fn a_wake_from_elsewhere_reaches_the_task() {
         let (count, waker) = task();
