@@ -13,7 +13,7 @@ use serde::{
     de::{MapAccess, Visitor},
     Deserialize, Deserializer,
 };
-use serde_json::{value::RawValue, Map, Value};
+use serde_json::{value::RawValue, Value};
 
 use super::{
     fold::variant_of,
@@ -187,14 +187,7 @@ pub(crate) fn classify(messages: &Messages<'_>) -> Result<Answer, AnswerError> {
 /// Classifies one message, refusing every shape a client might read
 /// otherwise than we do.
 fn classify_message(env: &Members<'_>) -> Result<AnswerKind, AnswerError> {
-    for key in env.keys() {
-        if let Some(expected) = variant_of(key, &ENVELOPE_KEYS) {
-            return Err(AnswerError::CaseVariant {
-                found: key.to_string(),
-                expected,
-            });
-        }
-    }
+    exact_keys(env.keys(), &ENVELOPE_KEYS)?;
     // The id and method are small: read as values, as a client reads them.
     let value = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).map_err(malformed);
     let id = env.get("id").map(value).transpose()?;
@@ -251,14 +244,14 @@ fn is_id(id: &Value) -> bool {
 /// Refuses a key that folds onto one of `known` without being spelled
 /// exactly like it. Duplicates are already refused by the validator, so a
 /// lone `Result` is what is left: Go would read it as `result`.
-pub(crate) fn exact_keys(
-    obj: &Map<String, Value>,
+pub(crate) fn exact_keys<'k>(
+    keys: impl IntoIterator<Item = &'k str>,
     known: &[&'static str],
 ) -> Result<(), AnswerError> {
-    for key in obj.keys() {
+    for key in keys {
         if let Some(expected) = variant_of(key, known) {
             return Err(AnswerError::CaseVariant {
-                found: key.clone(),
+                found: key.to_string(),
                 expected,
             });
         }

@@ -11,7 +11,6 @@ use serde_json::{value::RawValue, Map, Value};
 
 use super::{
     answer::{self, Answer, AnswerError},
-    fold::variant_of,
     json,
 };
 
@@ -185,16 +184,8 @@ fn holds_list(result: &RawValue) -> Result<bool, AnswerError> {
     let Some(members) = answer::members(result.get().as_bytes())? else {
         return Ok(false);
     };
-    let mut holds = false;
-    for key in members.keys() {
-        if let Some(expected) = variant_of(key, &LIST_KEYS) {
-            return Err(AnswerError::CaseVariant {
-                found: key.to_string(),
-                expected,
-            });
-        }
-        holds |= LIST_KEYS.contains(&key);
-    }
+    answer::exact_keys(members.keys(), &LIST_KEYS)?;
+    let holds = members.keys().any(|key| LIST_KEYS.contains(&key));
     Ok(holds)
 }
 
@@ -202,7 +193,7 @@ fn holds_list(result: &RawValue) -> Result<bool, AnswerError> {
 /// every list is an array: a client that reads `Tools`, or a list given as
 /// an object, must not see items the filter never judged.
 fn check_list_shape(result: &Map<String, Value>) -> Result<(), AnswerError> {
-    answer::exact_keys(result, &LIST_KEYS)?;
+    answer::exact_keys(result.keys().map(String::as_str), &LIST_KEYS)?;
     for kind in ListKind::ALL {
         let Some(list) = result.get(kind.key()) else {
             continue;
@@ -211,9 +202,12 @@ fn check_list_shape(result: &Map<String, Value>) -> Result<(), AnswerError> {
             .as_array()
             .ok_or_else(|| AnswerError::Shape(format!("result.{} is not an array", kind.key())))?;
         for item in items.iter().filter_map(Value::as_object) {
-            answer::exact_keys(item, &[kind.name_field(), "annotations"])?;
+            answer::exact_keys(
+                item.keys().map(String::as_str),
+                &[kind.name_field(), "annotations"],
+            )?;
             if let Some(Value::Object(hints)) = item.get("annotations") {
-                answer::exact_keys(hints, &HINT_KEYS)?;
+                answer::exact_keys(hints.keys().map(String::as_str), &HINT_KEYS)?;
             }
         }
     }
