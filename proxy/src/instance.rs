@@ -162,8 +162,11 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// SHA-256 of a file, in hex, or `None` when it cannot be read.
 pub fn file_digest(path: &std::path::Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(hex(&Sha256::digest(&bytes)))
+    // Streamed, like the reload fingerprint: filter files are large.
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut file, &mut h).ok()?;
+    Some(hex(&h.finalize()))
 }
 
 #[cfg(test)]

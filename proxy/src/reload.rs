@@ -7,7 +7,8 @@
 
 use std::{
     collections::hash_map::DefaultHasher,
-    hash::{Hash, Hasher},
+    hash::Hasher,
+    io::Read,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -24,11 +25,21 @@ use crate::{
 #[derive(Debug, PartialEq, Eq)]
 struct Fingerprint(Vec<(PathBuf, Option<u64>)>);
 
+/// Streams the file through the hasher in small reads: a filter's
+/// component is about a MiB, and reading it whole every `reload_interval`
+/// put a MiB on the heap each time, which the allocator kept resident.
 fn digest(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
+    let mut file = std::fs::File::open(path).ok()?;
     let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
+    let mut buf = [0u8; 8192];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Some(h.finish()),
+            Ok(n) => h.write(buf.get(..n)?),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 fn fingerprint(config: &Config, config_path: Option<&Path>) -> Fingerprint {
@@ -121,5 +132,27 @@ impl Reloader {
     fn refused(&self, why: &str) {
         self.metrics.reload("failure");
         tracing::error!(error = %why, "filter chain reload refused; the previous chain keeps serving");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_follows_every_byte_of_a_large_file() {
+        let dir = std::env::temp_dir().join(format!("pc-reload-digest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("filter.wasm");
+        let mut bytes = vec![7u8; 100_000];
+        std::fs::write(&path, &bytes).unwrap();
+        let first = digest(&path).unwrap();
+        assert_eq!(digest(&path), Some(first), "same bytes, same digest");
+        // A change past the first read is seen.
+        bytes[99_999] = 8;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_ne!(digest(&path), Some(first));
+        assert_eq!(digest(&dir.join("missing")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

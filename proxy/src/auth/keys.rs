@@ -407,7 +407,9 @@ impl IssuerKeys {
     pub async fn lookup(&self, kid: Option<&str>) -> Lookup {
         if !self.usable() {
             // Never loaded, or stale too long: one read now, then decide.
-            let _ = self.refresh_forced().await;
+            // Boxed, here and below: a fetch is rare, and its state would
+            // otherwise be part of every request's future (see `route`).
+            let _ = Box::pin(self.refresh_forced()).await;
             if !self.usable() {
                 return Lookup::Unavailable;
             }
@@ -415,7 +417,7 @@ impl IssuerKeys {
         if let Some(key) = self.set.load().get(kid) {
             return Lookup::Found(key.clone());
         }
-        self.refresh_forced().await;
+        Box::pin(self.refresh_forced()).await;
         match self.set.load().get(kid) {
             Some(key) => Lookup::Found(key.clone()),
             None => Lookup::Unknown,

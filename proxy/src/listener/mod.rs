@@ -255,11 +255,15 @@ impl Connection {
         let shed = ctx.admitted.shed.is_some();
         let activity = Arc::new(Activity::new());
         let act = activity.clone();
+        // The service's future is made inside the block: made outside and
+        // awaited in it, it would be held twice (captured, and again as
+        // the block's awaitee), and hyper allocates room for it with every
+        // connection.
         let svc = service_fn(move |req| {
             let busy = act.begin();
-            let resp = service(ctx.clone(), req);
+            let (service, ctx) = (service.clone(), ctx.clone());
             async move {
-                let resp = resp.await;
+                let resp = service(ctx, req).await;
                 Ok::<_, std::convert::Infallible>(
                     resp.map(|b| Guarded::new(b, busy).boxed_unsync()),
                 )

@@ -377,8 +377,18 @@ where
     // sending, since some servers accept an unknown id silently.
     if let (Some(record), Some(s), true) = (&opened.record, &state, may_rebind) {
         if s.incarnation != shared.upstream.incarnation() {
-            let fresh =
-                rebind::rebind(shared, sessions, out, parts, record, s, "incarnation").await?;
+            // Boxed, like the rebind below: a rebind is rare, and its
+            // state would otherwise be part of every request's future.
+            let fresh = Box::pin(rebind::rebind(
+                shared,
+                sessions,
+                out,
+                parts,
+                record,
+                s,
+                "incarnation",
+            ))
+            .await?;
             upstream_id.clone_from(&fresh.upstream_id);
             state = Some(fresh);
         }
@@ -395,8 +405,16 @@ where
     // The upstream refused before running anything: rebinding and sending
     // again cannot run the request twice.
     drop(resp);
-    let fresh =
-        rebind::rebind(shared, sessions, out, parts, record, &seen, "upstream_lost").await?;
+    let fresh = Box::pin(rebind::rebind(
+        shared,
+        sessions,
+        out,
+        parts,
+        record,
+        &seen,
+        "upstream_lost",
+    ))
+    .await?;
     sessions.metrics.retry("after_lost_session");
     out.send(in_session(build()?, &fresh.upstream_id, opened)?)
         .await
