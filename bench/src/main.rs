@@ -442,7 +442,9 @@ fn results_page(m: &machine::Machine, args: &RunArgs, tables: &str) -> String {
          - **Ratios** (× direct, × Envoy e, added latency) are medians of per-round ratios: each run is \
          compared with the other configuration's run of the same round.\n\
          - **Proxy CPU** is user + system seconds of the proxy process (all threads) per 10 000 calls; \
-         **peak RSS** is VmHWM, reset before each run.\n\n\
+         **peak RSS** is VmHWM, reset before each run; **peak private** is the most anonymous + \
+         shared-memory pages (RssAnon + RssShmem) seen in samples every 20 ms: memory the process \
+         holds on its own, without the binary's and libraries' page cache.\n\n\
          ![latency percentiles](latency.png)\n{tables}",
         m.date, m.cpu, m.cores, m.memory, m.kernel, m.portcullis, m.envoy,
         args.rounds, args.duration.as_secs_f64(), args.warmup.as_secs_f64(), args.rate, args.open_connections,

@@ -48,6 +48,10 @@ pub struct Sample {
     pub secs: f64,
     pub proxy_cpu_secs: Option<f64>,
     pub proxy_peak_rss_bytes: Option<u64>,
+    /// The most private memory (`procstat::private_bytes`) seen during the
+    /// run, sampled every 20 ms: the kernel keeps no peak of it.
+    #[serde(default)]
+    pub proxy_peak_private_bytes: Option<u64>,
     pub first_error: Option<String>,
     #[serde(skip)]
     pub latency_us: Histogram<u64>,
@@ -135,7 +139,13 @@ async fn measure(t: &Target, spec: RunSpec, round: usize, ticks: f64) -> Result<
         }
         None => None,
     };
-    let r = load::run(&t.endpoint, spec).await?;
+    let private = t.pid().map(PrivatePeak::watch);
+    let r = load::run(&t.endpoint, spec).await;
+    let private = match private {
+        Some(p) => p.stop().await.map_err(proc_err)?,
+        None => None,
+    };
+    let r = r?;
     let (cpu, rss) = match (t.pid(), before) {
         (Some(pid), Some(cpu0)) => (
             Some(procstat::cpu_seconds(pid, ticks).map_err(proc_err)? - cpu0),
@@ -160,7 +170,38 @@ async fn measure(t: &Target, spec: RunSpec, round: usize, ticks: f64) -> Result<
         secs: r.elapsed.as_secs_f64(),
         proxy_cpu_secs: cpu,
         proxy_peak_rss_bytes: rss,
+        proxy_peak_private_bytes: private,
         first_error: r.first_error,
         latency_us: r.latency_us,
     })
+}
+
+/// Samples a process's private memory until stopped, keeping the largest.
+struct PrivatePeak {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<u64, procstat::ProcError>>,
+}
+
+impl PrivatePeak {
+    fn watch(pid: u32) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut peak = procstat::private_bytes(pid)?;
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => peak = peak.max(procstat::private_bytes(pid)?),
+                }
+            }
+            Ok(peak.max(procstat::private_bytes(pid)?))
+        });
+        Self { stop, task }
+    }
+
+    /// The peak; None if the sampler did not finish (it was cancelled).
+    async fn stop(self) -> Result<Option<u64>, procstat::ProcError> {
+        let _ = self.stop.send(());
+        self.task.await.ok().transpose()
+    }
 }

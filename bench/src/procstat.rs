@@ -91,6 +91,26 @@ pub fn rss(pid: u32) -> Result<u64, ProcError> {
         })
 }
 
+/// Memory only this process holds, in bytes: anonymous pages (heap,
+/// stacks) and shared-memory pages (memory files), resident now. Its file
+/// pages (the binary, libraries) are left out: they are page cache, which
+/// every process mapping the same file shares and the kernel can drop.
+pub fn private_bytes(pid: u32) -> Result<u64, ProcError> {
+    let status = read(pid, "status")?;
+    let field = |name: &'static str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or(ProcError::Field {
+                pid,
+                file: "status",
+                field: name,
+            })
+    };
+    Ok((field("RssAnon:")? + field("RssShmem:")?) * 1024)
+}
+
 /// How many file descriptors the process holds open (entries of
 /// /proc/PID/fd): sockets, files, epoll and event fds.
 pub fn open_fds(pid: u32) -> Result<usize, ProcError> {
@@ -125,8 +145,13 @@ fn read(pid: u32, file: &'static str) -> Result<String, ProcError> {
 mod tests {
     use super::*;
 
+    /// Held by the tests that allocate and measure memory, so that one's
+    /// allocation never lands between another's two readings.
+    static MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn reads_this_process_and_resets_its_peak() {
+        let _alone = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
         let pid = std::process::id();
         // Burn a little CPU so the figure cannot be zero.
         let mut x = 0u64;
@@ -147,6 +172,21 @@ mod tests {
             after + (128 << 20) < peak,
             "peak {peak}, after reset {after}"
         );
+    }
+
+    #[test]
+    fn private_memory_counts_anonymous_pages_and_not_the_binary() {
+        let _alone = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        let before = private_bytes(pid).unwrap();
+        // The test binary's own pages are far more than nothing, but file
+        // pages: they must not be counted.
+        assert!(before < rss(pid).unwrap(), "private {before}");
+        let big = vec![1u8; 64 << 20];
+        assert_eq!(big[big.len() - 1], 1);
+        let during = private_bytes(pid).unwrap();
+        assert!(during >= before + (48 << 20), "{before} -> {during}");
+        assert!(private_bytes(u32::MAX).is_err());
     }
 
     #[test]

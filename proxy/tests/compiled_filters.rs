@@ -49,6 +49,11 @@ struct Sidecar {
 }
 
 impl Sidecar {
+    /// What the sidecar has mapped (`/proc/PID/maps`).
+    fn maps(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/maps", self.child.id())).unwrap()
+    }
+
     fn start(cfg: &Path) -> Self {
         let mut child = portcullis()
             .args(["run", "--config"])
@@ -176,6 +181,12 @@ fn run_compiles_in_a_child_and_reloads_new_bytes() {
         "allowed, then the upstream is down"
     );
     assert_eq!(decision(port, "delete_file"), 200, "denied by the filter");
+    // The code runs from the cached file (page cache, shared, resident
+    // where it runs), not from the memory file the child wrote (memory of
+    // the sidecar's, all of it, for as long as the filter is loaded).
+    let maps = sidecar.maps();
+    assert!(maps.contains(".cwasm"), "{maps}");
+    assert!(!maps.contains("memfd:portcullis-filter"), "{maps}");
     // New bytes at the same path: compiled in a child again, and loaded
     // (here refused by their own config check, so the old chain serves).
     std::fs::copy(wasm::filter("v0_1-filter"), &filter).unwrap();
@@ -262,6 +273,9 @@ fn no_writable_directory_is_needed() {
     ready(port);
     assert_eq!(decision(port, "delete_file"), 200);
     assert_eq!(decision(port, "echo"), 502);
+    // With nowhere to keep it, the artifact is mapped from the memory file.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
+    assert!(maps.contains("memfd:portcullis-filter"), "{maps}");
     let _ = child.kill();
     let _ = child.wait();
 }
