@@ -17,7 +17,7 @@ use serde_json::{value::RawValue, Value};
 
 use super::{
     fold::variant_of,
-    json::{self, is_control, JsonError},
+    json::{self, is_control, JsonError, Key},
     message::NOTIFICATION_PREFIX,
 };
 
@@ -169,10 +169,6 @@ impl<'de> Deserialize<'de> for Members<'de> {
         d.deserialize_map(Each)
     }
 }
-
-/// A member name, borrowed from the body unless it has escapes.
-#[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Classifies a body's messages.
 pub(crate) fn classify(messages: &Messages<'_>) -> Result<Answer, AnswerError> {

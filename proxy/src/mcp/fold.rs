@@ -20,7 +20,7 @@
 //! characters Go keeps apart (dotless `ı` with `i`), which can only refuse
 //! more, never let more through.
 
-use std::{collections::HashMap, sync::OnceLock};
+use std::{borrow::Cow, collections::HashMap, sync::OnceLock};
 
 /// Simple foldings whose two sides the standard library cannot link,
 /// because both only have multi-character full mappings.
@@ -33,12 +33,19 @@ const EXTRA_ORBITS: [(char, char); 3] = [
 /// The end of the scan for case mappings: the end of plane 1.
 const LAST_CASED: u32 = 0x1_FFFF;
 
-/// The key as a string in which case variants of it are all equal.
-pub fn fold_key(key: &str) -> String {
+/// The key as a string in which case variants of it are all equal;
+/// borrowed when it is that already, as the keys of a message mostly are.
+pub fn fold_key(key: &str) -> Cow<'_, str> {
     if key.is_ascii() {
-        return key.to_ascii_lowercase();
+        return match key.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => Cow::Owned(key.to_ascii_lowercase()),
+            false => Cow::Borrowed(key),
+        };
     }
-    key.chars().map(fold_char).collect()
+    match key.chars().all(|c| fold_char(c) == c) {
+        true => Cow::Borrowed(key),
+        false => Cow::Owned(key.chars().map(fold_char).collect()),
+    }
 }
 
 /// Whether `a` and `b` fold to the same key, without building either.
@@ -235,6 +242,9 @@ mod tests {
         assert_eq!(fold_key("paramſ"), fold_key("PARAMS"));
         assert_eq!(fold_key("\u{212A}ind"), fold_key("kind"));
         assert_eq!(fold_key("toolſ"), "tools");
+        assert_eq!(fold_key("Tools"), "tools");
+        // A key that is its own fold is not copied.
+        assert!(matches!(fold_key("tools"), Cow::Borrowed("tools")));
         assert_ne!(fold_key("tools"), fold_key("tool"));
     }
 }

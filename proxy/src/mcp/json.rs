@@ -21,9 +21,13 @@
 //! refused too, because a filtered list is re-encoded. (The keys a filter
 //! reads deeper down are checked by spelling in [`super::answer`].)
 
-use std::{collections::HashSet, fmt};
+use std::{borrow::Cow, collections::HashSet, fmt};
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{
+    de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor},
+    Deserialize,
+};
+use smallvec::SmallVec;
 
 use super::fold::fold_key;
 
@@ -250,8 +254,8 @@ impl<'de> Visitor<'de> for Strict {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let inner = self.nested().map_err(de::Error::custom)?;
-        let mut seen: HashSet<String> = HashSet::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        let mut seen = Seen::default();
+        while let Some(Key(key)) = map.next_key()? {
             if key.chars().any(is_control) {
                 let shown = key.replace(SEP, "\\u0000");
                 return Err(de::Error::custom(format!("{CONTROL_PREFIX}{shown}{SEP}")));
@@ -259,10 +263,10 @@ impl<'de> Visitor<'de> for Strict {
             if key.starts_with(SERDE_RESERVED) {
                 return Err(de::Error::custom(format!("{RESERVED_PREFIX}{key}{SEP}")));
             }
-            let norm = if self.fold_case_levels > 0 {
-                fold_key(&key)
-            } else {
-                key.clone().into_owned()
+            let norm = match (&key, self.fold_case_levels > 0) {
+                (Cow::Borrowed(key), true) => fold_key(key),
+                (Cow::Owned(key), true) => Cow::Owned(fold_key(key).into_owned()),
+                (_, false) => key.clone(),
             };
             if !seen.insert(norm) {
                 return Err(de::Error::custom(format!("{DUP_PREFIX}{key}{SEP}")));
@@ -270,6 +274,48 @@ impl<'de> Visitor<'de> for Strict {
             map.next_value_seed(inner)?;
         }
         Ok(())
+    }
+}
+
+/// A member name, borrowed from the body unless it has escapes (serde
+/// reads a bare `Cow<str>` as an owned copy).
+#[derive(Deserialize)]
+pub(crate) struct Key<'a>(#[serde(borrow)] pub(crate) Cow<'a, str>);
+
+/// The member names of one object seen so far. Objects are small, and
+/// comparing a name with the few before it costs less than hashing it (and
+/// the names stay borrowed from the body); past `FEW` names, a hash set
+/// keeps an object with thousands of members linear.
+enum Seen<'a> {
+    Few(SmallVec<[Cow<'a, str>; 8]>),
+    Many(HashSet<Cow<'a, str>>),
+}
+
+const FEW: usize = 16;
+
+impl Default for Seen<'_> {
+    fn default() -> Self {
+        Self::Few(SmallVec::new())
+    }
+}
+
+impl<'a> Seen<'a> {
+    /// Whether `name` is new (it is then kept).
+    fn insert(&mut self, name: Cow<'a, str>) -> bool {
+        match self {
+            Self::Few(names) if names.contains(&name) => false,
+            Self::Few(names) if names.len() < FEW => {
+                names.push(name);
+                true
+            }
+            Self::Few(names) => {
+                let mut set: HashSet<_> = names.drain(..).collect();
+                set.insert(name);
+                *self = Self::Many(set);
+                true
+            }
+            Self::Many(set) => set.insert(name),
+        }
     }
 }
 
@@ -281,6 +327,47 @@ mod tests {
     fn accepts_ordinary_json() {
         let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":[1,2,{"b":null}]}}}"#;
         assert_eq!(validate(body, 64), Ok(()));
+    }
+
+    /// Names are compared one by one in a small object and through a hash
+    /// set past `FEW` members: a repeat is found either way, and the
+    /// first of a pair may be on either side of the switch.
+    #[test]
+    fn a_repeated_name_is_found_in_small_and_large_objects() {
+        let object = |names: &[String]| {
+            let members: Vec<String> = names.iter().map(|n| format!("\"{n}\":1")).collect();
+            format!(r#"{{"params":{{"arguments":{{{}}}}}}}"#, members.join(","))
+        };
+        let names = |n: usize| (0..n).map(|i| format!("k{i}")).collect::<Vec<_>>();
+        for n in [1, FEW - 1, FEW, FEW + 1, 200] {
+            assert_eq!(
+                validate(object(&names(n)).as_bytes(), 64),
+                Ok(()),
+                "{n} names"
+            );
+        }
+        for (n, first) in [
+            (3, 1),
+            (FEW, 0),
+            (FEW + 1, FEW - 1),
+            (FEW + 3, FEW),
+            (FEW + 5, FEW + 2),
+            (200, 3),
+        ] {
+            let mut with_repeat = names(n);
+            with_repeat.push(format!("k{first}"));
+            assert_eq!(
+                validate(object(&with_repeat).as_bytes(), 64),
+                Err(JsonError::DuplicateKey(format!("k{first}"))),
+                "{n} names, then k{first} again"
+            );
+        }
+        // An escaped spelling of a name is the same name.
+        let escaped = br#"{"params":{"arguments":{"path":1,"p\u0061th":2}}}"#;
+        assert_eq!(
+            validate(escaped, 64),
+            Err(JsonError::DuplicateKey("path".into()))
+        );
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! Typed JSON-RPC messages: what a policy sees of each POSTed message.
 
-use std::collections::HashMap;
-
-use serde::{de::IgnoredAny, Deserialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    fold::variant_of,
+    answer::{self, AnswerError},
     json::{self, JsonError},
     ErrorCode,
 };
@@ -302,17 +300,13 @@ const PARAMS_KEYS: [&str; 6] = [
 /// Duplicates under folding are refused by the validator; this refuses the
 /// lone variant, which Portcullis would ignore and Go would read.
 fn exact_spelling(object: &[u8], known: &[&'static str]) -> Result<(), CodecError> {
-    let keys: HashMap<String, IgnoredAny> =
-        serde_json::from_slice(object).map_err(|e| CodecError::Invalid(e.to_string()))?;
-    for key in keys.keys() {
-        if let Some(expected) = variant_of(key, known) {
-            return Err(CodecError::CaseVariant {
-                found: key.clone(),
-                expected,
-            });
-        }
-    }
-    Ok(())
+    let members = answer::members(object)
+        .map_err(|e| CodecError::Invalid(e.to_string()))?
+        .ok_or_else(|| CodecError::Invalid("expected an object".into()))?;
+    answer::exact_keys(members.keys(), known).map_err(|e| match e {
+        AnswerError::CaseVariant { found, expected } => CodecError::CaseVariant { found, expected },
+        other => CodecError::Invalid(other.to_string()),
+    })
 }
 
 /// The rule for ids, made explicit: a method under `notifications/` is the
