@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    answer::{self, AnswerError},
+    answer::{self, AnswerError, Members},
     json::{self, JsonError},
     ErrorCode,
 };
@@ -158,49 +158,73 @@ impl CodecError {
 /// The prefix of every method that may travel without an id.
 pub const NOTIFICATION_PREFIX: &str = "notifications/";
 
-#[derive(Deserialize)]
+/// What a message's envelope holds. A member that is `null` reads as
+/// absent, as serde reads an `Option`, except the id.
 struct Envelope<'a> {
     /// `"id": null` is kept as the raw `null`, not folded into "absent":
     /// JSON-RPC gives the two different meanings.
-    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
-    #[serde(default)]
     method: Option<String>,
-    #[serde(borrow, default)]
     params: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     result: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+}
+
+impl<'a> Envelope<'a> {
+    /// From the members the case-variant check has read already: one pass
+    /// over the body, not two.
+    fn of(members: &Members<'a>) -> Result<Self, CodecError> {
+        let method = members
+            .get("method")
+            .map(|raw| serde_json::from_str::<Option<String>>(raw.get()))
+            .transpose()
+            .map_err(|e| CodecError::Invalid(format!("method: {e}")))?
+            .flatten();
+        Ok(Self {
+            id: members.get("id"),
+            method,
+            params: not_null(members.get("params")),
+            result: not_null(members.get("result")),
+            error: not_null(members.get("error")),
+        })
+    }
+}
+
+fn not_null(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|r| r.get() != "null")
 }
 
 /// The fields of `params` a policy may route on. They are kept raw and typed
 /// only where the method gives them a meaning, so that an unrelated method
 /// whose `params.name` is, say, an object is not refused.
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct Params<'a> {
-    #[serde(borrow, default)]
     name: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     uri: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
-    #[serde(rename = "_meta", borrow, default)]
     meta: Option<&'a RawValue>,
-    #[serde(rename = "protocolVersion", borrow, default)]
     protocol_version: Option<&'a RawValue>,
-    #[serde(rename = "taskId", borrow, default)]
     task_id: Option<&'a RawValue>,
+}
+
+impl<'a> Params<'a> {
+    fn of(members: &Members<'a>) -> Self {
+        let get = |key| not_null(members.get(key));
+        Self {
+            name: get("name"),
+            uri: get("uri"),
+            arguments: get("arguments"),
+            meta: get("_meta"),
+            protocol_version: get("protocolVersion"),
+            task_id: get("taskId"),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
 struct Meta {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", default)]
     protocol_version: Option<String>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
 }
 
 fn string_of(raw: Option<&RawValue>) -> Option<String> {
@@ -242,20 +266,18 @@ pub fn trim_start(bytes: &[u8]) -> &[u8] {
 
 /// Parses one already-validated JSON-RPC message.
 pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
-    let env: Envelope<'_> =
-        serde_json::from_slice(bytes).map_err(|e| CodecError::Invalid(e.to_string()))?;
-    exact_spelling(bytes, &ENVELOPE_KEYS)?;
-    if let Some(params) = env.params.filter(|p| p.get().starts_with('{')) {
-        exact_spelling(params.get().as_bytes(), &PARAMS_KEYS)?;
-    }
+    let env = Envelope::of(&exact_spelling(bytes, &ENVELOPE_KEYS, "a message")?)?;
     let kind = kind_of(&env)?;
     let params: Params<'_> = match env.params {
-        // By-position `params` (a JSON-RPC array) name nothing: serde
-        // would read them into the named fields in order, and a policy
-        // would route on a name no MCP server reads there.
+        // By-position `params` (a JSON-RPC array) name nothing: read into
+        // named fields in order, a policy would route on a name no MCP
+        // server reads there.
         Some(raw) if raw.get().starts_with('[') => Params::default(),
-        Some(raw) => serde_json::from_str(raw.get())
-            .map_err(|e| CodecError::Invalid(format!("params: {e}")))?,
+        Some(raw) => Params::of(&exact_spelling(
+            raw.get().as_bytes(),
+            &PARAMS_KEYS,
+            "params",
+        )?),
         None => Params::default(),
     };
     let method = env.method.unwrap_or_default();
@@ -299,14 +321,20 @@ const PARAMS_KEYS: [&str; 6] = [
 
 /// Duplicates under folding are refused by the validator; this refuses the
 /// lone variant, which Portcullis would ignore and Go would read.
-fn exact_spelling(object: &[u8], known: &[&'static str]) -> Result<(), CodecError> {
+/// Returns the object's members, for the caller to read the known ones.
+fn exact_spelling<'a>(
+    object: &'a [u8],
+    known: &[&'static str],
+    what: &str,
+) -> Result<Members<'a>, CodecError> {
     let members = answer::members(object)
-        .map_err(|e| CodecError::Invalid(e.to_string()))?
-        .ok_or_else(|| CodecError::Invalid("expected an object".into()))?;
+        .map_err(|e| CodecError::Invalid(format!("{what}: {e}")))?
+        .ok_or_else(|| CodecError::Invalid(format!("{what} must be an object")))?;
     answer::exact_keys(members.keys(), known).map_err(|e| match e {
         AnswerError::CaseVariant { found, expected } => CodecError::CaseVariant { found, expected },
         other => CodecError::Invalid(other.to_string()),
-    })
+    })?;
+    Ok(members)
 }
 
 /// The rule for ids, made explicit: a method under `notifications/` is the
@@ -519,6 +547,41 @@ mod tests {
         assert!(matches!(none, Err(CodecError::Invalid(_))));
         let scalar = parse_body(b"42", 64, &era());
         assert!(matches!(scalar, Err(CodecError::Invalid(_))));
+    }
+
+    /// The envelope and `params` are read from the members the case check
+    /// reads: escaped names are the names they spell, `null` members read
+    /// as absent (an id as the raw `null`), and what is not an object, or
+    /// a method that is not a string, is refused.
+    #[test]
+    fn envelope_members_read_as_a_client_reads_them() {
+        let call = single(
+            r#"{"jsonrpc":"2.0","id":1,"m\u0065thod":"tools/call","par\u0061ms":{"n\u0061me":"echo","_meta":null}}"#,
+        );
+        assert_eq!(call.method, "tools/call");
+        assert_eq!(call.target_name(), Some("echo"));
+        let call = single(r#"{"jsonrpc":"2.0","id":2,"method":"ping","params":null}"#);
+        assert_eq!(call.kind, Kind::Request);
+        // A null id is an id, and no request may have it.
+        let null_id = parse_body(
+            br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            64,
+            &era(),
+        );
+        assert!(
+            matches!(null_id, Err(CodecError::MissingId { .. })),
+            "{null_id:?}"
+        );
+        let notification = single(r#"{"jsonrpc":"2.0","method":"notifications/x","result":null}"#);
+        assert_eq!(notification.kind, Kind::Notification);
+        for bad in [
+            r#"[["2.0",1,"tools/call"]]"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":"echo"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","Params":{"name":"echo"}}"#,
+        ] {
+            assert!(parse_body(bad.as_bytes(), 64, &era()).is_err(), "{bad}");
+        }
     }
 
     #[test]
