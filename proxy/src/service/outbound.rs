@@ -296,18 +296,23 @@ impl<'a> Outbound<'a> {
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named by `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
+    let mut named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
+    // The names present are matched against the list, rather than each
+    // listed name parsed, hashed and looked up: usually none is present.
+    named.extend(
+        headers
+            .keys()
+            .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
+            .cloned(),
+    );
     for name in named {
         headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
     }
 }
 
@@ -447,6 +452,16 @@ mod tests {
         assert!(h.get("keep-alive").is_none());
         assert!(h.get("connection").is_none());
         assert_eq!(h.get("mcp-session-id").unwrap(), "abc");
+        // Every listed name, any case, every value of it.
+        let mut h = HeaderMap::new();
+        for name in HOP_BY_HOP {
+            let upper = HeaderName::from_bytes(name.to_uppercase().as_bytes()).unwrap();
+            h.append(upper.clone(), "a".parse().unwrap());
+            h.append(upper, "b".parse().unwrap());
+        }
+        h.insert("accept", "*/*".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
     }
 
     /// With an assertion, the upstream gets the signed JWT and no plain

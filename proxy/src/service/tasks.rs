@@ -83,7 +83,14 @@ pub fn created_task(result: &RawValue) -> Option<String> {
         task_id: Option<String>,
         task: Option<Nested>,
     }
-    let c: Created = serde_json::from_str(result.get()).ok()?;
+    // Most results create no task: with neither `task` in the text nor an
+    // escape that could spell it, no member can be named so, and the
+    // result need not be read again.
+    let text = result.get();
+    if !text.contains("task") && !text.contains('\\') {
+        return None;
+    }
+    let c: Created = serde_json::from_str(text).ok()?;
     match (c.result_type.as_deref(), c.task_id, c.task) {
         (Some("task"), Some(id), _) => Some(id),
         (_, _, Some(Nested { task_id: Some(id) })) => Some(id),
@@ -112,6 +119,11 @@ mod tests {
         assert_eq!(created_task(&flat).as_deref(), Some("t-1"));
         let nested = raw(r#"{"task":{"taskId":"t-2","status":"working"}}"#);
         assert_eq!(created_task(&nested).as_deref(), Some("t-2"));
+        // Spelled with escapes only (the text has no `task`): still read.
+        let escaped = raw(r#"{"\u0074ask":{"t\u0061skId":"t-3"}}"#);
+        assert_eq!(created_task(&escaped).as_deref(), Some("t-3"));
+        let flat = raw(r#"{"resultType":"t\u0061sk","t\u0061skId":"t-4"}"#);
+        assert_eq!(created_task(&flat).as_deref(), Some("t-4"));
     }
 
     #[test]
