@@ -57,8 +57,27 @@ const FOREIGN_IDENTITY: &[&str] = &[
 /// `x_portcullis_caller` reaches them as the caller header: every spelling
 /// that normalizes to an owned name is removed.
 fn is_owned(name: &str) -> bool {
-    let normalized = name.to_ascii_lowercase().replace('_', "-");
-    normalized.starts_with(OWNED_PREFIX) || FOREIGN_IDENTITY.contains(&normalized.as_str())
+    starts_as(name, OWNED_PREFIX) || FOREIGN_IDENTITY.iter().any(|f| reads_as(name, f))
+}
+
+/// Whether a server that lowercases names and reads `_` as `-` reads
+/// `name` as `canonical` (lowercase, with `-`). Compared byte by byte: a
+/// request's every header is checked, and a normalized copy of each cost
+/// two allocations.
+fn reads_as(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len() && starts_as(name, canonical)
+}
+
+fn starts_as(name: &str, canonical: &str) -> bool {
+    let read = |b: u8| match b {
+        b'_' => b'-',
+        b => b.to_ascii_lowercase(),
+    };
+    name.len() >= canonical.len()
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(n, c)| read(n) == c)
 }
 
 /// Headers that describe one hop and must not be forwarded.
@@ -269,7 +288,7 @@ impl<'a> Outbound<'a> {
             // Every spelling a CGI or WSGI server would read as it.
             let spellings: Vec<HeaderName> = headers
                 .keys()
-                .filter(|n| n.as_str().replace('_', "-") == assertion.as_str())
+                .filter(|n| reads_as(n.as_str(), assertion.as_str()))
                 .cloned()
                 .collect();
             for name in spellings {
