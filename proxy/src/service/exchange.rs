@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use super::{
     judge::Judge,
     rescue::{Cause, Refusal},
+    tasks,
 };
 use crate::mcp::{
     answer::{Answer, AnswerKind},
@@ -181,6 +182,12 @@ impl Exchange {
             return Ok(rewritten);
         }
         let shown = rewritten.as_deref().unwrap_or(msg);
+        // Without result hooks, the result is read only for a task it
+        // creates: not at all when none can be named in it.
+        let task_text = std::str::from_utf8(shown).map_or(true, tasks::may_name_task);
+        if !pending.inspect && !task_text {
+            return Ok(rewritten);
+        }
         let Some(result) = serde_json::from_slice::<ResultOf<'_>>(shown)
             .ok()
             .and_then(|r| r.result)

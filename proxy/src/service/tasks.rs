@@ -69,6 +69,14 @@ impl TaskOwners {
 /// top-level `taskId`), or the 2025-11-25 form (`"task": {"taskId": ...}`).
 /// The result was already read strictly (no duplicate keys, no case
 /// variants), so serde's reading is the only one.
+/// Whether JSON `text` could hold a member that creates a task. Most
+/// answers create none: with neither `task` in the text nor an escape
+/// that could spell it, no member can be named `task` or `taskId` (nor
+/// `resultType` be `task`), and the text need not be read.
+pub fn may_name_task(text: &str) -> bool {
+    text.contains("task") || text.contains('\\')
+}
+
 pub fn created_task(result: &RawValue) -> Option<String> {
     #[derive(Deserialize)]
     struct Nested {
@@ -83,11 +91,8 @@ pub fn created_task(result: &RawValue) -> Option<String> {
         task_id: Option<String>,
         task: Option<Nested>,
     }
-    // Most results create no task: with neither `task` in the text nor an
-    // escape that could spell it, no member can be named so, and the
-    // result need not be read again.
     let text = result.get();
-    if !text.contains("task") && !text.contains('\\') {
+    if !may_name_task(text) {
         return None;
     }
     let c: Created = serde_json::from_str(text).ok()?;

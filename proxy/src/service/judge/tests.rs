@@ -297,6 +297,25 @@ fn a_task_belongs_to_the_caller_and_tool_that_created_it() {
     assert!(stolen.contains("another caller"), "{stolen}");
 }
 
+/// An answer is read for a task only when its text could name one; one
+/// named with escapes alone (no `task` in the text) is still found.
+#[test]
+fn a_task_named_with_escapes_is_recorded() {
+    let court = court(Fake::default());
+    let judge = Arc::new(Judge::new(court.clone(), agent()));
+    let mut ex = Exchange::new(judge);
+    ex.answers.track(&call(ECHO), false);
+    let created =
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"t\u0061sk","t\u0061skId":"t-esc"}}"#;
+    assert_eq!(ex.process(created).unwrap(), None);
+    assert!(court.tasks.owner("t-esc").is_some());
+    // An answer without one is relayed as it is, and records nothing.
+    let mut ex = Exchange::new(Arc::new(Judge::new(court.clone(), agent())));
+    ex.answers.track(&call(ECHO), false);
+    let plain = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
+    assert_eq!(ex.process(plain).unwrap(), None);
+}
+
 #[test]
 fn a_task_of_a_denied_tool_is_denied() {
     let court = court(Fake::default());
