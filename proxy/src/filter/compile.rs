@@ -83,7 +83,10 @@ pub fn component(
     };
     let file = cache.map(|dir| dir.join(artifact_name(engine, bytes)));
     if let Some(file) = file.as_deref().filter(|f| f.is_file()) {
-        match load_artifact(engine, Artifact::File(file)) {
+        match open_own(file)
+            .map_err(io_error)
+            .and_then(|f| load_artifact(engine, Artifact::File(&fd_path(&f))))
+        {
             Ok(c) => return Ok(c),
             Err(e) => {
                 tracing::warn!(file = %file.display(), error = %format!("{e:#}"), "cached filter unusable; compiling again")
@@ -98,8 +101,11 @@ pub fn component(
     // filters), while a file's are page cache, resident only where the
     // code runs, and shared with every replica that maps the same file.
     if let Some(file) = &file {
+        // Mapped through the descriptor it was written with, not by name:
+        // the directory was checked before the compile, which takes
+        // seconds, and a name can be swapped in that time.
         match persist_copy(&path, file) {
-            Ok(()) => match load_artifact(engine, Artifact::File(file)) {
+            Ok(written) => match load_artifact(engine, Artifact::File(&fd_path(&written))) {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     tracing::warn!(file = %file.display(), error = %format!("{e:#}"), "cached filter unusable; mapping the compiled one")
@@ -129,9 +135,38 @@ impl MemoryFile {
 
     /// A path that opens this same file (at its start).
     fn path(&self) -> PathBuf {
-        use std::os::fd::AsRawFd;
-        PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+        fd_path(&self.0)
     }
+}
+
+/// A path that opens the file `file` is open on, whatever its name now.
+fn fd_path(file: &std::fs::File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Opens a cached artifact only if it is a regular file (not a link) of
+/// this user that no one else can write: the directory was checked, but a
+/// directory shared with other users (an `emptyDir`) can have ours swapped
+/// for theirs between that check and this open.
+fn open_own(file: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(file)?;
+    let meta = f.metadata()?;
+    let uid = rustix::process::geteuid().as_raw();
+    if !meta.is_file() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(
+            "not a file of this user that no one else can write",
+        ));
+    }
+    Ok(f)
+}
+
+fn io_error(e: std::io::Error) -> wasmtime::Error {
+    wasmtime::Error::from(e)
 }
 
 fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
@@ -175,10 +210,12 @@ fn artifact_name(engine: &Engine, bytes: &[u8]) -> String {
 /// Writes what `fill` writes as `file` atomically: a unique temporary name
 /// in the same directory, synced, then renamed, so a reader (another
 /// replica sharing the directory included) never maps half of one.
+/// Returns the file, still open: what was written is what it reads,
+/// whatever happens to the name.
 fn persist_with(
     file: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = file.with_extension(format!("tmp-{}-{}", std::process::id(), random_hex()));
     let mut out = std::fs::OpenOptions::new()
@@ -191,10 +228,10 @@ fn persist_with(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    Ok(())
+    Ok(out)
 }
 
-fn persist_copy(from: &Path, file: &Path) -> std::io::Result<()> {
+fn persist_copy(from: &Path, file: &Path) -> std::io::Result<std::fs::File> {
     persist_with(file, |out| {
         std::io::copy(&mut std::fs::File::open(from)?, out).map(|_| ())
     })
@@ -317,6 +354,7 @@ pub fn precompile(engine: &Engine, bytes: &[u8], out: Option<&Path>) -> Result<(
         .map_err(|e| format!("not a valid component: {e:#}"))?;
     match out {
         Some(path) => persist_with(path, |out| out.write_all(&artifact))
+            .map(drop)
             .map_err(|e| format!("writing {}: {e}", path.display())),
         None => {
             let mut stdout = std::io::stdout().lock();
@@ -360,4 +398,29 @@ fn random_hex() -> String {
     let mut b = [0u8; 8];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cached artifact is opened only if it is a regular file of this
+    /// user that no one else can write, and never through a link.
+    #[test]
+    fn only_an_own_private_file_is_opened_as_a_cached_artifact() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("pc-open-own-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let own = dir.join("a.cwasm");
+        std::fs::write(&own, b"x").unwrap();
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(open_own(&own).is_ok());
+        let link = dir.join("link.cwasm");
+        std::os::unix::fs::symlink(&own, &link).unwrap();
+        assert!(open_own(&link).is_err(), "a link");
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o622)).unwrap();
+        assert!(open_own(&own).is_err(), "writable by others");
+        assert!(open_own(&dir).is_err(), "a directory");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -48,6 +48,34 @@ pub fn fold_key(key: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether JSON `text` may hold a string (a member name, or a value) that
+/// a client reads as one of `names` (ASCII), in any case. Exact when it
+/// says no: ASCII text without a backslash has no escape and no character
+/// that folds onto an ASCII letter (`ſ`, the Kelvin sign), so a string is
+/// its bytes and folds by ASCII case only, and no name appears in the
+/// text in any case. Most answers are such text, and need not be read.
+pub fn may_spell(text: &str, names: &[&str]) -> bool {
+    let bytes = text.as_bytes();
+    if !text.is_ascii() || bytes.contains(&b'\\') {
+        return true;
+    }
+    for (at, b) in bytes.iter().enumerate() {
+        // `| 0x20` lowercases an ASCII letter.
+        let first = b | 0x20;
+        let rest = bytes.get(at..).unwrap_or_default();
+        let spells = |name: &&str| {
+            name.as_bytes().first().map(|f| f | 0x20) == Some(first)
+                && rest
+                    .get(..name.len())
+                    .is_some_and(|r| r.eq_ignore_ascii_case(name.as_bytes()))
+        };
+        if names.iter().any(spells) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Whether `a` and `b` fold to the same key, without building either.
 fn same_folded(a: &str, b: &str) -> bool {
     if a.is_ascii() && b.is_ascii() {
@@ -226,6 +254,35 @@ mod tests {
             .filter_map(char::from_u32)
             .find(|c| c.to_lowercase().ne([*c]) || c.to_uppercase().ne([*c]));
         assert_eq!(cased, None);
+    }
+
+    #[test]
+    fn text_that_may_spell_a_name_is_read() {
+        let names = ["tools", "prompts", "resources", "resourceTemplates"];
+        for name in names {
+            assert!(may_spell(&format!(r#"{{"{name}":[]}}"#), &names), "{name}");
+            let upper = name.to_uppercase();
+            assert!(
+                may_spell(&format!(r#"{{"{upper}":[]}}"#), &names),
+                "{upper}"
+            );
+        }
+        for text in [
+            r#"{"content":[{"type":"text","text":"no list here"}]}"#,
+            r#"{"x":"tool","y":"prompt","z":"resource"}"#,
+        ] {
+            assert!(!may_spell(text, &names), "{text}");
+        }
+        // An escape, or a character that folds onto an ASCII letter.
+        for text in [
+            r#"{"tool\u0073":[]}"#,
+            r#"{"toolſ":[]}"#,
+            r#"{"\u0074ools":[]}"#,
+        ] {
+            assert!(may_spell(text, &names), "{text}");
+        }
+        assert!(may_spell(r#"{"TaskId":"t"}"#, &["task"]));
+        assert!(!may_spell(r#"{"content":[]}"#, &["task"]));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! another, so a mismatch is refused (400, `-32020`) in every era.
 
 use base64::Engine;
-use http::HeaderMap;
+use http::{header::AsHeaderName, HeaderMap, HeaderName};
 
 use super::{
     json::is_control,
@@ -18,6 +18,13 @@ pub const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
 pub const MCP_METHOD: &str = "mcp-method";
 pub const MCP_NAME: &str = "mcp-name";
 
+/// The same names parsed once: a lookup by text parses the text each time,
+/// and these are looked up on every request.
+pub const MCP_SESSION_ID_HEADER: HeaderName = HeaderName::from_static(MCP_SESSION_ID);
+pub const MCP_PROTOCOL_VERSION_HEADER: HeaderName = HeaderName::from_static(MCP_PROTOCOL_VERSION);
+const MCP_METHOD_HEADER: HeaderName = HeaderName::from_static(MCP_METHOD);
+const MCP_NAME_HEADER: HeaderName = HeaderName::from_static(MCP_NAME);
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
 pub struct HeaderMismatch(pub String);
@@ -28,7 +35,10 @@ pub const MCP_PARAM_PREFIX: &str = "mcp-param-";
 /// A header's value as text, or `None` when absent. A header given more
 /// than once is refused: a server may read either copy (or join them), so
 /// checking only the first would authorize one value and forward another.
-pub fn text<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, HeaderMismatch> {
+pub fn text<K>(headers: &HeaderMap, name: K) -> Result<Option<&str>, HeaderMismatch>
+where
+    K: AsHeaderName + Copy + std::fmt::Display,
+{
     let mut all = headers.get_all(name).iter();
     let Some(v) = all.next() else {
         return Ok(None);
@@ -90,8 +100,10 @@ pub fn decode_wrapped(value: &str) -> Result<String, HeaderMismatch> {
 pub fn check_single(headers: &HeaderMap, call: &Call) -> Result<(), HeaderMismatch> {
     check_repeated(headers)?;
     check_version(headers, call)?;
-    let method = text(headers, MCP_METHOD)?;
-    let name = text(headers, MCP_NAME)?.map(decode_value).transpose()?;
+    let method = text(headers, &MCP_METHOD_HEADER)?;
+    let name = text(headers, &MCP_NAME_HEADER)?
+        .map(decode_value)
+        .transpose()?;
     let sessionless = call.era == Era::Sessionless2026 && call.kind != Kind::Response;
     match method {
         Some(m) if m != call.method => {
@@ -130,7 +142,7 @@ pub fn check_batch(headers: &HeaderMap) -> Result<(), HeaderMismatch> {
 }
 
 fn check_version(headers: &HeaderMap, call: &Call) -> Result<(), HeaderMismatch> {
-    let header = text(headers, MCP_PROTOCOL_VERSION)?;
+    let header = text(headers, &MCP_PROTOCOL_VERSION_HEADER)?;
     // `initialize` negotiates the version, so its body may name a version
     // the client does not yet send in the header.
     if call.method == "initialize" {

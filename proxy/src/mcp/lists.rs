@@ -11,7 +11,7 @@ use serde_json::{value::RawValue, Map, Value};
 
 use super::{
     answer::{self, Answer, AnswerError},
-    json,
+    fold, json,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +181,10 @@ where
 /// one without being spelled like it is refused here, as
 /// [`check_list_shape`] would.
 fn holds_list(result: &RawValue) -> Result<bool, AnswerError> {
+    // Most answers cannot name a list in any spelling: not read again.
+    if !fold::may_spell(result.get(), &LIST_KEYS) {
+        return Ok(false);
+    }
     let Some(members) = answer::members(result.get().as_bytes())? else {
         return Ok(false);
     };

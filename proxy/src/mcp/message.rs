@@ -264,7 +264,10 @@ pub fn trim_start(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-/// Parses one already-validated JSON-RPC message.
+/// Parses one already-validated JSON-RPC message. Validation
+/// ([`json::validate`], as [`parse_body`] runs it) is what refuses a
+/// repeated member: read here, the first of two would win, where
+/// serde_json keeps the last.
 pub fn parse_message(bytes: &[u8], era: &Era) -> Result<Call, CodecError> {
     let env = Envelope::of(&exact_spelling(bytes, &ENVELOPE_KEYS, "a message")?)?;
     let kind = kind_of(&env)?;

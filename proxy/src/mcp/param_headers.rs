@@ -192,7 +192,7 @@ fn sent(headers: &HeaderMap) -> Result<Vec<(&str, &str)>, HeaderMismatch> {
     let mut out = Vec::new();
     for key in headers.keys() {
         if let Some(name) = key.as_str().strip_prefix(MCP_PARAM_PREFIX) {
-            if let Some(value) = text(headers, key.as_str())? {
+            if let Some(value) = text(headers, key)? {
                 out.push((name, value));
             }
         }

@@ -194,7 +194,7 @@ impl Exchange {
         else {
             return Ok(rewritten);
         };
-        self.judge.note_task(&pending.call, result);
+        self.judge.note_task(&pending.call, result)?;
         Ok(match pending.inspect {
             true => self.judge.check_result(&pending.call, result).or(rewritten),
             false => rewritten,

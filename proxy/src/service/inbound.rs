@@ -74,7 +74,7 @@ pub async fn decode(
     let era = match legacy {
         Some(_) => Era::HttpSse2024,
         None => Era::from_version(
-            mcp_headers::text(&parts.headers, mcp_headers::MCP_PROTOCOL_VERSION)
+            mcp_headers::text(&parts.headers, &mcp_headers::MCP_PROTOCOL_VERSION_HEADER)
                 .ok()
                 .flatten(),
         ),
@@ -157,7 +157,7 @@ fn session_of(parts: &Parts, legacy: bool) -> Option<String> {
                 .find_map(|kv| kv.strip_prefix("sessionId=").map(str::to_string))
         });
     }
-    mcp_headers::text(&parts.headers, mcp_headers::MCP_SESSION_ID)
+    mcp_headers::text(&parts.headers, &mcp_headers::MCP_SESSION_ID_HEADER)
         .ok()
         .flatten()
         .map(str::to_string)

@@ -101,16 +101,20 @@ impl Judge {
     }
 
     /// Remembers the task that an allowed `tools/call` created, if any.
-    pub fn note_task(&self, call: &Call, result: &RawValue) {
-        let (Some(Target::Tool(tool)), Some(id)) = (&call.target, tasks::created_task(result))
-        else {
-            return;
+    /// A result that names a task in a spelling a client could read
+    /// otherwise is refused.
+    pub fn note_task(&self, call: &Call, result: &RawValue) -> Result<(), Refusal> {
+        let created = tasks::created_task(result)
+            .map_err(|e| Refusal::from(Cause::UnreadableAnswer(e.to_string())))?;
+        let (Some(Target::Tool(tool)), Some(id)) = (&call.target, created) else {
+            return Ok(());
         };
         let owner = Owner {
             tool: tool.clone(),
             principal: self.principal.key().to_string(),
         };
         self.court.tasks.record(&id, owner);
+        Ok(())
     }
 
     /// Asks the policy about one message (given with its bytes), records

@@ -61,7 +61,7 @@ fn is_owned(name: &str) -> bool {
 }
 
 /// Whether a server that lowercases names and reads `_` as `-` reads
-/// `name` as `canonical` (lowercase, with `-`). Compared byte by byte: a
+/// `name` as it reads `canonical`. Compared byte by byte: a
 /// request's every header is checked, and a normalized copy of each cost
 /// two allocations.
 fn reads_as(name: &str, canonical: &str) -> bool {
@@ -77,7 +77,7 @@ fn starts_as(name: &str, canonical: &str) -> bool {
         && name
             .bytes()
             .zip(canonical.bytes())
-            .all(|(n, c)| read(n) == c)
+            .all(|(n, c)| read(n) == read(c))
 }
 
 /// Headers that describe one hop and must not be forwarded.
@@ -519,5 +519,37 @@ mod tests {
             .unwrap();
         assert!(req.headers().get("x-identity").is_none());
         assert!(req.headers().get("x_identity").is_none());
+    }
+
+    /// An assertion header configured with `_` is read by a CGI server as
+    /// its `-` spelling too: a client's copy in either spelling is removed
+    /// for a caller with nothing to assert.
+    #[test]
+    fn an_assertion_header_spelled_with_an_underscore_is_not_forged() {
+        use crate::auth::assertion::AssertionConfig;
+        let config = AssertionConfig {
+            header: "x_jwt".into(),
+            ..AssertionConfig::default()
+        };
+        let identity = UpstreamIdentity {
+            disclosure: Disclosure::Assertion(Arc::new(
+                Asserter::new(&config, "pod", "aud".into()).unwrap(),
+            )),
+            forward_authorization: false,
+        };
+        let up = upstream();
+        let forged = parts(&[
+            ("x_jwt", "forged"),
+            ("x-jwt", "forged"),
+            ("X-Jwt", "forged"),
+        ]);
+        let req = Outbound::new(&up, Target::Configured, &Principal::default(), &identity)
+            .request(&forged, Bytes::new())
+            .unwrap();
+        assert!(
+            req.headers().keys().all(|k| !k.as_str().contains("jwt")),
+            "{:?}",
+            req.headers()
+        );
     }
 }

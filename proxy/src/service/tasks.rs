@@ -18,8 +18,12 @@ use std::{
     sync::Mutex,
 };
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::mcp::{
+    answer::{self, AnswerError},
+    fold,
+};
 
 /// How many tasks are remembered. The oldest are forgotten first; the
 /// upstream creates tasks, so the map must not grow at its pace.
@@ -64,43 +68,48 @@ impl TaskOwners {
     }
 }
 
+/// The member names a created task is read from.
+const CREATED_KEYS: [&str; 3] = ["resultType", "taskId", "task"];
+
 /// The task id a `tools/call` result creates, if it creates one: the flat
 /// `CreateTaskResult` of the tasks extension (`"resultType": "task"` with a
 /// top-level `taskId`), or the 2025-11-25 form (`"task": {"taskId": ...}`).
-/// The result was already read strictly (no duplicate keys, no case
-/// variants), so serde's reading is the only one.
-/// Whether JSON `text` could hold a member that creates a task. Most
-/// answers create none: with neither `task` in the text nor an escape
-/// that could spell it, no member can be named `task` or `taskId` (nor
-/// `resultType` be `task`), and the text need not be read.
-pub fn may_name_task(text: &str) -> bool {
-    text.contains("task") || text.contains('\\')
+/// The result has no repeated member (the answer was validated), but a
+/// case variant of these names (`TaskId`) is refused: a client that folds
+/// case would read a task the sidecar did not record, and an unrecorded
+/// task is open to every caller.
+pub fn created_task(result: &RawValue) -> Result<Option<String>, AnswerError> {
+    // Most results cannot name a task in any spelling: not read again.
+    if !may_name_task(result.get()) {
+        return Ok(None);
+    }
+    let Some(members) = answer::members(result.get().as_bytes())? else {
+        return Ok(None);
+    };
+    answer::exact_keys(members.keys(), &CREATED_KEYS)?;
+    let string =
+        |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+    if let (Some("task"), Some(id)) = (
+        string(members.get("resultType")).as_deref(),
+        string(members.get("taskId")),
+    ) {
+        return Ok(Some(id));
+    }
+    let Some(task) = members.get("task") else {
+        return Ok(None);
+    };
+    let Some(nested) = answer::members(task.get().as_bytes())? else {
+        return Ok(None);
+    };
+    answer::exact_keys(nested.keys(), &["taskId"])?;
+    Ok(string(nested.get("taskId")))
 }
 
-pub fn created_task(result: &RawValue) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Nested {
-        #[serde(rename = "taskId")]
-        task_id: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Created {
-        #[serde(rename = "resultType")]
-        result_type: Option<String>,
-        #[serde(rename = "taskId")]
-        task_id: Option<String>,
-        task: Option<Nested>,
-    }
-    let text = result.get();
-    if !may_name_task(text) {
-        return None;
-    }
-    let c: Created = serde_json::from_str(text).ok()?;
-    match (c.result_type.as_deref(), c.task_id, c.task) {
-        (Some("task"), Some(id), _) => Some(id),
-        (_, _, Some(Nested { task_id: Some(id) })) => Some(id),
-        _ => None,
-    }
+/// Whether JSON `text` may name a task in any spelling a client reads
+/// (see [`fold::may_spell`]): `task`, `taskId`, and the `task` value of
+/// `resultType` all hold `task`.
+pub fn may_name_task(text: &str) -> bool {
+    fold::may_spell(text, &["task"])
 }
 
 #[cfg(test)]
@@ -121,14 +130,17 @@ mod tests {
     #[test]
     fn reads_both_forms_of_created_task() {
         let flat = raw(r#"{"resultType":"task","taskId":"t-1","status":"working"}"#);
-        assert_eq!(created_task(&flat).as_deref(), Some("t-1"));
+        assert_eq!(created_task(&flat).unwrap().as_deref(), Some("t-1"));
         let nested = raw(r#"{"task":{"taskId":"t-2","status":"working"}}"#);
-        assert_eq!(created_task(&nested).as_deref(), Some("t-2"));
+        assert_eq!(created_task(&nested).unwrap().as_deref(), Some("t-2"));
         // Spelled with escapes only (the text has no `task`): still read.
         let escaped = raw(r#"{"\u0074ask":{"t\u0061skId":"t-3"}}"#);
-        assert_eq!(created_task(&escaped).as_deref(), Some("t-3"));
+        assert_eq!(created_task(&escaped).unwrap().as_deref(), Some("t-3"));
         let flat = raw(r#"{"resultType":"t\u0061sk","t\u0061skId":"t-4"}"#);
-        assert_eq!(created_task(&flat).as_deref(), Some("t-4"));
+        assert_eq!(created_task(&flat).unwrap().as_deref(), Some("t-4"));
+        // A task member of another kind does not hide a flat one.
+        let both = raw(r#"{"resultType":"task","taskId":"t-5","task":"x"}"#);
+        assert_eq!(created_task(&both).unwrap().as_deref(), Some("t-5"));
     }
 
     #[test]
@@ -140,7 +152,27 @@ mod tests {
             r#"{"task":{"status":"working"}}"#,
             r#"{"resultType":"task","taskId":7}"#,
         ] {
-            assert_eq!(created_task(&raw(r)), None, "{r}");
+            assert_eq!(created_task(&raw(r)), Ok(None), "{r}");
+        }
+    }
+
+    /// A client that folds case (Go's encoding/json) reads these as the
+    /// task a result creates; the sidecar would not record it, and an
+    /// unrecorded task is open to every caller. So they are refused.
+    #[test]
+    fn case_variants_of_task_names_are_refused() {
+        for r in [
+            r#"{"resultType":"task","TaskId":"t-1"}"#,
+            r#"{"ResultType":"task","taskId":"t-1"}"#,
+            r#"{"TASK":{"taskId":"t-1"}}"#,
+            r#"{"task":{"TaskID":"t-1"}}"#,
+            r#"{"resultType":"task","taſkId":"t-1"}"#,
+            r#"{"resultType":"task","t\u0041skId":"t-1"}"#,
+        ] {
+            assert!(
+                matches!(created_task(&raw(r)), Err(AnswerError::CaseVariant { .. })),
+                "{r}"
+            );
         }
     }
 

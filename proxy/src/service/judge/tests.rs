@@ -316,6 +316,19 @@ fn a_task_named_with_escapes_is_recorded() {
     assert_eq!(ex.process(plain).unwrap(), None);
 }
 
+/// A result naming its task in a case variant (`TaskId`) is refused:
+/// relayed, the client would hold a task the sidecar never recorded, open
+/// to every other caller.
+#[test]
+fn a_task_named_in_a_case_variant_is_refused() {
+    let court = court(Fake::default());
+    let mut ex = Exchange::new(Arc::new(Judge::new(court.clone(), agent())));
+    ex.answers.track(&call(ECHO), false);
+    let variant = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","TaskId":"t-v"}}"#;
+    assert!(ex.process(variant).is_err(), "relayed unrecorded");
+    assert_eq!(court.tasks.owner("t-v"), None);
+}
+
 #[test]
 fn a_task_of_a_denied_tool_is_denied() {
     let court = court(Fake::default());
