@@ -56,24 +56,20 @@ pub fn fold_key(key: &str) -> Cow<'_, str> {
 /// text in any case. Most answers are such text, and need not be read.
 pub fn may_spell(text: &str, names: &[&str]) -> bool {
     let bytes = text.as_bytes();
-    if !text.is_ascii() || bytes.contains(&b'\\') {
+    if !text.is_ascii() || memchr::memchr(b'\\', bytes).is_some() {
         return true;
     }
-    for (at, b) in bytes.iter().enumerate() {
-        // `| 0x20` lowercases an ASCII letter.
-        let first = b | 0x20;
-        let rest = bytes.get(at..).unwrap_or_default();
-        let spells = |name: &&str| {
-            name.as_bytes().first().map(|f| f | 0x20) == Some(first)
-                && rest
-                    .get(..name.len())
-                    .is_some_and(|r| r.eq_ignore_ascii_case(name.as_bytes()))
-        };
-        if names.iter().any(spells) {
+    names.iter().any(|name| {
+        let Some(&first) = name.as_bytes().first() else {
             return true;
-        }
-    }
-    false
+        };
+        let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+        memchr::memchr2_iter(lower, upper, bytes).any(|at| {
+            bytes
+                .get(at..at + name.len())
+                .is_some_and(|r| r.eq_ignore_ascii_case(name.as_bytes()))
+        })
+    })
 }
 
 /// Whether `a` and `b` fold to the same key, without building either.
