@@ -84,7 +84,7 @@ pub fn component(
     let file = cache.map(|dir| dir.join(artifact_name(engine, bytes)));
     if let Some(file) = file.as_deref().filter(|f| f.is_file()) {
         match open_own(file)
-            .map_err(io_error)
+            .map_err(wasmtime::Error::from)
             .and_then(|f| load_artifact(engine, Artifact::File(&fd_path(&f))))
         {
             Ok(c) => return Ok(c),
@@ -163,10 +163,6 @@ fn open_own(file: &Path) -> std::io::Result<std::fs::File> {
         ));
     }
     Ok(f)
-}
-
-fn io_error(e: std::io::Error) -> wasmtime::Error {
-    wasmtime::Error::from(e)
 }
 
 fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
