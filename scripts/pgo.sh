@@ -8,7 +8,9 @@
 #      loop) and every scaling curve at its smoke points (argument sizes
 #      up to 1 MB, chains of 0-8 filters, lists of 10 and 100 tools, a
 #      few connections and callers); the profile must then hold the
-#      serving path, or the script stops,
+#      serving path, or the script stops; only the profiles of processes
+#      that served requests are merged (not the filters' compile child,
+#      whose Cranelift code the sidecar never runs once it has compiled),
 #   3. the optimised build (-Cprofile-use), linked with the text section
 #      prefixes kept, so code the training never ran (.text.unlikely) is
 #      laid out apart from the code it did run and is not paged in,
@@ -55,12 +57,32 @@ CARGO_TARGET_DIR="$work/gen" RUSTFLAGS="-Cprofile-generate=$raw" \
 gen="$work/gen/$host/$profile/portcullis"
 
 echo "pgo: training" >&2
+# One profile per process (%p), not the runtime's merged pool: the
+# filters' compile child runs Cranelift, megabytes of code a sidecar with
+# a compiled filter never runs again. Counted in, it was laid out as hot
+# and warm code between the serving path's functions (2.4 MiB of
+# .text.hot, a third of it Cranelift), and every page of it the proxy
+# touched at start-up stayed resident. Only the profiles of processes
+# that served requests are merged below.
+export LLVM_PROFILE_FILE="$raw/proc-%p.profraw"
 target/release/portcullis-bench run --configs b,c,d,i --concurrency 1,16,64 \
   --rounds 1 --duration 2s --warmup 1s --rate 500 \
   --portcullis "$gen" --work "$work/train-work" --out "$work/train" --base-port 19100 >&2
 target/release/portcullis-bench curves --smoke --portcullis "$gen" \
   --work "$work/train-curves-work" --out "$work/train-curves" --base-port 19400 >&2
-"$profdata" merge -o "$work/merged.profdata" "$raw"
+unset LLVM_PROFILE_FILE
+# A process that decoded no request body (a compile child, a proxy that
+# served nothing) is left out.
+served=()
+for f in "$raw"/*.profraw; do
+  if "$profdata" show --counts --function=mcp7message10parse_body "$f" 2>/dev/null \
+      | grep -q 'Block counts: \[.*[1-9]'; then
+    served+=("$f")
+  fi
+done
+echo "pgo: $(ls "$raw" | wc -l) profiles, ${#served[@]} from processes that served requests" >&2
+[ "${#served[@]}" -gt 0 ] || { echo "scripts/pgo.sh: no profile holds request decoding" >&2; exit 1; }
+"$profdata" merge -o "$work/merged.profdata" "${served[@]}"
 # Named by its digest: the path is in RUSTFLAGS, so a new profile is a
 # new fingerprint and cargo rebuilds what it optimised with the old one.
 digest="$(sha256sum "$work/merged.profdata" | cut -c1-16)"
