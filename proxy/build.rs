@@ -2,9 +2,13 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if os == "linux" && env == "gnu" {
+    let var = |name| std::env::var(name).unwrap_or_default();
+    // x86_64 only: there rustc links with its own lld, which packs them;
+    // elsewhere the system's GNU ld may not, and the gain is not measured.
+    if var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu"
+        && var("CARGO_CFG_TARGET_ARCH") == "x86_64"
+    {
         // Packed relative relocations (DT_RELR). The binary is
         // position-independent, and its table of relative relocations was
         // a megabyte (24 bytes for each of about 43 000 pointers in
