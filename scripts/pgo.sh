@@ -72,7 +72,9 @@ target/release/portcullis-bench curves --smoke --portcullis "$gen" \
   --work "$work/train-curves-work" --out "$work/train-curves" --base-port 19400 >&2
 unset LLVM_PROFILE_FILE
 # A process that decoded no request body (a compile child, a proxy that
-# served nothing) is left out.
+# served nothing) is left out; with none left (a proxy killed instead of
+# stopped writes none), the hot path would be laid out as cold code, so
+# the script stops. parse_body decodes every request body.
 served=()
 # The output is read whole before it is matched: `show | grep -q` under
 # pipefail could fail on show's SIGPIPE and drop a serving profile.
@@ -93,14 +95,6 @@ digest="$(sha256sum "$work/merged.profdata" | cut -c1-16)"
 profile_data="$work/portcullis-$digest.profdata"
 rm -f "$work"/portcullis-*.profdata
 mv "$work/merged.profdata" "$profile_data"
-# A profile without the serving path (a proxy killed instead of stopped
-# writes none) would lay out the hot path as cold code: slower, not
-# faster. parse_body decodes every request body.
-if ! "$profdata" show --counts --function=mcp7message10parse_body "$profile_data" \
-    | grep -q 'Block counts: \[.*[1-9]'; then
-  echo "scripts/pgo.sh: the profile holds no request decoding: the training's proxies wrote no profile" >&2
-  exit 1
-fi
 
 echo "pgo: optimised build" >&2
 # -z keep-text-section-prefix: rust-lld otherwise merges .text.unlikely.*
