@@ -103,7 +103,7 @@ pub fn list_items(items: &[lists::ListItem<'_>]) -> Vec<types::ListItem> {
         .iter()
         .map(|i| types::ListItem {
             name: i.name.to_string(),
-            annotations: i.annotations.map(|a| a.to_string()),
+            annotations: i.annotations.map(|a| a.get().to_string()),
         })
         .collect()
 }

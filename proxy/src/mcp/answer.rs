@@ -81,12 +81,6 @@ pub fn read_answer(bytes: &[u8], max_depth: usize) -> Result<Answer, AnswerError
     classify(&messages(bytes)?)
 }
 
-/// `bytes` as a tree, once a validator has passed it: every key is unique,
-/// so the tree holds what every client reads.
-pub(crate) fn tree(bytes: &[u8]) -> Result<Value, AnswerError> {
-    serde_json::from_slice(bytes).map_err(malformed)
-}
-
 fn malformed(e: serde_json::Error) -> AnswerError {
     AnswerError::Json(JsonError::Malformed(e.to_string()))
 }

@@ -77,6 +77,24 @@ impl ParamHeaders {
         Self(map)
     }
 
+    /// [`Self::from_schema`] of a schema given as JSON text (as a list
+    /// answer holds it). A schema that cannot spell `x-mcp-header` in any
+    /// way, as most cannot, declares none and is not built into a tree.
+    pub fn from_raw_schema(schema: Option<&RawValue>) -> Self {
+        let Some(text) = schema.map(RawValue::get) else {
+            return Self::default();
+        };
+        if !super::fold::may_spell(text, &["x-mcp-header"]) {
+            return Self::default();
+        }
+        // Validated text: a tree always reads; if not, nothing is declared
+        // and every header for the tool is refused.
+        match serde_json::from_str::<Value>(text) {
+            Ok(schema) => Self::from_schema(Some(&schema)),
+            Err(_) => Self::default(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

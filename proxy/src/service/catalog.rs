@@ -9,6 +9,8 @@ use std::{
     sync::{Arc, RwLock},
 };
 
+use serde_json::value::RawValue;
+
 use crate::mcp::param_headers::ParamHeaders;
 
 const MAX_TOOLS: usize = 4096;
@@ -24,9 +26,11 @@ impl ToolCatalog {
         self.annotations.get(tool)
     }
 
-    pub fn record(&self, tool: &str, annotations: &serde_json::Value) {
+    /// Records a listed tool's annotations, as the server's JSON text.
+    pub fn record(&self, tool: &str, annotations: &RawValue) {
+        let text = annotations.get();
         self.annotations
-            .insert(tool, Arc::from(annotations.to_string()));
+            .update(tool, text, |old, new| &**old == *new, Arc::from);
     }
 
     /// The tool's declared `Mcp-Param-*` headers; `None` when no
@@ -38,9 +42,10 @@ impl ToolCatalog {
     /// Records the `x-mcp-header` annotations of a listed tool's
     /// `inputSchema`. A tool without any is recorded too: its schema is
     /// then known to declare none.
-    pub fn record_params(&self, tool: &str, input_schema: Option<&serde_json::Value>) {
+    pub fn record_params(&self, tool: &str, input_schema: Option<&RawValue>) {
+        let params = ParamHeaders::from_raw_schema(input_schema);
         self.params
-            .insert(tool, Arc::new(ParamHeaders::from_schema(input_schema)));
+            .update(tool, params, |old, new| **old == *new, Arc::new);
     }
 }
 
@@ -57,6 +62,26 @@ impl<V> Default for Bounded<V> {
 impl<V: Clone> Bounded<V> {
     fn get(&self, tool: &str) -> Option<V> {
         self.0.read().ok()?.get(tool).cloned()
+    }
+
+    /// Sets `tool`'s entry unless it is `same` already. Every list answer
+    /// names every tool again and most are unchanged: those cost a read
+    /// lock and a comparison, not a key and a value allocated and freed.
+    fn update<T>(
+        &self,
+        tool: &str,
+        new: T,
+        same: impl FnOnce(&V, &T) -> bool,
+        make: impl FnOnce(T) -> V,
+    ) {
+        let unchanged = self
+            .0
+            .read()
+            .ok()
+            .and_then(|map| map.get(tool).map(|old| same(old, &new)));
+        if unchanged != Some(true) {
+            self.insert(tool, make(new));
+        }
     }
 
     fn insert(&self, tool: &str, value: V) {
@@ -78,10 +103,20 @@ mod tests {
     fn records_and_reads() {
         let c = ToolCatalog::default();
         assert!(c.annotations("t").is_none());
-        c.record("t", &serde_json::json!({"destructiveHint": true}));
+        let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap();
+        c.record("t", &raw(r#"{"destructiveHint": true}"#));
         assert_eq!(
             c.annotations("t").as_deref(),
-            Some(r#"{"destructiveHint":true}"#)
+            Some(r#"{"destructiveHint": true}"#)
+        );
+        let first = c.annotations("t").unwrap();
+        c.record("t", &raw(r#"{"destructiveHint": true}"#));
+        // Unchanged: the entry is the one recorded first.
+        assert!(Arc::ptr_eq(&first, &c.annotations("t").unwrap()));
+        c.record("t", &raw(r#"{"destructiveHint":false}"#));
+        assert_eq!(
+            c.annotations("t").as_deref(),
+            Some(r#"{"destructiveHint":false}"#)
         );
     }
 
@@ -89,13 +124,18 @@ mod tests {
     fn records_param_headers() {
         let c = ToolCatalog::default();
         assert!(c.params("t").is_none());
-        let schema = serde_json::json!({"properties": {
-            "region": {"type": "string", "x-mcp-header": "Region"}
-        }});
+        let schema = RawValue::from_string(
+            r#"{"properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}"#
+                .to_string(),
+        )
+        .unwrap();
         c.record_params("t", Some(&schema));
         assert_eq!(c.params("t").unwrap().argument("REGION"), Some("region"));
         c.record_params("plain", None);
         assert!(c.params("plain").unwrap().is_empty());
+        // A tool whose schema stops declaring the header is updated.
+        c.record_params("t", None);
+        assert!(c.params("t").unwrap().is_empty());
     }
 
     #[test]
@@ -107,9 +147,10 @@ mod tests {
         c.record_params("late", None);
         assert!(c.params("late").is_none());
         // A known tool is still updated.
-        let schema = serde_json::json!({"properties": {
-            "r": {"type": "string", "x-mcp-header": "R"}
-        }});
+        let schema = RawValue::from_string(
+            r#"{"properties": {"r": {"type": "string", "x-mcp-header": "R"}}}"#.to_string(),
+        )
+        .unwrap();
         c.record_params("t0", Some(&schema));
         assert!(!c.params("t0").unwrap().is_empty());
     }

@@ -253,9 +253,11 @@ mod tests {
 
     fn routed_catalog() -> ToolCatalog {
         let catalog = ToolCatalog::default();
-        let schema = serde_json::json!({"properties": {
-            "region": {"type": "string", "x-mcp-header": "Region"}
-        }});
+        let schema = serde_json::value::RawValue::from_string(
+            r#"{"properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}"#
+                .to_string(),
+        )
+        .unwrap();
         catalog.record_params("route", Some(&schema));
         catalog
     }

@@ -235,3 +235,33 @@ fn repeated_or_structured_values_are_refused() {
     let not_object = args(json!([1]));
     assert!(check(&h, Declared::Known(&s), Some(&not_object), false).is_err());
 }
+
+#[test]
+fn a_schema_read_as_text_declares_what_its_tree_declares() {
+    for text in [
+        r#"{"properties":{"region":{"type":"string","x-mcp-header":"Region"}}}"#,
+        // Escaped, as every client reads it: declared.
+        r#"{"properties":{"region":{"type":"string","x\u002dmcp-header":"Region"}}}"#,
+        r#"{"properties":{"region":{"type":"string","X-MCP-HEADER":"Region"}}}"#,
+        r#"{"properties":{"region":{"type":"string"}}}"#,
+        r#"{"type":"object"}"#,
+        "7",
+    ] {
+        let raw = RawValue::from_string(text.to_string()).unwrap();
+        let tree: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            ParamHeaders::from_raw_schema(Some(&raw)),
+            ParamHeaders::from_schema(Some(&tree)),
+            "{text}"
+        );
+    }
+    let escaped = RawValue::from_string(
+        r#"{"properties":{"r":{"type":"string","x\u002dmcp-header":"R"}}}"#.to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        ParamHeaders::from_raw_schema(Some(&escaped)).argument("r"),
+        Some("r")
+    );
+    assert!(ParamHeaders::from_raw_schema(None).is_empty());
+}
