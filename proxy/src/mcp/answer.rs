@@ -73,9 +73,9 @@ impl Answer {
 const ENVELOPE_KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
 
 /// Reads an upstream body (or one SSE event's data) strictly, to learn
-/// what it is. Integers beyond 64 bits are accepted here, since the body is
-/// forwarded byte for byte; [`super::lists::filter_answer`], which
-/// re-encodes, refuses them.
+/// what it is. Integers beyond 64 bits are accepted here, since nothing in
+/// the body is judged; [`super::lists::filter_answer`], which hands list
+/// items to policies, refuses them.
 pub fn read_answer(bytes: &[u8], max_depth: usize) -> Result<Answer, AnswerError> {
     json::validate(bytes, max_depth)?;
     classify(&messages(bytes)?)

@@ -18,8 +18,9 @@
 //!
 //! Upstream answers that Portcullis filters get a stricter reading
 //! ([`validate_answer`]): integers that no common client reads exactly are
-//! refused too, because a filtered list is re-encoded. (The keys a filter
-//! reads deeper down are checked by spelling in [`super::answer`].)
+//! refused too, because what a policy judges there (an id, a tool's
+//! annotations) must read the same everywhere. (The keys a filter reads
+//! deeper down are checked by spelling in [`super::answer`].)
 
 use std::{borrow::Cow, collections::HashSet, fmt};
 
@@ -65,7 +66,7 @@ pub fn validate(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
 /// The stricter reading for an upstream answer Portcullis must filter or
 /// inspect: everything [`validate`] refuses, plus integers outside the
 /// 64-bit range (which serde_json, Go and JavaScript each round their own
-/// way, and which re-encoding a filtered list would change).
+/// way, so a policy and a client would read different numbers).
 pub fn validate_answer(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
     check(bytes, max_depth)?;
     check_integers(bytes)
@@ -112,8 +113,8 @@ fn check_encoding(bytes: &[u8]) -> Result<(), JsonError> {
 }
 
 /// Refuses integer literals outside the i64/u64 range. serde_json would
-/// read them as a rounded float, and re-encoding a filtered list would then
-/// change them. Runs on text already known to be well-formed JSON.
+/// read them as a rounded float, and a client as another number (or
+/// exactly). Runs on text already known to be well-formed JSON.
 fn check_integers(bytes: &[u8]) -> Result<(), JsonError> {
     let mut i = 0;
     while i < bytes.len() {

@@ -196,8 +196,9 @@ fn malformed(e: serde_json::Error) -> AnswerError {
 /// Where `part`, a slice of `message`'s text, lies in it.
 fn span(message: &[u8], part: &str) -> Result<Range<usize>, AnswerError> {
     let start = (part.as_ptr() as usize).checked_sub(message.as_ptr() as usize);
-    match start {
-        Some(start) if start + part.len() <= message.len() => Ok(start..start + part.len()),
+    let end = start.and_then(|s| s.checked_add(part.len()));
+    match (start, end) {
+        (Some(start), Some(end)) if end <= message.len() => Ok(start..end),
         // Every list is read from `message` itself; fail closed if not.
         _ => Err(AnswerError::Shape("a list outside its message".into())),
     }

@@ -33,6 +33,11 @@ impl ToolCatalog {
             .update(tool, text, |old, new| &**old == *new, Arc::from);
     }
 
+    /// Forgets a tool's annotations: it was listed without any.
+    pub fn forget(&self, tool: &str) {
+        self.annotations.remove(tool);
+    }
+
     /// The tool's declared `Mcp-Param-*` headers; `None` when no
     /// `tools/list` answer has described the tool (or the catalog was full).
     pub fn params(&self, tool: &str) -> Option<Arc<ParamHeaders>> {
@@ -81,6 +86,15 @@ impl<V: Clone> Bounded<V> {
             .and_then(|map| map.get(tool).map(|old| same(old, &new)));
         if unchanged != Some(true) {
             self.insert(tool, make(new));
+        }
+    }
+
+    fn remove(&self, tool: &str) {
+        let known = self.0.read().is_ok_and(|map| map.contains_key(tool));
+        if known {
+            if let Ok(mut map) = self.0.write() {
+                map.remove(tool);
+            }
         }
     }
 

@@ -230,8 +230,12 @@ impl Judge {
         let filtered = lists::filter_answer(msg, depth, |kind, items| {
             if kind == lists::ListKind::Tools {
                 for item in items {
-                    if let Some(a) = item.annotations {
-                        self.court.catalog.record(item.name, a);
+                    // A tool listed without annotations has none now: hints
+                    // from an older list must not outlive it (a stale
+                    // `readOnlyHint` would let a call be sent again).
+                    match item.annotations {
+                        Some(a) => self.court.catalog.record(item.name, a),
+                        None => self.court.catalog.forget(item.name),
                     }
                     self.court
                         .catalog

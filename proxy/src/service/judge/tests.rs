@@ -218,6 +218,17 @@ fn lists_are_filtered_and_annotations_learned() {
 }
 
 #[test]
+fn a_tool_listed_again_without_annotations_has_none() {
+    let court = court(Fake::default());
+    let judge = Judge::new(court.clone(), agent());
+    judge.judge_answer(LIST.as_bytes()).unwrap();
+    assert!(court.catalog.annotations("echo").is_some());
+    let bare = r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"echo"}]}}"#;
+    judge.judge_answer(bare.as_bytes()).unwrap();
+    assert_eq!(court.catalog.annotations("echo"), None);
+}
+
+#[test]
 fn a_policy_swap_reaches_a_judge_already_built() {
     let court = court(Fake::default());
     let judge = Judge::new(court.clone(), agent());
