@@ -1,10 +1,13 @@
 //! List filtering of upstream answers, as a JSON body or an SSE stream,
 //! with a policy that hides every name containing "secret": whatever the
 //! filter lets through (rewritten or original) shows no such item to a
-//! client reading it with a plain JSON reader.
+//! client reading it with a plain JSON reader, nor to one that matches
+//! member names in any case (Go's `encoding/json`). Kept items are the
+//! upstream's text, so both readings matter.
 
 use crate::fuzzing::MAX_DEPTH;
 use crate::mcp::{
+    fold::fold_key,
     lists::{filter_answer, ListItem, ListKind},
     sse::Decoder,
 };
@@ -32,22 +35,32 @@ fn assert_clean(bytes: &[u8]) {
         single => vec![single],
     };
     for msg in messages {
-        let Some(result) = msg.get("result") else {
-            continue;
-        };
-        for (list, field) in LISTS {
-            let Some(items) = result.get(list).and_then(Value::as_array) else {
-                continue;
-            };
-            for item in items {
-                let name = item.get(field).and_then(Value::as_str);
-                assert!(
-                    !name.is_some_and(|n| n.contains("secret")),
-                    "hidden item {name:?} passed in {list}"
-                );
+        for result in folded(msg, "result") {
+            for (list, field) in LISTS {
+                for items in folded(result, list).filter_map(Value::as_array) {
+                    for item in items {
+                        for name in folded(item, field).filter_map(Value::as_str) {
+                            assert!(
+                                !name.contains("secret"),
+                                "hidden item {name:?} passed in {list}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// Every member of `value` whose name is `key` in any case (Unicode simple
+/// folding, as Go reads names): the exact spelling and every variant.
+fn folded<'v>(value: &'v Value, key: &'static str) -> impl Iterator<Item = &'v Value> {
+    value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(move |(k, _)| fold_key(k) == fold_key(key))
+        .map(|(_, v)| v)
 }
 
 fn check(message: &[u8]) {
