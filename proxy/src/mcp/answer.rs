@@ -81,7 +81,7 @@ pub fn read_answer(bytes: &[u8], max_depth: usize) -> Result<Answer, AnswerError
     classify(&messages(bytes)?)
 }
 
-fn malformed(e: serde_json::Error) -> AnswerError {
+pub(crate) fn malformed(e: serde_json::Error) -> AnswerError {
     AnswerError::Json(JsonError::Malformed(e.to_string()))
 }
 

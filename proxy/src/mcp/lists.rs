@@ -12,7 +12,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{
-    answer::{self, Answer, AnswerError},
+    answer::{self, malformed, Answer, AnswerError},
     fold,
     json::{self, Key},
 };
@@ -187,10 +187,6 @@ where
         out.rewritten = Some(splice(message, edits)?);
     }
     Ok(out)
-}
-
-fn malformed(e: serde_json::Error) -> AnswerError {
-    AnswerError::Json(json::JsonError::Malformed(e.to_string()))
 }
 
 /// Where `part`, a slice of `message`'s text, lies in it.
