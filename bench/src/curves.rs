@@ -80,6 +80,10 @@ pub struct Point {
     /// the proxy's own `filter_duration_seconds` histogram.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub filter_us: BTreeMap<String, f64>,
+    /// Steal time over the measured run, as a share of the machine's CPU
+    /// time (`procstat::HostTicks`): a point taken while the hypervisor
+    /// ran other guests costs more than the same point on a quiet host.
+    pub host_steal: Option<f64>,
 }
 
 impl Point {
@@ -98,8 +102,18 @@ impl Point {
             first_error: r.first_error.clone(),
             hit_rate: BTreeMap::new(),
             filter_us: BTreeMap::new(),
+            host_steal: None,
         }
     }
+}
+
+/// Steal time over a run, from two readings of /proc/stat (None if either
+/// failed).
+fn steal_between(
+    before: Option<procstat::HostTicks>,
+    after: Option<procstat::HostTicks>,
+) -> Option<f64> {
+    after?.steal_since(before?)
 }
 
 /// One curve: its points and what was derived from them.
@@ -241,10 +255,13 @@ impl Ctx {
         // Scraped outside the CPU window: the scrape costs the proxy too.
         let evals0 = evaluations(proxy.admin).await;
         let cpu0 = procstat::cpu_seconds(pid, self.ticks)?;
+        let host0 = procstat::HostTicks::now().ok();
         let r = load::run_with(&proxy.endpoint, spec(self.s.duration), payload).await?;
+        let host1 = procstat::HostTicks::now().ok();
         let cpu = procstat::cpu_seconds(pid, self.ticks)? - cpu0;
         let evals1 = evaluations(proxy.admin).await;
         let mut p = Point::new(series, x, &r, cpu);
+        p.host_steal = steal_between(host0, host1);
         p.filter_us = mean_between(&evals0, &evals1);
         progress(&p);
         // Let the run's sockets close before the next one starts.
@@ -777,11 +794,14 @@ async fn warm_pool(ctx: &mut Ctx) -> anyhow::Result<Curve> {
             let evals0 = evaluations(p.admin).await;
             let pid = p.pid()?;
             let cpu0 = procstat::cpu_seconds(pid, ctx.ticks)?;
+            let host0 = procstat::HostTicks::now().ok();
             let r = callers::run(&pool, ctx.s.connections, ctx.s.duration, &payload).await?;
+            let host1 = procstat::HostTicks::now().ok();
             let cpu = procstat::cpu_seconds(pid, ctx.ticks)? - cpu0;
             let after = instance_counts(p.admin).await?;
             let evals1 = evaluations(p.admin).await;
             let mut point = Point::new(series, n as f64, &r, cpu);
+            point.host_steal = steal_between(host0, host1);
             point.filter_us = mean_between(&evals0, &evals1);
             for (filter, a) in &after {
                 let b = before.get(filter).copied().unwrap_or_default();

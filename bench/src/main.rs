@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use plan::{OpenLoop, Plan};
+use plan::{OpenLoop, Plan, StealRule};
 use targets::{Kind, Paths};
 
 #[derive(Parser)]
@@ -73,6 +73,14 @@ struct RunArgs {
     /// Connections the open-loop calls are spread over.
     #[arg(long, default_value_t = 32)]
     open_connections: usize,
+    /// Most host steal time (percent of the machine's CPU time over a run)
+    /// for a clean run; a run over it is taken again (--steal-retries).
+    #[arg(long, default_value_t = 5.0)]
+    max_steal: f64,
+    /// Times a run over --max-steal is taken again; the attempt with the
+    /// least steal is kept.
+    #[arg(long, default_value_t = 2)]
+    steal_retries: u32,
     /// A five-second check that every configuration works: short runs,
     /// one round, and a failure if any call fails. Results go to --out.
     #[arg(long)]
@@ -209,7 +217,13 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         args.warmup = Duration::from_millis(100);
         args.rate = args.rate.min(200.0);
         args.open_connections = 4;
+        // A smoke run measures nothing: it is never taken again.
+        args.steal_retries = 0;
     }
+    anyhow::ensure!(
+        (0.0..=100.0).contains(&args.max_steal),
+        "--max-steal is a percentage of the machine's CPU time, 0 to 100"
+    );
     let kinds = parse_kinds(&args.configs)?;
     let absolute =
         |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {}", p.display()));
@@ -235,6 +249,10 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             connections: args.open_connections,
             duration: args.duration,
         }),
+        steal: StealRule {
+            max: args.max_steal / 100.0,
+            retries: args.steal_retries,
+        },
     };
 
     // Every run compiles the filters of d and i afresh (each has its own
@@ -441,6 +459,10 @@ fn results_page(m: &machine::Machine, args: &RunArgs, tables: &str) -> String {
          open loop at {:.0} rps over {} connections\n\
          - **Ratios** (× direct, × Envoy e, added latency) are medians of per-round ratios: each run is \
          compared with the other configuration's run of the same round.\n\
+         - **Host steal** is the share of the machine's CPU time the hypervisor gave to other guests \
+         during a run (`/proc/stat`). A run over {:.0} % was taken again at once, up to {} times, \
+         keeping the attempt with the least steal; the tables show each cell's largest. Paired \
+         ratios use only the rounds where both runs were within {:.0} %, when there are any.\n\
          - **Proxy CPU** is user + system seconds of the proxy process (all threads) per 10 000 calls; \
          **peak RSS** is VmHWM, reset before each run; **peak private** is the most anonymous + \
          shared-memory pages (RssAnon + RssShmem) seen in samples every 20 ms: memory the process \
@@ -448,5 +470,6 @@ fn results_page(m: &machine::Machine, args: &RunArgs, tables: &str) -> String {
          ![latency percentiles](latency.png)\n{tables}",
         m.date, m.cpu, m.cores, m.memory, m.kernel, m.portcullis, m.envoy,
         args.rounds, args.duration.as_secs_f64(), args.warmup.as_secs_f64(), args.rate, args.open_connections,
+        args.max_steal, args.steal_retries, args.max_steal,
     )
 }

@@ -18,6 +18,10 @@ pub enum ProcError {
         file: &'static str,
         field: &'static str,
     },
+    #[error("reading /proc/stat: {0}")]
+    HostRead(std::io::Error),
+    #[error("/proc/stat has no summary line with a steal field")]
+    HostFormat,
 }
 
 /// Clock ticks per second, the unit of utime and stime in /proc/PID/stat.
@@ -133,6 +137,47 @@ pub fn reset_peak_rss(pid: u32) -> Result<(), ProcError> {
     })
 }
 
+/// The whole machine's CPU time so far, in clock ticks, from the first
+/// line of /proc/stat: all of it, and the part the hypervisor gave to
+/// other guests while this one's vCPUs wanted to run (`steal`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostTicks {
+    pub steal: u64,
+    pub total: u64,
+}
+
+impl HostTicks {
+    pub fn now() -> Result<Self, ProcError> {
+        let text = fs::read_to_string("/proc/stat").map_err(ProcError::HostRead)?;
+        Self::parse(&text).ok_or(ProcError::HostFormat)
+    }
+
+    /// `cpu  user nice system idle iowait irq softirq steal guest
+    /// guest_nice` (man 5 proc). guest and guest_nice are already counted
+    /// in user and nice, so the total is the first eight. A kernel too old
+    /// to report steal (before 2.6.11) is refused rather than read as none.
+    fn parse(text: &str) -> Option<Self> {
+        let line = text.lines().next()?.strip_prefix("cpu ")?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()?;
+        let first = fields.get(..8)?;
+        Some(Self {
+            steal: first[7],
+            total: first.iter().sum(),
+        })
+    }
+
+    /// The share of the machine's CPU time the hypervisor took since
+    /// `earlier` (0 to 1); None when no tick passed.
+    pub fn steal_since(&self, earlier: HostTicks) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let steal = self.steal.checked_sub(earlier.steal)?;
+        (total > 0).then(|| steal as f64 / total as f64)
+    }
+}
+
 fn read(pid: u32, file: &'static str) -> Result<String, ProcError> {
     fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|source| ProcError::Read {
         pid,
@@ -161,7 +206,7 @@ mod tests {
         assert!(x > 0);
         assert!(cpu_seconds(pid, clock_ticks()).unwrap() > 0.0);
         // Touch 256 MiB, so that the peak is far above the steady state.
-        let big = vec![1u8; 256 << 20];
+        let big = std::hint::black_box(vec![1u8; 256 << 20]);
         assert_eq!(big[big.len() - 1], 1);
         let peak = peak_rss(pid).unwrap();
         assert!(peak > 256 << 20, "peak {peak}");
@@ -182,11 +227,34 @@ mod tests {
         // The test binary's own pages are far more than nothing, but file
         // pages: they must not be counted.
         assert!(before < rss(pid).unwrap(), "private {before}");
-        let big = vec![1u8; 64 << 20];
+        let big = std::hint::black_box(vec![1u8; 64 << 20]);
         assert_eq!(big[big.len() - 1], 1);
         let during = private_bytes(pid).unwrap();
         assert!(during >= before + (48 << 20), "{before} -> {during}");
         assert!(private_bytes(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn host_ticks_read_steal_from_the_eighth_field() {
+        let text = "cpu  100 5 50 800 10 1 2 32 7 0\ncpu0 50 2 25 400 5 0 1 16 3 0\n";
+        let t = HostTicks::parse(text).unwrap();
+        assert_eq!(
+            t,
+            HostTicks {
+                steal: 32,
+                total: 1000
+            }
+        );
+        let later = HostTicks {
+            steal: 132,
+            total: 1400,
+        };
+        assert_eq!(later.steal_since(t), Some(0.25));
+        assert_eq!(t.steal_since(t), None);
+        // No steal field (a kernel before 2.6.11), or not the summary line.
+        assert_eq!(HostTicks::parse("cpu  100 5 50 800 10 1 2\n"), None);
+        assert_eq!(HostTicks::parse("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert!(HostTicks::now().is_ok());
     }
 
     #[test]

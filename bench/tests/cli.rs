@@ -27,6 +27,17 @@ fn an_unknown_configuration_is_refused_by_name() {
 }
 
 #[test]
+fn a_steal_limit_that_is_no_percentage_is_refused() {
+    let out = harness()
+        .args(["run", "--configs", "a", "--max-steal", "150"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-steal is a percentage"), "{err}");
+}
+
+#[test]
 fn smoke_run_of_direct_writes_table_json_and_chart() {
     if !portcullis().exists() {
         panic!(
@@ -59,6 +70,14 @@ fn smoke_run_of_direct_writes_table_json_and_chart() {
         assert!(c["ok"].as_u64().unwrap() > 0, "{c}");
         assert_eq!(c["errors"], 0, "{c}");
     }
+    // Every run says how much of the machine the hypervisor took, and a
+    // smoke run is never taken again.
+    for s in json["samples"].as_array().unwrap() {
+        let steal = s["host_steal"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&steal), "{s}");
+        assert_eq!(s["attempts"], 1, "{s}");
+    }
+    assert!(md.contains("host steal %"), "{md}");
     let png = std::fs::read(dir.join("out/latency.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
     let _ = std::fs::remove_dir_all(&dir);

@@ -185,7 +185,10 @@ fn markdown(curves: &Curves, m: &Machine) -> String {
          `/proc/PID/stat`) per answered call, in µs. The load generator (2 threads) and the \
          upstream share the machine with it.\n\
          - **Noise:** one run per point on a shared 2-core VM: reruns differ by up to about ±20 %. \
-         Read the shapes and the orders of magnitude, not a few percent.\n\
+         Read the shapes and the orders of magnitude, not a few percent. *Host steal* is the share \
+         of the machine's CPU time the hypervisor gave to other guests during the point's run \
+         (`/proc/stat`): a point with more than a few percent cost more than it would on a quiet \
+         host.\n\
          - **µs per filter evaluation** is the mean of the proxy's own \
          `portcullis_filter_duration_seconds` over the measured run: wall-clock time of one \
          evaluation (instantiation included), so under CPU contention it can exceed the CPU per call. \
@@ -214,7 +217,7 @@ fn markdown(curves: &Curves, m: &Machine) -> String {
         let evals = c.points.iter().any(|p| !p.filter_us.is_empty());
         let _ = write!(
             md,
-            "| {} | series | calls/s | proxy CPU µs/call | p50 ms | p99 ms | errors |",
+            "| {} | series | calls/s | proxy CPU µs/call | p50 ms | p99 ms | errors | host steal % |",
             l.x_head
         );
         if hits {
@@ -223,7 +226,7 @@ fn markdown(curves: &Curves, m: &Machine) -> String {
         if evals {
             md.push_str(" µs per filter evaluation |");
         }
-        md.push_str("\n|---:|---|---:|---:|---:|---:|---:|");
+        md.push_str("\n|---:|---|---:|---:|---:|---:|---:|---:|");
         if hits {
             md.push_str("---:|---:|");
         }
@@ -239,13 +242,15 @@ fn markdown(curves: &Curves, m: &Machine) -> String {
             };
             let _ = write!(
                 md,
-                "| {x} | {} | {:.0} | {} | {:.3} | {:.3} | {} |",
+                "| {x} | {} | {:.0} | {} | {:.3} | {:.3} | {} | {} |",
                 p.series,
                 p.rps,
                 p.cpu_us_per_call.map_or("–".into(), |v| format!("{v:.1}")),
                 p.p50_us as f64 / 1000.0,
                 p.p99_us as f64 / 1000.0,
-                p.errors
+                p.errors,
+                p.host_steal
+                    .map_or("–".into(), |v| format!("{:.1}", v * 100.0))
             );
             if hits {
                 for f in ["tool-rbac", "arg-guard"] {
