@@ -461,7 +461,8 @@ fn results_page(m: &machine::Machine, args: &RunArgs, tables: &str) -> String {
          compared with the other configuration's run of the same round.\n\
          - **Host steal** is the share of the machine's CPU time the hypervisor gave to other guests \
          during a run (`/proc/stat`). A run over {:.0} % was taken again at once, up to {} times, \
-         keeping the attempt with the least steal; the tables show each cell's largest. Paired \
+         keeping the attempt with the least steal (after a run over it on every attempt, the next runs are \
+         taken once until one is clean); the tables show each cell's largest. Paired \
          ratios use only the rounds where both runs were within {:.0} %, when there are any.\n\
          - **Proxy CPU** is user + system seconds of the proxy process (all threads) per 10 000 calls; \
          **peak RSS** is VmHWM, reset before each run; **peak private** is the most anonymous + \
