@@ -80,8 +80,8 @@ pub struct Point {
     /// the proxy's own `filter_duration_seconds` histogram.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub filter_us: BTreeMap<String, f64>,
-    /// Steal time over the measured run, as a share of the machine's CPU
-    /// time (`procstat::HostTicks`): a point taken while the hypervisor
+    /// Steal time over the measured run, as a share of the time the vCPUs
+    /// wanted to run (`procstat::HostTicks`): a point taken while the hypervisor
     /// ran other guests costs more than the same point on a quiet host.
     pub host_steal: Option<f64>,
 }

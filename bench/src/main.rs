@@ -73,7 +73,7 @@ struct RunArgs {
     /// Connections the open-loop calls are spread over.
     #[arg(long, default_value_t = 32)]
     open_connections: usize,
-    /// Most host steal time (percent of the machine's CPU time over a run)
+    /// Most host steal time (percent of the time the vCPUs wanted to run, over a run)
     /// for a clean run; a run over it is taken again (--steal-retries).
     #[arg(long, default_value_t = 5.0)]
     max_steal: f64,
@@ -222,7 +222,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         (0.0..=100.0).contains(&args.max_steal),
-        "--max-steal is a percentage of the machine's CPU time, 0 to 100"
+        "--max-steal is a percentage of the time the vCPUs wanted to run, 0 to 100"
     );
     let kinds = parse_kinds(&args.configs)?;
     let absolute =
@@ -459,11 +459,12 @@ fn results_page(m: &machine::Machine, args: &RunArgs, tables: &str) -> String {
          open loop at {:.0} rps over {} connections\n\
          - **Ratios** (× direct, × Envoy e, added latency) are medians of per-round ratios: each run is \
          compared with the other configuration's run of the same round.\n\
-         - **Host steal** is the share of the machine's CPU time the hypervisor gave to other guests \
-         during a run (`/proc/stat`). A run over {:.0} % was taken again at once, up to {} times, \
-         keeping the attempt with the least steal (after a run over it on every attempt, the next runs are \
-         taken once until one is clean); the tables show each cell's largest. Paired \
-         ratios use only the rounds where both runs were within {:.0} %, when there are any.\n\
+         - **Host steal** is the share of the time the vCPUs wanted to run that the hypervisor gave to \
+         other guests during a run (`/proc/stat`; \"n of m over\": runs over the limit). A run over {} % \
+         was taken again at once, up to {} times, keeping the attempt with the least steal (after a run \
+         over it on every attempt, the next runs are taken once until one is clean); the tables show each \
+         cell's largest. Paired figures use only the rounds where both runs were within {} %, when there \
+         are any.\n\
          - **Proxy CPU** is user + system seconds of the proxy process (all threads) per 10 000 calls; \
          **peak RSS** is VmHWM, reset before each run; **peak private** is the most anonymous + \
          shared-memory pages (RssAnon + RssShmem) seen in samples every 20 ms: memory the process \

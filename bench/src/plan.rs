@@ -30,13 +30,22 @@ pub struct Plan {
 /// only as good as the quieter of the two.
 #[derive(Clone, Copy, Debug)]
 pub struct StealRule {
-    /// The most steal, as a share of the machine's CPU time over the run,
-    /// that leaves a run clean.
+    /// The most steal, as a share of the time the vCPUs wanted to run
+    /// over the run (`procstat::HostTicks`), that leaves a run clean.
     pub max: f64,
     /// How many times a run over `max` is taken again at once. Of all the
     /// attempts, the one with the least steal is kept: chosen by the
     /// machine's state, never by the figure measured.
     pub retries: u32,
+}
+
+impl StealRule {
+    /// A run whose steal is unknown (no /proc/stat, or no steal field)
+    /// counts as clean: there the harness measures as it did before it
+    /// read steal at all.
+    pub fn is_clean(&self, steal: Option<f64>) -> bool {
+        steal.is_none_or(|x| x <= self.max)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -71,7 +80,8 @@ pub struct Sample {
     #[serde(default)]
     pub proxy_peak_private_bytes: Option<u64>,
     pub first_error: Option<String>,
-    /// Steal time over the run, as a share of the machine's CPU time
+    /// Steal time over the run, as a share of the time the vCPUs wanted
+    /// to run
     /// (None where /proc/stat cannot tell).
     pub host_steal: Option<f64>,
     /// Attempts made before this run was kept (1: the first was clean).
@@ -202,7 +212,7 @@ async fn measure_clean(
     for attempt in 1..=rule.retries.saturating_add(1) {
         let mut s = measure(t, spec, round, ticks).await?;
         s.attempts = attempt;
-        s.clean = s.host_steal.is_none_or(|x| x <= rule.max);
+        s.clean = rule.is_clean(s.host_steal);
         let clean = s.clean;
         if !clean {
             eprintln!(
@@ -213,19 +223,27 @@ async fn measure_clean(
                 rule.max * 100.0
             );
         }
-        kept = Some(match kept {
-            Some(k) if k.host_steal.unwrap_or(0.0) <= s.host_steal.unwrap_or(0.0) => Sample {
-                attempts: attempt,
-                ..k
-            },
-            _ => s,
-        });
+        kept = Some(keep(kept, s));
         if clean {
             break;
         }
     }
     // `retries + 1` is at least one attempt.
     kept.ok_or(PlanError::NoAttempt)
+}
+
+/// Of the attempt kept so far and a new one, the one with less steal
+/// (the earlier on a tie), counting the new attempt in either case. The
+/// choice looks at the steal alone, never at the figures measured.
+fn keep(kept: Option<Sample>, new: Sample) -> Sample {
+    let steal = |s: &Sample| s.host_steal.unwrap_or(0.0);
+    match kept {
+        Some(k) if steal(&k) <= steal(&new) => Sample {
+            attempts: new.attempts,
+            ..k
+        },
+        _ => new,
+    }
 }
 
 async fn measure(t: &Target, spec: RunSpec, round: usize, ticks: f64) -> Result<Sample, PlanError> {
@@ -337,6 +355,38 @@ mod tests {
             clean: steal <= max,
             latency_us: load::histogram().unwrap(),
         }
+    }
+
+    #[test]
+    fn the_attempt_with_the_least_steal_is_kept_and_every_attempt_counted() {
+        let rule = StealRule {
+            max: 0.05,
+            retries: 2,
+        };
+        let attempt = |n: u32, steal: f64, ok: u64| Sample {
+            attempts: n,
+            ok,
+            clean: rule.is_clean(Some(steal)),
+            ..run(steal, rule.max)
+        };
+        // The second attempt is less stolen; the third more: the second
+        // is kept, whatever its figures, and three attempts are counted.
+        let k = keep(None, attempt(1, 0.30, 100));
+        let k = keep(Some(k), attempt(2, 0.10, 50));
+        let k = keep(Some(k), attempt(3, 0.20, 500));
+        assert_eq!(
+            (k.host_steal, k.ok, k.attempts, k.clean),
+            (Some(0.10), 50, 3, false)
+        );
+        // A tie keeps the earlier one.
+        let k = keep(Some(attempt(1, 0.2, 1)), attempt(2, 0.2, 2));
+        assert_eq!((k.ok, k.attempts), (1, 2));
+        // A clean attempt is always kept over an unclean one.
+        let k = keep(Some(attempt(1, 0.3, 1)), attempt(2, 0.01, 2));
+        assert_eq!((k.ok, k.clean), (2, true));
+        // Unknown steal counts as clean.
+        assert!(rule.is_clean(None));
+        assert!(!rule.is_clean(Some(0.051)));
     }
 
     #[test]

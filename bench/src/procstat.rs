@@ -138,12 +138,18 @@ pub fn reset_peak_rss(pid: u32) -> Result<(), ProcError> {
 }
 
 /// The whole machine's CPU time so far, in clock ticks, from the first
-/// line of /proc/stat: all of it, and the part the hypervisor gave to
-/// other guests while this one's vCPUs wanted to run (`steal`).
+/// line of /proc/stat: the time its vCPUs wanted to run (everything but
+/// idle and iowait), and the part of it the hypervisor gave to other
+/// guests instead (`steal`).
+///
+/// Steal is counted against the time wanted, not against all ticks: an
+/// idle vCPU cannot be stolen from, so over all ticks a proxy that burns
+/// more CPU would show more steal on the same host, and a run kept for
+/// its low steal would partly be kept for its low cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostTicks {
     pub steal: u64,
-    pub total: u64,
+    pub wanted: u64,
 }
 
 impl HostTicks {
@@ -154,8 +160,9 @@ impl HostTicks {
 
     /// `cpu  user nice system idle iowait irq softirq steal guest
     /// guest_nice` (man 5 proc). guest and guest_nice are already counted
-    /// in user and nice, so the total is the first eight. A kernel too old
-    /// to report steal (before 2.6.11) is refused rather than read as none.
+    /// in user and nice, so only the first eight are read. A kernel too
+    /// old to report steal (before 2.6.11) is refused rather than read as
+    /// none.
     fn parse(text: &str) -> Option<Self> {
         let line = text.lines().next()?.strip_prefix("cpu ")?;
         let fields: Vec<u64> = line
@@ -163,18 +170,20 @@ impl HostTicks {
             .map(|v| v.parse().ok())
             .collect::<Option<_>>()?;
         let first = fields.get(..8)?;
+        let all: u64 = first.iter().sum();
         Some(Self {
             steal: first[7],
-            total: first.iter().sum(),
+            // idle (3) and iowait (4): time no vCPU wanted.
+            wanted: all - first[3] - first[4],
         })
     }
 
-    /// The share of the machine's CPU time the hypervisor took since
-    /// `earlier` (0 to 1); None when no tick passed.
+    /// The share of the time the vCPUs wanted to run since `earlier` that
+    /// the hypervisor took (0 to 1); None when none was wanted.
     pub fn steal_since(&self, earlier: HostTicks) -> Option<f64> {
-        let total = self.total.checked_sub(earlier.total)?;
+        let wanted = self.wanted.checked_sub(earlier.wanted)?;
         let steal = self.steal.checked_sub(earlier.steal)?;
-        (total > 0).then(|| steal as f64 / total as f64)
+        (wanted > 0).then(|| steal as f64 / wanted as f64)
     }
 }
 
@@ -238,19 +247,27 @@ mod tests {
     fn host_ticks_read_steal_from_the_eighth_field() {
         let text = "cpu  100 5 50 800 10 1 2 32 7 0\ncpu0 50 2 25 400 5 0 1 16 3 0\n";
         let t = HostTicks::parse(text).unwrap();
+        // Wanted: all but idle (800) and iowait (10).
         assert_eq!(
             t,
             HostTicks {
                 steal: 32,
-                total: 1000
+                wanted: 190
             }
         );
         let later = HostTicks {
             steal: 132,
-            total: 1400,
+            wanted: 590,
         };
         assert_eq!(later.steal_since(t), Some(0.25));
         assert_eq!(t.steal_since(t), None);
+        // The same busy time and steal with twice the idle time: the same
+        // share (over all ticks it would halve).
+        let quiet = HostTicks::parse("cpu  100 0 0 100 0 0 0 100 0 0\n").unwrap();
+        let idle = HostTicks::parse("cpu  100 0 0 300 0 0 0 100 0 0\n").unwrap();
+        let zero = HostTicks::default();
+        assert_eq!(quiet.steal_since(zero), Some(0.5));
+        assert_eq!(idle.steal_since(zero), Some(0.5));
         // No steal field (a kernel before 2.6.11), or not the summary line.
         assert_eq!(HostTicks::parse("cpu  100 5 50 800 10 1 2\n"), None);
         assert_eq!(HostTicks::parse("cpu0 1 2 3 4 5 6 7 8\n"), None);

@@ -36,7 +36,7 @@ pub struct Cell {
     /// The largest private memory (anonymous + shared-memory pages) seen.
     pub proxy_peak_private_mib: Option<f64>,
     /// The most host steal seen in one of the cell's runs (share of the
-    /// machine's CPU time), and how many runs were over the plan's limit.
+    /// time the vCPUs wanted to run), and how many runs were over the plan's limit.
     pub host_steal_max: Option<f64>,
     pub unclean_runs: usize,
     /// Median over rounds of this run's throughput over direct's.

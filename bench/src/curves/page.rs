@@ -186,8 +186,8 @@ fn markdown(curves: &Curves, m: &Machine) -> String {
          upstream share the machine with it.\n\
          - **Noise:** one run per point on a shared 2-core VM: reruns differ by up to about ±20 %. \
          Read the shapes and the orders of magnitude, not a few percent. *Host steal* is the share \
-         of the machine's CPU time the hypervisor gave to other guests during the point's run \
-         (`/proc/stat`): a point with more than a few percent cost more than it would on a quiet \
+         of the time the vCPUs wanted to run that the hypervisor gave to other guests during the \
+         point's run (`/proc/stat`): a point with more than a few percent cost more than it would on a quiet \
          host.\n\
          - **µs per filter evaluation** is the mean of the proxy's own \
          `portcullis_filter_duration_seconds` over the measured run: wall-clock time of one \
