@@ -77,11 +77,7 @@ fn pairs<'a>(
     base: Kind,
     like: &'a Sample,
 ) -> Vec<(&'a Sample, &'a Sample)> {
-    let all: Vec<(&Sample, &Sample)> = samples
-        .iter()
-        .filter(|s| s.kind == kind && load_of(s) == load_of(like))
-        .filter_map(|s| Some((s, samples.iter().find(|b| b.kind == base && same(b, s))?)))
-        .collect();
+    let all = all_pairs(samples, kind, base, like);
     if all.iter().any(|(s, b)| s.clean && b.clean) {
         all.into_iter()
             .filter(|(s, b)| s.clean && b.clean)
@@ -94,18 +90,26 @@ fn pairs<'a>(
 /// How many of the rounds `pairs` would pair are clean on both sides, and
 /// how many there are.
 fn clean_rounds(samples: &[Sample], kind: Kind, base: Kind, like: &Sample) -> (usize, usize) {
-    let all = samples
+    all_pairs(samples, kind, base, like)
+        .into_iter()
+        .fold((0, 0), |(clean, n), (s, b)| {
+            (clean + usize::from(s.clean && b.clean), n + 1)
+        })
+}
+
+/// Every run of `kind` at `like`'s load with `base`'s run of the same
+/// round, clean or not.
+fn all_pairs<'a>(
+    samples: &'a [Sample],
+    kind: Kind,
+    base: Kind,
+    like: &Sample,
+) -> Vec<(&'a Sample, &'a Sample)> {
+    samples
         .iter()
         .filter(|s| s.kind == kind && load_of(s) == load_of(like))
-        .filter_map(|s| {
-            samples
-                .iter()
-                .find(|b| b.kind == base && same(b, s))
-                .map(|b| (s, b))
-        });
-    all.fold((0, 0), |(clean, n), (s, b)| {
-        (clean + usize::from(s.clean && b.clean), n + 1)
-    })
+        .filter_map(|s| Some((s, samples.iter().find(|b| b.kind == base && same(b, s))?)))
+        .collect()
 }
 
 /// Median over rounds of f(kind's run) / f(base's run), runs paired by
