@@ -107,15 +107,6 @@ impl Point {
     }
 }
 
-/// Steal time over a run, from two readings of /proc/stat (None if either
-/// failed).
-fn steal_between(
-    before: Option<procstat::HostTicks>,
-    after: Option<procstat::HostTicks>,
-) -> Option<f64> {
-    after?.steal_since(before?)
-}
-
 /// One curve: its points and what was derived from them.
 #[derive(Clone, Debug, Serialize)]
 pub struct Curve {
@@ -261,7 +252,7 @@ impl Ctx {
         let cpu = procstat::cpu_seconds(pid, self.ticks)? - cpu0;
         let evals1 = evaluations(proxy.admin).await;
         let mut p = Point::new(series, x, &r, cpu);
-        p.host_steal = steal_between(host0, host1);
+        p.host_steal = procstat::steal_between(host0, host1);
         p.filter_us = mean_between(&evals0, &evals1);
         progress(&p);
         // Let the run's sockets close before the next one starts.
@@ -801,7 +792,7 @@ async fn warm_pool(ctx: &mut Ctx) -> anyhow::Result<Curve> {
             let after = instance_counts(p.admin).await?;
             let evals1 = evaluations(p.admin).await;
             let mut point = Point::new(series, n as f64, &r, cpu);
-            point.host_steal = steal_between(host0, host1);
+            point.host_steal = procstat::steal_between(host0, host1);
             point.filter_us = mean_between(&evals0, &evals1);
             for (filter, a) in &after {
                 let b = before.get(filter).copied().unwrap_or_default();

@@ -81,8 +81,7 @@ pub struct Sample {
     pub proxy_peak_private_bytes: Option<u64>,
     pub first_error: Option<String>,
     /// Steal time over the run, as a share of the time the vCPUs wanted
-    /// to run
-    /// (None where /proc/stat cannot tell).
+    /// to run (None where /proc/stat cannot tell).
     pub host_steal: Option<f64>,
     /// Attempts made before this run was kept (1: the first was clean).
     pub attempts: u32,
@@ -256,14 +255,9 @@ async fn measure(t: &Target, spec: RunSpec, round: usize, ticks: f64) -> Result<
         None => None,
     };
     let private = t.pid().map(PrivatePeak::watch);
-    // Where /proc/stat cannot be read the run is still measured, with its
-    // steal unknown.
     let host0 = procstat::HostTicks::now().ok();
     let r = load::run(&t.endpoint, spec).await;
-    let host_steal = match (host0, procstat::HostTicks::now().ok()) {
-        (Some(a), Some(b)) => b.steal_since(a),
-        _ => None,
-    };
+    let host_steal = procstat::steal_between(host0, procstat::HostTicks::now().ok());
     let private = match private {
         Some(p) => p.stop().await.map_err(proc_err)?,
         None => None,

@@ -187,6 +187,12 @@ impl HostTicks {
     }
 }
 
+/// Steal over a run, from readings before and after it (None if either
+/// failed): where /proc/stat cannot tell, the run is still measured.
+pub fn steal_between(before: Option<HostTicks>, after: Option<HostTicks>) -> Option<f64> {
+    after?.steal_since(before?)
+}
+
 fn read(pid: u32, file: &'static str) -> Result<String, ProcError> {
     fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|source| ProcError::Read {
         pid,
