@@ -252,7 +252,7 @@ impl Ctx {
         let cpu = procstat::cpu_seconds(pid, self.ticks)? - cpu0;
         let evals1 = evaluations(proxy.admin).await;
         let mut p = Point::new(series, x, &r, cpu);
-        p.host_steal = procstat::steal_between(host0, host1);
+        p.host_steal = procstat::steal_between(host0, host1, procstat::StealBasis::Wanted);
         p.filter_us = mean_between(&evals0, &evals1);
         progress(&p);
         // Let the run's sockets close before the next one starts.
@@ -792,7 +792,7 @@ async fn warm_pool(ctx: &mut Ctx) -> anyhow::Result<Curve> {
             let after = instance_counts(p.admin).await?;
             let evals1 = evaluations(p.admin).await;
             let mut point = Point::new(series, n as f64, &r, cpu);
-            point.host_steal = procstat::steal_between(host0, host1);
+            point.host_steal = procstat::steal_between(host0, host1, procstat::StealBasis::Wanted);
             point.filter_us = mean_between(&evals0, &evals1);
             for (filter, a) in &after {
                 let b = before.get(filter).copied().unwrap_or_default();

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod load;
 pub mod machine;
 pub mod plan;
+pub mod probe;
 pub mod procstat;
 pub mod report;
 pub mod scrape;

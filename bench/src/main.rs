@@ -73,8 +73,9 @@ struct RunArgs {
     /// Connections the open-loop calls are spread over.
     #[arg(long, default_value_t = 32)]
     open_connections: usize,
-    /// Most host steal time (percent of the time the vCPUs wanted to run, over a run)
-    /// for a clean run; a run over it is taken again (--steal-retries).
+    /// Most host steal time for a clean run (percent of the time the vCPUs wanted to run
+    /// in the closed loop, of all the machine's time in the open loop); a run over it is
+    /// taken again (--steal-retries).
     #[arg(long, default_value_t = 5.0)]
     max_steal: f64,
     /// Times a run over --max-steal is taken again; the attempt with the
@@ -222,7 +223,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         (0.0..=100.0).contains(&args.max_steal),
-        "--max-steal is a percentage of the time the vCPUs wanted to run, 0 to 100"
+        "--max-steal is a percentage, 0 to 100"
     );
     let kinds = parse_kinds(&args.configs)?;
     let absolute =
@@ -271,14 +272,19 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         running.push(target);
     }
     let samples = plan::execute(&plan, &running, |s| {
+        let probe = s
+            .noise_probe
+            .map(|p| format!("  probe {:.1} / {:.1} ms", p.compute_ms, p.memory_ms))
+            .unwrap_or_default();
         eprintln!(
-            "  {} {:>3} conn round {}: {:>8.0} rps  p99 {:>7.3} ms  errors {}",
+            "  {} {:>3} conn round {}: {:>8.0} rps  p99 {:>7.3} ms  errors {}  steal {:.1} %{probe}",
             s.kind,
             s.connections,
             s.round,
             s.rps(),
             s.quantile_ms(0.99),
-            s.errors
+            s.errors,
+            s.host_steal.unwrap_or(0.0) * 100.0,
         );
     })
     .await?;
@@ -316,7 +322,8 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         }));
     }
     let machine = machine::describe(&paths).await;
-    let md = results_page(&machine, &args, &report::markdown(&cells, &goals));
+    let tables = report::markdown(&cells, &goals) + &report::probe_table(&samples);
+    let md = results_page(&machine, &args, &tables);
     let json = serde_json::json!({
         "machine": machine,
         "settings": {
@@ -460,7 +467,10 @@ fn results_page(m: &machine::Machine, args: &RunArgs, tables: &str) -> String {
          - **Ratios** (× direct, × Envoy e, added latency) are medians of per-round ratios: each run is \
          compared with the other configuration's run of the same round.\n\
          - **Host steal** is the share of the time the vCPUs wanted to run that the hypervisor gave to \
-         other guests during a run (`/proc/stat`; \"n of m over\": runs over the limit). A run over {} % \
+         other guests during a run (`/proc/stat`; \"n of m over\": runs over the limit); under the open \
+         loop's light load, the share of all the machine's time instead (there the steal a vCPU meets \
+         on waking from idle is as large as the work itself, and the share of the time wanted reads \
+         most of an idle machine as stolen). A run over {} % \
          was taken again at once, up to {} times, keeping the attempt with the least steal (after a run \
          over it on every attempt, the next runs are taken once until one is clean); the tables show each \
          cell's largest. Paired figures use only the rounds where both runs were within {} %, when there \

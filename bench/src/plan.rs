@@ -9,7 +9,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::load::{self, Pace, RunSpec};
-use crate::procstat;
+use crate::probe::{Probe, ProbeTimes};
+use crate::procstat::{self, StealBasis};
 use crate::targets::{Kind, Target};
 
 #[derive(Clone, Debug)]
@@ -30,8 +31,10 @@ pub struct Plan {
 /// only as good as the quieter of the two.
 #[derive(Clone, Copy, Debug)]
 pub struct StealRule {
-    /// The most steal, as a share of the time the vCPUs wanted to run
-    /// over the run (`procstat::HostTicks`), that leaves a run clean.
+    /// The most steal over the run that leaves it clean: a share of the
+    /// time the vCPUs wanted to run under the closed loop's saturating
+    /// load, of all the machine's time under the open loop's light one
+    /// (`procstat::StealBasis`).
     pub max: f64,
     /// How many times a run over `max` is taken again at once. Of all the
     /// attempts, the one with the least steal is kept: chosen by the
@@ -80,13 +83,18 @@ pub struct Sample {
     #[serde(default)]
     pub proxy_peak_private_bytes: Option<u64>,
     pub first_error: Option<String>,
-    /// Steal time over the run, as a share of the time the vCPUs wanted
-    /// to run (None where /proc/stat cannot tell).
+    /// Steal time over the run (None where /proc/stat cannot tell): in
+    /// the closed loop, a share of the time the vCPUs wanted to run; in
+    /// the open loop, of all the machine's time (`procstat::StealBasis`).
     pub host_steal: Option<f64>,
     /// Attempts made before this run was kept (1: the first was clean).
     pub attempts: u32,
     /// Whether the run's steal was within the plan's limit.
     pub clean: bool,
+    /// The noise probe (`probe::Probe`), the slower of its readings just
+    /// before and just after the run: recorded, not used to judge.
+    #[serde(default)]
+    pub noise_probe: Option<ProbeTimes>,
     #[serde(skip)]
     pub latency_us: Histogram<u64>,
 }
@@ -125,6 +133,7 @@ pub async fn execute(
     mut progress: impl FnMut(&Sample),
 ) -> Result<Vec<Sample>, PlanError> {
     let ticks = procstat::clock_ticks();
+    let probe = Probe::new(2);
     for t in targets {
         let spec = RunSpec {
             connections: 16,
@@ -136,30 +145,10 @@ pub async fn execute(
     }
     let mut samples = Vec::new();
     let mut steal = Retries::new(plan.steal);
-    for &connections in &plan.concurrency {
+    for spec in plan.runs() {
         for round in 0..plan.rounds {
             for t in targets {
-                let spec = RunSpec {
-                    connections,
-                    duration: plan.duration,
-                    pace: Pace::Closed,
-                };
-                let s = measure_clean(t, spec, round, ticks, steal.rule()).await?;
-                steal.after(&s);
-                progress(&s);
-                samples.push(s);
-            }
-        }
-    }
-    if let Some(open) = plan.open {
-        for round in 0..plan.rounds {
-            for t in targets {
-                let spec = RunSpec {
-                    connections: open.connections,
-                    duration: open.duration,
-                    pace: Pace::Open { rate: open.rate },
-                };
-                let s = measure_clean(t, spec, round, ticks, steal.rule()).await?;
+                let s = measure_clean(t, spec, round, ticks, steal.rule(), &probe).await?;
                 steal.after(&s);
                 progress(&s);
                 samples.push(s);
@@ -167,6 +156,24 @@ pub async fn execute(
         }
     }
     Ok(samples)
+}
+
+impl Plan {
+    /// The loads in the order measured: closed loop at each concurrency,
+    /// then the open loop. Each is run `rounds` times over every target.
+    fn runs(&self) -> impl Iterator<Item = RunSpec> + '_ {
+        let closed = self.concurrency.iter().map(|&connections| RunSpec {
+            connections,
+            duration: self.duration,
+            pace: Pace::Closed,
+        });
+        let open = self.open.map(|open| RunSpec {
+            connections: open.connections,
+            duration: open.duration,
+            pace: Pace::Open { rate: open.rate },
+        });
+        closed.chain(open)
+    }
 }
 
 /// Whether runs are taken again now. A run still over the limit after
@@ -206,10 +213,11 @@ async fn measure_clean(
     round: usize,
     ticks: f64,
     rule: StealRule,
+    probe: &Probe,
 ) -> Result<Sample, PlanError> {
     let mut kept: Option<Sample> = None;
     for attempt in 1..=rule.retries.saturating_add(1) {
-        let mut s = measure(t, spec, round, ticks).await?;
+        let mut s = measure(t, spec, round, ticks, probe).await?;
         s.attempts = attempt;
         s.clean = rule.is_clean(s.host_steal);
         let clean = s.clean;
@@ -245,8 +253,21 @@ fn keep(kept: Option<Sample>, new: Sample) -> Sample {
     }
 }
 
-async fn measure(t: &Target, spec: RunSpec, round: usize, ticks: f64) -> Result<Sample, PlanError> {
+async fn measure(
+    t: &Target,
+    spec: RunSpec,
+    round: usize,
+    ticks: f64,
+    probe: &Probe,
+) -> Result<Sample, PlanError> {
     let proc_err = |e| PlanError::Proc(t.kind, e);
+    let (mode, rate, basis) = match spec.pace {
+        Pace::Closed => (Mode::Closed, None, StealBasis::Wanted),
+        Pace::Open { rate } => (Mode::Open, Some(rate), StealBasis::Capacity),
+    };
+    // Before the proxy's CPU is read: the probe's threads are the
+    // harness's, but they share the machine with the proxy's.
+    let probe_before = probe.time();
     let before = match t.pid() {
         Some(pid) => {
             procstat::reset_peak_rss(pid).map_err(proc_err)?;
@@ -257,7 +278,7 @@ async fn measure(t: &Target, spec: RunSpec, round: usize, ticks: f64) -> Result<
     let private = t.pid().map(PrivatePeak::watch);
     let host0 = procstat::HostTicks::now().ok();
     let r = load::run(&t.endpoint, spec).await;
-    let host_steal = procstat::steal_between(host0, procstat::HostTicks::now().ok());
+    let host_steal = procstat::steal_between(host0, procstat::HostTicks::now().ok(), basis);
     let private = match private {
         Some(p) => p.stop().await.map_err(proc_err)?,
         None => None,
@@ -270,12 +291,10 @@ async fn measure(t: &Target, spec: RunSpec, round: usize, ticks: f64) -> Result<
         ),
         _ => (None, None),
     };
-    let (mode, rate) = match spec.pace {
-        Pace::Closed => (Mode::Closed, None),
-        Pace::Open { rate } => (Mode::Open, Some(rate)),
-    };
-    // Let the sockets of the finished run close before the next one starts.
+    // Let the sockets of the finished run close before the next one
+    // starts, then time the probe again on the machine at rest.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let noise_probe = Some(probe_before.slower(probe.time()));
     Ok(Sample {
         kind: t.kind,
         mode,
@@ -292,6 +311,7 @@ async fn measure(t: &Target, spec: RunSpec, round: usize, ticks: f64) -> Result<
         host_steal,
         attempts: 1,
         clean: true,
+        noise_probe,
         latency_us: r.latency_us,
     })
 }
@@ -347,6 +367,7 @@ mod tests {
             host_steal: Some(steal),
             attempts: 1,
             clean: steal <= max,
+            noise_probe: None,
             latency_us: load::histogram().unwrap(),
         }
     }

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::plan::{Mode, Sample};
+use crate::probe::ProbeTimes;
 use crate::targets::Kind;
 
 /// Aggregate of every round of one configuration at one load.
@@ -50,7 +51,7 @@ pub struct Cell {
 }
 
 /// The load a sample was taken at.
-#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Load {
     mode: u8,
     connections: usize,
@@ -586,6 +587,49 @@ pub fn markdown(cells: &[Cell], goals: &[Goal]) -> String {
     md
 }
 
+/// The noise probe (`probe::Probe`) per load and round: the fastest and
+/// slowest reading among the round's runs. A round whose probe is slower
+/// than the others was a slower machine, whatever its steal said.
+pub fn probe_table(samples: &[Sample]) -> String {
+    let mut rows: BTreeMap<(Load, usize), Vec<ProbeTimes>> = BTreeMap::new();
+    let mut names: BTreeMap<Load, String> = BTreeMap::new();
+    for s in samples {
+        if let Some(p) = s.noise_probe {
+            rows.entry((load_of(s), s.round)).or_default().push(p);
+            names
+                .entry(load_of(s))
+                .or_insert_with(|| describe_load(s.mode, s.rate, s.connections));
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\n### Noise probe\n\n\
+         A fixed piece of work timed on both vCPUs just before and just after every run (the slower \
+         reading kept): a register-bound chain (*compute*, the core's speed and its sibling thread) and \
+         a dependent walk through 32 MiB (*memory*, the shared cache and memory). Steal time misses \
+         what slows a vCPU that is running; this does not. Fastest and slowest run of each round, ms.\n\n\
+         | load | round | runs | compute ms | memory ms |\n|---|---:|---:|---:|---:|\n",
+    );
+    for ((load, round), probes) in &rows {
+        let span = |f: fn(&ProbeTimes) -> f64| {
+            let lo = probes.iter().map(f).fold(f64::INFINITY, f64::min);
+            let hi = probes.iter().map(f).fold(0.0, f64::max);
+            format!("{lo:.1}–{hi:.1}")
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {round} | {} | {} | {} |",
+            names.get(load).map(String::as_str).unwrap_or("–"),
+            probes.len(),
+            span(|p| p.compute_ms),
+            span(|p| p.memory_ms),
+        );
+    }
+    md
+}
+
 /// The cell's largest steal in percent, with how many of its runs were
 /// over the limit when any were.
 fn steal(c: &Cell) -> String {
@@ -627,6 +671,7 @@ mod tests {
             host_steal: Some(0.0),
             attempts: 1,
             clean: true,
+            noise_probe: None,
             latency_us: h,
         }
     }
@@ -894,6 +939,39 @@ mod tests {
         assert!(cpu[1].starts_with("proxy CPU per call b / h"), "{cpu:?}");
         let visible = goal(&g, "CPU of the two WASM filters (i − b)");
         assert_eq!(visible.measured, "5.0 µs per call (2.5 µs per filter)");
+    }
+
+    #[test]
+    fn the_probe_table_spans_each_round_and_load() {
+        let probed = |s: Sample, compute_ms: f64, memory_ms: f64| Sample {
+            noise_probe: Some(ProbeTimes {
+                compute_ms,
+                memory_ms,
+            }),
+            ..s
+        };
+        // Round 1 of the closed loop ran on a slower machine; the open
+        // loop's round 0 is listed after every closed-loop row.
+        let s = vec![
+            probed(sample(Kind::B, 0, 1000, 200), 10.0, 20.0),
+            probed(sample(Kind::H, 0, 1000, 200), 11.0, 21.5),
+            probed(sample(Kind::B, 1, 1000, 200), 14.0, 30.0),
+            probed(open(sample(Kind::B, 0, 1000, 200)), 10.2, 20.1),
+            // A run without a probe reading is left out.
+            sample(Kind::H, 1, 1000, 200),
+        ];
+        let md = probe_table(&s);
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        assert_eq!(
+            rows[1..],
+            [
+                "| 16 connections | 0 | 2 | 10.0–11.0 | 20.0–21.5 |",
+                "| 16 connections | 1 | 1 | 14.0–14.0 | 30.0–30.0 |",
+                "| open loop 1000 rps over 32 connections | 0 | 1 | 10.2–10.2 | 20.1–20.1 |",
+            ],
+            "{md}"
+        );
+        assert_eq!(probe_table(&[sample(Kind::B, 0, 1000, 200)]), "");
     }
 
     #[test]
