@@ -276,8 +276,20 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             .noise_probe
             .map(|p| format!("  probe {:.1} / {:.1} ms", p.compute_ms, p.memory_ms))
             .unwrap_or_default();
+        let switches = s
+            .proxy_switches
+            .filter(|_| s.ok > 0)
+            .map(|w| {
+                let per_call = |n: u64| n as f64 / s.ok as f64;
+                format!(
+                    "  switches/call {:.2} + {:.2}",
+                    per_call(w.voluntary),
+                    per_call(w.involuntary)
+                )
+            })
+            .unwrap_or_default();
         eprintln!(
-            "  {} {:>3} conn round {}: {:>8.0} rps  p99 {:>7.3} ms  errors {}  steal {:.1} %{probe}",
+            "  {} {:>3} conn round {}: {:>8.0} rps  p99 {:>7.3} ms  errors {}  steal {:.1} %{probe}{switches}",
             s.kind,
             s.connections,
             s.round,

@@ -77,6 +77,10 @@ pub struct Sample {
     pub errors: u64,
     pub secs: f64,
     pub proxy_cpu_secs: Option<f64>,
+    /// The proxy's threads' context switches over the run
+    /// (`procstat::Switches`).
+    #[serde(default)]
+    pub proxy_switches: Option<procstat::Switches>,
     pub proxy_peak_rss_bytes: Option<u64>,
     /// The most private memory (`procstat::private_bytes`) seen during the
     /// run, sampled every 20 ms: the kernel keeps no peak of it.
@@ -271,7 +275,10 @@ async fn measure(
     let before = match t.pid() {
         Some(pid) => {
             procstat::reset_peak_rss(pid).map_err(proc_err)?;
-            Some(procstat::cpu_seconds(pid, ticks).map_err(proc_err)?)
+            Some((
+                procstat::cpu_seconds(pid, ticks).map_err(proc_err)?,
+                procstat::switches(pid).map_err(proc_err)?,
+            ))
         }
         None => None,
     };
@@ -284,12 +291,13 @@ async fn measure(
         None => None,
     };
     let r = r?;
-    let (cpu, rss) = match (t.pid(), before) {
-        (Some(pid), Some(cpu0)) => (
+    let (cpu, switches, rss) = match (t.pid(), before) {
+        (Some(pid), Some((cpu0, switches0))) => (
             Some(procstat::cpu_seconds(pid, ticks).map_err(proc_err)? - cpu0),
+            Some(procstat::switches(pid).map_err(proc_err)?.since(switches0)),
             Some(procstat::peak_rss(pid).map_err(proc_err)?),
         ),
-        _ => (None, None),
+        _ => (None, None, None),
     };
     // Let the sockets of the finished run close before the next one
     // starts, then time the probe again on the machine at rest.
@@ -305,6 +313,7 @@ async fn measure(
         errors: r.errors,
         secs: r.elapsed.as_secs_f64(),
         proxy_cpu_secs: cpu,
+        proxy_switches: switches,
         proxy_peak_rss_bytes: rss,
         proxy_peak_private_bytes: private,
         first_error: r.first_error,
@@ -361,6 +370,7 @@ mod tests {
             errors: 0,
             secs: 1.0,
             proxy_cpu_secs: None,
+            proxy_switches: None,
             proxy_peak_rss_bytes: None,
             proxy_peak_private_bytes: None,
             first_error: None,

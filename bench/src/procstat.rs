@@ -127,6 +127,57 @@ pub fn open_fds(pid: u32) -> Result<usize, ProcError> {
         })
 }
 
+/// How often a process's threads have left the CPU so far, summed over
+/// its threads (`/proc/PID/task/*/status`): *voluntary* when a thread
+/// waited (for epoll, a futex: once per wake-up it got), *involuntary*
+/// when the scheduler took the CPU from it for another runnable thread.
+/// Per call, the first says how many calls a wake-up served; the second,
+/// how much the proxy competed with the load and the upstream for the
+/// machine's two vCPUs. A thread that exited takes its counts with it;
+/// the proxies' worker threads live as long as they do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Switches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+impl Switches {
+    pub fn since(self, earlier: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary.saturating_sub(earlier.voluntary),
+            involuntary: self.involuntary.saturating_sub(earlier.involuntary),
+        }
+    }
+
+    fn add_status(&mut self, status: &str) {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        self.voluntary += field("voluntary_ctxt_switches:");
+        self.involuntary += field("nonvoluntary_ctxt_switches:");
+    }
+}
+
+pub fn switches(pid: u32) -> Result<Switches, ProcError> {
+    let dir = fs::read_dir(format!("/proc/{pid}/task")).map_err(|source| ProcError::Read {
+        pid,
+        file: "task",
+        source,
+    })?;
+    let mut total = Switches::default();
+    for task in dir.flatten() {
+        // A thread that exits between the listing and the read is skipped.
+        if let Ok(status) = fs::read_to_string(task.path().join("status")) {
+            total.add_status(&status);
+        }
+    }
+    Ok(total)
+}
+
 /// Starts a new peak-RSS window, so that each run reports its own peak.
 /// Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
 pub fn reset_peak_rss(pid: u32) -> Result<(), ProcError> {
@@ -269,6 +320,34 @@ mod tests {
         let during = private_bytes(pid).unwrap();
         assert!(during >= before + (48 << 20), "{before} -> {during}");
         assert!(private_bytes(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn switches_are_summed_over_threads() {
+        let mut s = Switches::default();
+        s.add_status("Name:\tx\nvoluntary_ctxt_switches:\t10\nnonvoluntary_ctxt_switches:\t3\n");
+        s.add_status("voluntary_ctxt_switches:\t5\nnonvoluntary_ctxt_switches:\t1\n");
+        assert_eq!(
+            s,
+            Switches {
+                voluntary: 15,
+                involuntary: 4
+            }
+        );
+        assert_eq!(
+            s.since(Switches {
+                voluntary: 5,
+                involuntary: 4
+            }),
+            Switches {
+                voluntary: 10,
+                involuntary: 0
+            }
+        );
+        // This process: its threads have switched at least once.
+        let me = switches(std::process::id()).unwrap();
+        assert!(me.voluntary + me.involuntary > 0, "{me:?}");
+        assert!(switches(u32::MAX).is_err());
     }
 
     #[test]

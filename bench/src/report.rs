@@ -665,6 +665,7 @@ mod tests {
             errors: 0,
             secs: 1.0,
             proxy_cpu_secs: (kind != Kind::A).then_some(ok as f64 / 10_000.0),
+            proxy_switches: None,
             proxy_peak_rss_bytes: (kind != Kind::A).then_some(10 << 20),
             proxy_peak_private_bytes: (kind != Kind::A).then_some(4 << 20),
             first_error: None,

@@ -27,6 +27,11 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Worker threads of the async runtime. Default: the CPUs this
+        /// process may use (its cgroup's CPU limit, if it has one), at most
+        /// two; TOKIO_WORKER_THREADS, if set, is honoured instead.
+        #[arg(long, env = "PORTCULLIS_WORKERS", value_parser = clap::value_parser!(u16).range(1..=512))]
+        workers: Option<u16>,
     },
     /// Check a config file and print the effective configuration.
     Validate {
@@ -169,14 +174,40 @@ fn main() -> anyhow::Result<()> {
     // processes the sidecar starts) runs Cranelift on many threads at once.
     // Before the runtime's threads exist: they pick their arena when they
     // first allocate.
-    if matches!(cli.command, Command::Run { .. }) {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Run { workers, .. } = cli.command {
         portcullis::memory::use_one_arena();
+        let tokio_env = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(n) = sidecar_workers(workers, tokio_env, available) {
+            runtime.worker_threads(n);
+        }
     }
-    tokio::runtime::Builder::new_multi_thread()
+    runtime
         .enable_all()
         .build()
         .context("tokio runtime")?
         .block_on(run(cli))
+}
+
+/// How many worker threads the sidecar's runtime gets: what the operator
+/// asked for, else (unless TOKIO_WORKER_THREADS is set, which tokio reads
+/// itself: None) the CPUs available, at most two.
+///
+/// Why at most two: a sidecar's pod usually sets a CPU request and no
+/// limit, and then every core of the node is "available": on a 64-core
+/// node tokio would start 64 workers for a proxy requested at 50m. And more
+/// workers are not cheaper: on the bench's 2-vCPU VM, shared with the load
+/// and the upstream, two workers parked and woke each other about twice
+/// per call, and one worker served the same calls with about a third less
+/// CPU (bench/README.md, twelfth pass). Two keep one slow filter
+/// evaluation from stalling every other call.
+fn sidecar_workers(asked: Option<u16>, tokio_env: bool, available: usize) -> Option<usize> {
+    match asked {
+        Some(n) => Some(usize::from(n)),
+        None if tokio_env => None,
+        None => Some(available.clamp(1, 2)),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -228,7 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             portcullis_capture::run(&args, &mut out).context("portcullis capture")
         }
-        Command::Run { config } => {
+        Command::Run { config, .. } => {
             let cfg = load(&config)?;
             raise_fd_limit();
             // The compiler's memory stays out of the sidecar: filters are
@@ -422,5 +453,39 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sidecar_runs_at_most_two_workers_unless_told() {
+        // A 64-core node with no CPU limit on the pod: two, not 64.
+        assert_eq!(sidecar_workers(None, false, 64), Some(2));
+        assert_eq!(sidecar_workers(None, false, 1), Some(1));
+        // An explicit choice wins, above two as well.
+        assert_eq!(sidecar_workers(Some(1), false, 64), Some(1));
+        assert_eq!(sidecar_workers(Some(8), true, 2), Some(8));
+        // TOKIO_WORKER_THREADS set: tokio reads it itself.
+        assert_eq!(sidecar_workers(None, true, 64), None);
+    }
+
+    #[test]
+    fn workers_are_parsed_and_zero_is_refused() {
+        let run = |args: &[&str]| {
+            Cli::try_parse_from(
+                ["portcullis", "run", "--config", "c.yaml"]
+                    .iter()
+                    .chain(args),
+            )
+        };
+        match run(&["--workers", "1"]).map(|c| c.command) {
+            Ok(Command::Run { workers, .. }) => assert_eq!(workers, Some(1)),
+            other => panic!("{:?}", other.err()),
+        }
+        assert!(run(&["--workers", "0"]).is_err());
+        assert!(run(&["--workers", "two"]).is_err());
     }
 }
