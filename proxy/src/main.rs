@@ -198,10 +198,10 @@ fn main() -> anyhow::Result<()> {
 /// limit, and then every core of the node is "available": on a 64-core
 /// node tokio would start 64 workers for a proxy requested at 50m. And more
 /// workers are not cheaper: on the bench's 2-vCPU VM, shared with the load
-/// and the upstream, two workers parked and woke each other about twice
-/// per call, and one worker served the same calls with about a third less
-/// CPU (bench/README.md, twelfth pass). Two keep one slow filter
-/// evaluation from stalling every other call.
+/// and the upstream, two workers parked or were preempted about once per
+/// call, and one worker served the same calls with about 45 % less CPU
+/// (bench/README.md, twelfth pass). Two keep one slow filter evaluation
+/// from stalling every other call.
 fn sidecar_workers(asked: Option<u16>, tokio_env: bool, available: usize) -> Option<usize> {
     match asked {
         Some(n) => Some(usize::from(n)),
