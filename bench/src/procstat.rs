@@ -65,13 +65,19 @@ pub fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64, ProcError> {
     Ok((num(11, "utime")? + num(12, "stime")?) / ticks)
 }
 
+/// The number after `name` (e.g. `VmRSS:`) in a /proc status file, its
+/// unit (` kB`, where there is one) dropped.
+fn status_number(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Peak resident set size in bytes (VmHWM).
 pub fn peak_rss(pid: u32) -> Result<u64, ProcError> {
     let status = read(pid, "status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    status_number(&status, "VmHWM:")
         .map(|kb| kb * 1024)
         .ok_or(ProcError::Field {
             pid,
@@ -83,10 +89,7 @@ pub fn peak_rss(pid: u32) -> Result<u64, ProcError> {
 /// Current resident set size in bytes (VmRSS).
 pub fn rss(pid: u32) -> Result<u64, ProcError> {
     let status = read(pid, "status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    status_number(&status, "VmRSS:")
         .map(|kb| kb * 1024)
         .ok_or(ProcError::Field {
             pid,
@@ -102,15 +105,11 @@ pub fn rss(pid: u32) -> Result<u64, ProcError> {
 pub fn private_bytes(pid: u32) -> Result<u64, ProcError> {
     let status = read(pid, "status")?;
     let field = |name: &'static str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .ok_or(ProcError::Field {
-                pid,
-                file: "status",
-                field: name,
-            })
+        status_number(&status, name).ok_or(ProcError::Field {
+            pid,
+            file: "status",
+            field: name,
+        })
     };
     Ok((field("RssAnon:")? + field("RssShmem:")?) * 1024)
 }
@@ -150,13 +149,7 @@ impl Switches {
     }
 
     fn add_status(&mut self, status: &str) {
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
+        let field = |name: &str| status_number(status, name).unwrap_or(0);
         self.voluntary += field("voluntary_ctxt_switches:");
         self.involuntary += field("nonvoluntary_ctxt_switches:");
     }

@@ -170,11 +170,11 @@ fn init_logs(format: LogFormat) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
     // The serving sidecar only: compiling filters (here or in the child
     // processes the sidecar starts) runs Cranelift on many threads at once.
     // Before the runtime's threads exist: they pick their arena when they
     // first allocate.
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Command::Run { workers, .. } = cli.command {
         portcullis::memory::use_one_arena();
         let tokio_env = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
