@@ -61,7 +61,8 @@ SETTINGS_KEYS = {
     "capturePort", "outboundCapturePort", "canaryPort", "adminPort",
     "explicitPort", "captureMode", "excludeInboundPorts",
     "excludeOutboundPorts", "excludeOutboundCidrs", "policyConfigMap",
-    "logLevel", "rewriteProbes", "svid", "proxyResources", "initResources",
+    "logLevel", "rewriteProbes", "svid", "proxyWorkers", "proxyResources",
+    "initResources",
     "namespaceDefaults",
 }
 # Top-level keys of the sidecar config (README.md, configuration reference).

@@ -91,6 +91,9 @@ fn proxy_env(p: &ProxyInputs<'_>) -> Value {
             env.push(json!({"name": "PORTCULLIS_SVID_DIR", "value": SVID_FILES_DIR}))
         }
     }
+    if let Some(n) = o.proxy_workers {
+        env.push(json!({"name": "PORTCULLIS_WORKERS", "value": n.to_string()}));
+    }
     if !p.app_probes.is_empty() {
         // Compact JSON; the key order is fixed (sorted map) so re-running
         // the webhook gives byte-identical output.

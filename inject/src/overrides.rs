@@ -23,6 +23,9 @@ pub const EXCLUDE_CIDRS: &str = "portcullis.dev/exclude-outbound-cidrs";
 pub const LOG_LEVEL: &str = "portcullis.dev/log-level";
 pub const REWRITE_PROBES: &str = "portcullis.dev/rewrite-probes";
 pub const SVID_SOURCE: &str = "portcullis.dev/svid-source";
+pub const PROXY_WORKERS: &str = "portcullis.dev/proxy-workers";
+/// The most worker threads a pod may ask for; the sidecar refuses more.
+pub const MAX_PROXY_WORKERS: u16 = 512;
 
 /// An override that could not be applied; becomes `allowed: false`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +50,9 @@ pub struct PodOverrides {
     pub log_level: LogLevel,
     pub rewrite_probes: bool,
     pub svid: SvidSource,
+    /// The sidecar's runtime worker threads (`PORTCULLIS_WORKERS`);
+    /// `None` leaves the choice to the sidecar (its CPUs, at most two).
+    pub proxy_workers: Option<u16>,
 }
 
 impl PodOverrides {
@@ -61,6 +67,7 @@ impl PodOverrides {
             log_level: s.log_level,
             rewrite_probes: s.rewrite_probes,
             svid: s.svid.clone(),
+            proxy_workers: s.proxy_workers,
         }
     }
 
@@ -95,6 +102,7 @@ impl PodOverrides {
             LOG_LEVEL => self.log_level = value.trim().parse()?,
             REWRITE_PROBES => self.rewrite_probes = parse_bool(value)?,
             SVID_SOURCE => self.svid = parse_svid(value)?,
+            PROXY_WORKERS => self.proxy_workers = Some(parse_workers(value)?),
             INJECT_LABEL => {
                 return Err(
                     "opt-out is a pod label (portcullis.dev/inject: \"false\"), \
@@ -169,6 +177,22 @@ fn parse_cidrs(value: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(out)
+}
+
+/// A worker count the sidecar accepts: 1 to [`MAX_PROXY_WORKERS`]. Checked
+/// here so that a bad value is a denied pod, not a sidecar that exits at
+/// start.
+pub fn check_workers(n: Option<u16>) -> Result<u16, String> {
+    match n {
+        Some(n) if (1..=MAX_PROXY_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of worker threads from 1 to {MAX_PROXY_WORKERS}"
+        )),
+    }
+}
+
+fn parse_workers(value: &str) -> Result<u16, String> {
+    check_workers(value.trim().parse().ok())
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {

@@ -145,6 +145,10 @@ pub struct InjectSettings {
     pub log_level: LogLevel,
     pub rewrite_probes: bool,
     pub svid: SvidSource,
+    /// Worker threads for every sidecar (`PORTCULLIS_WORKERS`), unless a
+    /// pod's `portcullis.dev/proxy-workers` says otherwise. Unset: the
+    /// sidecar decides (the CPUs it may use, at most two).
+    pub proxy_workers: Option<u16>,
     pub proxy_resources: serde_json::Value,
     pub init_resources: serde_json::Value,
     /// Per-namespace default annotations, keyed by namespace name. The
@@ -176,6 +180,7 @@ impl Default for InjectSettings {
             svid: SvidSource::Csi {
                 driver: default_csi_driver(),
             },
+            proxy_workers: None,
             proxy_resources: serde_json::json!({
                 "requests": {"cpu": "50m", "memory": "32Mi"},
                 "limits": {"memory": "128Mi"}
@@ -201,6 +206,8 @@ pub enum SettingsError {
         path: String,
         source: serde_yaml_ng::Error,
     },
+    #[error("injector settings {path}: {reason}")]
+    Invalid { path: String, reason: String },
 }
 
 impl InjectSettings {
@@ -208,10 +215,20 @@ impl InjectSettings {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_yaml_ng::from_str(text).map_err(|source| SettingsError::Parse {
-            path: path.into(),
-            source,
-        })
+        let settings: Self =
+            serde_yaml_ng::from_str(text).map_err(|source| SettingsError::Parse {
+                path: path.into(),
+                source,
+            })?;
+        // Checked as the annotation is, so that a bad global value stops
+        // the injector at start rather than every sidecar it injects.
+        if let Some(n) = settings.proxy_workers {
+            crate::overrides::check_workers(Some(n)).map_err(|reason| SettingsError::Invalid {
+                path: path.into(),
+                reason: format!("proxyWorkers: {reason}"),
+            })?;
+        }
+        Ok(settings)
     }
 
     pub fn load(path: &str) -> Result<Self, SettingsError> {
@@ -249,5 +266,18 @@ mod tests {
             }
         );
         assert!(InjectSettings::from_yaml("captureMod: none\n", "x").is_err());
+    }
+
+    #[test]
+    fn proxy_workers_must_be_a_count_the_sidecar_accepts() {
+        let s = InjectSettings::from_yaml("proxyWorkers: 1\n", "x").unwrap();
+        assert_eq!(s.proxy_workers, Some(1));
+        for bad in [
+            "proxyWorkers: 0\n",
+            "proxyWorkers: 513\n",
+            "proxyWorkers: two\n",
+        ] {
+            assert!(InjectSettings::from_yaml(bad, "x").is_err(), "{bad}");
+        }
     }
 }
