@@ -20,6 +20,7 @@ pub mod auth;
 pub mod body;
 pub mod capture;
 pub mod config;
+pub mod cpu_limit;
 pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
