@@ -47,6 +47,9 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long)]
         upstream: SocketAddr,
+        /// Runtime worker threads (the harness passes portcullis's count).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=512))]
+        workers: u16,
     },
 }
 
@@ -191,9 +194,13 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(run_curves(*args))
         }
-        Cmd::Forward { listen, upstream } => {
-            // Default worker count (one per core), as portcullis runs.
+        Cmd::Forward {
+            listen,
+            upstream,
+            workers,
+        } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(usize::from(workers))
                 .enable_all()
                 .build()?;
             Ok(rt.block_on(forward::serve(listen, upstream))?)

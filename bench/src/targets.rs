@@ -361,7 +361,9 @@ pub async fn start(kind: Kind, paths: &Paths) -> Result<Target, SetupError> {
                     .arg("--listen")
                     .arg(listen.to_string())
                     .arg("--upstream")
-                    .arg(paths.upstream_addr().to_string()),
+                    .arg(paths.upstream_addr().to_string())
+                    .arg("--workers")
+                    .arg(forwarder_workers().to_string()),
                 &log,
             )?;
             (child, None)
@@ -476,6 +478,19 @@ fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The forwarder's worker threads: as many as portcullis runs with here,
+/// so that the floor has the runtime shape of the proxies measured against
+/// it. portcullis inherits the harness's environment: its
+/// `PORTCULLIS_WORKERS` if set, else its default on a machine without a
+/// cgroup CPU limit (the bench's), one worker.
+fn forwarder_workers() -> u16 {
+    std::env::var("PORTCULLIS_WORKERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
 }
 
 #[cfg(test)]

@@ -51,7 +51,8 @@ pub struct PodOverrides {
     pub rewrite_probes: bool,
     pub svid: SvidSource,
     /// The sidecar's runtime worker threads (`PORTCULLIS_WORKERS`);
-    /// `None` leaves the choice to the sidecar (its CPUs, at most two).
+    /// `None` leaves the choice to the sidecar (one per CPU of its CPU
+    /// limit, one without a limit).
     pub proxy_workers: Option<u16>,
 }
 
@@ -102,7 +103,7 @@ impl PodOverrides {
             LOG_LEVEL => self.log_level = value.trim().parse()?,
             REWRITE_PROBES => self.rewrite_probes = parse_bool(value)?,
             SVID_SOURCE => self.svid = parse_svid(value)?,
-            PROXY_WORKERS => self.proxy_workers = Some(parse_workers(value)?),
+            PROXY_WORKERS => self.proxy_workers = parse_workers(value)?,
             INJECT_LABEL => {
                 return Err(
                     "opt-out is a pod label (portcullis.dev/inject: \"false\"), \
@@ -186,13 +187,18 @@ pub fn check_workers(n: Option<u16>) -> Result<u16, String> {
     match n {
         Some(n) if (1..=MAX_PROXY_WORKERS).contains(&n) => Ok(n),
         _ => Err(format!(
-            "expected a number of worker threads from 1 to {MAX_PROXY_WORKERS}"
+            "expected a number of worker threads from 1 to {MAX_PROXY_WORKERS}, or auto"
         )),
     }
 }
 
-fn parse_workers(value: &str) -> Result<u16, String> {
-    check_workers(value.trim().parse().ok())
+/// A count, or `auto`: the sidecar chooses (undoing a namespace default or
+/// the global setting).
+fn parse_workers(value: &str) -> Result<Option<u16>, String> {
+    match value.trim() {
+        "auto" => Ok(None),
+        n => check_workers(n.parse().ok()).map(Some),
+    }
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -274,6 +280,10 @@ mod tests {
             (POLICY, "Bad_Name"),
             (SVID_SOURCE, "secret:"),
             (REWRITE_PROBES, "yes"),
+            (PROXY_WORKERS, "0"),
+            (PROXY_WORKERS, "513"),
+            (PROXY_WORKERS, "two"),
+            (PROXY_WORKERS, ""),
             ("portcullis.dev/captur-mode", "none"),
             (INJECT_LABEL, "false"),
         ];
@@ -282,6 +292,17 @@ mod tests {
             assert_eq!(err.key, k);
             assert!(err.to_string().contains(k), "{err}");
         }
+    }
+
+    #[test]
+    fn proxy_workers_is_a_count_or_auto() {
+        let mut o = base();
+        o.apply(&layer(&[(PROXY_WORKERS, " 3 ")]), "namespace")
+            .unwrap();
+        assert_eq!(o.proxy_workers, Some(3));
+        // A pod hands the choice back to the sidecar.
+        o.apply(&layer(&[(PROXY_WORKERS, "auto")]), "pod").unwrap();
+        assert_eq!(o.proxy_workers, None);
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub struct InjectSettings {
     pub svid: SvidSource,
     /// Worker threads for every sidecar (`PORTCULLIS_WORKERS`), unless a
     /// pod's `portcullis.dev/proxy-workers` says otherwise. Unset: the
-    /// sidecar decides (the CPUs it may use, at most two).
+    /// sidecar decides (one per CPU of its CPU limit, one without a limit).
     pub proxy_workers: Option<u16>,
     pub proxy_resources: serde_json::Value,
     pub init_resources: serde_json::Value,

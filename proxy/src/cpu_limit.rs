@@ -4,12 +4,14 @@
 //! CPUs and cannot say whether there was a limit at all: a pod with no CPU
 //! limit on a 64-core node and a pod limited to 64 CPUs look the same. The
 //! sidecar sizes its runtime differently in the two cases (see
-//! `sidecar_workers` in main.rs), so it reads the limit itself.
+//! [`choose_workers`]), so it reads the limit itself.
 //!
 //! cgroup v2 (`cpu.max`) and v1 (`cpu.cfs_quota_us` / `cpu.cfs_period_us`)
 //! are read along the process's cgroup path and every parent up to the
-//! mount: Kubernetes limits the container's cgroup and the pod's cgroup
-//! above it, and the smallest limit on the way up is the one that binds.
+//! mount, and the smallest limit on the way up is the one that binds. With
+//! a cgroup namespace (containerd and CRI-O on cgroup v2) the sidecar sees
+//! only its own container's cgroup, so what counts there is the sidecar
+//! container's own CPU limit; a pod-level limit above it is not seen.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,45 @@ use std::path::{Path, PathBuf};
 pub fn limit() -> Option<f64> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     limit_under(Path::new("/sys/fs/cgroup"), &cgroups)
+}
+
+/// The worker threads for a runtime of the sidecar: [`choose_workers`]
+/// with this process's environment, affinity and cgroup limit. `None`:
+/// let tokio decide (TOKIO_WORKER_THREADS is set).
+pub fn runtime_workers(asked: Option<u16>) -> Option<usize> {
+    let tokio_env = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    choose_workers(asked, tokio_env, schedulable(), limit())
+}
+
+/// How many worker threads the sidecar's runtime gets: what the operator
+/// asked for; else (unless TOKIO_WORKER_THREADS is set, which tokio reads
+/// itself: None) one per CPU of the cgroup's CPU limit, rounded up and at
+/// most the CPUs it may be scheduled on; one when there is no limit.
+///
+/// Why one without a limit: a sidecar's pod usually sets a CPU request and
+/// no limit, and then every core of the node is "available" although the
+/// pod asked for a share of one (50m by default). tokio would start one
+/// worker per core, and more workers are not cheaper: on the bench's
+/// 2-vCPU VM, shared with the load and the upstream, two workers woke or
+/// preempted each other about once per call (and contended for malloc's
+/// lock), and one worker served the same calls with about 45 % less CPU
+/// (bench/README.md, twelfth and thirteenth passes). A CPU limit of N is
+/// the operator granting N CPUs, so the sidecar may use them all; a long
+/// filter evaluation then holds one worker, not every call.
+fn choose_workers(
+    asked: Option<u16>,
+    tokio_env: bool,
+    cpus: usize,
+    limit: Option<f64>,
+) -> Option<usize> {
+    match (asked, limit) {
+        (Some(n), _) => Some(usize::from(n)),
+        (None, _) if tokio_env => None,
+        // A limit is a float of CPUs (1.5 for 1500m): rounded up, so 1500m
+        // gets two workers and 500m one.
+        (None, Some(limit)) => Some((limit.ceil() as usize).clamp(1, cpus.max(1))),
+        (None, None) => Some(1),
+    }
 }
 
 /// The CPUs the process may be scheduled on (its affinity mask), whatever
@@ -35,7 +76,13 @@ fn limit_under(mount: &Path, cgroups: &str) -> Option<f64> {
     cgroups.lines().find_map(|line| {
         let mut fields = line.splitn(3, ':');
         let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-        let relative = path.trim_start_matches('/');
+        // A path that climbs out of the namespace (`/../x`, a process
+        // moved out of the cgroup the namespace was made at) names nothing
+        // under the mount: only the mount's own limit is read.
+        let relative = match path.split('/').any(|part| part == "..") {
+            true => "",
+            false => path.trim_start_matches('/'),
+        };
         if controllers.is_empty() {
             // v2: one unified hierarchy.
             smallest(&mount.join(relative), mount, read_v2)
@@ -110,6 +157,22 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_runs_one_worker_per_cpu_of_its_limit_and_one_without() {
+        // A 64-core node with no CPU limit on the pod: one, not 64.
+        assert_eq!(choose_workers(None, false, 64, None), Some(1));
+        // A limit grants its CPUs, rounded up, never more than there are.
+        assert_eq!(choose_workers(None, false, 64, Some(0.5)), Some(1));
+        assert_eq!(choose_workers(None, false, 64, Some(1.5)), Some(2));
+        assert_eq!(choose_workers(None, false, 64, Some(4.0)), Some(4));
+        assert_eq!(choose_workers(None, false, 2, Some(4.0)), Some(2));
+        // An explicit choice wins over the limit, above it as well.
+        assert_eq!(choose_workers(Some(1), false, 64, Some(4.0)), Some(1));
+        assert_eq!(choose_workers(Some(8), true, 2, None), Some(8));
+        // TOKIO_WORKER_THREADS set: tokio reads it itself.
+        assert_eq!(choose_workers(None, true, 64, Some(2.0)), None);
+    }
+
+    #[test]
     fn v2_reads_the_smallest_limit_up_the_path() {
         let root = scratch("v2");
         let mount = root.as_path();
@@ -121,6 +184,45 @@ mod tests {
         // The pod's limit binds when the container has none of its own.
         write(&pod.join("ctr"), "cpu.max", "max 100000\n");
         assert_eq!(limit_under(mount, "0::/kubepods/pod1/ctr\n"), Some(2.5));
+    }
+
+    #[test]
+    fn a_higher_limit_below_a_lower_one_does_not_raise_it() {
+        let root = scratch("higher");
+        let mount = root.as_path();
+        write(&mount.join("pod"), "cpu.max", "250000 100000\n");
+        write(&mount.join("pod/ctr"), "cpu.max", "300000 100000\n");
+        assert_eq!(limit_under(mount, "0::/pod/ctr\n"), Some(2.5));
+    }
+
+    #[test]
+    fn a_namespaced_container_reads_the_mount_root() {
+        // containerd on cgroup v2: `0::/`, the container's limit at the
+        // root of what it sees.
+        let root = scratch("ns");
+        let mount = root.as_path();
+        write(mount, "cpu.max", "100000 100000\n");
+        assert_eq!(limit_under(mount, "0::/\n"), Some(1.0));
+        // A path out of the namespace reads the root alone, never what
+        // lies beside or above the mount.
+        write(&root.join("outside"), "cpu.max", "50000 100000\n");
+        let inner = mount.join("inner");
+        write(&inner, "cpu.max", "300000 100000\n");
+        assert_eq!(limit_under(&inner, "0::/../outside\n"), Some(3.0));
+    }
+
+    #[test]
+    fn a_hybrid_host_reads_the_v1_cpu_line() {
+        // v1 controllers and an empty v2 hierarchy: the v2 line finds no
+        // cpu.max, the v1 cpu line has the limit.
+        let root = scratch("hybrid");
+        let mount = root.as_path();
+        write(&mount.join("cpu/ctr"), "cpu.cfs_quota_us", "150000\n");
+        write(&mount.join("cpu/ctr"), "cpu.cfs_period_us", "100000\n");
+        assert_eq!(
+            limit_under(mount, "0::/ctr\n3:cpu,cpuacct:/ctr\n"),
+            Some(1.5)
+        );
     }
 
     #[test]

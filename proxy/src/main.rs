@@ -177,10 +177,7 @@ fn main() -> anyhow::Result<()> {
     // first allocate.
     if let Command::Run { workers, .. } = cli.command {
         portcullis::memory::use_one_arena();
-        let tokio_env = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
-        let cpus = portcullis::cpu_limit::schedulable();
-        let limit = portcullis::cpu_limit::limit();
-        if let Some(n) = sidecar_workers(workers, tokio_env, cpus, limit) {
+        if let Some(n) = portcullis::cpu_limit::runtime_workers(workers) {
             runtime.worker_threads(n);
         }
     }
@@ -189,37 +186,6 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("tokio runtime")?
         .block_on(run(cli))
-}
-
-/// How many worker threads the sidecar's runtime gets: what the operator
-/// asked for; else (unless TOKIO_WORKER_THREADS is set, which tokio reads
-/// itself: None) one per CPU of the cgroup's CPU limit, rounded up and at
-/// most the CPUs it may be scheduled on; one when there is no limit.
-///
-/// Why one without a limit: a sidecar's pod usually sets a CPU request and
-/// no limit, and then every core of the node is "available" although the
-/// pod asked for a share of one (50m by default). tokio would start one
-/// worker per core, and more workers are not cheaper: on the bench's
-/// 2-vCPU VM, shared with the load and the upstream, two workers woke or
-/// preempted each other about once per call (and contended for malloc's
-/// lock), and one worker served the same calls with about 45 % less CPU
-/// (bench/README.md, twelfth and thirteenth passes). A CPU limit of N is
-/// the operator granting N CPUs, so the sidecar may use them all; a long
-/// filter evaluation then holds one worker, not every call.
-fn sidecar_workers(
-    asked: Option<u16>,
-    tokio_env: bool,
-    cpus: usize,
-    limit: Option<f64>,
-) -> Option<usize> {
-    match (asked, limit) {
-        (Some(n), _) => Some(usize::from(n)),
-        (None, _) if tokio_env => None,
-        // A limit is a float of CPUs (1.5 for 1500m): rounded up, so 1500m
-        // gets two workers and 500m one.
-        (None, Some(limit)) => Some((limit.ceil() as usize).clamp(1, cpus.max(1))),
-        (None, None) => Some(1),
-    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -476,22 +442,6 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_sidecar_runs_one_worker_per_cpu_of_its_limit_and_one_without() {
-        // A 64-core node with no CPU limit on the pod: one, not 64.
-        assert_eq!(sidecar_workers(None, false, 64, None), Some(1));
-        // A limit grants its CPUs, rounded up, never more than there are.
-        assert_eq!(sidecar_workers(None, false, 64, Some(0.5)), Some(1));
-        assert_eq!(sidecar_workers(None, false, 64, Some(1.5)), Some(2));
-        assert_eq!(sidecar_workers(None, false, 64, Some(4.0)), Some(4));
-        assert_eq!(sidecar_workers(None, false, 2, Some(4.0)), Some(2));
-        // An explicit choice wins over the limit, above it as well.
-        assert_eq!(sidecar_workers(Some(1), false, 64, Some(4.0)), Some(1));
-        assert_eq!(sidecar_workers(Some(8), true, 2, None), Some(8));
-        // TOKIO_WORKER_THREADS set: tokio reads it itself.
-        assert_eq!(sidecar_workers(None, true, 64, Some(2.0)), None);
-    }
 
     #[test]
     fn workers_are_parsed_and_zero_is_refused() {
