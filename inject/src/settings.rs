@@ -228,6 +228,17 @@ impl InjectSettings {
                 reason: format!("proxyWorkers: {reason}"),
             })?;
         }
+        // A namespace default is applied to every pod of its namespace: a
+        // typo there would deny them all, one admission at a time. Refused
+        // once, here, instead.
+        for (namespace, annotations) in &settings.namespace_defaults {
+            crate::overrides::PodOverrides::from_settings(&settings)
+                .apply(annotations, "namespace default")
+                .map_err(|e| SettingsError::Invalid {
+                    path: path.into(),
+                    reason: format!("namespaceDefaults.{namespace}: {e}"),
+                })?;
+        }
         Ok(settings)
     }
 
@@ -266,6 +277,15 @@ mod tests {
             }
         );
         assert!(InjectSettings::from_yaml("captureMod: none\n", "x").is_err());
+    }
+
+    #[test]
+    fn a_bad_namespace_default_is_refused_at_load() {
+        let good = "namespaceDefaults:\n  team-b:\n    portcullis.dev/proxy-workers: \"2\"\n";
+        assert!(InjectSettings::from_yaml(good, "x").is_ok());
+        let bad = "namespaceDefaults:\n  team-b:\n    portcullis.dev/log-level: loud\n";
+        let err = InjectSettings::from_yaml(bad, "x").unwrap_err().to_string();
+        assert!(err.contains("team-b") && err.contains("log-level"), "{err}");
     }
 
     #[test]
