@@ -39,9 +39,9 @@ pub fn runtime_workers(asked: Option<u16>) -> Option<usize> {
 /// no limit, and then every core of the node is "available" although the
 /// pod asked for a share of one (50m by default). tokio would start one
 /// worker per core, and more workers are not cheaper: on the bench's
-/// 2-vCPU VM, shared with the load and the upstream, two workers woke or
-/// preempted each other about once per call (and contended for malloc's
-/// lock), and one worker served the same calls with about 45 % less CPU
+/// 2-vCPU VM, shared with the load and the upstream, two workers parked
+/// or were preempted (by the load and the upstream) about once per call
+/// and contended for malloc's lock, and one worker served the same calls with about 45 % less CPU
 /// (bench/README.md, twelfth and thirteenth passes). A CPU limit of N is
 /// the operator granting N CPUs, so the sidecar may use them all; a long
 /// filter evaluation then holds one worker, not every call.

@@ -31,13 +31,11 @@ pub fn release_free_heap() {}
 /// so each arena held its own free memory: configuration d of `make bench`
 /// peaked 2–3.5 MiB higher at 16 and 64 connections than with one arena,
 /// with no measurable difference in CPU per call (bench/README.md). With
-/// two or more workers they do contend for the arena's lock (glibc's
-/// per-thread cache holds only a few blocks per size, and a buffer freed
-/// on the other worker refills the wrong cache): in the bench's plain
-/// configuration at 16 connections, 96 % of the sidecar's futex calls
-/// were that lock (thirteenth pass). The default of one worker without a
-/// CPU limit has no one to contend with; `MALLOC_ARENA_MAX=2` trades the
-/// lock for the few MiB above.
+/// two or more workers they do contend for the arena's lock: in the
+/// bench's plain configuration at 16 connections, 96 % of the sidecar's
+/// futex calls were that lock (thirteenth pass). The default of one worker without a
+/// CPU limit has no one to contend with. Two arenas (`MALLOC_ARENA_MAX=2`)
+/// cost 0–1.5 MiB more there and no less CPU per call.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn use_one_arena() {
