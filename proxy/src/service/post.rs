@@ -56,7 +56,7 @@ async fn judged(
     shared: &Arc<Shared>,
     principal: Principal,
     out: &Outbound<'_>,
-    decoded: Decoded,
+    mut decoded: Decoded,
 ) -> Response<ProxyBody> {
     if let Some(auth) = &shared.auth {
         // The scopes every message of the body needs, together: a batch
@@ -81,7 +81,8 @@ async fn judged(
         (Some(_), Some(id)) if decoded.legacy.is_none() => Some(session::public_name(id)),
         _ => decoded.session.clone(),
     };
-    judge.headers.clone_from(&decoded.mcp_headers);
+    // Read by nothing else: moved, not copied (a String pair per header).
+    judge.headers = std::mem::take(&mut decoded.mcp_headers);
     let mut ex = Exchange::new(Arc::new(judge));
     ex.answers.only_asked = decoded.legacy.is_none();
     ex.answers.batch_asked = matches!(decoded.messages, Body::Batch(_));
@@ -91,7 +92,6 @@ async fn judged(
     };
     match plan {
         Ok(Plan::Forward(fwd)) => {
-            let mut decoded = decoded;
             if let Err(refusal) = route_legacy(shared, &mut decoded).await {
                 return failure(
                     shared,
