@@ -147,7 +147,9 @@ fn bench(c: &mut Criterion) {
     let caller = Principal::from_peer(Peer::Spiffe(
         SpiffeId::parse("spiffe://demo.local/ns/agents/sa/planner").unwrap(),
     ));
-    let headers = vec![("mcp-protocol-version".to_string(), "2025-11-25".to_string())];
+    let headers: portcullis::mcp::headers::McpHeaders = [("mcp-protocol-version", "2025-11-25")]
+        .into_iter()
+        .collect();
     let req = Request {
         principal: &caller,
         call: &call,

@@ -213,7 +213,7 @@ impl Prepared {
             principal: &self.principal,
             call: &self.call,
             session: None,
-            headers: &[],
+            headers: crate::mcp::headers::McpHeaders::none(),
             annotations: self.annotations.as_deref(),
             instance: "policy-test",
             task_tool: None,

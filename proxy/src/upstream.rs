@@ -14,6 +14,9 @@ use hyper_util::{
 
 use crate::config::{ConfigError, UpstreamConfig};
 
+mod bare;
+use bare::BareConnector;
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream did not answer within {0:?}")]
@@ -51,7 +54,7 @@ pub enum Target {
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<BareConnector>, Full<Bytes>>,
     authority: Authority,
     scheme: &'static str,
     request_timeout: Duration,
@@ -135,7 +138,7 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(connector);
+            .wrap_connector(BareConnector(connector));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_timer(TokioTimer::new())

@@ -75,7 +75,7 @@ fn check(chain: &FilterChain, who: &str, tool: &str) -> String {
         principal: &caller,
         call: &call,
         session: None,
-        headers: &[],
+        headers: portcullis::mcp::headers::McpHeaders::none(),
         annotations: None,
         instance: "test",
         task_tool: None,

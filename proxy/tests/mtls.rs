@@ -438,3 +438,121 @@ async fn outbound_mtls_to_a_remote_backend_checks_its_spiffe_id() {
         p.shutdown().await;
     }
 }
+
+/// An upstream that creates a task for every `tools/call` and answers
+/// `tasks/get` for any id, its answers sent either with a length, in one
+/// write, or chunked in two writes a moment apart.
+async fn task_upstream(chunked: bool) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + 4 + length {
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buf[end + 4..end + 4 + length]).unwrap();
+                    buf.drain(..end + 4 + length);
+                    let id = body["id"].clone();
+                    let answer = match body["method"].as_str() {
+                        Some("tools/call") => json!({"jsonrpc": "2.0", "id": id,
+                            "result": {"task": {"taskId": "t-1", "status": "working"}}}),
+                        _ => json!({"jsonrpc": "2.0", "id": id,
+                            "result": {"taskId": body["params"]["taskId"], "status": "working"}}),
+                    }
+                    .to_string();
+                    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n";
+                    if chunked {
+                        let (a, b) = answer.split_at(answer.len() / 2);
+                        let first = format!(
+                            "{ok}transfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n",
+                            a.len()
+                        );
+                        let _ = tcp.write_all(first.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let rest = format!("{:x}\r\n{b}\r\n0\r\n\r\n", b.len());
+                        let _ = tcp.write_all(rest.as_bytes()).await;
+                    } else {
+                        let whole = format!("{ok}content-length: {}\r\n\r\n{answer}", answer.len());
+                        let _ = tcp.write_all(whole.as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A `tools/call` answer passes through unread when no result hook is in
+/// force, but the task it creates is still tied to its caller: another
+/// caller's `tasks/get` for it is denied, its creator's is not. Whether
+/// the answer comes with a length (read in place, the frame known to be
+/// the last) or chunked (read once it may be complete).
+#[tokio::test]
+async fn a_task_created_in_a_passed_through_answer_belongs_to_its_caller() {
+    for chunked in [false, true] {
+        let ca = ca(TD);
+        let dir = dir(&format!("task-sniff-{chunked}"));
+        write_svid(&dir, &ca, SIDECAR_ID);
+        let upstream = task_upstream(chunked).await;
+        let proxy = portcullis::start(config(
+            upstream,
+            "default: allow\n",
+            &identity_yaml(&dir, "strict", "100ms"),
+        ))
+        .await
+        .unwrap();
+        let addr = proxy.proxy_addr;
+        let issue = |id: &str| {
+            let (cert, key) = ca.issue(id, Duration::from_secs(3600)).unwrap();
+            Client::new(&cert, &key, &ca.cert_pem, SIDECAR_ID)
+        };
+        let (owner, other) = (issue(ALLOWED), issue(DENIED));
+        let created = call(&owner, addr, 1, "echo", &[]).await.unwrap();
+        assert_eq!(created["result"]["task"]["taskId"], "t-1", "{created}");
+        let get = |id: u64| {
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": "tasks/get",
+                "params": {"taskId": "t-1", "_meta": modern_meta()}});
+            body.to_string()
+        };
+        let headers = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tasks/get"),
+            ("mcp-name", "t-1"),
+        ];
+        let (_, text) = other.post(addr, &get(2), &headers).await.unwrap();
+        let denied = &messages(&text)[0];
+        assert_eq!(
+            denied["error"]["data"]["by"], "task-owner",
+            "chunked {chunked}: {text}"
+        );
+        let (_, text) = owner.post(addr, &get(3), &headers).await.unwrap();
+        let allowed = &messages(&text)[0];
+        assert_eq!(
+            allowed["result"]["status"], "working",
+            "chunked {chunked}: {text}"
+        );
+        proxy.shutdown().await;
+    }
+}

@@ -106,7 +106,7 @@ fn check(chain: &FilterChain, who: &Principal, tool: &str) -> String {
         principal: who,
         call: &call,
         session: None,
-        headers: &[],
+        headers: portcullis::mcp::headers::McpHeaders::none(),
         annotations: None,
         instance: "test",
         task_tool: None,

@@ -81,8 +81,8 @@ pub fn call(req: &Request<'_>, arguments: Option<&str>) -> types::Call {
             .headers
             .iter()
             .map(|(name, value)| types::Header {
-                name: name.clone(),
-                value: value.clone(),
+                name: name.to_string(),
+                value: value.to_string(),
             })
             .collect(),
         annotations: req.annotations.map(str::to_string),

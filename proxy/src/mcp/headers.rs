@@ -6,7 +6,7 @@
 //! another, so a mismatch is refused (400, `-32020`) in every era.
 
 use base64::Engine;
-use http::{header::AsHeaderName, HeaderMap, HeaderName};
+use http::{header::AsHeaderName, HeaderMap, HeaderName, HeaderValue};
 
 use super::{
     json::is_control,
@@ -65,6 +65,63 @@ pub fn check_repeated(headers: &HeaderMap) -> Result<(), HeaderMismatch> {
         }
     }
     Ok(())
+}
+
+/// A request's MCP headers (`mcp-*`, names in lower case), as policies
+/// see them. Kept as the parsed header and value, not copied to strings:
+/// cloning them shares their bytes, so building this costs one vector per
+/// request, and the upstream request's copy of the headers then shares
+/// the names too. Only values that are visible ASCII are kept (as before:
+/// a policy reads text).
+#[derive(Debug, Clone, Default)]
+pub struct McpHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl McpHeaders {
+    /// No headers, for a request that has none to show.
+    pub fn none() -> &'static Self {
+        static NONE: McpHeaders = McpHeaders(Vec::new());
+        &NONE
+    }
+
+    pub fn of(headers: &HeaderMap) -> Self {
+        Self(
+            headers
+                .iter()
+                .filter(|(name, value)| name.as_str().starts_with("mcp-") && value.to_str().is_ok())
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        )
+    }
+
+    /// Name and value of each, in the request's order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        // Every value was checked to be text when it was kept.
+        self.0
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or_default()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for McpHeaders {
+    /// For tests and tools that state headers as text; a pair that is not
+    /// a valid header is left out, as a request could not carry it.
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+                map.append(n, v);
+            }
+        }
+        Self::of(&map)
+    }
 }
 
 /// Decodes the `=?base64?…?=` form used for non-ASCII header values.

@@ -50,7 +50,7 @@ pub struct Request<'a> {
     /// phase decides what it is; the codec never sees it.
     pub session: Option<&'a str>,
     /// The request's MCP headers (`mcp-*`), lower case.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a crate::mcp::headers::McpHeaders,
     /// The tool's annotations from the last `tools/list`, as JSON.
     pub annotations: Option<&'a str>,
     /// This sidecar's instance identity.

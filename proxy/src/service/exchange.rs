@@ -29,9 +29,26 @@ pub type PendingCalls = Arc<Mutex<HashMap<String, Call>>>;
 /// A JSON-RPC id in a canonical text form, so that `1` and ` 1 ` from two
 /// different serializers compare equal.
 pub fn canonical_id(raw: &str) -> String {
+    if written_back_as_is(raw) {
+        return raw.to_string();
+    }
     serde_json::from_str::<serde_json::Value>(raw)
         .map(|v| v.to_string())
         .unwrap_or_else(|_| raw.to_string())
+}
+
+/// Whether serde_json writes the JSON text `raw` back unchanged: an
+/// integer with no sign, no leading zero and at most 19 digits (it fits
+/// in a u64), or a string with no escape (serde_json escapes only `"`,
+/// `\` and control characters). Almost every id is one, and is its own
+/// canonical form without a parse.
+fn written_back_as_is(raw: &str) -> bool {
+    match raw.as_bytes() {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.len() <= 18 && rest.iter().all(u8::is_ascii_digit),
+        [b'"', inner @ .., b'"'] => !inner.iter().any(|&c| c == b'\\' || c == b'"' || c < 0x20),
+        _ => false,
+    }
 }
 
 /// A request whose answer must be read, not only matched.
@@ -166,6 +183,16 @@ impl Exchange {
         }
     }
 
+    /// Whether reading `msg` could change anything: a result hook waits
+    /// for it, or it may name a task (in any spelling a client reads; see
+    /// [`tasks::may_name_task`]). A passed-through answer is read for
+    /// nothing else, and most cannot name a task: their strict reading,
+    /// the largest part of the plain path's work on the answer, is skipped.
+    pub fn worth_reading(&self, msg: &[u8]) -> bool {
+        let inspects = self.answers.waiting.values().flatten().any(|p| p.inspect);
+        inspects || std::str::from_utf8(msg).map_or(true, tasks::may_name_task)
+    }
+
     /// Applies the policy to one message from the upstream. Returns the
     /// bytes to send instead, or `None` to send the original; an answer
     /// that cannot be read with certainty is refused.
@@ -210,5 +237,32 @@ mod tests {
     fn canonical_ids() {
         assert_eq!(canonical_id(" 1 "), "1");
         assert_eq!(canonical_id(" \"x\" "), "\"x\"");
+        // Every shortcut gives what the parse would give.
+        let slow = |raw: &str| {
+            serde_json::from_str::<serde_json::Value>(raw)
+                .unwrap()
+                .to_string()
+        };
+        for raw in [
+            "0",
+            "7",
+            "1234567890123456789",
+            "18446744073709551615",
+            "-1",
+            "-0",
+            "1e3",
+            "1.0",
+            r#""""#,
+            r#""a-b_c 1""#,
+            r#""é☃""#,
+            r#""\u0061""#,
+            r#""a\nb""#,
+            r#""\/""#,
+        ] {
+            assert_eq!(canonical_id(raw), slow(raw), "{raw}");
+        }
+        assert!(written_back_as_is("1234567890123456789"));
+        assert!(!written_back_as_is("12345678901234567890"));
+        assert!(!written_back_as_is(r#""\u0061""#));
     }
 }

@@ -21,7 +21,8 @@ use super::{
     respond::Format,
 };
 use crate::mcp::{
-    headers as mcp_headers, json,
+    headers::{self as mcp_headers, McpHeaders},
+    json,
     param_headers::{self, Declared},
     parse_body, Body, Call, Era, Kind,
 };
@@ -47,7 +48,7 @@ pub struct Decoded {
     pub session: Option<String>,
     pub format: Format,
     /// The request's MCP headers (`mcp-*`), for policies.
-    pub mcp_headers: Vec<(String, String)>,
+    pub mcp_headers: McpHeaders,
 }
 
 impl Decoded {
@@ -84,7 +85,7 @@ pub async fn decode(
     check_headers(&parts.headers, &messages, catalog)?;
     Ok(Decoded {
         session: session_of(&parts, legacy.is_some()),
-        mcp_headers: mcp_header_pairs(&parts.headers),
+        mcp_headers: McpHeaders::of(&parts.headers),
         format: Format::from_accept(parts.headers.get(header::ACCEPT)),
         parts,
         body,
@@ -161,17 +162,6 @@ fn session_of(parts: &Parts, legacy: bool) -> Option<String> {
         .ok()
         .flatten()
         .map(str::to_string)
-}
-
-/// The request's MCP headers, for policies.
-fn mcp_header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter(|(name, _)| name.as_str().starts_with("mcp-"))
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
-        })
-        .collect()
 }
 
 /// A compressed body could hide its content from the policy.

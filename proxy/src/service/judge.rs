@@ -20,7 +20,7 @@ use super::{
 use crate::{
     audit::Record,
     identity::Principal,
-    mcp::{answer::Answer, lists, with_arguments, Call, Target},
+    mcp::{answer::Answer, headers::McpHeaders, lists, with_arguments, Call, Target},
     policy::{Decision, Denial, PolicyHandle, Request, ResultDecision},
 };
 
@@ -43,8 +43,11 @@ pub struct Court {
 /// What happens to one message once the policy has spoken.
 #[derive(Debug)]
 pub enum Verdict {
-    /// Forward these bytes.
+    /// Forward the message's bytes as they came.
     Forward(Bytes),
+    /// Forward these bytes, in which a policy put these arguments in
+    /// place of the client's.
+    Rewrite(Bytes, Box<RawValue>),
     Deny(Denial),
 }
 
@@ -54,7 +57,7 @@ pub struct Judge {
     /// The client-facing session id, for policies and audit.
     pub session: Option<String>,
     /// The request's MCP headers (`mcp-*`), for policies.
-    pub headers: Vec<(String, String)>,
+    pub headers: McpHeaders,
 }
 
 impl Judge {
@@ -63,7 +66,7 @@ impl Judge {
             court,
             principal,
             session: None,
-            headers: Vec::new(),
+            headers: McpHeaders::default(),
         }
     }
 
@@ -118,8 +121,10 @@ impl Judge {
     }
 
     /// Asks the policy about one message (given with its bytes), records
-    /// the decision, and applies a rewrite.
-    pub fn decide(&self, call: &mut Call, raw: &[u8]) -> Verdict {
+    /// the decision, and applies a rewrite to the bytes. The call itself is
+    /// not changed: allowed as it is (the usual case), it need not be
+    /// copied for this.
+    pub fn decide(&self, call: &Call, raw: Bytes) -> Verdict {
         let t = Instant::now();
         let annotations = call
             .target_name()
@@ -137,13 +142,10 @@ impl Judge {
         };
         self.record(call, &decision, t);
         match decision {
-            Decision::Allow => Verdict::Forward(Bytes::copy_from_slice(raw)),
+            Decision::Allow => Verdict::Forward(raw),
             Decision::Deny(d) => Verdict::Deny(d),
-            Decision::Rewrite { arguments, by } => match with_arguments(raw, &arguments) {
-                Ok(bytes) => {
-                    call.arguments = Some(arguments);
-                    Verdict::Forward(bytes)
-                }
+            Decision::Rewrite { arguments, by } => match with_arguments(&raw, &arguments) {
+                Ok(bytes) => Verdict::Rewrite(bytes, arguments),
                 // A rewrite that cannot be applied must not fall back to
                 // the original arguments: fail closed.
                 Err(e) => Verdict::Deny(Denial::new(

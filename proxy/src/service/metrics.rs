@@ -81,14 +81,13 @@ impl HttpMetrics {
     pub fn record_decision(&self, method: &str, tool: Option<&str>, decision: &str) {
         let tool = self.tool_label(tool.unwrap_or(""));
         self.requests
-            .with_label_values(&[method_label(method), &tool, decision])
+            .with_label_values(&[method_label(method), tool, decision])
             .inc();
     }
 
-    pub fn observe_latency(&self, method: &str, seconds: f64) {
-        self.latency
-            .with_label_values(&[method_label(method)])
-            .observe(seconds);
+    /// `label` is a [`method_label`].
+    pub fn observe_latency(&self, label: &'static str, seconds: f64) {
+        self.latency.with_label_values(&[label]).observe(seconds);
     }
 
     /// `by` names a rule or filter from the config (`static:<rule>`,
@@ -115,21 +114,23 @@ impl HttpMetrics {
         &self.inflight
     }
 
-    fn tool_label(&self, tool: &str) -> String {
+    /// The tool's own name while fewer than `MAX_TOOL_LABELS` are known,
+    /// then `other`; borrowed, so a known name costs no copy per call.
+    fn tool_label<'t>(&self, tool: &'t str) -> &'t str {
         let Ok(mut seen) = self.tool_labels.lock() else {
-            return "other".into();
+            return "other";
         };
         if seen.contains(tool) || (seen.len() < MAX_TOOL_LABELS && seen.insert(tool.to_string())) {
-            tool.to_string()
+            tool
         } else {
-            "other".into()
+            "other"
         }
     }
 }
 
 /// Methods are a fixed vocabulary in MCP; anything else is folded so that a
 /// client cannot create label values at will.
-fn method_label(method: &str) -> &str {
+pub fn method_label(method: &str) -> &'static str {
     const KNOWN: &[&str] = &[
         "initialize",
         "ping",
@@ -152,14 +153,10 @@ fn method_label(method: &str) -> &str {
         "notifications/roots/list_changed",
         "",
     ];
-    if KNOWN.contains(&method) {
-        if method.is_empty() {
-            "response"
-        } else {
-            method
-        }
-    } else {
-        "other"
+    match KNOWN.iter().find(|known| **known == method) {
+        Some(&"") => "response",
+        Some(known) => known,
+        None => "other",
     }
 }
 

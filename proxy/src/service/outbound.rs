@@ -264,6 +264,7 @@ impl<'a> Outbound<'a> {
         let host = uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let length = body.len();
         let mut req = Request::builder()
             .method(parts.method.clone())
             .uri(uri)
@@ -272,7 +273,17 @@ impl<'a> Outbound<'a> {
         let headers = req.headers_mut();
         *headers = parts.headers.clone();
         strip_hop_by_hop(headers);
-        headers.remove(header::CONTENT_LENGTH);
+        // The client's length goes on only when it is one value, spelled
+        // canonically, that states the length of what is sent (the body
+        // forwarded as it came); otherwise hyper writes the length itself.
+        let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+        let exact = match (lengths.next(), lengths.next()) {
+            (Some(v), None) => states_length(v.as_bytes(), length),
+            _ => false,
+        };
+        if !exact {
+            headers.remove(header::CONTENT_LENGTH);
+        }
         // The proxy must read responses to filter them, so it asks for
         // them uncompressed.
         headers.remove(header::ACCEPT_ENCODING);
@@ -311,6 +322,19 @@ impl<'a> Outbound<'a> {
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Refusal> {
         Ok(self.upstream.send(req).await?)
     }
+}
+
+/// Whether a `Content-Length` value is `len` in canonical decimal (no
+/// sign, no space, no leading zero): what hyper would write for it.
+fn states_length(value: &[u8], len: usize) -> bool {
+    let canonical = matches!(value, [b'1'..=b'9', ..] | [b'0']);
+    canonical
+        && value.len() <= 20
+        && value.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            == Some(len)
 }
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -389,6 +413,48 @@ mod tests {
             req = req.header(*k, *v);
         }
         req.body(()).unwrap().into_parts().0
+    }
+
+    /// A `Content-Length` the upstream could read otherwise than hyper
+    /// did, or that no longer states the body, is not passed on (hyper
+    /// writes its own when the request is encoded).
+    #[test]
+    fn the_clients_length_goes_on_only_when_it_states_the_body() {
+        let up = upstream();
+        let out = Outbound::new(
+            &up,
+            Target::Configured,
+            &Principal::default(),
+            &UpstreamIdentity::default(),
+        );
+        let sent = |given: &[&str], body: &'static str| -> Vec<String> {
+            let mut p = parts(&[]);
+            for v in given {
+                p.headers
+                    .append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            let req = out
+                .request(&p, Bytes::from_static(body.as_bytes()))
+                .unwrap();
+            req.headers()
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(sent(&["5"], "hello"), ["5"]);
+        assert_eq!(sent(&["0"], ""), ["0"]);
+        for (given, body) in [
+            (&["05"][..], "hello"),
+            (&["+5"], "hello"),
+            (&[" 5"], "hello"),
+            (&["4"], "hello"),
+            (&["5", "5"], "hello"),
+            (&["00"], ""),
+            (&[], "hello"),
+        ] {
+            assert!(sent(given, body).is_empty(), "{given:?}");
+        }
     }
 
     #[test]

@@ -125,10 +125,11 @@ impl http_body::Body for Relayed {
             this.stall.as_mut().reset(at);
             *this.waiting = true;
         }
-        match this.upstream.poll_frame(cx) {
+        match this.upstream.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 *this.waiting = false;
-                this.sniff.frame(&frame);
+                let last = this.upstream.is_end_stream();
+                this.sniff.frame(&frame, last);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -182,10 +183,21 @@ impl Sniff {
         }
     }
 
-    pub fn frame(&mut self, frame: &Frame<Bytes>) {
+    /// Sees one frame before it is sent on; `last` says the upstream's
+    /// body ends with it (its declared length is reached).
+    pub fn frame(&mut self, frame: &Frame<Bytes>, last: bool) {
         let (Some(ex), Some(data)) = (&mut self.ex, frame.data_ref()) else {
             return;
         };
+        // The usual answer, whole in one frame: read where it is, not
+        // copied first.
+        if last && self.seen.is_empty() {
+            if data.len() <= self.cap && ex.worth_reading(data) {
+                let _ = ex.process(data);
+            }
+            self.ex = None;
+            return;
+        }
         if self.seen.len() + data.len() > self.cap {
             // Larger than any answer Portcullis reads whole: not a task.
             self.ex = None;
@@ -193,7 +205,20 @@ impl Sniff {
             return;
         }
         self.seen.extend_from_slice(data);
-        if self.seen.trim_ascii_end().last() == Some(&b'}') && ex.process(&self.seen).is_ok() {
+        let settled = match last {
+            true => {
+                if ex.worth_reading(&self.seen) {
+                    let _ = ex.process(&self.seen);
+                }
+                true
+            }
+            false => {
+                self.seen.trim_ascii_end().last() == Some(&b'}')
+                    && ex.worth_reading(&self.seen)
+                    && ex.process(&self.seen).is_ok()
+            }
+        };
+        if settled {
             self.ex = None;
             self.seen = Vec::new();
         }

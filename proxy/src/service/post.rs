@@ -13,6 +13,7 @@ use super::{
     exchange::Exchange,
     inbound::{self, Decoded},
     judge::{Judge, Verdict},
+    metrics::method_label,
     outbound::{self, Outbound},
     passthrough, relay,
     rescue::{self, Cause, Refusal},
@@ -41,14 +42,15 @@ pub async fn handle(
     let (method, resp) =
         match inbound::decode(req, shared.limits, &shared.legacy, &shared.court.catalog).await {
             Ok(decoded) => {
-                let method = decoded.method().to_string();
+                // Its label, not a copy: the label set is fixed.
+                let method = method_label(decoded.method());
                 (method, judged(shared, principal, out, decoded).await)
             }
-            Err(refusal) => (String::new(), rescue::answer(&refusal, shared.metrics())),
+            Err(refusal) => (method_label(""), rescue::answer(&refusal, shared.metrics())),
         };
     shared
         .metrics()
-        .observe_latency(&method, started.elapsed().as_secs_f64());
+        .observe_latency(method, started.elapsed().as_secs_f64());
     resp
 }
 
@@ -81,13 +83,13 @@ async fn judged(
         (Some(_), Some(id)) if decoded.legacy.is_none() => Some(session::public_name(id)),
         _ => decoded.session.clone(),
     };
-    // Read by nothing else: moved, not copied (a String pair per header).
+    // Read by nothing else: moved, not copied.
     judge.headers = std::mem::take(&mut decoded.mcp_headers);
     let mut ex = Exchange::new(Arc::new(judge));
     ex.answers.only_asked = decoded.legacy.is_none();
     ex.answers.batch_asked = matches!(decoded.messages, Body::Batch(_));
     let plan = match &decoded.messages {
-        Body::Single(call) => single(shared, &decoded, ex, call.clone()),
+        Body::Single(call) => single(shared, &decoded, ex, call),
         Body::Batch(entries) => batch(shared, &decoded, ex, entries),
     };
     match plan {
@@ -155,19 +157,26 @@ fn single(
     shared: &Shared,
     decoded: &Decoded,
     mut ex: Exchange,
-    mut call: Call,
+    call: &Call,
 ) -> Result<Plan, Refusal> {
-    let before = call.arguments.clone();
-    match ex.judge.decide(&mut call, &decoded.body) {
+    let forward = |ex: Exchange, body, stream| {
+        Ok(Plan::Forward(Forward {
+            body,
+            ex,
+            denials: Vec::new(),
+            stream,
+        }))
+    };
+    match ex.judge.decide(call, decoded.body.clone()) {
         Verdict::Forward(body) => {
-            still_mirrored(shared, decoded, &call, before.as_deref())?;
-            let stream = track_answer(shared, decoded, &mut ex, &call)?;
-            Ok(Plan::Forward(Forward {
-                body,
-                ex,
-                denials: Vec::new(),
-                stream,
-            }))
+            let stream = track_answer(shared, decoded, &mut ex, call)?;
+            forward(ex, body, stream)
+        }
+        Verdict::Rewrite(body, arguments) => {
+            let rewritten = rewritten(call, arguments);
+            still_mirrored(shared, decoded, &rewritten, call.arguments.as_deref())?;
+            let stream = track_answer(shared, decoded, &mut ex, &rewritten)?;
+            forward(ex, body, stream)
         }
         // A notification has no answer to carry the denial: its status does.
         Verdict::Deny(d) if call.kind != Kind::Request => Err(Cause::Denied(d).into()),
@@ -187,6 +196,15 @@ fn single(
                 false,
             )))
         }
+    }
+}
+
+/// `call` as a policy's rewrite left it, for what reads its arguments
+/// later (the mirrored headers, result hooks).
+fn rewritten(call: &Call, arguments: Box<RawValue>) -> Call {
+    Call {
+        arguments: Some(arguments),
+        ..call.clone()
     }
 }
 
@@ -219,9 +237,19 @@ fn batch(
     let mut denials = Vec::new();
     let mut stream = true;
     for (raw, call) in entries {
-        let mut call = call.clone();
-        match ex.judge.decide(&mut call, raw.get().as_bytes()) {
-            Verdict::Forward(bytes) => match track_answer(shared, decoded, &mut ex, &call) {
+        let verdict = ex
+            .judge
+            .decide(call, Bytes::copy_from_slice(raw.get().as_bytes()));
+        let (bytes, call) = match verdict {
+            Verdict::Forward(bytes) => (Ok(bytes), std::borrow::Cow::Borrowed(call)),
+            Verdict::Rewrite(bytes, arguments) => (
+                Ok(bytes),
+                std::borrow::Cow::Owned(rewritten(call, arguments)),
+            ),
+            Verdict::Deny(d) => (Err(d), std::borrow::Cow::Borrowed(call)),
+        };
+        match bytes {
+            Ok(bytes) => match track_answer(shared, decoded, &mut ex, &call) {
                 Ok(may_stream) => {
                     allowed.push(bytes);
                     stream &= may_stream;
@@ -232,12 +260,12 @@ fn batch(
                 }
             },
             // Only requests get an answer; a denied notification is dropped.
-            Verdict::Deny(d) if call.kind == Kind::Request => denials.push(
+            Err(d) if call.kind == Kind::Request => denials.push(
                 Refusal::from(Cause::Denied(d))
                     .with_id(call.id.clone())
                     .to_message(),
             ),
-            Verdict::Deny(_) => {}
+            Err(_) => {}
         }
     }
     match (allowed.is_empty(), denials.is_empty()) {
@@ -621,7 +649,7 @@ mod tests {
             legacy: None,
             session: None,
             format: Format::Json,
-            mcp_headers: Vec::new(),
+            mcp_headers: Default::default(),
         }
     }
 

@@ -97,10 +97,10 @@ const ECHO: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n
 #[test]
 fn allowed_bytes_are_forwarded_unchanged() {
     let judge = Judge::new(court(Fake::default()), agent());
-    let mut c = call(ECHO);
-    match judge.decide(&mut c, ECHO.as_bytes()) {
+    let c = call(ECHO);
+    match judge.decide(&c, Bytes::from_static(ECHO.as_bytes())) {
         Verdict::Forward(b) => assert_eq!(&b[..], ECHO.as_bytes()),
-        other @ Verdict::Deny(_) => panic!("{other:?}"),
+        other => panic!("{other:?}"),
     }
 }
 
@@ -109,8 +109,8 @@ fn denial_names_the_rule_and_counts() {
     let metrics = crate::metrics::Metrics::new().unwrap();
     let judge = Judge::new(court_with(Fake::default(), &metrics), agent());
     let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_file"}}"#;
-    let mut c = call(body);
-    let Verdict::Deny(d) = judge.decide(&mut c, body.as_bytes()) else {
+    let c = call(body);
+    let Verdict::Deny(d) = judge.decide(&c, Bytes::from(body)) else {
         panic!("delete_file must be denied")
     };
     assert_eq!(d.by, "fake:no-delete");
@@ -131,13 +131,13 @@ fn denial_names_the_rule_and_counts() {
 fn rewrite_replaces_arguments_in_what_is_forwarded() {
     let judge = Judge::new(court(Fake::default()), agent());
     let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"shout","arguments":{"text":"hi"}}}"#;
-    let mut c = call(body);
-    let Verdict::Forward(out) = judge.decide(&mut c, body.as_bytes()) else {
+    let c = call(body);
+    let Verdict::Rewrite(out, arguments) = judge.decide(&c, Bytes::from(body)) else {
         panic!("rewrite must forward")
     };
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["params"]["arguments"]["text"], "HI");
-    assert_eq!(c.arguments.as_ref().unwrap().get(), r#"{"text":"HI"}"#);
+    assert_eq!(arguments.get(), r#"{"text":"HI"}"#);
 }
 
 #[test]
@@ -147,8 +147,9 @@ fn the_policy_sees_the_principal_key() {
         seen: seen.clone(),
         ..Fake::default()
     });
-    Judge::new(court.clone(), agent()).decide(&mut call(ECHO), ECHO.as_bytes());
-    Judge::new(court, Principal::default()).decide(&mut call(ECHO), ECHO.as_bytes());
+    let echo = || Bytes::from_static(ECHO.as_bytes());
+    Judge::new(court.clone(), agent()).decide(&call(ECHO), echo());
+    Judge::new(court, Principal::default()).decide(&call(ECHO), echo());
     assert_eq!(
         *seen.lock().unwrap(),
         ["spiffe://td/ns/a/sa/agent", "anonymous"]
@@ -269,9 +270,9 @@ fn task_get(id: &str) -> (Call, String) {
     (call(&body), body)
 }
 
-fn denied_by(judge: &Judge, (mut c, body): (Call, String)) -> Option<String> {
-    match judge.decide(&mut c, body.as_bytes()) {
-        Verdict::Forward(_) => None,
+fn denied_by(judge: &Judge, (c, body): (Call, String)) -> Option<String> {
+    match judge.decide(&c, Bytes::from(body)) {
+        Verdict::Forward(_) | Verdict::Rewrite(..) => None,
         Verdict::Deny(d) => Some(format!("{}: {}", d.by, d.reason)),
     }
 }
@@ -470,8 +471,8 @@ fn a_passed_through_answer_still_records_its_task() {
             br#""taskId":"t-s","status":"working"}"#,
             b"}\n",
         ];
-        for p in parts {
-            sniff.frame(&Frame::data(Bytes::from_static(p)));
+        for (i, p) in parts.iter().enumerate() {
+            sniff.frame(&Frame::data(Bytes::from_static(p)), i == parts.len() - 1);
         }
     };
     sniffed(16);
@@ -481,4 +482,78 @@ fn a_passed_through_answer_still_records_its_task() {
         court.tasks.owner("t-s").map(|o| o.tool),
         Some("echo".into())
     );
+}
+
+/// The same when the body's end is not known in advance (chunked: no
+/// frame is marked last), and when the answer comes whole in one frame,
+/// read in place.
+#[test]
+fn a_task_is_recorded_whether_or_not_the_last_frame_is_known() {
+    use crate::service::passthrough::Sniff;
+    use http_body::Frame;
+    let court = court(Fake::default());
+    let judge = Arc::new(Judge::new(court.clone(), agent()));
+    let sniff = |frames: &[&'static [u8]], last_known: bool| {
+        let mut ex = Exchange::new(judge.clone());
+        ex.answers.only_asked = true;
+        ex.answers.track(&call(ECHO), false);
+        let mut sniff = Sniff::new(ex, 1 << 20);
+        for (i, f) in frames.iter().enumerate() {
+            let last = last_known && i == frames.len() - 1;
+            sniff.frame(&Frame::data(Bytes::from_static(f)), last);
+        }
+    };
+    sniff(
+        &[
+            br#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"#,
+            br#""t-chunked"}}}"#,
+        ],
+        false,
+    );
+    assert_eq!(
+        court.tasks.owner("t-chunked").map(|o| o.tool),
+        Some("echo".into())
+    );
+    sniff(
+        &[br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"t-whole"}}"#],
+        true,
+    );
+    assert_eq!(
+        court.tasks.owner("t-whole").map(|o| o.tool),
+        Some("echo".into())
+    );
+    // A case variant is still refused, not recorded under another name.
+    sniff(
+        &[br#"{"jsonrpc":"2.0","id":1,"result":{"Task":{"taskId":"t-variant"}}}"#],
+        true,
+    );
+    assert_eq!(court.tasks.owner("t-variant"), None);
+}
+
+/// A passed-through answer is read only when reading it could matter: a
+/// result hook waits for it, or its text may name a task in a spelling a
+/// client reads (any case, or hidden behind an escape).
+#[test]
+fn only_answers_that_may_name_a_task_are_read_in_passing() {
+    let judge = Arc::new(Judge::new(court(Fake::default()), agent()));
+    let mut ex = Exchange::new(judge);
+    ex.answers.track(&call(ECHO), false);
+    let plain = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
+    assert!(!ex.worth_reading(plain));
+    for named in [
+        &br#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t"}}}"#[..],
+        br#"{"jsonrpc":"2.0","id":1,"result":{"TASK":1}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"\u0074ask":1}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"\u{17f}\":1}}".as_bytes(),
+        b"{\"result\":\"\xff\"}",
+    ] {
+        assert!(
+            ex.worth_reading(named),
+            "{}",
+            String::from_utf8_lossy(named)
+        );
+    }
+    // With a result hook waiting, every answer is read.
+    ex.answers.track(&call(ECHO), true);
+    assert!(ex.worth_reading(plain));
 }
