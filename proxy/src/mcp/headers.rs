@@ -5,6 +5,8 @@
 //! the body, a gateway could authorize one call while the server runs
 //! another, so a mismatch is refused (400, `-32020`) in every era.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use http::{header::AsHeaderName, HeaderMap, HeaderName, HeaderValue};
 
@@ -88,7 +90,7 @@ impl McpHeaders {
             headers
                 .iter()
                 .filter(|(name, value)| name.as_str().starts_with("mcp-") && value.to_str().is_ok())
-                .map(|(name, value)| (name.clone(), value.clone()))
+                .map(|(name, value)| (shared_name(name), value.clone()))
                 .collect(),
         )
     }
@@ -110,6 +112,21 @@ impl McpHeaders {
     }
 }
 
+/// The name, as one of the constants when it is a routing header: a parsed
+/// name's first copy allocates, a constant's never does.
+fn shared_name(name: &HeaderName) -> HeaderName {
+    [
+        &MCP_METHOD_HEADER,
+        &MCP_NAME_HEADER,
+        &MCP_PROTOCOL_VERSION_HEADER,
+        &MCP_SESSION_ID_HEADER,
+    ]
+    .into_iter()
+    .find(|known| *known == name)
+    .unwrap_or(name)
+    .clone()
+}
+
 impl<'a> FromIterator<(&'a str, &'a str)> for McpHeaders {
     /// For tests and tools that state headers as text; a pair that is not
     /// a valid header is left out, as a request could not carry it.
@@ -126,7 +143,7 @@ impl<'a> FromIterator<(&'a str, &'a str)> for McpHeaders {
 
 /// Decodes the `=?base64?…?=` form used for non-ASCII header values.
 /// A name (`Mcp-Name`) may not hold a control character.
-pub fn decode_value(value: &str) -> Result<String, HeaderMismatch> {
+pub fn decode_value(value: &str) -> Result<Cow<'_, str>, HeaderMismatch> {
     let text = decode_wrapped(value)?;
     if text.chars().any(is_control) {
         return Err(HeaderMismatch(
@@ -140,17 +157,19 @@ pub fn decode_value(value: &str) -> Result<String, HeaderMismatch> {
 /// literal. The Base64 must be canonical (padded, standard alphabet), so
 /// one header has one reading. Control characters are kept: an argument
 /// may hold a tab or a line break, which is why it was wrapped.
-pub fn decode_wrapped(value: &str) -> Result<String, HeaderMismatch> {
+pub fn decode_wrapped(value: &str) -> Result<Cow<'_, str>, HeaderMismatch> {
     let Some(inner) = value
         .strip_prefix("=?base64?")
         .and_then(|v| v.strip_suffix("?="))
     else {
-        return Ok(value.to_string());
+        return Ok(Cow::Borrowed(value));
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(inner)
         .map_err(|_| HeaderMismatch("header value has invalid base64".into()))?;
-    String::from_utf8(bytes).map_err(|_| HeaderMismatch("header value is not UTF-8".into()))
+    String::from_utf8(bytes)
+        .map(Cow::Owned)
+        .map_err(|_| HeaderMismatch("header value is not UTF-8".into()))
 }
 
 /// Checks the routing headers of a single-message POST against its body.

@@ -95,20 +95,6 @@ impl Call {
     pub fn target_name(&self) -> Option<&str> {
         self.target.as_ref().map(Target::name)
     }
-
-    /// A copy without `params.arguments`, for what needs to know what was
-    /// called but not with what (arguments can be megabytes).
-    pub fn without_arguments(&self) -> Self {
-        Self {
-            kind: self.kind,
-            method: self.method.clone(),
-            id: self.id.clone(),
-            target: self.target.clone(),
-            arguments: None,
-            body_version: self.body_version.clone(),
-            era: self.era.clone(),
-        }
-    }
 }
 
 /// A POST body: one message or a 2025-03-26 batch. Each batch entry keeps

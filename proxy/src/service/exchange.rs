@@ -19,7 +19,7 @@ use super::{
 };
 use crate::mcp::{
     answer::{Answer, AnswerKind},
-    Call,
+    Call, Target,
 };
 
 /// Calls whose results a policy wants to see, by canonical id. Shared with
@@ -51,12 +51,24 @@ fn written_back_as_is(raw: &str) -> bool {
     }
 }
 
-/// A request whose answer must be read, not only matched.
-struct Pending {
-    call: Call,
-    /// Whether result hooks apply. A `tools/call` is kept even when they
-    /// do not, because its answer may create a task.
-    inspect: bool,
+/// A request whose answer must be read, not only matched, and what it is
+/// read for.
+enum Pending {
+    /// Result hooks apply: they see the whole call.
+    Inspect(Call),
+    /// A `tools/call` without result hooks: its answer is read only for a
+    /// task it creates, which needs the tool called, not the arguments (or
+    /// a copy of the rest of the call).
+    TaskOf(Option<Target>),
+}
+
+impl Pending {
+    fn target(&self) -> Option<&Target> {
+        match self {
+            Self::Inspect(call) => call.target.as_ref(),
+            Self::TaskOf(target) => target.as_ref(),
+        }
+    }
 }
 
 /// Requests still waiting for their answer.
@@ -79,16 +91,11 @@ impl Answers {
     /// for the result hooks.
     pub fn track(&mut self, call: &Call, inspect: bool) {
         let Some(id) = &call.id else { return };
-        let keep = inspect || call.method == "tools/call";
-        let pending = keep.then(|| Pending {
-            // Without result hooks the answer is read only for a task it
-            // creates, which needs the target, not the arguments.
-            call: match inspect {
-                true => call.clone(),
-                false => call.without_arguments(),
-            },
-            inspect,
-        });
+        let pending = match inspect {
+            true => Some(Pending::Inspect(call.clone())),
+            false if call.method == "tools/call" => Some(Pending::TaskOf(call.target.clone())),
+            false => None,
+        };
         self.waiting.insert(canonical_id(id.get()), pending);
     }
 
@@ -150,10 +157,7 @@ impl Answers {
             Some(pending) => pending,
             None => {
                 let call = self.legacy_calls.as_ref()?.lock().ok()?.remove(id)?;
-                Some(Pending {
-                    call,
-                    inspect: true,
-                })
+                Some(Pending::Inspect(call))
             }
         }
     }
@@ -189,7 +193,8 @@ impl Exchange {
     /// nothing else, and most cannot name a task: their strict reading,
     /// the largest part of the plain path's work on the answer, is skipped.
     pub fn worth_reading(&self, msg: &[u8]) -> bool {
-        let inspects = self.answers.waiting.values().flatten().any(|p| p.inspect);
+        let inspects =
+            (self.answers.waiting.values().flatten()).any(|p| matches!(p, Pending::Inspect(_)));
         inspects || std::str::from_utf8(msg).map_or(true, tasks::may_name_task)
     }
 
@@ -212,7 +217,7 @@ impl Exchange {
         // Without result hooks, the result is read only for a task it
         // creates: not at all when none can be named in it.
         let task_text = std::str::from_utf8(shown).map_or(true, tasks::may_name_task);
-        if !pending.inspect && !task_text {
+        if matches!(pending, Pending::TaskOf(_)) && !task_text {
             return Ok(rewritten);
         }
         let Some(result) = serde_json::from_slice::<ResultOf<'_>>(shown)
@@ -221,10 +226,10 @@ impl Exchange {
         else {
             return Ok(rewritten);
         };
-        self.judge.note_task(&pending.call, result)?;
-        Ok(match pending.inspect {
-            true => self.judge.check_result(&pending.call, result).or(rewritten),
-            false => rewritten,
+        self.judge.note_task(pending.target(), result)?;
+        Ok(match &pending {
+            Pending::Inspect(call) => self.judge.check_result(call, result).or(rewritten),
+            Pending::TaskOf(_) => rewritten,
         })
     }
 }

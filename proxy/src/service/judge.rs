@@ -106,10 +106,10 @@ impl Judge {
     /// Remembers the task that an allowed `tools/call` created, if any.
     /// A result that names a task in a spelling a client could read
     /// otherwise is refused.
-    pub fn note_task(&self, call: &Call, result: &RawValue) -> Result<(), Refusal> {
+    pub fn note_task(&self, called: Option<&Target>, result: &RawValue) -> Result<(), Refusal> {
         let created = tasks::created_task(result)
             .map_err(|e| Refusal::from(Cause::UnreadableAnswer(e.to_string())))?;
-        let (Some(Target::Tool(tool)), Some(id)) = (&call.target, created) else {
+        let (Some(Target::Tool(tool)), Some(id)) = (called, created) else {
             return Ok(());
         };
         let owner = Owner {

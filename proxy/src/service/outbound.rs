@@ -256,6 +256,18 @@ impl<'a> Outbound<'a> {
     /// The upstream request for a client request's `parts` and (checked)
     /// body.
     pub fn request(&self, parts: &Parts, body: Bytes) -> Result<Request<Full<Bytes>>, Refusal> {
+        self.request_from(parts, parts.headers.clone(), body)
+    }
+
+    /// [`Outbound::request`], from the client's `headers` taken out of
+    /// `parts`: for a request sent once, whose headers nothing reads
+    /// afterwards, so they are moved rather than copied.
+    pub fn request_from(
+        &self,
+        parts: &Parts,
+        client_headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, Refusal> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = self
             .upstream
@@ -271,7 +283,7 @@ impl<'a> Outbound<'a> {
             .body(Full::new(body))
             .map_err(UpstreamError::Request)?;
         let headers = req.headers_mut();
-        *headers = parts.headers.clone();
+        *headers = client_headers;
         strip_hop_by_hop(headers);
         // The client's length goes on only when it is one value, spelled
         // canonically, that states the length of what is sent (the body
@@ -373,6 +385,24 @@ pub fn response_head(resp: &Response<Incoming>, keep_length: bool) -> http::resp
     builder
 }
 
+/// [`response_head`] for a response relayed as it is: its headers are
+/// moved into the head, not copied, and its body comes back for the relay.
+pub fn split_response(
+    resp: Response<Incoming>,
+    keep_length: bool,
+) -> (http::response::Builder, Incoming) {
+    let (parts, body) = resp.into_parts();
+    let mut builder = Response::builder().status(parts.status);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers;
+        strip_hop_by_hop(headers);
+        if !keep_length {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+    (builder, body)
+}
+
 /// `head` with `body`, or a 502 if the head cannot be built (it was
 /// copied from a response hyper already accepted, so this is not expected).
 pub fn with_body(head: http::response::Builder, body: ProxyBody) -> Response<ProxyBody> {
@@ -381,11 +411,8 @@ pub fn with_body(head: http::response::Builder, body: ProxyBody) -> Response<Pro
 
 /// An upstream answer relayed byte for byte.
 pub fn relay_raw(resp: Response<Incoming>) -> Response<ProxyBody> {
-    let head = response_head(&resp, true);
-    let body = resp
-        .into_body()
-        .map_err(|e| Box::new(e) as _)
-        .boxed_unsync();
+    let (head, body) = split_response(resp, true);
+    let body = body.map_err(|e| Box::new(e) as _).boxed_unsync();
     with_body(head, body)
 }
 

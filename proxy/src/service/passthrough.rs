@@ -71,9 +71,9 @@ pub fn relay(
     metrics: HttpMetrics,
     sniff: Sniff,
 ) -> Response<ProxyBody> {
-    let head = outbound::response_head(&resp, true);
+    let (head, upstream) = outbound::split_response(resp, true);
     let body = Relayed {
-        upstream: resp.into_body(),
+        upstream,
         stall: tokio::time::sleep(Duration::ZERO),
         idle,
         waiting: false,

@@ -102,7 +102,7 @@ async fn judged(
                     &fwd.denials,
                 );
             }
-            send(shared, out, &principal, &decoded, fwd).await
+            send(shared, out, &principal, &mut decoded, fwd).await
         }
         Ok(Plan::Answered(resp)) => resp,
         Err(refusal) => rescue::answer(&refusal, shared.metrics()),
@@ -291,7 +291,7 @@ async fn send(
     shared: &Arc<Shared>,
     out: &Outbound<'_>,
     principal: &Principal,
-    decoded: &Decoded,
+    decoded: &mut Decoded,
     fwd: Forward,
 ) -> Response<ProxyBody> {
     let Forward {
@@ -306,8 +306,8 @@ async fn send(
             return failure(shared, &refusal.with_id(single_id(decoded)), &ex, &denials)
         }
     };
-    let build = || out.request(&decoded.parts, body.clone());
-    let sent = session::send(shared, out, principal, &decoded.parts, &bound, build).await;
+    let sent = send_once(shared, out, principal, decoded, &bound, &body).await;
+    let decoded = &*decoded;
     let retry = retry(shared, out, principal, decoded, &body, &bound);
     let sent = match sent {
         Err(r) if shared.sessions.is_some() && r.is_unavailable() => {
@@ -345,6 +345,27 @@ async fn send(
         }
         Err(refusal) => failure(shared, &refusal, &ex, &denials),
     }
+}
+
+/// The first sending of an allowed body, in its session.
+async fn send_once(
+    shared: &Shared,
+    out: &Outbound<'_>,
+    principal: &Principal,
+    decoded: &mut Decoded,
+    bound: &Bound,
+    body: &Bytes,
+) -> Result<Response<Incoming>, Refusal> {
+    if shared.sessions.is_none() {
+        // Sent once, and nothing reads the client's headers after that (no
+        // retry without sessions): they are moved into the request.
+        let headers = std::mem::take(&mut decoded.parts.headers);
+        return out
+            .send(out.request_from(&decoded.parts, headers, body.clone())?)
+            .await;
+    }
+    let build = || out.request(&decoded.parts, body.clone());
+    session::send(shared, out, principal, &decoded.parts, bound, build).await
 }
 
 /// A POST to a legacy endpoint goes to the upstream endpoint it is routed

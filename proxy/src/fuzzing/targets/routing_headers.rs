@@ -73,7 +73,7 @@ pub fn run(data: &[u8]) {
                 }
                 if let Some(n) = map.get(MCP_NAME).and_then(|n| n.to_str().ok()) {
                     let decoded = headers::decode_value(n).expect("passed, so it decodes");
-                    assert_eq!(Some(decoded.as_str()), call.target_name());
+                    assert_eq!(Some(&*decoded), call.target_name());
                 }
             }
         }
