@@ -474,12 +474,15 @@ async fn task_upstream(chunked: bool) -> std::net::SocketAddr {
                     let body: serde_json::Value =
                         serde_json::from_slice(&buf[end + 4..end + 4 + length]).unwrap();
                     buf.drain(..end + 4 + length);
-                    let id = body["id"].clone();
-                    let answer = match body["method"].as_str() {
-                        Some("tools/call") => json!({"jsonrpc": "2.0", "id": id,
+                    let answer = |msg: &serde_json::Value| match msg["method"].as_str() {
+                        Some("tools/call") => json!({"jsonrpc": "2.0", "id": msg["id"],
                             "result": {"task": {"taskId": "t-1", "status": "working"}}}),
-                        _ => json!({"jsonrpc": "2.0", "id": id,
-                            "result": {"taskId": body["params"]["taskId"], "status": "working"}}),
+                        _ => json!({"jsonrpc": "2.0", "id": msg["id"],
+                            "result": {"taskId": msg["params"]["taskId"], "status": "working"}}),
+                    };
+                    let answer = match body.as_array() {
+                        Some(batch) => batch.iter().map(answer).collect(),
+                        None => answer(&body),
                     }
                     .to_string();
                     let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n";
@@ -508,12 +511,13 @@ async fn task_upstream(chunked: bool) -> std::net::SocketAddr {
 /// force, but the task it creates is still tied to its caller: another
 /// caller's `tasks/get` for it is denied, its creator's is not. Whether
 /// the answer comes with a length (read in place, the frame known to be
-/// the last) or chunked (read once it may be complete).
+/// the last) or chunked (read once it may be complete), and when the call
+/// came in a 2025-03-26 batch (whose answer is then read whole).
 #[tokio::test]
 async fn a_task_created_in_a_passed_through_answer_belongs_to_its_caller() {
-    for chunked in [false, true] {
+    for (chunked, batch) in [(false, false), (true, false), (false, true), (true, true)] {
         let ca = ca(TD);
-        let dir = dir(&format!("task-sniff-{chunked}"));
+        let dir = dir(&format!("task-sniff-{chunked}-{batch}"));
         write_svid(&dir, &ca, SIDECAR_ID);
         let upstream = task_upstream(chunked).await;
         let proxy = portcullis::start(config(
@@ -529,7 +533,16 @@ async fn a_task_created_in_a_passed_through_answer_belongs_to_its_caller() {
             Client::new(&cert, &key, &ca.cert_pem, SIDECAR_ID)
         };
         let (owner, other) = (issue(ALLOWED), issue(DENIED));
-        let created = call(&owner, addr, 1, "echo", &[]).await.unwrap();
+        let created = match batch {
+            false => call(&owner, addr, 1, "echo", &[]).await.unwrap(),
+            true => {
+                let body = json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": "t"}}}]);
+                let version = [("mcp-protocol-version", "2025-03-26")];
+                let (_, text) = owner.post(addr, &body.to_string(), &version).await.unwrap();
+                messages(&text).into_iter().find(|m| m["id"] == 1).unwrap()
+            }
+        };
         assert_eq!(created["result"]["task"]["taskId"], "t-1", "{created}");
         let get = |id: u64| {
             let body = json!({"jsonrpc": "2.0", "id": id, "method": "tasks/get",
@@ -545,13 +558,13 @@ async fn a_task_created_in_a_passed_through_answer_belongs_to_its_caller() {
         let denied = &messages(&text)[0];
         assert_eq!(
             denied["error"]["data"]["by"], "task-owner",
-            "chunked {chunked}: {text}"
+            "chunked {chunked}, batch {batch}: {text}"
         );
         let (_, text) = owner.post(addr, &get(3), &headers).await.unwrap();
         let allowed = &messages(&text)[0];
         assert_eq!(
             allowed["result"]["status"], "working",
-            "chunked {chunked}: {text}"
+            "chunked {chunked}, batch {batch}: {text}"
         );
         proxy.shutdown().await;
     }

@@ -187,11 +187,13 @@ impl Exchange {
         }
     }
 
-    /// Whether reading `msg` could change anything: a result hook waits
-    /// for it, or it may name a task (in any spelling a client reads; see
-    /// [`tasks::may_name_task`]). A passed-through answer is read for
-    /// nothing else, and most cannot name a task: their strict reading,
-    /// the largest part of the plain path's work on the answer, is skipped.
+    /// Whether a passed-through answer is worth reading: a result hook
+    /// waits for it, or it may name a task (in any spelling a client
+    /// reads; see [`tasks::may_name_task`]). It passes through because no
+    /// policy reads it, so the task is what it is read for; most cannot
+    /// name one, and their strict reading, the largest part of the plain
+    /// path's work on the answer, is skipped. (The tool catalog is still
+    /// learnt from `tools/list` answers, which are always read whole.)
     pub fn worth_reading(&self, msg: &[u8]) -> bool {
         let inspects =
             (self.answers.waiting.values().flatten()).any(|p| matches!(p, Pending::Inspect(_)));

@@ -22,7 +22,9 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{exchange::Exchange, metrics::HttpMetrics, outbound};
+use serde::de::IgnoredAny;
+
+use super::{exchange::Exchange, metrics::HttpMetrics, outbound, rescue::Refusal};
 use crate::{
     body::{BoxError, ProxyBody},
     mcp::{Call, Kind},
@@ -129,7 +131,13 @@ impl http_body::Body for Relayed {
             Poll::Ready(Some(Ok(frame))) => {
                 *this.waiting = false;
                 let last = this.upstream.is_end_stream();
-                this.sniff.frame(&frame, last);
+                if let Err(refusal) = this.sniff.frame(&frame, last) {
+                    *this.done = true;
+                    this.metrics.upstream_error("unreadable_answer");
+                    let why = refusal.message();
+                    tracing::warn!(%why, "passed-through answer refused; ending it");
+                    return Poll::Ready(Some(Err(Box::new(std::io::Error::other(why)))));
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -165,8 +173,12 @@ impl http_body::Body for Relayed {
 /// Watches a passed-through `tools/call` answer for the task it creates,
 /// so that the task is tied to its tool and caller before the client can
 /// read its id: the bytes seen so far (up to `max_response_bytes`, the
-/// bound a read-whole answer has) are read as an answer whenever they may
-/// be complete, before the frame that completes them is sent on.
+/// bound a read-whole answer has) are read as an answer, before the frame
+/// that completes them is sent on, when they may be complete and their
+/// text may name a task ([`Exchange::worth_reading`]). A complete answer
+/// that names one in a way the sidecar cannot read with certainty (a case
+/// variant of `taskId`, say) is refused: the body ends with an error
+/// instead of that frame.
 pub struct Sniff {
     ex: Option<Exchange>,
     seen: Vec<u8>,
@@ -184,43 +196,50 @@ impl Sniff {
     }
 
     /// Sees one frame before it is sent on; `last` says the upstream's
-    /// body ends with it (its declared length is reached).
-    pub fn frame(&mut self, frame: &Frame<Bytes>, last: bool) {
+    /// body ends with it (hyper knows: a declared length reached, or an
+    /// HTTP/2 end of stream; never for a chunked HTTP/1 body). An error
+    /// is an answer that must not reach the client.
+    pub fn frame(&mut self, frame: &Frame<Bytes>, last: bool) -> Result<(), Refusal> {
         let (Some(ex), Some(data)) = (&mut self.ex, frame.data_ref()) else {
-            return;
+            return Ok(());
         };
         // The usual answer, whole in one frame: read where it is, not
         // copied first.
         if last && self.seen.is_empty() {
-            if data.len() <= self.cap && ex.worth_reading(data) {
-                let _ = ex.process(data);
-            }
+            let read = match data.len() <= self.cap && ex.worth_reading(data) {
+                true => ex.process(data).map(drop),
+                false => Ok(()),
+            };
             self.ex = None;
-            return;
+            return read;
         }
         if self.seen.len() + data.len() > self.cap {
-            // Larger than any answer Portcullis reads whole: not a task.
+            // Larger than any answer Portcullis reads whole: not read
+            // (README, Limits).
             self.ex = None;
             self.seen = Vec::new();
-            return;
+            return Ok(());
         }
         self.seen.extend_from_slice(data);
-        let settled = match last {
-            true => {
-                if ex.worth_reading(&self.seen) {
-                    let _ = ex.process(&self.seen);
-                }
-                true
+        let may_be_whole = last || self.seen.trim_ascii_end().last() == Some(&b'}');
+        if !may_be_whole || !ex.worth_reading(&self.seen) {
+            if last {
+                self.ex = None;
+                self.seen = Vec::new();
             }
-            false => {
-                self.seen.trim_ascii_end().last() == Some(&b'}')
-                    && ex.worth_reading(&self.seen)
-                    && ex.process(&self.seen).is_ok()
-            }
-        };
-        if settled {
+            return Ok(());
+        }
+        let read = ex.process(&self.seen);
+        // Text that is not yet a whole JSON value may still be completed
+        // by the next frame; a whole answer that was refused is refused.
+        let whole = last || serde_json::from_slice::<IgnoredAny>(&self.seen).is_ok();
+        if read.is_ok() || whole {
             self.ex = None;
             self.seen = Vec::new();
+        }
+        match (read, whole) {
+            (Err(refusal), true) => Err(refusal),
+            _ => Ok(()),
         }
     }
 }

@@ -252,7 +252,11 @@ fn batch(
             Ok(bytes) => match track_answer(shared, decoded, &mut ex, &call) {
                 Ok(may_stream) => {
                     allowed.push(bytes);
-                    stream &= may_stream;
+                    // A passed-through answer is watched for a task as one
+                    // message only (passthrough::Sniff): a batch holding a
+                    // `tools/call` is read whole, so that a task created in
+                    // its answer is tied to its caller too.
+                    stream &= may_stream && call.method != "tools/call";
                 }
                 Err(refusal) => {
                     stream = false;

@@ -472,7 +472,10 @@ fn a_passed_through_answer_still_records_its_task() {
             b"}\n",
         ];
         for (i, p) in parts.iter().enumerate() {
-            sniff.frame(&Frame::data(Bytes::from_static(p)), i == parts.len() - 1);
+            let last = i == parts.len() - 1;
+            sniff
+                .frame(&Frame::data(Bytes::from_static(p)), last)
+                .unwrap();
         }
     };
     sniffed(16);
@@ -489,45 +492,83 @@ fn a_passed_through_answer_still_records_its_task() {
 /// read in place.
 #[test]
 fn a_task_is_recorded_whether_or_not_the_last_frame_is_known() {
-    use crate::service::passthrough::Sniff;
-    use http_body::Frame;
     let court = court(Fake::default());
     let judge = Arc::new(Judge::new(court.clone(), agent()));
-    let sniff = |frames: &[&'static [u8]], last_known: bool| {
-        let mut ex = Exchange::new(judge.clone());
-        ex.answers.only_asked = true;
-        ex.answers.track(&call(ECHO), false);
-        let mut sniff = Sniff::new(ex, 1 << 20);
-        for (i, f) in frames.iter().enumerate() {
-            let last = last_known && i == frames.len() - 1;
-            sniff.frame(&Frame::data(Bytes::from_static(f)), last);
-        }
-    };
-    sniff(
+    let sniff = |frames: &[&'static [u8]], last_known: bool| sniff(&judge, frames, last_known);
+    let read = sniff(
         &[
             br#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"#,
             br#""t-chunked"}}}"#,
         ],
         false,
     );
+    assert!(read.is_ok());
     assert_eq!(
         court.tasks.owner("t-chunked").map(|o| o.tool),
         Some("echo".into())
     );
-    sniff(
+    let read = sniff(
         &[br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"t-whole"}}"#],
         true,
     );
+    assert!(read.is_ok());
     assert_eq!(
         court.tasks.owner("t-whole").map(|o| o.tool),
         Some("echo".into())
     );
-    // A case variant is still refused, not recorded under another name.
-    sniff(
-        &[br#"{"jsonrpc":"2.0","id":1,"result":{"Task":{"taskId":"t-variant"}}}"#],
+}
+
+/// The frames of one `tools/call` answer through a [`Sniff`], marked last
+/// or not; the first refusal, if any.
+fn sniff(judge: &Arc<Judge>, frames: &[&'static [u8]], last_known: bool) -> Result<(), Refusal> {
+    use crate::service::passthrough::Sniff;
+    use http_body::Frame;
+    let mut ex = Exchange::new(judge.clone());
+    ex.answers.only_asked = true;
+    ex.answers.track(&call(ECHO), false);
+    let mut sniff = Sniff::new(ex, 1 << 20);
+    for (i, f) in frames.iter().enumerate() {
+        let last = last_known && i == frames.len() - 1;
+        sniff.frame(&Frame::data(Bytes::from_static(f)), last)?;
+    }
+    Ok(())
+}
+
+/// A case variant a client may read as the task is refused, whole or
+/// chunked (the frame that completes it does not reach the client), and
+/// nothing is recorded under another name; an incomplete prefix that
+/// happens to end in `}` is not refused.
+#[test]
+fn a_passed_through_task_in_a_variant_spelling_is_refused() {
+    let court = court(Fake::default());
+    let judge = Arc::new(Judge::new(court.clone(), agent()));
+    let sniff = |frames: &[&'static [u8]], last_known: bool| sniff(&judge, frames, last_known);
+    let variant: [&'static [u8]; 2] = [
+        br#"{"jsonrpc":"2.0","id":1,"result":{"Task":"#,
+        br#"{"taskId":"t-variant"}}}"#,
+    ];
+    for last_known in [true, false] {
+        let read = sniff(&variant, last_known);
+        assert!(read.is_err(), "last known {last_known}: {read:?}");
+    }
+    let whole = sniff(
+        &[br#"{"jsonrpc":"2.0","id":1,"result":{"taskID":"t-variant"}}"#],
         true,
     );
+    assert!(whole.is_err());
     assert_eq!(court.tasks.owner("t-variant"), None);
+    let read = sniff(
+        &[
+            br#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t-late"}"#,
+            br#"}}"#,
+        ],
+        false,
+    );
+    assert!(read.is_ok());
+    assert_eq!(
+        court.tasks.owner("t-late").map(|o| o.tool),
+        Some("echo".into())
+    );
 }
 
 /// A passed-through answer is read only when reading it could matter: a
