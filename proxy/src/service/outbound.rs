@@ -442,18 +442,24 @@ mod tests {
         req.body(()).unwrap().into_parts().0
     }
 
+    /// How an anonymous caller's requests go to `up`, with the default
+    /// identity settings.
+    fn anonymous(up: &Upstream) -> Outbound<'_> {
+        Outbound::new(
+            up,
+            Target::Configured,
+            &Principal::default(),
+            &UpstreamIdentity::default(),
+        )
+    }
+
     /// A `Content-Length` the upstream could read otherwise than hyper
     /// did, or that no longer states the body, is not passed on (hyper
     /// writes its own when the request is encoded).
     #[test]
     fn the_clients_length_goes_on_only_when_it_states_the_body() {
         let up = upstream();
-        let out = Outbound::new(
-            &up,
-            Target::Configured,
-            &Principal::default(),
-            &UpstreamIdentity::default(),
-        );
+        let out = anonymous(&up);
         let sent = |given: &[&str], body: &'static str| -> Vec<String> {
             let mut p = parts(&[]);
             for v in given {
@@ -537,12 +543,7 @@ mod tests {
     #[test]
     fn an_anonymous_caller_gets_no_caller_header() {
         let up = upstream();
-        let out = Outbound::new(
-            &up,
-            Target::Configured,
-            &Principal::default(),
-            &UpstreamIdentity::default(),
-        );
+        let out = anonymous(&up);
         let req = out
             .request(
                 &parts(&[("x_portcullis_caller", "spiffe://td/x")]),
