@@ -22,8 +22,8 @@ pub use wit::{
 use std::{any::Any, cell::RefCell, rc::Rc};
 
 use crate::{
-    load_config, Call, Decision, Filter, Header, ListItem, ListKind, MessageKind, Principal,
-    ResultDecision, Target, TargetKind, Token, TokenKind,
+    load_config, text::same_text, Call, Decision, Filter, Header, ListItem, ListKind, MessageKind,
+    Principal, ResultDecision, Target, TargetKind, Token, TokenKind,
 };
 
 fn principal(p: WitPrincipal) -> Principal {
@@ -107,7 +107,7 @@ where
 {
     let cached = PARSED.with_borrow(|p| {
         p.as_ref()
-            .filter(|p| p.text == config)
+            .filter(|p| same_text(&p.text, config))
             .and_then(|p| p.config.clone().downcast::<F::Config>().ok())
     });
     if let Some(c) = cached {

@@ -59,6 +59,9 @@ pub mod host;
 pub mod inputs;
 pub mod pattern;
 pub mod testing;
+// Used by `guest` only, which is built for wasm.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod text;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

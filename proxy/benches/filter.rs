@@ -90,6 +90,20 @@ fn call() -> Call {
     }
 }
 
+/// The call `make bench`'s load sends.
+fn echo() -> Call {
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "The quick brown fox jumps over the lazy dog, 0123456789"}}});
+    match parse_body(
+        body.to_string().as_bytes(),
+        64,
+        &Era::from_version(Some("2025-11-25")),
+    ) {
+        Ok(Body::Single(c)) => c,
+        _ => unreachable!(),
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let engine = engine();
     let metrics = Metrics::new().unwrap().filter;
@@ -132,6 +146,21 @@ fn bench(c: &mut Criterion) {
         metrics.clone(),
         64,
     );
+    // As `make bench` configures it (configuration i), on the call its load
+    // sends.
+    let bench_guard = load(
+        &engine,
+        "arg-guard",
+        json!({"constraints": [{"tools": ["echo"], "pointer": "/text", "required": true,
+            "max_length": 1024, "deny_regex": "(?i)drop\\s+table"}]}),
+        Isolation::Caller,
+    );
+    let guard_alone = FilterChain::new(
+        StaticRules::default(),
+        vec![bench_guard],
+        metrics.clone(),
+        64,
+    );
     let four = FilterChain::new(
         StaticRules::default(),
         vec![rbac, guard, limit, redact],
@@ -161,6 +190,9 @@ fn bench(c: &mut Criterion) {
     };
     assert!(one.check(&req).is_allow());
     assert!(four.check(&req).is_allow());
+    let echo = echo();
+    let echo_req = Request { call: &echo, ..req };
+    assert!(guard_alone.check(&echo_req).is_allow());
     assert!(rules.check(&req).is_allow());
 
     let mut g = c.benchmark_group("policy");
@@ -175,6 +207,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("wasm_tool_rbac_reused_decision", |b| {
         b.iter(|| one_reused.check(std::hint::black_box(&req)))
+    });
+    g.bench_function("wasm_arg_guard_warm_instance", |b| {
+        b.iter(|| guard_alone.check(std::hint::black_box(&echo_req)))
     });
     g.bench_function("wasm_chain_of_four", |b| {
         b.iter(|| four.check(std::hint::black_box(&req)))

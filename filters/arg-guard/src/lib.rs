@@ -12,6 +12,7 @@ mod lookup;
 use portcullis_policy_sdk::{pattern, prelude::*};
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 pub use lookup::Pointer;
 
@@ -52,10 +53,19 @@ pub struct Config {
 }
 
 /// Resolves `.` and `..` in an absolute path. `None` if it is relative,
-/// climbs above the root, or contains a NUL.
-pub fn resolve(path: &str) -> Option<String> {
+/// climbs above the root, or contains a NUL. A path already in resolved
+/// form (most are) is returned as it is, without a copy.
+pub fn resolve(path: &str) -> Option<Cow<'_, str>> {
     if !path.starts_with('/') || path.contains('\0') {
         return None;
+    }
+    let resolved_already = path == "/"
+        || path
+            .split('/')
+            .skip(1)
+            .all(|seg| !matches!(seg, "" | "." | ".."));
+    if resolved_already {
+        return Some(Cow::Borrowed(path));
     }
     let mut parts: Vec<&str> = Vec::new();
     for seg in path.split('/') {
@@ -67,12 +77,16 @@ pub fn resolve(path: &str) -> Option<String> {
             s => parts.push(s),
         }
     }
-    Some(format!("/{}", parts.join("/")))
+    Some(Cow::Owned(format!("/{}", parts.join("/"))))
 }
 
+/// Whether the resolved `path` is `prefix` or below it.
 fn under(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
-    prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
+    prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// A regex compiled when the configuration is parsed, so that a warm
@@ -234,7 +248,7 @@ impl Constraint {
                 Some(resolved)
                     if under(&resolved, prefix) && self.normalize && resolved != text =>
                 {
-                    Check::Rewrite(resolved)
+                    Check::Rewrite(resolved.into_owned())
                 }
                 Some(resolved) if under(&resolved, prefix) => Check::Pass,
                 Some(resolved) => Check::Fail(format!(
@@ -494,6 +508,59 @@ mod tests {
         assert_eq!(resolve("/a\0b"), None);
         assert!(under("/srv/data", "/srv/data/"));
         assert!(!under("/srv/data2", "/srv/data"));
+    }
+
+    /// The copy-free paths of `resolve` and `under` against the plain
+    /// definitions they replace, over every path of up to four segments
+    /// drawn from the segments that matter.
+    #[test]
+    fn resolve_and_under_agree_with_their_definitions() {
+        fn resolve_plainly(path: &str) -> Option<String> {
+            if !path.starts_with('/') || path.contains('\0') {
+                return None;
+            }
+            let mut parts: Vec<&str> = Vec::new();
+            for seg in path.split('/') {
+                match seg {
+                    "" | "." => {}
+                    ".." => {
+                        parts.pop()?;
+                    }
+                    s => parts.push(s),
+                }
+            }
+            Some(format!("/{}", parts.join("/")))
+        }
+        fn under_plainly(path: &str, prefix: &str) -> bool {
+            let prefix = prefix.trim_end_matches('/');
+            prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
+        }
+        let segs = ["", ".", "..", "srv", "data", "data2", "...", ".x", "a\0"];
+        let mut paths = vec![String::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for p in &paths {
+                for s in segs {
+                    next.push(format!("{p}/{s}"));
+                }
+            }
+            paths.extend(next);
+        }
+        paths.push("relative/path".into());
+        let prefixes = ["/", "/srv", "/srv/", "/srv/data", "/srv/data/", "/srv/dat"];
+        for p in &paths {
+            let fast = resolve(p);
+            assert_eq!(fast.as_deref(), resolve_plainly(p).as_deref(), "{p:?}");
+            for prefix in prefixes {
+                if let Some(r) = &fast {
+                    assert_eq!(
+                        under(r, prefix),
+                        under_plainly(r, prefix),
+                        "{r:?} {prefix:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// Patterns and texts where `regex`'s ASCII mode and regex-lite could
