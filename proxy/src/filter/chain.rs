@@ -244,19 +244,21 @@ impl FilterChain {
         if let Some(d) = self.rules.shadow_denial(req) {
             self.shadow(req, Shadowed::Deny, &d.by, &d.reason);
         }
-        // One WIT call for the whole chain, built on the first filter that
-        // wants it: only a rewrite changes it (its arguments), so the
-        // arguments (up to megabytes) and the rest are not copied again
-        // for every filter.
-        let mut call: Option<types::Call> = None;
+        // One WIT call of the whole for the chain, built by the first
+        // filter shown all of it: only a rewrite changes it (its
+        // arguments), so the arguments (up to megabytes) and the rest are
+        // not copied again for every filter. A filter that declares what it
+        // decides on gets only that, built for it (`convert::call`).
+        let mut full: Option<types::Call> = None;
         let mut rewritten: Option<Box<RawValue>> = None;
         let mut rewritten_by: Vec<&str> = Vec::new();
         for f in self.filters.iter().filter(|f| f.handles(Hook::Request)) {
-            let call = call.get_or_insert_with(|| {
-                convert::call(req, req.call.arguments.as_deref().map(RawValue::get))
-            });
+            let arguments = rewritten
+                .as_deref()
+                .or(req.call.arguments.as_deref())
+                .map(RawValue::get);
             let outcome = self
-                .timed(f, "request", || f.on_request(call, req.principal.key()))
+                .timed(f, "request", || f.on_request(req, arguments, &mut full))
                 .and_then(|d| decode_request(d, self.max_json_depth));
             if f.mode == Mode::Shadow {
                 let name = by(&[&f.name]);
@@ -272,7 +274,9 @@ impl FilterChain {
                 Ok(Step::Allow) => {}
                 Ok(Step::Deny(d)) => return Decision::Deny(denial(f, d)),
                 Ok(Step::Rewrite(new)) => {
-                    call.arguments = Some(new.get().to_string());
+                    if let Some(call) = full.as_mut() {
+                        call.arguments = Some(new.get().to_string());
+                    }
                     rewritten = Some(new);
                     rewritten_by.push(&f.name);
                 }
@@ -292,7 +296,7 @@ impl FilterChain {
     }
 
     fn decide_result(&self, req: &Request<'_>, result: &RawValue) -> ResultDecision {
-        let call = convert::call(req, req.call.arguments.as_deref().map(RawValue::get));
+        let call = convert::call(req, req.call.arguments.as_deref().map(RawValue::get), None);
         let mut current: Option<(Box<RawValue>, Vec<&str>)> = None;
         for f in self.filters.iter().filter(|f| f.handles(Hook::Result)) {
             let text = current.as_ref().map_or(result.get(), |(r, _)| r.get());

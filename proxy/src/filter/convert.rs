@@ -2,7 +2,9 @@
 
 use std::time::UNIX_EPOCH;
 
-use super::bindings::types;
+use portcullis_policy_sdk::inputs::Input;
+
+use super::{bindings::types, decisions::DecidesOn};
 use crate::{
     identity::{Principal, Token, TokenKind},
     mcp::{lists, Call, Kind, Target},
@@ -40,53 +42,90 @@ fn token(t: &Token) -> types::Token {
 
 /// The WIT call for `req`, with `arguments` standing for the call's
 /// arguments (a filter earlier in the chain may have rewritten them).
-pub fn call(req: &Request<'_>, arguments: Option<&str>) -> types::Call {
+/// For a filter that declares what it decides on (`shown`), the parts it
+/// did not declare are empty and never copied: it cannot read them, and
+/// the host's reused decisions are keyed on what it can.
+pub fn call(req: &Request<'_>, arguments: Option<&str>, shown: Option<DecidesOn>) -> types::Call {
+    let shows = |input: Input| shown.is_none_or(|on| on.shows(input));
     let c: &Call = req.call;
+    let text = |input: Input, s: &str| {
+        if shows(input) {
+            s.to_string()
+        } else {
+            String::new()
+        }
+    };
     types::Call {
         kind: match c.kind {
             Kind::Request => types::MessageKind::Request,
             Kind::Notification => types::MessageKind::Notification,
             Kind::Response => types::MessageKind::Response,
         },
-        method: c.method.clone(),
-        id: c.id.as_ref().map(|i| i.get().to_string()),
-        // 0.1 has no task kind: a filter sees a task call (`tasks/get`...)
-        // aimed at the tool whose call created the task, so that a rule
-        // on the tool covers its task; 0.2 adds the task kind
-        // (policy-sdk/WIT-0.2.md).
-        target: c.target.as_ref().and_then(|t| match t {
-            Target::Tool(n) => Some(types::Target {
-                kind: types::TargetKind::Tool,
-                name: n.clone(),
-            }),
-            Target::Prompt(n) => Some(types::Target {
-                kind: types::TargetKind::Prompt,
-                name: n.clone(),
-            }),
-            Target::Resource(n) => Some(types::Target {
-                kind: types::TargetKind::Resource,
-                name: n.clone(),
-            }),
-            Target::Task(_) => req.task_tool.map(|tool| types::Target {
-                kind: types::TargetKind::Tool,
-                name: tool.to_string(),
-            }),
-        }),
-        arguments: arguments.map(str::to_string),
-        principal: principal(req.principal),
-        session: req.session.map(str::to_string),
-        instance: req.instance.to_string(),
-        era: c.era.label().to_string(),
-        headers: req
-            .headers
-            .iter()
-            .map(|(name, value)| types::Header {
-                name: name.to_string(),
-                value: value.to_string(),
-            })
-            .collect(),
-        annotations: req.annotations.map(str::to_string),
+        method: text(Input::Method, &c.method),
+        id: c
+            .id
+            .as_ref()
+            .filter(|_| shows(Input::Id))
+            .map(|i| i.get().to_string()),
+        target: c
+            .target
+            .as_ref()
+            .filter(|_| shows(Input::Target))
+            .and_then(|t| target(req, t)),
+        arguments: arguments
+            .filter(|_| shows(Input::Arguments))
+            .map(str::to_string),
+        principal: if shows(Input::Principal) {
+            principal(req.principal)
+        } else {
+            types::Principal {
+                peer: None,
+                token: None,
+                key: String::new(),
+            }
+        },
+        session: req
+            .session
+            .filter(|_| shows(Input::Session))
+            .map(str::to_string),
+        instance: text(Input::Instance, req.instance),
+        era: text(Input::Era, c.era.label()),
+        headers: if shows(Input::Headers) {
+            headers(req)
+        } else {
+            Vec::new()
+        },
+        annotations: req
+            .annotations
+            .filter(|_| shows(Input::Annotations))
+            .map(str::to_string),
     }
+}
+
+/// 0.1 has no task kind: a filter sees a task call (`tasks/get`...) aimed
+/// at the tool whose call created the task, so that a rule on the tool
+/// covers its task; 0.2 adds the task kind (policy-sdk/WIT-0.2.md).
+fn target(req: &Request<'_>, t: &Target) -> Option<types::Target> {
+    let (kind, name) = match t {
+        Target::Tool(n) => (types::TargetKind::Tool, n.as_str()),
+        Target::Prompt(n) => (types::TargetKind::Prompt, n.as_str()),
+        Target::Resource(n) => (types::TargetKind::Resource, n.as_str()),
+        Target::Task(_) => (types::TargetKind::Tool, req.task_tool?),
+    };
+    Some(types::Target {
+        kind,
+        name: name.to_string(),
+    })
+}
+
+fn headers(req: &Request<'_>) -> Vec<types::Header> {
+    req.headers
+        .iter()
+        .map(|(name, value)| types::Header {
+            name: name.to_string(),
+            value: value.to_string(),
+        })
+        .collect()
 }
 
 pub fn list_kind(k: lists::ListKind) -> types::ListKind {
@@ -199,5 +238,75 @@ pub mod v0_1 {
                 annotations: i.annotations.clone(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        identity::{Peer, SpiffeId},
+        mcp::{headers::McpHeaders, parse_body, Body, Era},
+    };
+
+    fn parsed() -> Call {
+        let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+        match parse_body(body.as_bytes(), 64, &Era::from_version(Some("2025-06-18"))) {
+            Ok(Body::Single(c)) => c,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Every part of the call, one per input, as `Debug` text (the
+    /// bindings' types have no `PartialEq`).
+    fn parts(c: &types::Call) -> Vec<(Input, String)> {
+        vec![
+            (Input::Method, format!("{:?}", c.method)),
+            (Input::Id, format!("{:?}", c.id)),
+            (Input::Target, format!("{:?}", c.target)),
+            (Input::Arguments, format!("{:?}", c.arguments)),
+            (Input::Principal, format!("{:?}", c.principal)),
+            (Input::Session, format!("{:?}", c.session)),
+            (Input::Instance, format!("{:?}", c.instance)),
+            (Input::Era, format!("{:?}", c.era)),
+            (Input::Headers, format!("{:?}", c.headers)),
+            (Input::Annotations, format!("{:?}", c.annotations)),
+        ]
+    }
+
+    /// A filter is shown each part it declared as it is, and each other
+    /// part empty; one that declares nothing is shown everything.
+    #[test]
+    fn a_declaring_filter_is_shown_only_what_it_declared() {
+        let call = parsed();
+        let principal = Principal::from_peer(Peer::Spiffe(
+            SpiffeId::parse("spiffe://td/ns/a/sa/b").unwrap(),
+        ));
+        let headers: McpHeaders = [("mcp-method", "tools/call")].into_iter().collect();
+        let req = Request {
+            principal: &principal,
+            call: &call,
+            session: Some("s"),
+            headers: &headers,
+            annotations: Some(r#"{"readOnlyHint":true}"#),
+            instance: "i",
+            task_tool: None,
+        };
+        let args = Some(r#"{"text":"hi"}"#);
+        let all = parts(&super::call(&req, args, None));
+        let empty = parts(&super::call(&req, None, Some(DecidesOn::of(&[]))));
+        for (input, text) in &all {
+            let blank = &empty.iter().find(|(i, _)| i == input).unwrap().1;
+            assert_ne!(text, blank, "{input:?} is set in the test call");
+        }
+        for (declared, _) in &all {
+            let shown = parts(&super::call(&req, args, Some(DecidesOn::of(&[*declared]))));
+            for ((input, seen), ((_, full), (_, blank))) in
+                shown.iter().zip(all.iter().zip(empty.iter()))
+            {
+                let want = if input == declared { full } else { blank };
+                assert_eq!(seen, want, "{input:?} when {declared:?} is declared");
+            }
+        }
     }
 }

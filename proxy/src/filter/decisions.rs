@@ -28,7 +28,7 @@
 //! and the declaration is the author's promise that the decision uses it
 //! for nothing.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{borrow::Cow, collections::HashMap, sync::Mutex};
 
 // The section's name, layout and bits are the SDK's, so the two cannot
 // drift apart.
@@ -98,45 +98,19 @@ impl DecidesOn {
         }
     }
 
+    /// A declaration of `inputs`, for tests elsewhere in the host.
+    #[cfg(test)]
+    pub(crate) fn of(inputs: &[Input]) -> Self {
+        Self(inputs.iter().fold(0, |bits, i| bits | *i as u16))
+    }
+
     fn has(self, part: u16) -> bool {
         self.0 & part != 0
     }
 
-    /// The call as the filter may see it: undeclared parts are empty.
-    pub fn narrow(self, call: &types::Call) -> types::Call {
-        let text = |part: u16, s: &String| {
-            if self.has(part) {
-                s.clone()
-            } else {
-                String::new()
-            }
-        };
-        let opt = |part: u16, s: &Option<String>| s.clone().filter(|_| self.has(part));
-        types::Call {
-            kind: call.kind,
-            method: text(METHOD, &call.method),
-            id: opt(ID, &call.id),
-            target: call.target.clone().filter(|_| self.has(TARGET)),
-            arguments: opt(ARGUMENTS, &call.arguments),
-            principal: if self.has(PRINCIPAL) {
-                call.principal.clone()
-            } else {
-                types::Principal {
-                    peer: None,
-                    token: None,
-                    key: String::new(),
-                }
-            },
-            session: opt(SESSION, &call.session),
-            instance: text(INSTANCE, &call.instance),
-            era: text(ERA, &call.era),
-            headers: if self.has(HEADERS) {
-                call.headers.clone()
-            } else {
-                Vec::new()
-            },
-            annotations: opt(ANNOTATIONS, &call.annotations),
-        }
+    /// Whether the filter is shown `input` (see [`super::convert::call`]).
+    pub fn shows(self, input: Input) -> bool {
+        self.has(input as u16)
     }
 
     /// The warm instance a narrowed evaluation runs in. Never the caller's
@@ -146,22 +120,23 @@ impl DecidesOn {
     /// the principal is declared, so callers still share no instance; one
     /// for everyone otherwise, as nothing of the caller is shown. (A caller
     /// key starts with `anonymous` or a SPIFFE ID, never with a NUL.)
-    pub fn instance_key(self, caller: &str) -> String {
+    pub fn instance_key(self, caller: &str) -> Cow<'static, str> {
         if self.has(PRINCIPAL) {
-            format!("\0narrowed {caller}")
+            Cow::Owned(format!("\0narrowed {caller}"))
         } else {
-            "\0narrowed".to_string()
+            Cow::Borrowed("\0narrowed")
         }
     }
 
-    /// Every byte of the declared parts, each length-prefixed, and the
-    /// caller's key when the principal is not declared (the whole principal
-    /// is when it is), so that two calls get the same key exactly when they
-    /// come from the same caller and the filter would see the same call.
+    /// Every byte of the declared parts of `call` (as the filter is shown
+    /// it), each length-prefixed, and `caller` (the caller's key) when the
+    /// principal is not declared (the whole principal is when it is), so
+    /// that two calls get the same key exactly when they come from the
+    /// same caller and the filter would see the same call.
     /// Anonymous callers all share the key `anonymous`: with no identity
     /// there is no caller to keep apart. `None` when the key would be longer
     /// than [`MAX_KEY`], found before anything is copied.
-    pub fn key(self, call: &types::Call) -> Option<Vec<u8>> {
+    pub fn key(self, call: &types::Call, caller: &str) -> Option<Vec<u8>> {
         let big =
             |part: u16, s: Option<&str>| self.has(part) && s.is_some_and(|s| s.len() > MAX_KEY);
         if big(ARGUMENTS, call.arguments.as_deref())
@@ -201,7 +176,7 @@ impl DecidesOn {
             // that cannot tell them apart: a shared cache would tell one
             // caller, by how fast it is answered, that another recently
             // sent the same call (arguments included).
-            k.text(&call.principal.key);
+            k.text(caller);
         }
         if self.has(SESSION) {
             k.opt(call.session.as_deref());
@@ -359,6 +334,11 @@ mod tests {
 
     const RBAC: DecidesOn = DecidesOn(PRINCIPAL | TARGET);
 
+    /// The key of `c` from the caller `c` names.
+    fn key(on: DecidesOn, c: &types::Call) -> Option<Vec<u8>> {
+        on.key(c, &c.principal.key)
+    }
+
     /// A named change to a call.
     type Change = (&'static str, fn(&mut types::Call));
 
@@ -366,7 +346,7 @@ mod tests {
     /// cannot see must not.
     #[test]
     fn the_key_is_every_declared_part_and_nothing_else() {
-        let base = RBAC.key(&call()).unwrap();
+        let base = key(RBAC, &call()).unwrap();
         let seen: Vec<Change> = vec![
             ("target name", |c| {
                 c.target.as_mut().unwrap().name = "echo2".into()
@@ -405,7 +385,7 @@ mod tests {
         for (what, change) in seen {
             let mut c = call();
             change(&mut c);
-            assert_ne!(RBAC.key(&c).unwrap(), base, "{what} must change the key");
+            assert_ne!(key(RBAC, &c).unwrap(), base, "{what} must change the key");
         }
         let unseen: Vec<Change> = vec![
             ("method", |c| c.method = "prompts/get".into()),
@@ -417,7 +397,7 @@ mod tests {
         for (what, change) in unseen {
             let mut c = call();
             change(&mut c);
-            assert_eq!(RBAC.key(&c).unwrap(), base, "{what} is not declared");
+            assert_eq!(key(RBAC, &c).unwrap(), base, "{what} is not declared");
         }
     }
 
@@ -447,11 +427,11 @@ mod tests {
         assert_eq!(all, KNOWN, "every part the SDK knows is tested");
         for (declared, _) in &parts {
             let on = DecidesOn(*declared);
-            let base = on.key(&call()).unwrap();
+            let base = key(on, &call()).unwrap();
             for (bit, (what, change)) in &parts {
                 let mut c = call();
                 change(&mut c);
-                let changed = on.key(&c).unwrap() != base;
+                let changed = key(on, &c).unwrap() != base;
                 assert_eq!(changed, bit == declared, "{what} under {declared:#x}");
             }
         }
@@ -474,10 +454,16 @@ mod tests {
     #[test]
     fn decisions_are_kept_per_caller_even_when_the_principal_is_undeclared() {
         let args = DecidesOn(METHOD | TARGET | ARGUMENTS);
-        let base = args.key(&call()).unwrap();
-        let mut other = call();
-        other.principal.key = "spiffe://td/ns/a/sa/other".into();
-        assert_ne!(args.key(&other).unwrap(), base);
+        // The call as such a filter is shown it: no principal.
+        let mut shown = call();
+        shown.principal = types::Principal {
+            peer: None,
+            token: None,
+            key: String::new(),
+        };
+        let base = args.key(&shown, "spiffe://td/ns/a/sa/b").unwrap();
+        let other = args.key(&shown, "spiffe://td/ns/a/sa/other").unwrap();
+        assert_ne!(other, base);
     }
 
     /// Length prefixes keep adjacent texts apart: ("ab", "c") is not
@@ -490,25 +476,7 @@ mod tests {
         let mut b = call();
         b.principal.token.as_mut().unwrap().issuer = "a".into();
         b.principal.token.as_mut().unwrap().subject = "bc".into();
-        assert_ne!(RBAC.key(&a), RBAC.key(&b));
-    }
-
-    #[test]
-    fn the_filter_sees_only_what_it_declared() {
-        let seen = RBAC.narrow(&call());
-        // The bindings' types have no `PartialEq`.
-        assert_eq!(format!("{:?}", seen.target), format!("{:?}", call().target));
-        assert_eq!(
-            format!("{:?}", seen.principal),
-            format!("{:?}", call().principal)
-        );
-        assert_eq!(seen.method, "");
-        assert_eq!(seen.arguments, None);
-        assert_eq!(seen.id, None);
-        assert_eq!(seen.session, None);
-        assert!(seen.headers.is_empty());
-        assert_eq!(seen.instance, "");
-        assert_eq!(seen.era, "");
+        assert_ne!(key(RBAC, &a), key(RBAC, &b));
     }
 
     #[test]
@@ -516,7 +484,7 @@ mod tests {
         let args = DecidesOn(ARGUMENTS);
         let mut c = call();
         c.arguments = Some("x".repeat(MAX_KEY));
-        assert_eq!(args.key(&c), None);
+        assert_eq!(key(args, &c), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::{
     ticker::Ticker,
     FilterError, Hook, OnError,
 };
-use crate::policy::Mode;
+use crate::policy::{Mode, Request};
 
 /// Why an evaluation produced no decision.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -408,22 +408,31 @@ impl WasmFilter {
         self.hooks.contains(&hook)
     }
 
-    /// `key` names the caller ([`crate::identity::Principal::key`]): a
-    /// warm instance serves only calls with the same key.
+    /// `arguments` stand for the call's (a filter earlier in the chain may
+    /// have rewritten them); `full` is the chain's WIT call, built by the
+    /// first filter that is shown all of it. A warm instance serves only
+    /// calls of the same caller ([`crate::identity::Principal::key`]).
     ///
-    /// A filter that declares what it decides on sees only that, and a
+    /// A filter that declares what it decides on is shown only that, and a
     /// call equal in it gets the decision already made.
-    pub fn on_request(&self, call: &types::Call, key: &str) -> Result<types::Decision, Fault> {
+    pub fn on_request(
+        &self,
+        req: &Request<'_>,
+        arguments: Option<&str>,
+        full: &mut Option<types::Call>,
+    ) -> Result<types::Decision, Fault> {
+        let key = req.principal.key();
         let Some(on) = self.decides_on else {
+            let call = full.get_or_insert_with(|| convert::call(req, arguments, None));
             return self.evaluate_request(call, key).map(|(d, _)| d);
         };
-        let reuse = if self.reuse { on.key(call) } else { None };
+        let call = convert::call(req, arguments, Some(on));
+        let reuse = if self.reuse { on.key(&call, key) } else { None };
         if let Some(d) = reuse.as_deref().and_then(|k| self.decisions.get(k)) {
             self.count(|c| &c.cached);
             return Ok(d);
         }
-        let (decision, called_host) =
-            self.evaluate_request(&on.narrow(call), &on.instance_key(key))?;
+        let (decision, called_host) = self.evaluate_request(&call, &on.instance_key(key))?;
         if let (Some(k), false) = (reuse, called_host) {
             self.decisions.put(k, &decision);
         }
