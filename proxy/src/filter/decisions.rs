@@ -6,9 +6,10 @@
 //! decision depends on, with its configuration. For a declaring filter the
 //! host:
 //!
-//! - shows `on-request` only the declared parts ([`DecidesOn::narrow`]),
-//!   in a warm instance of its own ([`DecidesOn::instance_key`]), so the
-//!   filter cannot read what the key leaves out;
+//! - shows `on-request` only the declared parts (`convert::call` builds
+//!   nothing else, [`DecidesOn::shows`]), in a warm instance of its own
+//!   ([`DecidesOn::instance_key`]), so the filter cannot read what the
+//!   key leaves out;
 //! - keeps each decision under a key made of exactly those parts and the
 //!   caller's key ([`DecidesOn::key`], every byte of them, not a hash), and
 //!   answers a call with the same key from it: a decision never serves
