@@ -295,6 +295,43 @@ async fn rewrite_is_forwarded_and_results_are_redacted() {
     proxy.shutdown().await;
 }
 
+/// A rewrite by a filter that declares its inputs (arg-guard) reaches a
+/// later one that does not, whose whole call is shared with the filters
+/// before it: built before the rewrite (by the first fault filter, which
+/// allows the call), it must not be shown stale.
+#[tokio::test]
+async fn a_rewrite_reaches_later_filters_shown_the_whole_call() {
+    let upstream = Upstream::start();
+    let before = fault("none", "    hooks: [request]\n");
+    let guard = filter_yaml(
+        "arg-guard",
+        "arg-guard",
+        json!({"constraints": [{"tools": ["args"], "pointer": "/path", "path_prefix": "/srv", "normalize": true}]}),
+        "",
+    )
+    .replace("name: arg-guard", "name: guard");
+    let after = filter_yaml(
+        "shown",
+        "fault-filter",
+        json!({"mode": "show-args"}),
+        "    hooks: [request]\n",
+    );
+    for (chain, by) in [
+        (vec![before.clone(), guard.clone(), after.clone()], "before"),
+        (vec![guard, after], "none"),
+    ] {
+        let proxy = start(&upstream, &chain).await;
+        let r = call(&proxy, 1, "args", json!({"path": "/srv/a/../b"})).await;
+        assert_eq!(r["error"]["data"]["by"], "filter:shown", "{by}: {r}");
+        let message = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(r#"shown {"path":"/srv/b"}"#),
+            "{by}: {message}"
+        );
+        proxy.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn rate_limit_counts_tool_calls_across_instances() {
     let upstream = Upstream::start();

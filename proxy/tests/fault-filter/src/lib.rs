@@ -1,7 +1,9 @@
 //! Misbehaves on purpose, as its config says, on tools named `boom`:
 //! loops forever, allocates 1 GiB, traps, or returns a 10 MB message.
 //! A tool named `count` is denied with the number of calls this instance
-//! has seen, which shows which calls shared an instance. Every other call
+//! has seen, which shows which calls shared an instance. In `show-args`
+//! mode a tool named `args` is denied with the arguments the filter was
+//! shown (it declares nothing, so it is shown the whole call). Every other call
 //! is allowed, so the tests can check that the next call works after a
 //! fault.
 
@@ -21,7 +23,7 @@ impl Filter for Fault {
 
     fn validate(config: &Config) -> Result<(), String> {
         match config.mode.as_str() {
-            "loop" | "alloc" | "trap" | "big" | "none" => Ok(()),
+            "loop" | "alloc" | "trap" | "big" | "none" | "show-args" => Ok(()),
             "reject" => Err("this configuration is refused on purpose".into()),
             other => Err(format!("unknown mode {other}")),
         }
@@ -32,6 +34,10 @@ impl Filter for Fault {
         let seen = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
         if call.tool_name() == Some("count") {
             return Decision::deny(format!("call {seen} of this instance"));
+        }
+        if config.mode == "show-args" && call.tool_name() == Some("args") {
+            let shown = call.arguments.as_deref().unwrap_or("none");
+            return Decision::deny(format!("shown {shown}"));
         }
         if call.tool_name() != Some("boom") {
             return Decision::Allow;
