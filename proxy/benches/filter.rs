@@ -77,9 +77,7 @@ fn load_reusing(
     )
 }
 
-fn call() -> Call {
-    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": "read_file", "arguments": {"path": "/srv/data/report.txt"}}});
+fn parsed(body: serde_json::Value) -> Call {
     match parse_body(
         body.to_string().as_bytes(),
         64,
@@ -90,18 +88,15 @@ fn call() -> Call {
     }
 }
 
+fn call() -> Call {
+    parsed(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {"path": "/srv/data/report.txt"}}}))
+}
+
 /// The call `make bench`'s load sends.
 fn echo() -> Call {
-    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"text": "The quick brown fox jumps over the lazy dog, 0123456789"}}});
-    match parse_body(
-        body.to_string().as_bytes(),
-        64,
-        &Era::from_version(Some("2025-11-25")),
-    ) {
-        Ok(Body::Single(c)) => c,
-        _ => unreachable!(),
-    }
+    parsed(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "The quick brown fox jumps over the lazy dog, 0123456789"}}}))
 }
 
 fn bench(c: &mut Criterion) {
