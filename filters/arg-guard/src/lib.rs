@@ -85,7 +85,7 @@ fn resolve_by_segments(path: &str) -> Option<String> {
             s => parts.push(s),
         }
     }
-    Some(Cow::Owned(format!("/{}", parts.join("/"))))
+    Some(format!("/{}", parts.join("/")))
 }
 
 /// Whether the resolved `path` is `prefix` or below it.
