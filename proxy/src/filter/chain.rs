@@ -244,8 +244,8 @@ impl FilterChain {
         if let Some(d) = self.rules.shadow_denial(req) {
             self.shadow(req, Shadowed::Deny, &d.by, &d.reason);
         }
-        // One WIT call of the whole for the chain, built by the first
-        // filter shown all of it: only a rewrite changes it (its
+        // One whole WIT call for the chain, built by the first filter
+        // shown all of it: only a rewrite changes it (its
         // arguments), so the arguments (up to megabytes) and the rest are
         // not copied again for every filter. A filter that declares what it
         // decides on gets only that, built for it (`convert::call`).
