@@ -47,7 +47,8 @@ const MAX_ARTIFACT: u64 = 256 << 20;
 const MAX_STDERR: usize = 16 << 10;
 
 /// What the child needs to build an engine that compiles exactly as the
-/// sidecar's would (memory settings change the generated bounds checks).
+/// sidecar's would (the memory limit and the pool's size decide the
+/// memory layout, which changes the generated bounds checks).
 #[derive(Debug, Clone)]
 pub struct ChildArgs {
     pub max_memory: usize,

@@ -146,11 +146,9 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    // Small reservations: filters are tiny and there may be hundreds of
-    // slots; bounds checks are explicit instead of guard-page based.
-    let reservation = (opts.max_memory as u64).next_power_of_two().max(1 << 20);
-    config.memory_reservation(reservation);
-    config.memory_guard_size(64 << 10);
+    let layout = MemoryLayout::for_pool(opts.max_memory, opts.max_instances);
+    config.memory_reservation(layout.reservation);
+    config.memory_guard_size(layout.guard);
     config.memory_reservation_for_growth(0);
     config.memory_init_cow(true);
     // For profiling only: names the compiled filters' functions in
@@ -182,6 +180,56 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
         config.cache(Some(cache));
     }
     Ok(config)
+}
+
+/// How each linear memory's slot in the pool is reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MemoryLayout {
+    reservation: u64,
+    guard: u64,
+}
+
+/// The address space all of the pool's memory slots may reserve together
+/// for the guard-page layout: an eighth of x86-64's 128 TiB of user space,
+/// so that a few sidecar engines in one process (tests, embedders) fit.
+const STATIC_BUDGET: u64 = 16 << 40;
+
+impl MemoryLayout {
+    /// A 32-bit guest address is below 4 GiB, so with 4 GiB reserved per
+    /// memory (plus a guard for the constant offsets of loads and stores)
+    /// every access lands in the memory's own slot, and Cranelift leaves
+    /// out the bounds check, and the Spectre mask that goes with it, that
+    /// it otherwise compiles into every load and store. That made
+    /// arg-guard's evaluation 8 % faster in criterion and 12-20 % in the
+    /// sidecar under load (bench/README.md, sixteenth pass): the code is
+    /// smaller as well as shorter. The reservation is address space only
+    /// (`PROT_NONE`, no RSS, no page tables until touched), 2 TiB for the
+    /// default 256 instances. Past [`STATIC_BUDGET`], or where pointers
+    /// are not 64-bit, each memory gets a small reservation and explicit
+    /// bounds checks instead. Access past a memory's end traps either way.
+    ///
+    /// The layout changes the compiled code, so it is a function of the
+    /// engine's options alone: the compile child and `portcullis filter
+    /// compile` derive the same one from the same options.
+    fn for_pool(max_memory: usize, max_instances: u32) -> Self {
+        const FOUR_GIB: u64 = 4 << 30;
+        const STATIC_GUARD: u64 = 2 << 20;
+        // Memory slots in the pool (`engine_config`), each with a guard
+        // before it as well as after.
+        let memories = u64::from(max_instances).saturating_mul(2);
+        let per_slot = FOUR_GIB + 2 * STATIC_GUARD;
+        let fits = memories.saturating_mul(per_slot) <= STATIC_BUDGET;
+        if cfg!(target_pointer_width = "64") && fits && (max_memory as u64) <= FOUR_GIB {
+            return Self {
+                reservation: FOUR_GIB,
+                guard: STATIC_GUARD,
+            };
+        }
+        Self {
+            reservation: (max_memory as u64).next_power_of_two().max(1 << 20),
+            guard: 64 << 10,
+        }
+    }
 }
 
 /// The WASI a filter gets. Guests built for `wasm32-wasip2` import a few
@@ -261,6 +309,66 @@ mod tests {
         let instance = linker.instantiate(&mut store, &component)?;
         let run = instance.get_typed_func::<(), (u32,)>(&mut store, "run")?;
         Ok(run.call(&mut store, ())?.0)
+    }
+
+    /// A component whose `run` reads the byte at `addr` + `offset` of its
+    /// one-page (64 KiB) memory.
+    fn reading(addr: u32, offset: u32) -> String {
+        format!(
+            r#"(component
+              (core module $m
+                (memory 1)
+                (func (export "run") (result i32)
+                  (i32.load8_u offset={offset} (i32.const {addr}))))
+              (core instance $i (instantiate $m))
+              (func (export "run") (result u32) (canon lift (core func $i "run"))))"#
+        )
+    }
+
+    #[test]
+    fn memories_get_guard_pages_while_the_pool_fits_the_budget() {
+        let four_gib = 4 << 30;
+        let layout = MemoryLayout::for_pool(32 << 20, 256);
+        assert_eq!(layout.reservation, four_gib);
+        // 2 × 2046 slots of 4 GiB and two 2 MiB guards: within 16 TiB.
+        assert_eq!(MemoryLayout::for_pool(32 << 20, 2046).reservation, four_gib);
+        let past = MemoryLayout::for_pool(32 << 20, 2047);
+        assert_eq!((past.reservation, past.guard), (32 << 20, 64 << 10));
+        // A memory limit past 4 GiB cannot be a 32-bit memory's anyway.
+        assert_eq!(MemoryLayout::for_pool(8 << 30, 8).reservation, 8 << 30);
+        assert_eq!(MemoryLayout::for_pool(100, 8).reservation, four_gib);
+    }
+
+    /// Whatever the layout, a read past the memory's end traps: inside the
+    /// 4 GiB reservation, past a guard-sized offset, and at the top.
+    #[test]
+    fn a_read_past_the_memory_traps_in_both_layouts() {
+        for max_instances in [8, 4096] {
+            let engine = FilterEngine::new(&EngineOptions {
+                cache_dir: None,
+                max_instances,
+                max_memory: 16 << 20,
+            })
+            .unwrap();
+            let read = |addr: u32, offset: u32| run(&engine, &reading(addr, offset));
+            assert_eq!(read(65535, 0).map_err(|e| format!("{e:#}")), Ok(0));
+            for (addr, offset) in [
+                (65536, 0),
+                (0, 65536),
+                (0xC000_0000, 0),
+                (0, 3 << 20),
+                (0xFFFF_FFFF, 0),
+                (0xFFFF_FFFF, 0xFFFF_FFFF),
+            ] {
+                let err = read(addr, offset).expect_err("out of bounds");
+                let trap = err.downcast_ref::<wasmtime::Trap>();
+                assert_eq!(
+                    trap,
+                    Some(&wasmtime::Trap::MemoryOutOfBounds),
+                    "{max_instances} instances, {addr:#x}+{offset:#x}: {err:#}"
+                );
+            }
+        }
     }
 
     /// Guests built by other toolchains import other WASI 0.2 patch
