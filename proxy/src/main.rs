@@ -93,8 +93,10 @@ enum FilterCommand {
     /// Compile a filter component (`.wasm`) into an artifact the sidecar
     /// loads without compiling (`.cwasm`, named in `filters[].path`). It
     /// works only with this build of Portcullis, on this kind of CPU, with
-    /// the same `memory_limit_bytes` (the largest of the config's
-    /// filters): the sidecar refuses any other artifact with a clear error.
+    /// the same memory layout (`filter_engine.max_instances` on the same
+    /// side of 2 046; past it, also `memory_limit_bytes`, the largest of
+    /// the config's filters, rounded up to the same power of two): the
+    /// sidecar refuses any other artifact with a clear error.
     Compile {
         /// The component; stdin when absent.
         input: Option<PathBuf>,
@@ -108,6 +110,7 @@ enum FilterCommand {
         /// The largest `memory_limit_bytes` of the sidecar's filters.
         #[arg(long)]
         max_memory: Option<usize>,
+        /// The sidecar's `filter_engine.max_instances` (over --config's).
         #[arg(long)]
         max_instances: Option<u32>,
     },

@@ -143,13 +143,16 @@ fn compile(args: &[&str], out: &Path) {
 
 /// `portcullis run` with `cfg` fails to start; what it said. A sidecar
 /// that starts instead is stopped after a minute and fails the test,
-/// rather than holding it until CI's own timeout.
+/// rather than holding it until CI's own timeout. Its output goes to a
+/// file, so that no pipe fills while the test waits.
 fn refused(cfg: &Path) -> String {
+    let log = cfg.with_extension("refused.log");
+    let out = std::fs::File::create(&log).unwrap();
     let mut child = portcullis()
         .args(["run", "--config"])
         .arg(cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
         .spawn()
         .unwrap();
     let start = Instant::now();
@@ -159,6 +162,7 @@ fn refused(cfg: &Path) -> String {
         }
         if start.elapsed() > Duration::from_secs(60) {
             child.kill().unwrap();
+            child.wait().unwrap();
             panic!(
                 "still running a minute after starting with {}",
                 cfg.display()
@@ -166,9 +170,8 @@ fn refused(cfg: &Path) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let out = child.wait_with_output().unwrap();
     assert!(!status.success(), "started with {}", cfg.display());
-    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    std::fs::read_to_string(&log).unwrap()
 }
 
 fn ready(port: u16) {
