@@ -160,7 +160,7 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(opts.max_instances)
         .total_core_instances(opts.max_instances.saturating_mul(8))
-        .total_memories(opts.max_instances.saturating_mul(2))
+        .total_memories(opts.max_instances.saturating_mul(MEMORIES_PER_INSTANCE))
         .total_tables(opts.max_instances.saturating_mul(8))
         .max_memory_size(opts.max_memory)
         // A fresh instance per evaluation means a slot is reset after every
@@ -181,6 +181,10 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
     }
     Ok(config)
 }
+
+/// Memory slots the pool keeps per instance slot; the memory layout is
+/// sized from the same figure.
+const MEMORIES_PER_INSTANCE: u32 = 2;
 
 /// How each linear memory's slot in the pool is reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +222,7 @@ impl MemoryLayout {
         // Memory slots in the pool (`engine_config`). wasmtime puts a guard
         // after each slot and one before the whole pool; counting two per
         // slot overstates the total a little, on the safe side.
-        let memories = u64::from(max_instances).saturating_mul(2);
+        let memories = u64::from(max_instances.saturating_mul(MEMORIES_PER_INSTANCE));
         let per_slot = FOUR_GIB + 2 * STATIC_GUARD;
         let fits = memories.saturating_mul(per_slot) <= STATIC_BUDGET;
         if cfg!(target_pointer_width = "64") && fits && (max_memory as u64) <= FOUR_GIB {
