@@ -4,13 +4,21 @@
 //! change, a new chain is built off the request path (on a blocking
 //! thread) and swapped in atomically. A chain that fails to build is
 //! refused with a clear log, and the old one keeps serving.
+//!
+//! A poll stats each file and reads it only when its metadata moved (or
+//! may not yet tell; see [`Seen`]): hashing every filter's megabyte each
+//! second cost a millisecond of the worker's time per second and evicted
+//! the request path's caches. Polls run on a blocking thread, so a hung
+//! network volume stalls the reloader, never the requests.
 
 use std::{
-    collections::hash_map::DefaultHasher,
+    collections::{hash_map::DefaultHasher, HashMap},
     hash::Hasher,
     io::Read,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tokio_util::sync::CancellationToken;
@@ -26,8 +34,8 @@ use crate::{
 struct Fingerprint(Vec<(PathBuf, Option<u64>)>);
 
 /// Streams the file through the hasher in small reads: a filter's
-/// component is about a MiB, and reading it whole every `reload_interval`
-/// put a MiB on the heap each time, which the allocator kept resident.
+/// component is about a MiB, and reading it whole put a MiB on the heap
+/// each time, which the allocator kept resident.
 fn digest(path: &Path) -> Option<u64> {
     let mut file = std::fs::File::open(path).ok()?;
     let mut h = DefaultHasher::new();
@@ -42,8 +50,121 @@ fn digest(path: &Path) -> Option<u64> {
     }
 }
 
-fn fingerprint(config: &Config, config_path: Option<&Path>) -> Fingerprint {
-    // A filter's component and the files its config is read from.
+/// What a file's metadata says about its content. The path is followed,
+/// so a Kubernetes volume's `..data` symlink swap shows as another inode;
+/// `ctime` catches an edit that restored `mtime` and the size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Whether both times are older than `racy` before `now`. A file
+    /// written in the same timestamp tick as the stat that preceded its
+    /// hash keeps its stamp but not its content (git's "racily clean"
+    /// entries); such a file is hashed again until its times are old
+    /// enough that a later write must move them. `racy` covers coarse
+    /// timestamps (a jiffy on ext4, 2 s on FAT) and a little clock skew.
+    fn settled(&self, now: SystemTime, racy: Duration) -> bool {
+        let Some(cutoff) = now
+            .checked_sub(racy)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        else {
+            return false;
+        };
+        let before = |(s, ns): (i64, i64)| match (u64::try_from(s), u32::try_from(ns)) {
+            (Ok(s), Ok(ns)) => Duration::new(s, ns) < cutoff,
+            _ => false,
+        };
+        before(self.mtime) && before(self.ctime)
+    }
+}
+
+/// How long after a change a file's metadata is not trusted alone.
+const RACY: Duration = Duration::from_secs(2);
+
+/// The last digest of a file, and the stamp taken before it was read.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    stamp: Stamp,
+    digest: u64,
+    /// The stamp was settled when taken: an unchanged stamp means an
+    /// unchanged file, and the file is not read.
+    settled: bool,
+}
+
+/// Digests by path, read again only when the metadata says they may have
+/// changed.
+#[derive(Debug, Default)]
+struct Watch {
+    seen: HashMap<PathBuf, Seen>,
+    /// Files read so far (the tests' witness that a settled file is not).
+    reads: u64,
+}
+
+impl Watch {
+    fn digest(&mut self, path: &Path, now: SystemTime) -> Option<u64> {
+        let Some(stamp) = Stamp::of(path) else {
+            self.seen.remove(path);
+            return None;
+        };
+        if let Some(seen) = self.seen.get(path) {
+            if seen.settled && seen.stamp == stamp {
+                return Some(seen.digest);
+            }
+        }
+        // Stamped before the read: a write during the read moves the
+        // stamp, or falls in the racy window, and is read again next poll.
+        self.reads += 1;
+        let Some(d) = digest(path) else {
+            self.seen.remove(path);
+            return None;
+        };
+        self.seen.insert(
+            path.to_path_buf(),
+            Seen {
+                stamp,
+                digest: d,
+                settled: stamp.settled(now, RACY),
+            },
+        );
+        Some(d)
+    }
+
+    fn fingerprint(&mut self, files: Vec<PathBuf>) -> Fingerprint {
+        // Files the config no longer names are forgotten.
+        self.seen.retain(|p, _| files.contains(p));
+        let now = SystemTime::now();
+        Fingerprint(
+            files
+                .into_iter()
+                .map(|p| {
+                    let d = self.digest(&p, now);
+                    (p, d)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The files a chain is built from: each filter's component and the
+/// files its config is read from, and the config file.
+fn watched(config: &Config, config_path: Option<&Path>) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = config
         .filters
         .iter()
@@ -51,15 +172,46 @@ fn fingerprint(config: &Config, config_path: Option<&Path>) -> Fingerprint {
         .cloned()
         .collect();
     files.extend(config_path.map(Path::to_path_buf));
-    Fingerprint(
-        files
-            .into_iter()
-            .map(|p| {
-                let d = digest(&p);
-                (p, d)
-            })
-            .collect(),
-    )
+    files
+}
+
+/// One poll on a blocking thread. A poll that panicked loses what was
+/// seen; the next one reads every file again.
+async fn poll(watch: &mut Watch, files: Vec<PathBuf>) -> Fingerprint {
+    let mut mine = std::mem::take(watch);
+    match tokio::task::spawn_blocking(move || {
+        let fp = mine.fingerprint(files);
+        (mine, fp)
+    })
+    .await
+    {
+        Ok((back, fp)) => {
+            *watch = back;
+            fp
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "filter reload poll failed");
+            Fingerprint(Vec::new())
+        }
+    }
+}
+
+/// What the files a chain is built from held when it was built. Taken
+/// before the chain reads them: a file changed while the chain is built
+/// then differs from it, and is reloaded at the first poll. (Taken after,
+/// such a change was taken as seen and never applied.)
+pub struct Baseline {
+    watch: Watch,
+    seen: Fingerprint,
+}
+
+impl Baseline {
+    /// Reads every file: call it on a blocking thread.
+    pub fn take(config: &Config, config_path: Option<&Path>) -> Self {
+        let mut watch = Watch::default();
+        let seen = watch.fingerprint(watched(config, config_path));
+        Self { watch, seen }
+    }
 }
 
 pub struct Reloader {
@@ -71,16 +223,22 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Polls until `stop`.
-    pub async fn run(mut self, stop: CancellationToken) {
-        let mut seen = fingerprint(&self.config, self.config_path.as_deref());
+    /// Polls until `stop`; `baseline` is what the running chain was
+    /// built from.
+    pub async fn run(mut self, baseline: Baseline, stop: CancellationToken) {
+        let Baseline {
+            mut watch,
+            mut seen,
+        } = baseline;
         let mut tick = tokio::time::interval(self.config.filter_engine.reload_interval);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if fingerprint(&self.config, self.config_path.as_deref()) == seen {
+            let files = self.watched();
+            let now = poll(&mut watch, files.clone()).await;
+            if now == seen {
                 continue;
             }
             let interval = self.config.filter_engine.reload_interval;
@@ -88,9 +246,19 @@ impl Reloader {
             if self.config.filter_engine.reload_interval != interval {
                 tick = tokio::time::interval(self.config.filter_engine.reload_interval);
             }
-            // The new config may name other files.
-            seen = fingerprint(&self.config, self.config_path.as_deref());
+            // What was read before the reload: a change made while it ran
+            // differs from it and is reloaded at the next poll. A new
+            // config may name other files, which are read now.
+            seen = now;
+            let named = self.watched();
+            if named != files {
+                seen = poll(&mut watch, named).await;
+            }
         }
+    }
+
+    fn watched(&self) -> Vec<PathBuf> {
+        watched(&self.config, self.config_path.as_deref())
     }
 
     async fn reload(&mut self) {
@@ -153,6 +321,114 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         assert_ne!(digest(&path), Some(first));
         assert_eq!(digest(&dir.join("missing")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pc-reload-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Seconds from now, where a file just written is settled.
+    fn later() -> SystemTime {
+        SystemTime::now() + RACY + Duration::from_secs(1)
+    }
+
+    #[test]
+    fn a_settled_file_is_not_read_again_until_its_metadata_moves() {
+        let dir = scratch("settled");
+        let path = dir.join("filter.wasm");
+        std::fs::write(&path, b"first").unwrap();
+        let mut w = Watch::default();
+        let first = w.digest(&path, later());
+        assert_eq!((first, w.reads), (digest(&path), 1));
+        for _ in 0..3 {
+            assert_eq!(w.digest(&path, later()), first);
+        }
+        assert_eq!(w.reads, 1, "an unchanged, settled file is only stat'd");
+        // A longer file has another stamp.
+        std::fs::write(&path, b"second!").unwrap();
+        let second = w.digest(&path, later());
+        assert_eq!(w.reads, 2);
+        assert_ne!(second, first);
+        assert_eq!(second, digest(&path));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Two writes of the same length within one timestamp tick leave the
+    /// same stamp: a file changed within `RACY` of its stat is read at
+    /// every poll, so the second write is seen.
+    #[test]
+    fn a_racily_changed_file_is_read_until_it_settles() {
+        let dir = scratch("racy");
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, b"policy: a").unwrap();
+        let mut w = Watch::default();
+        let now = SystemTime::now();
+        let a = w.digest(&path, now);
+        assert_eq!(w.digest(&path, now), a);
+        assert_eq!(w.reads, 2, "not settled: read at every poll");
+        std::fs::write(&path, b"policy: b").unwrap();
+        let b = w.digest(&path, now);
+        assert_eq!(w.reads, 3);
+        assert_ne!(a, b);
+        assert_eq!(b, digest(&path));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A Kubernetes volume swaps a symlink to a new directory: same path,
+    /// same length, same times even, but another inode.
+    #[test]
+    fn a_symlink_swap_is_seen() {
+        let dir = scratch("swap");
+        for (sub, text) in [("v1", b"rules: one"), ("v2", b"rules: two")] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            std::fs::write(dir.join(sub).join("policy.yaml"), text).unwrap();
+        }
+        let mtime = std::fs::metadata(dir.join("v1/policy.yaml"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join("v2/policy.yaml"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::os::unix::fs::symlink("v1", dir.join("data")).unwrap();
+        let path = dir.join("data/policy.yaml");
+        let mut w = Watch::default();
+        let one = w.digest(&path, later());
+        assert_eq!(w.digest(&path, later()), one);
+        assert_eq!(w.reads, 1);
+        std::os::unix::fs::symlink("v2", dir.join("data.new")).unwrap();
+        std::fs::rename(dir.join("data.new"), dir.join("data")).unwrap();
+        let two = w.digest(&path, later());
+        assert_eq!(w.reads, 2);
+        assert_ne!(two, one);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_goes_and_comes_back_is_read_again() {
+        let dir = scratch("gone");
+        let path = dir.join("filter.wasm");
+        let mut w = Watch::default();
+        assert_eq!(w.digest(&path, later()), None);
+        std::fs::write(&path, b"x").unwrap();
+        let there = w.digest(&path, later());
+        assert!(there.is_some());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(w.digest(&path, later()), None);
+        std::fs::write(&path, b"x").unwrap();
+        assert_eq!(w.digest(&path, later()), there);
+        assert_eq!(w.reads, 2);
+        // Files no longer named are forgotten.
+        let fp = w.fingerprint(vec![dir.join("other")]);
+        assert_eq!(fp, Fingerprint(vec![(dir.join("other"), None)]));
+        assert!(w.seen.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

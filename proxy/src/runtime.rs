@@ -28,7 +28,7 @@ use crate::{
     listener::{self, ConnCtx, Handshake, Plaintext},
     metrics::Metrics,
     policy::{Policy, PolicyHandle},
-    reload::Reloader,
+    reload::{Baseline, Reloader},
     service::{self, Shared},
     session::Sessions,
 };
@@ -119,13 +119,15 @@ async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, St
     config.validate()?;
     let metrics = Metrics::new()?;
     let opts = EngineOptions::new(&config.filter_engine, &config.filters);
-    let (engine, chain) = {
-        let (config, metrics) = (config.clone(), metrics.clone());
+    let (engine, chain, baseline) = {
+        let (config, metrics, path) = (config.clone(), metrics.clone(), path.clone());
         // Compiling filters takes a while; keep it off the async workers.
         tokio::task::spawn_blocking(move || {
+            // Before the chain reads the files: see `Baseline`.
+            let baseline = Baseline::take(&config, path.as_deref());
             let engine = Arc::new(FilterEngine::new(&opts)?);
             let chain = build_chain(&engine, &config.chain(), &metrics.filter)?;
-            Ok::<_, FilterError>((engine, chain))
+            Ok::<_, FilterError>((engine, chain, baseline))
         })
         .await
         .map_err(|e| StartError::Filter(FilterError::Engine(e.to_string())))??
@@ -146,7 +148,7 @@ async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, St
         config,
         config_path: path,
     };
-    tokio::spawn(reloader.run(running.shutdown.clone()));
+    tokio::spawn(reloader.run(baseline, running.shutdown.clone()));
     Ok(running)
 }
 
