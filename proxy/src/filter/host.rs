@@ -29,6 +29,8 @@ pub struct HostState {
     /// [`HostState::take_called`]: an evaluation that did is not a pure
     /// function of its inputs, and its decision is not reused.
     called: bool,
+    /// When the evaluation in progress must stop (`ticker::arm`).
+    deadline: Option<Instant>,
 }
 
 impl HostState {
@@ -40,7 +42,18 @@ impl HostState {
                 .trap_on_grow_failure(true)
                 .build(),
             called: false,
+            deadline: None,
         }
+    }
+
+    pub fn set_deadline(&mut self, at: Instant) {
+        self.deadline = Some(at);
+    }
+
+    /// Whether the evaluation in progress has run past its deadline (or
+    /// was never given one).
+    pub fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_none_or(|d| now >= d)
     }
 
     /// Notes a call of a host function (the WASI shims count too).

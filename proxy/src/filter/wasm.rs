@@ -20,8 +20,7 @@ use super::{
     host::{FilterShared, HostState},
     kv::KvStore,
     metrics::InstanceCounters,
-    ticker::Ticker,
-    FilterError, Hook, OnError,
+    ticker, FilterError, Hook, OnError,
 };
 use crate::policy::{Mode, Request};
 
@@ -523,8 +522,7 @@ impl WasmFilter {
         };
         // The deadline counts from now, whether the instance is new or not.
         let live = &mut warm.live;
-        live.store
-            .set_epoch_deadline(Ticker::ticks(self.limits.timeout));
+        ticker::arm(&mut live.store, self.limits.timeout);
         live.store.data_mut().take_called();
         // On a fault the instance is dropped here: its state is suspect.
         let out = f(&live.instance, &mut live.store, &self.config)
@@ -574,8 +572,8 @@ impl WasmFilter {
             HostState::new(self.shared.clone(), self.limits.memory),
         );
         store.limiter(|s| s.limits());
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(Ticker::ticks(self.limits.timeout));
+        ticker::install(&mut store);
+        ticker::arm(&mut store, self.limits.timeout);
         let instance = self
             .pre
             .instantiate(&mut store)
