@@ -94,9 +94,11 @@ enum FilterCommand {
     /// loads without compiling (`.cwasm`, named in `filters[].path`). It
     /// works only with this build of Portcullis, on this kind of CPU, with
     /// the same memory layout (`filter_engine.max_instances` on the same
-    /// side of 2 046; past it, also `memory_limit_bytes`, the largest of
-    /// the config's filters, rounded up to the same power of two): the
-    /// sidecar refuses any other artifact with a clear error.
+    /// side of 2 046, and an address space and `ulimit -v` that fit it as
+    /// the sidecar's do; while memories are bounds-checked, also
+    /// `memory_limit_bytes`, the largest of the config's filters, rounded
+    /// up to the same power of two): the sidecar refuses any other
+    /// artifact with a clear error.
     Compile {
         /// The component; stdin when absent.
         input: Option<PathBuf>,
@@ -241,6 +243,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             portcullis_capture::run(&args, &mut out).context("portcullis capture")
         }
         Command::Run { config, .. } => {
+            // Before it is loaded: a change made during start is reloaded.
+            let read = portcullis::reload::ConfigRead::before_load(&config);
             let cfg = load(&config)?;
             raise_fd_limit();
             // The compiler's memory stays out of the sidecar: filters are
@@ -254,7 +258,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cpu_limit = ?portcullis::cpu_limit::limit(),
                 "runtime"
             );
-            let running = portcullis::runtime::start_watching(cfg, &config)
+            let running = portcullis::runtime::start_watching(cfg, read)
                 .await
                 .map_err(|e| anyhow::anyhow!("starting portcullis: {e}"))?;
             let stop = running.shutdown_token();

@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Hashes of the files a chain was built from.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint(Vec<(PathBuf, Option<u64>)>);
 
 /// Streams the file through the hasher in small reads: a filter's
@@ -108,11 +108,19 @@ struct Seen {
     settled: bool,
 }
 
+/// How often every file is read whatever its metadata says. Metadata can
+/// miss a change: a network volume whose server clock runs behind ours
+/// (a file looks settled at once), a FUSE volume that keeps no ctime,
+/// writes through a mapping. This bounds how long such a change waits.
+const REREAD_ALL: Duration = Duration::from_secs(60);
+
 /// Digests by path, read again only when the metadata says they may have
-/// changed.
+/// changed, and every [`REREAD_ALL`].
 #[derive(Debug, Default)]
 struct Watch {
     seen: HashMap<PathBuf, Seen>,
+    /// When every file was last read.
+    read_all: Option<std::time::Instant>,
     /// Files read so far (the tests' witness that a settled file is not).
     reads: u64,
 }
@@ -147,7 +155,12 @@ impl Watch {
     }
 
     fn fingerprint(&mut self, files: Vec<PathBuf>) -> Fingerprint {
-        // Files the config no longer names are forgotten.
+        // Files the config no longer names are forgotten; all of them,
+        // every `REREAD_ALL`.
+        if self.read_all.is_none_or(|t| t.elapsed() >= REREAD_ALL) {
+            self.seen.clear();
+            self.read_all = Some(std::time::Instant::now());
+        }
         self.seen.retain(|p, _| files.contains(p));
         let now = SystemTime::now();
         Fingerprint(
@@ -176,8 +189,8 @@ fn watched(config: &Config, config_path: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// One poll on a blocking thread. A poll that panicked loses what was
-/// seen; the next one reads every file again.
-async fn poll(watch: &mut Watch, files: Vec<PathBuf>) -> Fingerprint {
+/// seen (the next one reads every file again) and says nothing.
+async fn poll(watch: &mut Watch, files: Vec<PathBuf>) -> Option<Fingerprint> {
     let mut mine = std::mem::take(watch);
     match tokio::task::spawn_blocking(move || {
         let fp = mine.fingerprint(files);
@@ -187,11 +200,11 @@ async fn poll(watch: &mut Watch, files: Vec<PathBuf>) -> Fingerprint {
     {
         Ok((back, fp)) => {
             *watch = back;
-            fp
+            Some(fp)
         }
         Err(e) => {
             tracing::error!(error = %e, "filter reload poll failed");
-            Fingerprint(Vec::new())
+            None
         }
     }
 }
@@ -205,12 +218,38 @@ pub struct Baseline {
     seen: Fingerprint,
 }
 
+/// The config file's digest, taken before it is loaded; see [`Baseline`].
+pub struct ConfigRead {
+    path: PathBuf,
+    digest: Option<u64>,
+}
+
+impl ConfigRead {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file: call it on a blocking thread, before loading it.
+    pub fn before_load(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            digest: digest(path),
+        }
+    }
+}
+
 impl Baseline {
-    /// Reads every file: call it on a blocking thread.
-    pub fn take(config: &Config, config_path: Option<&Path>) -> Self {
+    /// Reads every filter file: call it on a blocking thread.
+    pub fn take(config: &Config, config_file: Option<ConfigRead>) -> Self {
         let mut watch = Watch::default();
-        let seen = watch.fingerprint(watched(config, config_path));
-        Self { watch, seen }
+        let Fingerprint(mut seen) = watch.fingerprint(watched(config, None));
+        // Not in `watch`: the first poll reads it, and a change made since
+        // it was loaded differs from this digest.
+        seen.extend(config_file.map(|c| (c.path, c.digest)));
+        Self {
+            watch,
+            seen: Fingerprint(seen),
+        }
     }
 }
 
@@ -237,22 +276,16 @@ impl Reloader {
                 _ = tick.tick() => {}
             }
             let files = self.watched();
-            let now = poll(&mut watch, files.clone()).await;
+            let Some(now) = poll(&mut watch, files.clone()).await else {
+                continue;
+            };
             if now == seen {
                 continue;
             }
             let interval = self.config.filter_engine.reload_interval;
-            self.reload().await;
+            seen = self.reload(&mut watch, now, &files).await;
             if self.config.filter_engine.reload_interval != interval {
                 tick = tokio::time::interval(self.config.filter_engine.reload_interval);
-            }
-            // What was read before the reload: a change made while it ran
-            // differs from it and is reloaded at the next poll. A new
-            // config may name other files, which are read now.
-            seen = now;
-            let named = self.watched();
-            if named != files {
-                seen = poll(&mut watch, named).await;
             }
         }
     }
@@ -261,17 +294,32 @@ impl Reloader {
         watched(&self.config, self.config_path.as_deref())
     }
 
-    async fn reload(&mut self) {
+    /// Reloads after `now` (of `files`) differed from what was seen, and
+    /// says what is now seen: what the new chain was built from
+    /// ([`Self::read_before_build`]), so that a change made while it was
+    /// built differs at the next poll and is reloaded; or, when the reload
+    /// is refused, `now`, so that the refused change is not tried again
+    /// until a file changes.
+    async fn reload(
+        &mut self,
+        watch: &mut Watch,
+        now: Fingerprint,
+        files: &[PathBuf],
+    ) -> Fingerprint {
         let next = match &self.config_path {
             // The environment overrides what the injected pod sets, as at
             // start (`Config::load_with_env`), so that a reload does not
             // see those sections as changed.
             Some(path) => match Config::load_with_env(path, |name| std::env::var(name).ok()) {
                 Ok(next) => next,
-                Err(e) => return self.refused(&e.to_string()),
+                Err(e) => {
+                    self.refused(&e.to_string());
+                    return now;
+                }
             },
             None => self.config.clone(),
         };
+        let built_from = self.read_before_build(watch, &now, files, &next).await;
         let (engine, metrics, candidate) =
             (self.engine.clone(), self.metrics.clone(), next.clone());
         let built =
@@ -291,10 +339,49 @@ impl Reloader {
                     );
                 }
                 self.config = next;
+                built_from
             }
-            Ok(Err(e)) => self.refused(&e.to_string()),
-            Err(e) => self.refused(&format!("reload task failed: {e}")),
+            // The old config and its files stay in force: what was seen
+            // of them, so that the refused change is not tried again at
+            // every poll.
+            Ok(Err(e)) => {
+                self.refused(&e.to_string());
+                now
+            }
+            Err(e) => {
+                self.refused(&format!("reload task failed: {e}"));
+                now
+            }
         }
+    }
+
+    /// What a chain of `next` is built from: `now`, or, when `next` names
+    /// other files, those as read now, before the chain reads them (with
+    /// the config file as `now` read it, before it was loaded).
+    async fn read_before_build(
+        &self,
+        watch: &mut Watch,
+        now: &Fingerprint,
+        files: &[PathBuf],
+        next: &Config,
+    ) -> Fingerprint {
+        let named = watched(next, self.config_path.as_deref());
+        if named == files {
+            return now.clone();
+        }
+        let Some(Fingerprint(entries)) = poll(watch, named).await else {
+            return now.clone();
+        };
+        let config_path = self.config_path.as_deref();
+        Fingerprint(
+            entries
+                .into_iter()
+                .map(|(path, d)| match now.0.iter().find(|(p, _)| *p == path) {
+                    Some((_, was)) if config_path == Some(path.as_path()) => (path, *was),
+                    _ => (path, d),
+                })
+                .collect(),
+        )
     }
 
     fn refused(&self, why: &str) {
@@ -378,36 +465,61 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A Kubernetes volume swaps a symlink to a new directory: same path,
-    /// same length, same times even, but another inode.
+    /// A Kubernetes volume: `policy.yaml` is a symlink to
+    /// `..data/policy.yaml`, and `..data` a symlink to a timestamped
+    /// directory, swapped by a rename for an update. The new file has the
+    /// same length and mtime; its inode differs.
     #[test]
-    fn a_symlink_swap_is_seen() {
+    fn a_volume_update_by_symlink_swap_is_seen() {
         let dir = scratch("swap");
-        for (sub, text) in [("v1", b"rules: one"), ("v2", b"rules: two")] {
+        for (sub, text) in [("..2026_01", b"rules: one"), ("..2026_02", b"rules: two")] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
             std::fs::write(dir.join(sub).join("policy.yaml"), text).unwrap();
         }
-        let mtime = std::fs::metadata(dir.join("v1/policy.yaml"))
+        let mtime = std::fs::metadata(dir.join("..2026_01/policy.yaml"))
             .unwrap()
             .modified()
             .unwrap();
         std::fs::File::options()
             .write(true)
-            .open(dir.join("v2/policy.yaml"))
+            .open(dir.join("..2026_02/policy.yaml"))
             .unwrap()
             .set_modified(mtime)
             .unwrap();
-        std::os::unix::fs::symlink("v1", dir.join("data")).unwrap();
-        let path = dir.join("data/policy.yaml");
+        std::os::unix::fs::symlink("..2026_01", dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/policy.yaml", dir.join("policy.yaml")).unwrap();
+        let path = dir.join("policy.yaml");
         let mut w = Watch::default();
         let one = w.digest(&path, later());
         assert_eq!(w.digest(&path, later()), one);
         assert_eq!(w.reads, 1);
-        std::os::unix::fs::symlink("v2", dir.join("data.new")).unwrap();
-        std::fs::rename(dir.join("data.new"), dir.join("data")).unwrap();
+        std::os::unix::fs::symlink("..2026_02", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
         let two = w.digest(&path, later());
         assert_eq!(w.reads, 2);
         assert_ne!(two, one);
+        assert_eq!(two, digest(&path));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Metadata can miss a change (see `REREAD_ALL`): every file is read
+    /// again after a while, settled or not.
+    #[test]
+    fn every_file_is_read_again_now_and_then() {
+        let dir = scratch("reread");
+        let path = dir.join("filter.wasm");
+        std::fs::write(&path, b"x").unwrap();
+        let mut w = Watch::default();
+        // Settled as soon as it is read (the clock of a server behind ours).
+        let now = later();
+        let first = w.digest(&path, now);
+        w.read_all = Some(std::time::Instant::now());
+        w.fingerprint(vec![path.clone()]);
+        assert_eq!(w.reads, 1);
+        w.read_all = std::time::Instant::now().checked_sub(REREAD_ALL);
+        let fp = w.fingerprint(vec![path.clone()]);
+        assert_eq!(w.reads, 2, "read again after REREAD_ALL");
+        assert_eq!(fp, Fingerprint(vec![(path.clone(), first)]));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

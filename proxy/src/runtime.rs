@@ -28,7 +28,7 @@ use crate::{
     listener::{self, ConnCtx, Handshake, Plaintext},
     metrics::Metrics,
     policy::{Policy, PolicyHandle},
-    reload::{Baseline, Reloader},
+    reload::{Baseline, ConfigRead, Reloader},
     service::{self, Shared},
     session::Sessions,
 };
@@ -102,29 +102,32 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     start_from(config, None).await
 }
 
-/// Starts the sidecar with `config`, read from `path` (and the environment)
-/// by the caller; `path` is watched for changes as by [`start_from_file`].
-pub async fn start_watching(config: Config, path: &Path) -> Result<Running, StartError> {
-    start_from(config, Some(path.to_path_buf())).await
+/// Starts the sidecar with `config`, loaded by the caller (with the
+/// environment) from the file `read` was taken of just before; that file
+/// is watched for changes as by [`start_from_file`].
+pub async fn start_watching(config: Config, read: ConfigRead) -> Result<Running, StartError> {
+    start_from(config, Some(read)).await
 }
 
 /// Starts the sidecar from a config file, which is watched too: a change
 /// to its policy or filters is applied without a restart.
 pub async fn start_from_file(path: &Path) -> Result<Running, StartError> {
+    let read = ConfigRead::before_load(path);
     let config = Config::load(path)?;
-    start_from(config, Some(path.to_path_buf())).await
+    start_from(config, Some(read)).await
 }
 
-async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
+async fn start_from(config: Config, read: Option<ConfigRead>) -> Result<Running, StartError> {
+    let path = read.as_ref().map(|r| r.path().to_path_buf());
     config.validate()?;
     let metrics = Metrics::new()?;
     let opts = EngineOptions::new(&config.filter_engine, &config.filters);
     let (engine, chain, baseline) = {
-        let (config, metrics, path) = (config.clone(), metrics.clone(), path.clone());
+        let (config, metrics) = (config.clone(), metrics.clone());
         // Compiling filters takes a while; keep it off the async workers.
         tokio::task::spawn_blocking(move || {
             // Before the chain reads the files: see `Baseline`.
-            let baseline = Baseline::take(&config, path.as_deref());
+            let baseline = Baseline::take(&config, read);
             let engine = Arc::new(FilterEngine::new(&opts)?);
             let chain = build_chain(&engine, &config.chain(), &metrics.filter)?;
             Ok::<_, FilterError>((engine, chain, baseline))

@@ -55,9 +55,47 @@ impl Sidecar {
     }
 
     fn start(cfg: &Path) -> Self {
-        let mut child = portcullis()
-            .args(["run", "--config"])
-            .arg(cfg)
+        Self::spawn(portcullis().args(["run", "--config"]).arg(cfg))
+    }
+
+    /// Under `ulimit -v` (in KiB), which the compile child inherits.
+    fn start_limited(cfg: &Path, kib: u64) -> Self {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!(
+                "ulimit -v {kib} && exec \"$0\" run --config \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_portcullis"))
+            .arg(cfg);
+        Self::spawn(&mut sh)
+    }
+
+    /// Bytes of address space the sidecar has mapped (`VmSize`).
+    fn mapped(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmSize:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib << 10
+    }
+
+    /// Waits until the sidecar listens on `port`; fails with its log if it
+    /// exits first.
+    fn ready(&mut self, port: u16) {
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the sidecar exited ({status}):\n{}", self.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -332,4 +370,33 @@ fn the_cache_is_a_directory_only_this_user_can_write() {
     std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).unwrap();
     let err = refused(&cfg);
     assert!(err.contains("that no one else can write"), "{err}");
+}
+
+/// The guard-page memory layout reserves about 2 TiB of address space for
+/// 256 instances. Under a `ulimit -v` that cannot hold it, the engine
+/// takes the bounds-checked layout and starts (it used to fail to start),
+/// and the compile child, under the same limit, compiles for that layout.
+#[test]
+fn a_small_address_space_limit_gets_bounds_checks_instead_of_a_failed_start() {
+    let d = dir("ulimit");
+    let filter = d.join("rbac.wasm");
+    std::fs::copy(wasm::filter("tool-rbac"), &filter).unwrap();
+    let port = free_port();
+    let cfg = d.join("pc.yaml");
+    std::fs::write(&cfg, config(&filter, port, None)).unwrap();
+    let mut unlimited = Sidecar::start(&cfg);
+    unlimited.ready(port);
+    assert!(
+        unlimited.mapped() > 1 << 40,
+        "no limit: 4 GiB slots, {} bytes mapped",
+        unlimited.mapped()
+    );
+    drop(unlimited);
+
+    let limit_kib = 64 << 20; // 64 GiB
+    let mut limited = Sidecar::start_limited(&cfg, limit_kib);
+    limited.ready(port);
+    assert!(limited.mapped() <= limit_kib << 10);
+    assert_eq!(decision(port, "echo"), 502, "allowed");
+    assert_eq!(decision(port, "delete_file"), 200, "denied by the filter");
 }

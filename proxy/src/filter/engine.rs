@@ -146,7 +146,7 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    let layout = MemoryLayout::for_pool(opts.max_memory, opts.max_instances);
+    let layout = MemoryLayout::for_pool(opts.max_memory, opts.max_instances, address_budget());
     config.memory_reservation(layout.reservation);
     config.memory_guard_size(layout.guard);
     config.memory_reservation_for_growth(0);
@@ -196,7 +196,42 @@ struct MemoryLayout {
 /// The address space all of the pool's memory slots may reserve together
 /// for the guard-page layout: an eighth of x86-64's 128 TiB of user space,
 /// so that a few sidecar engines in one process (tests, embedders) fit.
+/// Less where the machine gives less ([`address_budget`]).
 const STATIC_BUDGET: u64 = 16 << 40;
+
+/// The guard-page layout's budget on this machine: [`STATIC_BUDGET`], but
+/// no more than an eighth of the user address space (an arm64 kernel with
+/// 39-bit addresses has 512 GiB) and half of `ulimit -v`. Past it the
+/// engine falls back to bounds checks instead of failing to start. The
+/// compile child inherits the same limits and so derives the same layout.
+fn address_budget() -> u64 {
+    let mut budget = STATIC_BUDGET;
+    if let Some(top) = user_space_top() {
+        budget = budget.min(top / 8);
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::As);
+    if let Some(bytes) = limit.current {
+        budget = budget.min(bytes / 2);
+    }
+    budget
+}
+
+/// The size of the user address space, from the main thread's stack,
+/// which Linux maps just below its top: the stack's end rounded up to a
+/// power of two. None where `/proc/self/maps` does not say.
+fn user_space_top() -> Option<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    stack_top(&maps)
+}
+
+fn stack_top(maps: &str) -> Option<u64> {
+    let line = maps.lines().find(|l| l.trim_end().ends_with("[stack]"))?;
+    let range = line.split_whitespace().next()?;
+    let (_, end) = range.split_once('-')?;
+    u64::from_str_radix(end, 16)
+        .ok()?
+        .checked_next_power_of_two()
+}
 
 impl MemoryLayout {
     /// A 32-bit guest address is below 4 GiB, so with 4 GiB reserved per
@@ -209,14 +244,18 @@ impl MemoryLayout {
     /// in the sidecar under load (bench/README.md, sixteenth pass): the code is
     /// smaller as well as shorter. The reservation is address space only
     /// (`PROT_NONE`, no RSS, no page tables until touched), 2 TiB for the
-    /// default 256 instances. Past [`STATIC_BUDGET`], or where pointers
+    /// default 256 instances. Past the budget, or where pointers
     /// are not 64-bit, each memory gets a small reservation and explicit
     /// bounds checks instead. Access past a memory's end traps either way.
+    /// (That layout still reserves `max_memory` rounded up to a power of
+    /// two, plus 64 KiB, per memory slot: 16 GiB for 256 instances of
+    /// 32 MiB.)
     ///
     /// The layout changes the compiled code, so it is a function of the
-    /// engine's options alone: the compile child and `portcullis filter
-    /// compile` derive the same one from the same options.
-    fn for_pool(max_memory: usize, max_instances: u32) -> Self {
+    /// engine's options and the machine's `budget` ([`address_budget`]):
+    /// the compile child and `portcullis filter compile` on the same
+    /// machine derive the same one from the same options.
+    fn for_pool(max_memory: usize, max_instances: u32, budget: u64) -> Self {
         const FOUR_GIB: u64 = 4 << 30;
         const STATIC_GUARD: u64 = 2 << 20;
         // Memory slots in the pool (`engine_config`). wasmtime puts a guard
@@ -224,7 +263,7 @@ impl MemoryLayout {
         // slot overstates the total a little, on the safe side.
         let memories = u64::from(max_instances.saturating_mul(MEMORIES_PER_INSTANCE));
         let per_slot = FOUR_GIB + 2 * STATIC_GUARD;
-        let fits = memories.saturating_mul(per_slot) <= STATIC_BUDGET;
+        let fits = memories.saturating_mul(per_slot) <= budget;
         if cfg!(target_pointer_width = "64") && fits && (max_memory as u64) <= FOUR_GIB {
             return Self {
                 reservation: FOUR_GIB,
@@ -335,15 +374,42 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn memories_get_guard_pages_while_the_pool_fits_the_budget() {
         let four_gib = 4 << 30;
-        let layout = MemoryLayout::for_pool(32 << 20, 256);
+        let layout = MemoryLayout::for_pool(32 << 20, 256, STATIC_BUDGET);
         assert_eq!(layout.reservation, four_gib);
         // 2 × 2046 slots of 4 GiB and two 2 MiB guards: within 16 TiB.
-        assert_eq!(MemoryLayout::for_pool(32 << 20, 2046).reservation, four_gib);
-        let past = MemoryLayout::for_pool(32 << 20, 2047);
+        let pool = |instances, budget| MemoryLayout::for_pool(32 << 20, instances, budget);
+        assert_eq!(pool(2046, STATIC_BUDGET).reservation, four_gib);
+        let past = pool(2047, STATIC_BUDGET);
         assert_eq!((past.reservation, past.guard), (32 << 20, 64 << 10));
         // A memory limit past 4 GiB cannot be a 32-bit memory's anyway.
-        assert_eq!(MemoryLayout::for_pool(8 << 30, 8).reservation, 8 << 30);
-        assert_eq!(MemoryLayout::for_pool(100, 8).reservation, four_gib);
+        assert_eq!(
+            MemoryLayout::for_pool(8 << 30, 8, STATIC_BUDGET).reservation,
+            8 << 30
+        );
+        assert_eq!(
+            MemoryLayout::for_pool(100, 8, STATIC_BUDGET).reservation,
+            four_gib
+        );
+        // A 39-bit address space: an eighth is 64 GiB, 14 slots' worth.
+        let budget = (1u64 << 39) / 8;
+        assert_eq!(pool(7, budget).reservation, four_gib);
+        assert_eq!(pool(8, budget).reservation, 32 << 20);
+        assert_eq!(pool(256, budget).reservation, 32 << 20);
+    }
+
+    #[test]
+    fn the_address_space_is_read_from_the_stack_mapping() {
+        let x86 = "55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0          [heap]\n\
+                   7ffd5e3a1000-7ffd5e3c2000 rw-p 00000000 00:00 0          [stack]\n\
+                   ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]\n";
+        assert_eq!(stack_top(x86), Some(128 << 40));
+        let arm39 = "7fe1c3d000-7fe1c5e000 rw-p 00000000 00:00 0 [stack]\n";
+        assert_eq!(stack_top(arm39), Some(512 << 30));
+        assert_eq!(stack_top("no stack here\n"), None);
+        assert_eq!(stack_top("zz-yy rw-p 0 0:0 0 [stack]"), None);
+        // This machine: never more than the static budget.
+        assert!(address_budget() <= STATIC_BUDGET);
+        assert!(user_space_top().is_some_and(|top| top >= 1 << 39));
     }
 
     /// Whatever the layout, a read past the memory's end traps: inside the

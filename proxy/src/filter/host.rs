@@ -46,8 +46,10 @@ impl HostState {
         }
     }
 
-    pub fn set_deadline(&mut self, at: Instant) {
-        self.deadline = Some(at);
+    /// `None` (a deadline past the clock's range) stops the evaluation
+    /// at the first tick: fail closed.
+    pub fn set_deadline(&mut self, at: Option<Instant>) {
+        self.deadline = at;
     }
 
     /// Whether the evaluation in progress has run past its deadline (or

@@ -3,8 +3,9 @@
 //! Each store's deadline is the next tick, and at each tick the store's
 //! callback compares the clock with the evaluation's own deadline: it
 //! stops the evaluation past it, and lets it run to the next tick before.
-//! So an evaluation is stopped no earlier than its timeout and at most one
-//! tick after. (Counting the deadline in ticks instead took two ticks of
+//! So an evaluation is stopped no earlier than its timeout and about one
+//! tick after (more when the host is loaded: the clock thread oversleeps,
+//! and a host call in progress delays the check). (Counting the deadline in ticks instead took two ticks of
 //! slack, since the first tick may come at once; a 5 ms tick kept that
 //! under 10 ms, at twice the wakeups: about 14 µs of the proxy's CPU each
 //! on a 2-core VM, 2.8 µs per call at 1000 calls/s.)
@@ -34,7 +35,8 @@ use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline};
 
 use super::{host::HostState, FilterError};
 
-/// One epoch tick: how late past its timeout an evaluation may be stopped.
+/// One epoch tick: about how late past its timeout an evaluation is
+/// stopped.
 pub const TICK: Duration = Duration::from_millis(10);
 
 /// Ticks without an evaluation after which the clock parks (100 ms): a
@@ -49,7 +51,9 @@ pub fn install(store: &mut Store<HostState>) {
 
 /// Starts an evaluation's deadline: it may run for `timeout` from now.
 pub fn arm(store: &mut Store<HostState>, timeout: Duration) {
-    store.data_mut().set_deadline(Instant::now() + timeout);
+    store
+        .data_mut()
+        .set_deadline(Instant::now().checked_add(timeout));
     store.set_epoch_deadline(1);
 }
 
@@ -152,7 +156,9 @@ mod tests {
         host::FilterShared,
     };
 
-    /// `spin(n)` counts down from `n`; `spin(0)` never ends.
+    /// `spin(n)` counts down from `n`; `spin(0)` wraps and counts 2^32
+    /// (seconds: no deadline test waits that long, and a broken deadline
+    /// cannot hang the test).
     const SPIN: &str = r#"(component
       (core module $m
         (func (export "spin") (param $n i32) (result i32)
@@ -181,8 +187,8 @@ mod tests {
             .get_typed_func::<(u32,), (u32,)>(&mut store, "spin")
             .unwrap();
         let _clock = engine.evaluating();
-        arm(&mut store, timeout);
         let t = Instant::now();
+        arm(&mut store, timeout);
         let out = f.call(&mut store, (n,)).map(|(r,)| r);
         (out, t.elapsed())
     }
@@ -200,19 +206,24 @@ mod tests {
     fn an_endless_evaluation_stops_at_its_deadline_and_not_before() {
         let engine = engine();
         for timeout in [Duration::from_millis(3), Duration::from_millis(25)] {
-            let (out, took) = spin(&engine, 0, timeout);
-            let err = out.expect_err("an endless loop must be stopped");
-            assert_eq!(
-                err.downcast_ref::<wasmtime::Trap>(),
-                Some(&wasmtime::Trap::Interrupt),
-                "{err:#}"
-            );
-            assert!(
-                took >= timeout,
-                "stopped after {took:?}, before {timeout:?}"
-            );
-            // One tick late at most; the rest is slack for a loaded machine.
-            assert!(took < timeout + TICK + Duration::from_secs(1), "{took:?}");
+            let mut best = Duration::MAX;
+            for _ in 0..5 {
+                let (out, took) = spin(&engine, 0, timeout);
+                let err = out.expect_err("an endless loop must be stopped");
+                assert_eq!(
+                    err.downcast_ref::<wasmtime::Trap>(),
+                    Some(&wasmtime::Trap::Interrupt),
+                    "{err:#}"
+                );
+                assert!(
+                    took >= timeout,
+                    "stopped after {took:?}, before {timeout:?}"
+                );
+                best = best.min(took);
+            }
+            // About one tick late: the best of five, so that one slow
+            // wakeup of a loaded machine does not fail it.
+            assert!(best < timeout + 3 * TICK, "{timeout:?}: {best:?}");
         }
     }
 
