@@ -188,6 +188,31 @@ fn watched(config: &Config, config_path: Option<&Path>) -> Vec<PathBuf> {
     files
 }
 
+/// `files`, then those of `more` not among them.
+fn union(mut files: Vec<PathBuf>, more: &[PathBuf]) -> Vec<PathBuf> {
+    for p in more {
+        if !files.contains(p) {
+            files.push(p.clone());
+        }
+    }
+    files
+}
+
+impl Fingerprint {
+    /// The entries of `files`, in their order (a file not read: `None`).
+    fn only(&self, files: &[PathBuf]) -> Self {
+        Self(
+            files
+                .iter()
+                .map(|f| {
+                    let d = self.0.iter().find(|(p, _)| p == f).and_then(|(_, d)| *d);
+                    (f.clone(), d)
+                })
+                .collect(),
+        )
+    }
+}
+
 /// One poll on a blocking thread. A poll that panicked loses what was
 /// seen (the next one reads every file again) and says nothing.
 async fn poll(watch: &mut Watch, files: Vec<PathBuf>) -> Option<Fingerprint> {
@@ -269,13 +294,16 @@ impl Reloader {
             mut watch,
             mut seen,
         } = baseline;
+        // Files a refused config named that the one in force does not: a
+        // filter missing when its config came is watched until it comes.
+        let mut pending: Vec<PathBuf> = Vec::new();
         let mut tick = tokio::time::interval(self.config.filter_engine.reload_interval);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let files = self.watched();
+            let files = union(self.watched(), &pending);
             let Some(now) = poll(&mut watch, files.clone()).await else {
                 continue;
             };
@@ -283,7 +311,7 @@ impl Reloader {
                 continue;
             }
             let interval = self.config.filter_engine.reload_interval;
-            seen = self.reload(&mut watch, now, &files).await;
+            (seen, pending) = self.reload(&mut watch, now, files, pending).await;
             if self.config.filter_engine.reload_interval != interval {
                 tick = tokio::time::interval(self.config.filter_engine.reload_interval);
             }
@@ -295,17 +323,19 @@ impl Reloader {
     }
 
     /// Reloads after `now` (of `files`) differed from what was seen, and
-    /// says what is now seen: what the new chain was built from
-    /// ([`Self::read_before_build`]), so that a change made while it was
-    /// built differs at the next poll and is reloaded; or, when the reload
-    /// is refused, `now`, so that the refused change is not tried again
-    /// until a file changes.
+    /// says what is now seen and which files stay `pending`. What is seen
+    /// is what the new chain was built from, read before the build, so
+    /// that a change made while it was built differs at the next poll and
+    /// is reloaded. When the reload is refused, it is what was read of
+    /// the files in force and of the refused config's, so that the
+    /// refused change is not tried again until one of them changes.
     async fn reload(
         &mut self,
         watch: &mut Watch,
         now: Fingerprint,
-        files: &[PathBuf],
-    ) -> Fingerprint {
+        files: Vec<PathBuf>,
+        pending: Vec<PathBuf>,
+    ) -> (Fingerprint, Vec<PathBuf>) {
         let next = match &self.config_path {
             // The environment overrides what the injected pod sets, as at
             // start (`Config::load_with_env`), so that a reload does not
@@ -314,18 +344,24 @@ impl Reloader {
                 Ok(next) => next,
                 Err(e) => {
                     self.refused(&e.to_string());
-                    return now;
+                    return (now, pending);
                 }
             },
             None => self.config.clone(),
         };
-        let built_from = self.read_before_build(watch, &now, files, &next).await;
+        let named = watched(&next, self.config_path.as_deref());
+        let all = union(files.clone(), &named);
+        let read = if all == files {
+            now
+        } else {
+            self.read_before_build(watch, now, all.clone()).await
+        };
         let (engine, metrics, candidate) =
             (self.engine.clone(), self.metrics.clone(), next.clone());
         let built =
             tokio::task::spawn_blocking(move || build_chain(&engine, &candidate.chain(), &metrics))
                 .await;
-        match built {
+        let error = match built {
             Ok(Ok(chain)) => {
                 let names = chain.filter_names().join(", ");
                 self.handle.swap(Box::new(chain));
@@ -339,38 +375,28 @@ impl Reloader {
                     );
                 }
                 self.config = next;
-                built_from
+                return (read.only(&named), Vec::new());
             }
-            // The old config and its files stay in force: what was seen
-            // of them, so that the refused change is not tried again at
-            // every poll.
-            Ok(Err(e)) => {
-                self.refused(&e.to_string());
-                now
-            }
-            Err(e) => {
-                self.refused(&format!("reload task failed: {e}"));
-                now
-            }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("reload task failed: {e}"),
+        };
+        self.refused(&error);
+        let in_force = self.watched();
+        let pending = all.into_iter().filter(|p| !in_force.contains(p)).collect();
+        (read, pending)
     }
 
-    /// What a chain of `next` is built from: `now`, or, when `next` names
-    /// other files, those as read now, before the chain reads them (with
-    /// the config file as `now` read it, before it was loaded).
+    /// `files` as read now, before a chain reads them, but the config file
+    /// as `now` read it, before it was loaded (a change since then
+    /// differs at the next poll). `now` where the poll fails.
     async fn read_before_build(
         &self,
         watch: &mut Watch,
-        now: &Fingerprint,
-        files: &[PathBuf],
-        next: &Config,
+        now: Fingerprint,
+        files: Vec<PathBuf>,
     ) -> Fingerprint {
-        let named = watched(next, self.config_path.as_deref());
-        if named == files {
-            return now.clone();
-        }
-        let Some(Fingerprint(entries)) = poll(watch, named).await else {
-            return now.clone();
+        let Some(Fingerprint(entries)) = poll(watch, files).await else {
+            return now;
         };
         let config_path = self.config_path.as_deref();
         Fingerprint(

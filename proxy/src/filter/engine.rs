@@ -40,8 +40,18 @@ pub struct FilterEngine {
 
 impl FilterEngine {
     pub fn new(opts: &EngineOptions) -> Result<Self, FilterError> {
-        let engine = Engine::new(&engine_config(opts)?)
-            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&engine_config(opts)?).map_err(|e| {
+            // The pool's reservation is what fails under a small `ulimit -v`.
+            let layout =
+                MemoryLayout::for_pool(opts.max_memory, opts.max_instances, address_budget());
+            let memories = u64::from(opts.max_instances.saturating_mul(MEMORIES_PER_INSTANCE));
+            let gib = memories.saturating_mul(layout.reservation + layout.guard) >> 30;
+            FilterError::Engine(format!(
+                "{e:#} (the instance pool reserves about {gib} GiB of address space for \
+                 filter_engine.max_instances {}: lower it, or raise ulimit -v)",
+                opts.max_instances
+            ))
+        })?;
         let mut linker = Linker::new(&engine);
         Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
@@ -390,7 +400,8 @@ mod tests {
             MemoryLayout::for_pool(100, 8, STATIC_BUDGET).reservation,
             four_gib
         );
-        // A 39-bit address space: an eighth is 64 GiB, 14 slots' worth.
+        // A 39-bit address space: an eighth is 64 GiB, just under 16
+        // slots: 7 instances' 14 memories fit, 8 instances' 16 do not.
         let budget = (1u64 << 39) / 8;
         assert_eq!(pool(7, budget).reservation, four_gib);
         assert_eq!(pool(8, budget).reservation, 32 << 20);
