@@ -115,6 +115,11 @@ enum FilterCommand {
         /// The sidecar's `filter_engine.max_instances` (over --config's).
         #[arg(long)]
         max_instances: Option<u32>,
+        /// The memory layout as the sidecar chose it (`RESERVATION:GUARD`
+        /// in bytes), instead of deriving it here: how the sidecar runs
+        /// its compile child.
+        #[arg(long, hide = true)]
+        memory_layout: Option<portcullis::filter::MemoryLayout>,
     },
 }
 
@@ -236,8 +241,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config,
                     max_memory,
                     max_instances,
+                    memory_layout,
                 },
-        } => filter_compile(input, out.as_deref(), config, max_memory, max_instances),
+        } => filter_compile(
+            input,
+            out.as_deref(),
+            config,
+            (max_memory, max_instances),
+            memory_layout,
+        ),
         Command::Capture(args) => {
             let mut out = std::io::stdout().lock();
             portcullis_capture::run(&args, &mut out).context("portcullis capture")
@@ -302,8 +314,8 @@ fn filter_compile(
     input: Option<PathBuf>,
     out: Option<&std::path::Path>,
     config: Option<PathBuf>,
-    max_memory: Option<usize>,
-    max_instances: Option<u32>,
+    (max_memory, max_instances): (Option<usize>, Option<u32>),
+    layout: Option<portcullis::filter::MemoryLayout>,
 ) -> anyhow::Result<()> {
     use portcullis::filter::{compile, EngineOptions, FilterEngine};
     let defaults = match &config {
@@ -316,6 +328,7 @@ fn filter_compile(
     let engine = FilterEngine::compiler(
         max_memory.unwrap_or(defaults.max_memory),
         max_instances.unwrap_or(defaults.max_instances),
+        layout,
     )?;
     let bytes = match &input {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,

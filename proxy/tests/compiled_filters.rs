@@ -212,14 +212,6 @@ fn refused(cfg: &Path) -> String {
     std::fs::read_to_string(&log).unwrap()
 }
 
-fn ready(port: u16) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn run_compiles_in_a_child_and_reloads_new_bytes() {
     let d = dir("child");
@@ -228,8 +220,8 @@ fn run_compiles_in_a_child_and_reloads_new_bytes() {
     let port = free_port();
     let cfg = d.join("pc.yaml");
     std::fs::write(&cfg, config(&filter, port, Some(&d.join("cache")))).unwrap();
-    let sidecar = Sidecar::start(&cfg);
-    ready(port);
+    let mut sidecar = Sidecar::start(&cfg);
+    sidecar.ready(port);
     assert!(
         sidecar.log().contains("filter compiled in a child process"),
         "{}",
@@ -264,8 +256,8 @@ fn run_compiles_in_a_child_and_reloads_new_bytes() {
     // A restart finds both artifacts and compiles nothing.
     drop(sidecar);
     std::fs::copy(wasm::filter("tool-rbac"), &filter).unwrap();
-    let sidecar = Sidecar::start(&cfg);
-    ready(port);
+    let mut sidecar = Sidecar::start(&cfg);
+    sidecar.ready(port);
     assert_eq!(decision(port, "delete_file"), 200);
     assert!(
         !sidecar.log().contains("compiled in a child"),
@@ -282,8 +274,8 @@ fn an_artifact_made_ahead_of_time_loads_and_another_engines_is_refused() {
     let port = free_port();
     let cfg = d.join("pc.yaml");
     std::fs::write(&cfg, config(&artifact, port, None)).unwrap();
-    let sidecar = Sidecar::start(&cfg);
-    ready(port);
+    let mut sidecar = Sidecar::start(&cfg);
+    sidecar.ready(port);
     assert_eq!(decision(port, "delete_file"), 200);
     assert_eq!(decision(port, "echo"), 502);
     assert!(
@@ -322,23 +314,18 @@ fn no_writable_directory_is_needed() {
     let port = free_port();
     let cfg = d.join("pc.yaml");
     std::fs::write(&cfg, config(&filter, port, None)).unwrap();
-    let mut cmd = portcullis();
-    cmd.args(["run", "--config"])
-        .arg(&cfg)
-        .env("TMPDIR", "/nonexistent");
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    ready(port);
+    let mut sidecar = Sidecar::spawn(
+        portcullis()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("TMPDIR", "/nonexistent"),
+    );
+    sidecar.ready(port);
     assert_eq!(decision(port, "delete_file"), 200);
     assert_eq!(decision(port, "echo"), 502);
     // With nowhere to keep it, the artifact is mapped from the memory file.
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
+    let maps = sidecar.maps();
     assert!(maps.contains("memfd:portcullis-filter"), "{maps}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// `cache_dir` may be shared and world-writable (an `emptyDir`); the
@@ -356,8 +343,8 @@ fn the_cache_is_a_directory_only_this_user_can_write() {
     let port = free_port();
     let cfg = d.join("pc.yaml");
     std::fs::write(&cfg, config(&filter, port, Some(&shared))).unwrap();
-    let sidecar = Sidecar::start(&cfg);
-    ready(port);
+    let mut sidecar = Sidecar::start(&cfg);
+    sidecar.ready(port);
     assert_eq!(decision(port, "delete_file"), 200);
     drop(sidecar);
     let own = std::fs::read_dir(&shared)
@@ -445,5 +432,74 @@ fn a_config_refused_for_a_missing_filter_is_applied_when_the_filter_comes() {
         decision(port, "delete_file"),
         502,
         "allowed by the new config"
+    );
+}
+
+/// The compile child builds for the layout the sidecar chose at start,
+/// not one it derives under its own limits. Lowering the running
+/// sidecar's `ulimit -v` (`prlimit`) to 3 TiB leaves the sidecar's 2 TiB
+/// pool in place, but a child that derived its layout from that limit
+/// (half of it is less than the pool) compiled with bounds checks, an
+/// artifact the sidecar refused: no filter could be reloaded until a
+/// restart.
+#[test]
+fn a_lower_address_space_limit_after_start_does_not_change_what_the_child_compiles() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let d = dir("prlimit");
+    let filter = d.join("rbac.wasm");
+    std::fs::copy(wasm::filter("tool-rbac"), &filter).unwrap();
+    let port = free_port();
+    let cfg = d.join("pc.yaml");
+    std::fs::write(&cfg, config(&filter, port, None)).unwrap();
+    let mut sidecar = Sidecar::start(&cfg);
+    sidecar.ready(port);
+    assert!(sidecar.mapped() > 1 << 40, "the guard-page layout");
+    assert!(
+        sidecar.mapped() < 3 << 40,
+        "{} bytes mapped",
+        sidecar.mapped()
+    );
+    let limited = Command::new("prlimit")
+        .arg("--pid")
+        .arg(sidecar.child.id().to_string())
+        .arg(format!("--as={}", 3u64 << 40))
+        .status()
+        .unwrap();
+    assert!(limited.success());
+
+    // Another filter (arg-guard allowing everything), so that the reload
+    // compiles in a child started under the lower limit.
+    let guard = d.join("guard.wasm");
+    std::fs::copy(wasm::filter("arg-guard"), &guard).unwrap();
+    let next = format!(
+        "listener: {{addr: '127.0.0.1:{port}'}}\nadmin: {{addr: '127.0.0.1:0'}}\nupstream: {{url: 'http://127.0.0.1:9'}}\nfilter_engine:\n  reload_interval: 200ms\npolicy: {{default: allow, rules: []}}\nfilters:\n  - name: guard\n    path: {}\n    config: {{constraints: []}}\n",
+        guard.display()
+    );
+    std::fs::write(&cfg, next).unwrap();
+    assert!(
+        sidecar.wait_for("filter compiled in a child process", 2),
+        "{}",
+        sidecar.log()
+    );
+    let start = Instant::now();
+    while !sidecar.log().contains("filter chain reloaded") {
+        assert!(
+            !sidecar.log().contains("reload refused"),
+            "{}",
+            sidecar.log()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            sidecar.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        decision(port, "delete_file"),
+        502,
+        "allowed by the new chain"
     );
 }

@@ -30,6 +30,8 @@ use std::{
 use sha2::{Digest, Sha256};
 use wasmtime::{component::Component, Engine, Precompiled};
 
+use super::engine::MemoryLayout;
+
 /// The program that compiles in a child, when set (by `portcullis run`).
 /// Unset, filters are compiled in this process (tests, `policy test`).
 static COMPILER: OnceLock<PathBuf> = OnceLock::new();
@@ -47,12 +49,14 @@ const MAX_ARTIFACT: u64 = 256 << 20;
 const MAX_STDERR: usize = 16 << 10;
 
 /// What the child needs to build an engine that compiles exactly as the
-/// sidecar's would (the memory limit and the pool's size decide the
-/// memory layout, which changes the generated bounds checks).
+/// sidecar's would. The memory layout changes the generated bounds checks;
+/// it is handed over as the sidecar chose it rather than derived again in
+/// the child, whose address-space limit may since have changed.
 #[derive(Debug, Clone)]
 pub struct ChildArgs {
     pub max_memory: usize,
     pub max_instances: u32,
+    pub layout: MemoryLayout,
 }
 
 /// A compiled component from `bytes`: a component, or (only when
@@ -280,6 +284,8 @@ fn compile_in(program: &Path, bytes: &[u8], child: &ChildArgs) -> Result<MemoryF
         .arg(child.max_memory.to_string())
         .arg("--max-instances")
         .arg(child.max_instances.to_string())
+        .arg("--memory-layout")
+        .arg(child.layout.to_string())
         .env("RUST_LOG", "error")
         .stdin(Stdio::piped())
         .stdout(Stdio::from(stdout))

@@ -40,10 +40,9 @@ pub struct FilterEngine {
 
 impl FilterEngine {
     pub fn new(opts: &EngineOptions) -> Result<Self, FilterError> {
-        let engine = Engine::new(&engine_config(opts)?).map_err(|e| {
+        let layout = MemoryLayout::for_pool(opts.max_memory, opts.max_instances, address_budget());
+        let engine = Engine::new(&engine_config(opts, layout, Pool::Reserved)?).map_err(|e| {
             // The pool's reservation is what fails under a small `ulimit -v`.
-            let layout =
-                MemoryLayout::for_pool(opts.max_memory, opts.max_instances, address_budget());
             let memories = u64::from(opts.max_instances.saturating_mul(MEMORIES_PER_INSTANCE));
             let gib = memories.saturating_mul(layout.reservation + layout.guard) >> 30;
             FilterError::Engine(format!(
@@ -69,6 +68,7 @@ impl FilterEngine {
             child: ChildArgs {
                 max_memory: opts.max_memory,
                 max_instances: opts.max_instances,
+                layout,
             },
             max_instances: opts.max_instances,
         })
@@ -80,14 +80,27 @@ impl FilterEngine {
     }
 
     /// An engine for `portcullis filter compile`: the sidecar's settings,
-    /// no cache, no epoch clock needed.
-    pub fn compiler(max_memory: usize, max_instances: u32) -> Result<Engine, FilterError> {
+    /// no cache, no epoch clock, and no instance pool (it only compiles,
+    /// so it reserves no address space). `layout` is the sidecar's when
+    /// the sidecar runs it as its compile child: the artifact is then
+    /// built for the engine that loads it, whatever this process's own
+    /// limits are (a `prlimit` on the sidecar after it started changes
+    /// the child's). Otherwise it is derived from this machine, as the
+    /// sidecar derives its own.
+    pub fn compiler(
+        max_memory: usize,
+        max_instances: u32,
+        layout: Option<MemoryLayout>,
+    ) -> Result<Engine, FilterError> {
         let opts = EngineOptions {
             cache_dir: None,
             max_instances,
             max_memory,
         };
-        Engine::new(&engine_config(&opts)?).map_err(|e| FilterError::Engine(format!("{e:#}")))
+        let layout = layout
+            .unwrap_or_else(|| MemoryLayout::for_pool(max_memory, max_instances, address_budget()));
+        Engine::new(&engine_config(&opts, layout, Pool::None)?)
+            .map_err(|e| FilterError::Engine(format!("{e:#}")))
     }
 
     /// A compiled component from a filter file's bytes: compiled in a child
@@ -152,11 +165,24 @@ impl FilterEngine {
 const WASI_VERSION: &str = "0.2.6";
 const WASI_BASICS: [&str; 2] = ["wasi:cli/environment", "wasi:random/insecure-seed"];
 
-fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
+/// Whether an engine gets the instance pool (and reserves its address
+/// space). The pool does not change the compiled code: wasmtime's
+/// artifact check compares the memory layout and the other tunables, not
+/// the allocator, so a compile-only engine leaves it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    Reserved,
+    None,
+}
+
+fn engine_config(
+    opts: &EngineOptions,
+    layout: MemoryLayout,
+    pool: Pool,
+) -> Result<Config, FilterError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    let layout = MemoryLayout::for_pool(opts.max_memory, opts.max_instances, address_budget());
     config.memory_reservation(layout.reservation);
     config.memory_guard_size(layout.guard);
     config.memory_reservation_for_growth(0);
@@ -167,6 +193,22 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
     if std::env::var_os("PORTCULLIS_WASM_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
+    if pool == Pool::Reserved {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(instance_pool(opts)));
+    }
+    if let Some(dir) = &opts.cache_dir {
+        let mut cache = CacheConfig::new();
+        cache.with_directory(dir.clone());
+        let cache = Cache::new(cache).map_err(|e| {
+            FilterError::Engine(format!("compile cache at {}: {e:#}", dir.display()))
+        })?;
+        config.cache(Some(cache));
+    }
+    Ok(config)
+}
+
+/// The pool every instance of every filter is allocated from.
+fn instance_pool(opts: &EngineOptions) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(opts.max_instances)
         .total_core_instances(opts.max_instances.saturating_mul(8))
@@ -180,16 +222,7 @@ fn engine_config(opts: &EngineOptions) -> Result<Config, FilterError> {
         .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(64 << 10)
         .pagemap_scan(wasmtime::Enabled::Auto);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    if let Some(dir) = &opts.cache_dir {
-        let mut cache = CacheConfig::new();
-        cache.with_directory(dir.clone());
-        let cache = Cache::new(cache).map_err(|e| {
-            FilterError::Engine(format!("compile cache at {}: {e:#}", dir.display()))
-        })?;
-        config.cache(Some(cache));
-    }
-    Ok(config)
+    pool
 }
 
 /// Memory slots the pool keeps per instance slot; the memory layout is
@@ -198,9 +231,28 @@ const MEMORIES_PER_INSTANCE: u32 = 2;
 
 /// How each linear memory's slot in the pool is reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MemoryLayout {
+pub struct MemoryLayout {
     reservation: u64,
     guard: u64,
+}
+
+/// `RESERVATION:GUARD` in bytes: how the sidecar tells its compile child
+/// the layout (`portcullis filter compile --memory-layout`).
+impl std::fmt::Display for MemoryLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.reservation, self.guard)
+    }
+}
+
+impl std::str::FromStr for MemoryLayout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: expected RESERVATION:GUARD in bytes");
+        let (r, g) = s.split_once(':').ok_or_else(bad)?;
+        let (reservation, guard) = (r.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?);
+        Ok(Self { reservation, guard })
+    }
 }
 
 /// The address space all of the pool's memory slots may reserve together
@@ -213,7 +265,8 @@ const STATIC_BUDGET: u64 = 16 << 40;
 /// no more than an eighth of the user address space (an arm64 kernel with
 /// 39-bit addresses has 512 GiB) and half of `ulimit -v`. Past it the
 /// engine falls back to bounds checks instead of failing to start. The
-/// compile child inherits the same limits and so derives the same layout.
+/// compile child is handed the layout rather than deriving it under its
+/// own limits ([`compile::ChildArgs`]).
 fn address_budget() -> u64 {
     let mut budget = STATIC_BUDGET;
     if let Some(top) = user_space_top() {
@@ -263,8 +316,8 @@ impl MemoryLayout {
     ///
     /// The layout changes the compiled code, so it is a function of the
     /// engine's options and the machine's `budget` ([`address_budget`]):
-    /// the compile child and `portcullis filter compile` on the same
-    /// machine derive the same one from the same options.
+    /// `portcullis filter compile` on the same machine derives the same one
+    /// from the same options, and the sidecar's compile child is handed it.
     fn for_pool(max_memory: usize, max_instances: u32, budget: u64) -> Self {
         const FOUR_GIB: u64 = 4 << 30;
         const STATIC_GUARD: u64 = 2 << 20;
@@ -406,6 +459,58 @@ mod tests {
         assert_eq!(pool(7, budget).reservation, four_gib);
         assert_eq!(pool(8, budget).reservation, 32 << 20);
         assert_eq!(pool(256, budget).reservation, 32 << 20);
+    }
+
+    #[test]
+    fn the_layout_handed_to_the_compile_child_reads_back_as_it_was() {
+        for layout in [
+            MemoryLayout::for_pool(32 << 20, 256, STATIC_BUDGET),
+            MemoryLayout::for_pool(32 << 20, 4096, STATIC_BUDGET),
+        ] {
+            assert_eq!(layout.to_string().parse(), Ok(layout));
+        }
+        for bad in [
+            "",
+            "4294967296",
+            "4294967296:",
+            ":2097152",
+            "1:2:3",
+            "-1:0",
+            "4 GiB:0",
+        ] {
+            assert!(bad.parse::<MemoryLayout>().is_err(), "{bad:?}");
+        }
+    }
+
+    /// A compile-only engine (the child's) has no pool, so its layout
+    /// costs no address space, and its artifacts load into the pooled
+    /// engine with the same layout.
+    #[test]
+    fn the_compile_engine_builds_for_the_layout_it_is_given() {
+        let pooled = FilterEngine::new(&EngineOptions {
+            cache_dir: None,
+            max_instances: 4,
+            max_memory: 16 << 20,
+        })
+        .unwrap();
+        let layout = MemoryLayout::for_pool(16 << 20, 4, address_budget());
+        let wat = reading(0, 0);
+        let same = FilterEngine::compiler(16 << 20, 4, Some(layout)).unwrap();
+        let artifact = same.precompile_component(wat.as_bytes()).unwrap();
+        let load =
+            |bytes: &[u8]| compile::component(pooled.engine(), bytes, true, None, &pooled.child);
+        assert!(load(&artifact).is_ok());
+        let other = MemoryLayout {
+            reservation: 32 << 20,
+            guard: 64 << 10,
+        };
+        assert_ne!(layout, other);
+        let compiled_other = FilterEngine::compiler(16 << 20, 4, Some(other))
+            .unwrap()
+            .precompile_component(wat.as_bytes())
+            .unwrap();
+        let refused = load(&compiled_other).err().unwrap_or_default();
+        assert!(refused.contains("memory"), "{refused}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 pub use self::{
     chain::FilterChain,
-    engine::{EngineOptions, FilterEngine},
+    engine::{EngineOptions, FilterEngine, MemoryLayout},
     metrics::FilterMetrics,
     wasm::{Fault, Isolation, Limits, WasmFilter},
 };
