@@ -9,12 +9,12 @@
 #[path = "../tests/support/wasm.rs"]
 mod wasm;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+#[path = "support/cold.rs"]
+mod cold;
 
-use criterion::{criterion_group, criterion_main, Bencher, Criterion};
+use std::{sync::Arc, time::Duration};
+
+use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::{
     filter::{
         EngineOptions, FilterChain, FilterEngine, Hook, Isolation, Limits, OnError, WasmFilter,
@@ -25,35 +25,6 @@ use portcullis::{
     policy::{Policy, Request, StaticRules},
 };
 use serde_json::json;
-
-/// Bytes written between two cold evaluations: four times the L2 of the
-/// VMs this was measured on (512 KiB to 2 MiB per core), well inside their
-/// L3, so the evaluation's code and data come from L3, as in the sidecar.
-const EVICT: usize = 8 << 20;
-
-/// Times `f` alone, each iteration after writing one byte per cache line
-/// of `junk`. In the sidecar an evaluation runs between a request's other
-/// work (hyper, rustls, the kernel's TCP path, the load generator and the
-/// upstream on the same cores), which leaves it little of the L2: there,
-/// arg-guard took 8-9 µs per evaluation against 2.8 µs in a tight loop
-/// here, and these cases land in between (bench/README.md, eighteenth
-/// pass). What an evaluation costs in the sidecar follows how many cache
-/// lines it touches more than how many instructions it runs.
-fn cold<R>(b: &mut Bencher<'_>, junk: &mut [u8], mut f: impl FnMut() -> R) {
-    b.iter_custom(|n| {
-        let mut total = Duration::ZERO;
-        for i in 0..n {
-            for j in (0..junk.len()).step_by(64) {
-                junk[j] = junk[j].wrapping_add(i as u8);
-            }
-            std::hint::black_box(&junk);
-            let t = Instant::now();
-            std::hint::black_box(f());
-            total += t.elapsed();
-        }
-        total
-    })
-}
 
 fn engine() -> Arc<FilterEngine> {
     Arc::new(
@@ -241,15 +212,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("wasm_arg_guard_warm_instance", |b| {
         b.iter(|| guard_alone.check(std::hint::black_box(&echo_req)))
     });
-    let mut junk = vec![1u8; EVICT];
+    let mut junk = vec![1u8; cold::EVICT];
     g.bench_function("static_rules_native_cold_caches", |b| {
-        cold(b, &mut junk, || rules.check(std::hint::black_box(&req)))
+        cold::cold(b, &mut junk, || rules.check(std::hint::black_box(&req)))
     });
     g.bench_function("wasm_tool_rbac_warm_instance_cold_caches", |b| {
-        cold(b, &mut junk, || one.check(std::hint::black_box(&req)))
+        cold::cold(b, &mut junk, || one.check(std::hint::black_box(&req)))
     });
     g.bench_function("wasm_arg_guard_warm_instance_cold_caches", |b| {
-        cold(b, &mut junk, || {
+        cold::cold(b, &mut junk, || {
             guard_alone.check(std::hint::black_box(&echo_req))
         })
     });
@@ -274,7 +245,7 @@ fn bench(c: &mut Criterion) {
     let mut call_floor = move || run.call(&mut store, ()).unwrap();
     g.bench_function("component_call_floor", |b| b.iter(&mut call_floor));
     g.bench_function("component_call_floor_cold_caches", |b| {
-        cold(b, &mut junk, &mut call_floor)
+        cold::cold(b, &mut junk, &mut call_floor)
     });
     g.bench_function("wasm_chain_of_four", |b| {
         b.iter(|| four.check(std::hint::black_box(&req)))

@@ -248,7 +248,7 @@ impl Asserter {
         let mut jti = [0u8; 16];
         // A failed draw leaves zeros: the jti is a label, not a secret.
         let _ = self.rng.fill(&mut jti);
-        let peer = principal.spiffe_id().map(ToString::to_string);
+        let peer = principal.spiffe_text().map(str::to_owned);
         let mut claims = json!({
             "iss": self.issuer,
             "aud": self.audience,

@@ -15,7 +15,7 @@ use crate::{
 /// user (token).
 pub fn principal(p: &Principal) -> types::Principal {
     types::Principal {
-        peer: p.spiffe_id().map(|id| id.to_string()),
+        peer: p.spiffe_text().map(str::to_owned),
         token: p.token().map(token),
         key: p.key().to_string(),
     }

@@ -29,13 +29,13 @@
 //! and the declaration is the author's promise that the decision uses it
 //! for nothing.
 
-use std::{borrow::Cow, collections::HashMap, sync::Mutex};
+use std::{collections::HashMap, sync::Mutex};
 
 // The section's name, layout and bits are the SDK's, so the two cannot
 // drift apart.
 use portcullis_policy_sdk::inputs::{Input, KNOWN, SECTION, SECTION_VERSION};
 
-use super::bindings::types;
+use super::{bindings::types, wasm::InstanceKey};
 
 const METHOD: u16 = Input::Method as u16;
 const ID: u16 = Input::Id as u16;
@@ -121,11 +121,11 @@ impl DecidesOn {
     /// the principal is declared, so callers still share no instance; one
     /// for everyone otherwise, as nothing of the caller is shown. (A caller
     /// key starts with `anonymous` or a SPIFFE ID, never with a NUL.)
-    pub fn instance_key(self, caller: &str) -> Cow<'static, str> {
+    pub fn instance_key(self, caller: &str) -> InstanceKey<'_> {
         if self.has(PRINCIPAL) {
-            Cow::Owned(format!("\0narrowed {caller}"))
+            InstanceKey::prefixed("\0narrowed ", caller)
         } else {
-            Cow::Borrowed("\0narrowed")
+            InstanceKey::prefixed("\0narrowed", "")
         }
     }
 
@@ -442,11 +442,14 @@ mod tests {
     fn narrowed_evaluations_never_share_the_callers_instance() {
         let caller = "spiffe://td/ns/a/sa/b";
         assert_eq!(
-            RBAC.instance_key(caller),
+            RBAC.instance_key(caller).to_key(),
             "\0narrowed spiffe://td/ns/a/sa/b"
         );
-        assert_eq!(DecidesOn(TARGET).instance_key(caller), "\0narrowed");
-        assert_ne!(RBAC.instance_key(caller), caller);
+        assert_eq!(
+            DecidesOn(TARGET).instance_key(caller).to_key(),
+            "\0narrowed"
+        );
+        assert_ne!(RBAC.instance_key(caller).to_key(), caller);
     }
 
     /// A filter that does not declare the principal cannot tell callers

@@ -51,9 +51,13 @@ pub fn install(store: &mut Store<HostState>) {
 
 /// Starts an evaluation's deadline: it may run for `timeout` from now.
 pub fn arm(store: &mut Store<HostState>, timeout: Duration) {
-    store
-        .data_mut()
-        .set_deadline(Instant::now().checked_add(timeout));
+    arm_from(store, Instant::now(), timeout);
+}
+
+/// [`arm`] for an evaluation that started at `start` (just read: its
+/// caller reuses the reading).
+pub fn arm_from(store: &mut Store<HostState>, start: Instant, timeout: Duration) {
+    store.data_mut().set_deadline(start.checked_add(timeout));
     store.set_epoch_deadline(1);
 }
 

@@ -137,12 +137,12 @@ struct Live {
 
 /// Takes `caller`'s warm instance out of the pool, if it has one: only
 /// ever an instance of that same caller.
-fn take<T>(pool: &mut VecDeque<Warm<T>>, caller: &str, hash: u64) -> Option<Warm<T>> {
+fn take<T>(pool: &mut VecDeque<Warm<T>>, key: InstanceKey<'_>, hash: u64) -> Option<Warm<T>> {
     // From the most recently used end: a caller that is back soon is
     // found sooner.
     let i = pool
         .iter()
-        .rposition(|w| w.hash == hash && w.caller == caller)?;
+        .rposition(|w| w.hash == hash && key.matches(&w.caller))?;
     pool.remove(i)
 }
 
@@ -423,7 +423,9 @@ impl WasmFilter {
         let key = req.principal.key();
         let Some(on) = self.decides_on else {
             let call = full.get_or_insert_with(|| convert::call(req, arguments, None));
-            return self.evaluate_request(call, key).map(|(d, _)| d);
+            return self
+                .evaluate_request(call, InstanceKey::caller(key))
+                .map(|(d, _)| d);
         };
         let call = convert::call(req, arguments, Some(on));
         let reuse = if self.reuse { on.key(&call, key) } else { None };
@@ -431,7 +433,7 @@ impl WasmFilter {
             self.count(|c| &c.cached);
             return Ok(d);
         }
-        let (decision, called_host) = self.evaluate_request(&call, &on.instance_key(key))?;
+        let (decision, called_host) = self.evaluate_request(&call, on.instance_key(key))?;
         if let (Some(k), false) = (reuse, called_host) {
             self.decisions.put(k, &decision);
         }
@@ -442,7 +444,7 @@ impl WasmFilter {
     fn evaluate_request(
         &self,
         call: &types::Call,
-        key: &str,
+        key: InstanceKey<'_>,
     ) -> Result<(types::Decision, bool), Fault> {
         let (decision, called_host) =
             self.run_with(Some(key), |f, s, cfg| f.on_request(s, cfg, call))?;
@@ -460,6 +462,7 @@ impl WasmFilter {
         result: &str,
         key: &str,
     ) -> Result<types::ResultDecision, Fault> {
+        let key = InstanceKey::caller(key);
         let decision = self.run(Some(key), |f, s, cfg| f.on_result(s, cfg, call, result))?;
         match &decision {
             types::ResultDecision::Deny(d) => self.bounded(d.message.len())?,
@@ -476,7 +479,7 @@ impl WasmFilter {
         kind: types::ListKind,
         items: &[types::ListItem],
     ) -> Result<Vec<bool>, Fault> {
-        self.run(Some(key), |f, s, cfg| {
+        self.run(Some(InstanceKey::caller(key)), |f, s, cfg| {
             f.on_list(s, cfg, principal, kind, items)
         })
     }
@@ -493,7 +496,7 @@ impl WasmFilter {
     /// `key: None` always gets a fresh instance and never keeps it.
     fn run<R>(
         &self,
-        key: Option<&str>,
+        key: Option<InstanceKey<'_>>,
         f: impl FnOnce(&Instance, &mut Store<HostState>, &str) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         self.run_with(key, f).map(|(out, _)| out)
@@ -503,26 +506,30 @@ impl WasmFilter {
     /// the evaluation.
     fn run_with<R>(
         &self,
-        key: Option<&str>,
+        key: Option<InstanceKey<'_>>,
         f: impl FnOnce(&Instance, &mut Store<HostState>, &str) -> wasmtime::Result<R>,
     ) -> Result<(R, bool), Fault> {
         let _clock = self.engine.evaluating();
         let key = key.filter(|_| self.limits.isolation == Isolation::Caller);
-        let hash = key.map(caller_hash).unwrap_or_default();
+        let hash = key.map(|k| k.hash()).unwrap_or_default();
         let mut warm = match key.and_then(|k| self.take_warm(k, hash)) {
             Some(w) => {
                 self.count(|c| &c.warm);
                 w
             }
             None => {
-                let w = self.instantiate_or_evict(key.unwrap_or_default().to_string(), hash)?;
+                let owned = key.map(InstanceKey::to_key).unwrap_or_default();
+                let w = self.instantiate_or_evict(owned, hash)?;
                 self.count(|c| &c.fresh);
                 w
             }
         };
         // The deadline counts from now, whether the instance is new or not.
         let live = &mut warm.live;
-        ticker::arm(&mut live.store, self.limits.timeout);
+        // One reading of the clock for the deadline and for when the
+        // instance was last used (which only matters to the second).
+        let start = Instant::now();
+        ticker::arm_from(&mut live.store, start, self.limits.timeout);
         live.store.data_mut().take_called();
         // On a fault the instance is dropped here: its state is suspect.
         let out = f(&live.instance, &mut live.store, &self.config)
@@ -530,7 +537,7 @@ impl WasmFilter {
         let called_host = live.store.data_mut().take_called();
         live.calls += 1;
         if key.is_some() && live.calls < MAX_CALLS {
-            self.keep_warm(warm);
+            self.keep_warm(warm, start);
         }
         Ok((out, called_host))
     }
@@ -592,16 +599,17 @@ impl WasmFilter {
 
     /// A poisoned lock only means another evaluation panicked; the queue
     /// is then skipped (fresh instances) rather than trusted.
-    fn take_warm(&self, caller: &str, hash: u64) -> Option<Warm<Live>> {
-        take(&mut *self.warm.lock().ok()?, caller, hash)
+    fn take_warm(&self, key: InstanceKey<'_>, hash: u64) -> Option<Warm<Live>> {
+        take(&mut *self.warm.lock().ok()?, key, hash)
     }
 
-    fn keep_warm(&self, w: Warm<Live>) {
+    /// Puts `w` back, as used at `now`.
+    fn keep_warm(&self, w: Warm<Live>, now: Instant) {
         // What is not kept is dropped after the lock is released: dropping
         // an instance resets its pool slot, and the other threads' calls of
         // this filter must not queue behind that.
         let not_kept = match self.warm.lock() {
-            Ok(mut q) => keep(&mut q, w, self.warm_cap, Instant::now()),
+            Ok(mut q) => keep(&mut q, w, self.warm_cap, now),
             Err(_) => Some(w),
         };
         drop(not_kept);
@@ -624,13 +632,44 @@ impl WasmFilter {
     }
 }
 
-/// A caller key's hash for the warm pool's scan. Not a secret and not a
-/// guard: a match is confirmed by comparing the keys themselves.
-fn caller_hash(key: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+/// Which warm instances an evaluation may run in: `prefix` then `caller`,
+/// compared piece by piece, so that no key is built per call (a narrowed
+/// evaluation's key used to be formatted for every call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceKey<'a> {
+    prefix: &'static str,
+    caller: &'a str,
+}
+
+impl<'a> InstanceKey<'a> {
+    /// The caller's own instances (every hook, whole calls).
+    pub fn caller(caller: &'a str) -> Self {
+        Self { prefix: "", caller }
+    }
+
+    pub fn prefixed(prefix: &'static str, caller: &'a str) -> Self {
+        Self { prefix, caller }
+    }
+
+    fn matches(&self, kept: &str) -> bool {
+        kept.strip_prefix(self.prefix) == Some(self.caller)
+    }
+
+    /// The key's hash for the warm pool's scan: FNV-1a over its bytes. Not
+    /// a secret and not a guard: a match is confirmed by comparing the
+    /// keys themselves (SipHash cost more than the rest of the scan).
+    fn hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.prefix.bytes().chain(self.caller.bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    /// The key as one string, as a kept instance stores it.
+    pub fn to_key(self) -> String {
+        [self.prefix, self.caller].concat()
+    }
 }
 
 #[cfg(test)]
@@ -640,7 +679,7 @@ mod tests {
     fn warm(caller: &str, live: u32) -> Warm<u32> {
         Warm {
             caller: caller.to_string(),
-            hash: caller_hash(caller),
+            hash: InstanceKey::caller(caller).hash(),
             idle_since: Instant::now(),
             live,
         }
@@ -650,15 +689,54 @@ mod tests {
         pool.iter().map(|w| w.caller.as_str()).collect()
     }
 
+    /// A prefixed key is compared and hashed as the whole string a kept
+    /// instance stores, and never matches the caller's own instances.
+    #[test]
+    fn a_prefixed_key_is_its_whole_string() {
+        let narrowed = InstanceKey::prefixed("\0narrowed ", "alice");
+        assert_eq!(narrowed.to_key(), "\0narrowed alice");
+        let mut pool = VecDeque::new();
+        let now = Instant::now();
+        let mut kept = warm(&narrowed.to_key(), 1);
+        kept.hash = narrowed.hash();
+        assert!(keep(&mut pool, kept, 4, now).is_none());
+        let own = InstanceKey::caller("alice");
+        assert!(take(&mut pool, own, own.hash()).is_none());
+        let other = InstanceKey::prefixed("\0narrowed ", "bob");
+        assert!(take(&mut pool, other, narrowed.hash()).is_none());
+        assert!(take(&mut pool, narrowed, narrowed.hash()).is_some());
+        // The hash is the whole string's, however it is split.
+        assert_eq!(
+            InstanceKey::prefixed("\0narrowed", "").hash(),
+            InstanceKey::caller("\0narrowed").hash()
+        );
+        assert_ne!(narrowed.hash(), own.hash());
+    }
+
     #[test]
     fn an_instance_is_taken_only_by_its_own_caller() {
         let mut pool = VecDeque::new();
         let now = Instant::now();
         assert!(keep(&mut pool, warm("alice", 1), 4, now).is_none());
-        assert!(take(&mut pool, "bob", caller_hash("bob")).is_none());
+        assert!(take(
+            &mut pool,
+            InstanceKey::caller("bob"),
+            InstanceKey::caller("bob").hash()
+        )
+        .is_none());
         // A hash that matches is not enough: the key must match too.
-        assert!(take(&mut pool, "bob", caller_hash("alice")).is_none());
-        let got = take(&mut pool, "alice", caller_hash("alice")).map(|w| w.live);
+        assert!(take(
+            &mut pool,
+            InstanceKey::caller("bob"),
+            InstanceKey::caller("alice").hash()
+        )
+        .is_none());
+        let got = take(
+            &mut pool,
+            InstanceKey::caller("alice"),
+            InstanceKey::caller("alice").hash(),
+        )
+        .map(|w| w.live);
         assert_eq!(got, Some(1));
         assert!(pool.is_empty());
     }

@@ -148,6 +148,16 @@ impl Principal {
     pub fn spiffe_id(&self) -> Option<&SpiffeId> {
         self.0.peer.spiffe_id()
     }
+
+    /// The mTLS peer's SPIFFE ID as text, spelled once when the principal
+    /// was built: filters are shown it with every call, and formatting
+    /// the ID each time was 5 % of a warm evaluation.
+    pub fn spiffe_text(&self) -> Option<&str> {
+        match self.0.peer {
+            Peer::Spiffe(_) => Some(&self.0.workload),
+            Peer::Anonymous => None,
+        }
+    }
 }
 
 impl fmt::Display for Principal {
@@ -187,6 +197,25 @@ mod tests {
         // Rules on SPIFFE IDs still see only the peer.
         assert_eq!(both.peer_text(), "spiffe://td/ns/a/sa/agent");
         assert_ne!(both.key(), agent.key());
+        // What filters are shown as the peer: the ID as it prints, and
+        // nothing without an mTLS peer, even when a token names a workload.
+        for p in [&agent, &both] {
+            let printed = p.spiffe_id().map(ToString::to_string);
+            assert_eq!(p.spiffe_text().map(str::to_owned), printed);
+        }
+        assert_eq!(Principal::default().spiffe_text(), None);
+        let svid = Arc::new(Token {
+            kind: TokenKind::JwtSvid,
+            issuer: "spiffe://td".into(),
+            subject: "spiffe://td/ns/a/sa/agent".into(),
+            scopes: vec![],
+            actor: None,
+            expires_at: SystemTime::UNIX_EPOCH,
+            claims: "{}".into(),
+        });
+        let by_token = Principal::new(Peer::Anonymous, Some(svid));
+        assert_eq!(by_token.peer_text(), "spiffe://td/ns/a/sa/agent");
+        assert_eq!(by_token.spiffe_text(), None);
     }
 
     #[test]
