@@ -278,6 +278,46 @@ impl Baseline {
     }
 }
 
+/// When a refused reload is tried again with nothing changed. A refusal
+/// may be transient: a compile child killed (the OOM killer), `fork`
+/// failing (EAGAIN), a cache directory's permissions or a volume being
+/// repaired. No file change may follow to trigger another try, and the
+/// sidecar would serve the old chain until one did. So a refused reload
+/// is tried again after [`RETRY_FIRST`], then twice as long each time up
+/// to [`RETRY_MAX`]; a refusal after a change starts over, and an
+/// applied reload stops it. A refusal that is not transient (a config
+/// with an error) costs a log line and a failed build each time, at
+/// most every five minutes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Retry {
+    /// The wait before the pending try (zero: nothing to retry).
+    wait: Duration,
+    at: Option<std::time::Instant>,
+}
+
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+impl Retry {
+    fn due(&self, now: std::time::Instant) -> bool {
+        self.at.is_some_and(|at| now >= at)
+    }
+
+    /// After a refusal: `changed` says whether files had changed since
+    /// the last reload (a new refusal) or not (a retry refused again).
+    fn refused(self, changed: bool, now: std::time::Instant) -> Self {
+        let wait = if changed || self.wait.is_zero() {
+            RETRY_FIRST
+        } else {
+            (self.wait * 2).min(RETRY_MAX)
+        };
+        Self {
+            wait,
+            at: now.checked_add(wait),
+        }
+    }
+}
+
 pub struct Reloader {
     pub engine: Arc<FilterEngine>,
     pub handle: Arc<PolicyHandle>,
@@ -297,6 +337,7 @@ impl Reloader {
         // Files a refused config named that the one in force does not: a
         // filter missing when its config came is watched until it comes.
         let mut pending: Vec<PathBuf> = Vec::new();
+        let mut retry = Retry::default();
         let mut tick = tokio::time::interval(self.config.filter_engine.reload_interval);
         loop {
             tokio::select! {
@@ -307,11 +348,23 @@ impl Reloader {
             let Some(now) = poll(&mut watch, files.clone()).await else {
                 continue;
             };
-            if now == seen {
+            let changed = now != seen;
+            if !changed && !retry.due(std::time::Instant::now()) {
                 continue;
             }
             let interval = self.config.filter_engine.reload_interval;
-            (seen, pending) = self.reload(&mut watch, now, files, pending).await;
+            let applied;
+            (seen, pending, applied) = self.reload(&mut watch, now, files, pending).await;
+            retry = if applied {
+                Retry::default()
+            } else {
+                let next = retry.refused(changed, std::time::Instant::now());
+                tracing::warn!(
+                    retry_in = ?next.wait,
+                    "the refused reload will be tried again (sooner if a watched file changes)"
+                );
+                next
+            };
             if self.config.filter_engine.reload_interval != interval {
                 tick = tokio::time::interval(self.config.filter_engine.reload_interval);
             }
@@ -322,8 +375,9 @@ impl Reloader {
         watched(&self.config, self.config_path.as_deref())
     }
 
-    /// Reloads after `now` (of `files`) differed from what was seen, and
-    /// says what is now seen and which files stay `pending`. What is seen
+    /// Reloads after `now` (of `files`) differed from what was seen (or a
+    /// refused reload is tried again), and says what is now seen, which
+    /// files stay `pending`, and whether the reload was applied. What is seen
     /// is what the new chain was built from, read before the build, so
     /// that a change made while it was built differs at the next poll and
     /// is reloaded. When the reload is refused, it is what was read of
@@ -335,7 +389,7 @@ impl Reloader {
         now: Fingerprint,
         files: Vec<PathBuf>,
         pending: Vec<PathBuf>,
-    ) -> (Fingerprint, Vec<PathBuf>) {
+    ) -> (Fingerprint, Vec<PathBuf>, bool) {
         let next = match &self.config_path {
             // The environment overrides what the injected pod sets, as at
             // start (`Config::load_with_env`), so that a reload does not
@@ -344,7 +398,7 @@ impl Reloader {
                 Ok(next) => next,
                 Err(e) => {
                     self.refused(&e.to_string());
-                    return (now, pending);
+                    return (now, pending, false);
                 }
             },
             None => self.config.clone(),
@@ -375,7 +429,7 @@ impl Reloader {
                     );
                 }
                 self.config = next;
-                return (read.only(&named), Vec::new());
+                return (read.only(&named), Vec::new(), true);
             }
             Ok(Err(e)) => e.to_string(),
             Err(e) => format!("reload task failed: {e}"),
@@ -383,7 +437,7 @@ impl Reloader {
         self.refused(&error);
         let in_force = self.watched();
         let pending = all.into_iter().filter(|p| !in_force.contains(p)).collect();
-        (read, pending)
+        (read, pending, false)
     }
 
     /// `files` as read now, before a chain reads them, but the config file
@@ -419,6 +473,27 @@ impl Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_reload_is_tried_again_less_and_less_often() {
+        let t0 = std::time::Instant::now();
+        let idle = Retry::default();
+        assert!(!idle.due(t0 + Duration::from_secs(3600)), "nothing refused");
+        let first = idle.refused(true, t0);
+        assert_eq!(first.wait, RETRY_FIRST);
+        assert!(!first.due(t0 + RETRY_FIRST / 2));
+        assert!(first.due(t0 + RETRY_FIRST));
+        // Refused again with nothing changed: twice as long, up to the cap.
+        let mut r = first;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            r = r.refused(false, t0);
+            waits.push(r.wait.as_secs());
+        }
+        assert_eq!(waits, [4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        // A refusal after a change starts over.
+        assert_eq!(r.refused(true, t0).wait, RETRY_FIRST);
+    }
 
     #[test]
     fn the_digest_follows_every_byte_of_a_large_file() {

@@ -503,3 +503,49 @@ fn a_lower_address_space_limit_after_start_does_not_change_what_the_child_compil
         "allowed by the new chain"
     );
 }
+
+/// A reload refused for a reason outside the watched files (here the
+/// compile cache's permissions) is tried again once the reason is gone,
+/// with no file changing. It used to wait for the next edit of a watched
+/// file, serving the old chain meanwhile.
+#[test]
+fn a_refused_reload_is_tried_again_without_a_file_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir("retry");
+    let shared = d.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let filter = d.join("rbac.wasm");
+    std::fs::copy(wasm::filter("tool-rbac"), &filter).unwrap();
+    let port = free_port();
+    let cfg = d.join("pc.yaml");
+    std::fs::write(&cfg, config(&filter, port, Some(&shared))).unwrap();
+    let mut sidecar = Sidecar::start(&cfg);
+    sidecar.ready(port);
+    assert_eq!(decision(port, "delete_file"), 200, "denied by the filter");
+    let own = std::fs::read_dir(&shared)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mode = |m| std::fs::set_permissions(&own, std::fs::Permissions::from_mode(m)).unwrap();
+
+    mode(0o777);
+    let allow_all = config(&filter, port, Some(&shared)).replace("default: deny", "default: allow");
+    std::fs::write(&cfg, allow_all).unwrap();
+    assert!(sidecar.wait_for("reload refused", 1), "{}", sidecar.log());
+    assert_eq!(decision(port, "delete_file"), 200, "the old chain serves");
+
+    mode(0o700);
+    assert!(
+        sidecar.wait_for("filter chain reloaded", 1),
+        "{}",
+        sidecar.log()
+    );
+    assert_eq!(
+        decision(port, "delete_file"),
+        502,
+        "allowed by the new config"
+    );
+}
