@@ -287,7 +287,8 @@ impl Baseline {
 /// to [`RETRY_MAX`]; a refusal after a change starts over, and an
 /// applied reload stops it. A refusal that is not transient (a config
 /// with an error) costs a log line and a failed build each time, at
-/// most every five minutes.
+/// most every five minutes; without a `cache_dir`, that build compiles
+/// the chain's filters again in a child.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Retry {
     /// The wait before the pending try (zero: nothing to retry).
@@ -382,7 +383,8 @@ impl Reloader {
     /// that a change made while it was built differs at the next poll and
     /// is reloaded. When the reload is refused, it is what was read of
     /// the files in force and of the refused config's, so that the
-    /// refused change is not tried again until one of them changes.
+    /// refused change is not tried again at every poll: only when one of
+    /// them changes, or when [`Retry`] says so.
     async fn reload(
         &mut self,
         watch: &mut Watch,

@@ -144,6 +144,19 @@ impl Drop for Sidecar {
 /// The upstream is never reached: a denied call is answered by the
 /// sidecar, an allowed one fails upstream (502). Which of the two came
 /// back says what the filter decided.
+/// Replaces `path` whole, as a ConfigMap update does (write aside, then
+/// rename): a sidecar polling it never reads half a file.
+fn replace(path: &Path, contents: impl AsRef<[u8]>) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, contents).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// Replaces `path` with a copy of `from`, whole (see [`replace`]).
+fn replace_with_copy(from: &Path, path: &Path) {
+    replace(path, std::fs::read(from).unwrap());
+}
+
 fn decision(port: u16, tool: &str) -> u16 {
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{{"name":"t","version":"1"}},"io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
@@ -241,7 +254,7 @@ fn run_compiles_in_a_child_and_reloads_new_bytes() {
     assert!(!maps.contains("memfd:portcullis-filter"), "{maps}");
     // New bytes at the same path: compiled in a child again, and loaded
     // (here refused by their own config check, so the old chain serves).
-    std::fs::copy(wasm::filter("v0_1-filter"), &filter).unwrap();
+    replace_with_copy(&wasm::filter("v0_1-filter"), &filter);
     assert!(
         sidecar.wait_for("filter compiled in a child process", 2),
         "{}",
@@ -418,11 +431,11 @@ fn a_config_refused_for_a_missing_filter_is_applied_when_the_filter_comes() {
 
     let later = d.join("later.wasm");
     let allow_all = config(&later, port, None).replace("default: deny", "default: allow");
-    std::fs::write(&cfg, allow_all).unwrap();
+    replace(&cfg, allow_all);
     assert!(sidecar.wait_for("reload refused", 1), "{}", sidecar.log());
     assert_eq!(decision(port, "delete_file"), 200, "the old chain serves");
 
-    std::fs::copy(wasm::filter("tool-rbac"), &later).unwrap();
+    replace_with_copy(&wasm::filter("tool-rbac"), &later);
     assert!(
         sidecar.wait_for("filter chain reloaded", 1),
         "{}",
@@ -445,6 +458,16 @@ fn a_config_refused_for_a_missing_filter_is_applied_when_the_filter_comes() {
 #[test]
 fn a_lower_address_space_limit_after_start_does_not_change_what_the_child_compiles() {
     if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    // The test needs prlimit, and a sidecar that starts with the guard-page
+    // layout: under a `ulimit -v` of its own it would not.
+    let unlimited = Command::new("sh")
+        .args(["-c", "command -v prlimit >/dev/null && ulimit -v"])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == b"unlimited");
+    if !unlimited {
+        eprintln!("skipped: needs prlimit and no ulimit -v");
         return;
     }
     let d = dir("prlimit");
@@ -477,7 +500,7 @@ fn a_lower_address_space_limit_after_start_does_not_change_what_the_child_compil
         "listener: {{addr: '127.0.0.1:{port}'}}\nadmin: {{addr: '127.0.0.1:0'}}\nupstream: {{url: 'http://127.0.0.1:9'}}\nfilter_engine:\n  reload_interval: 200ms\npolicy: {{default: allow, rules: []}}\nfilters:\n  - name: guard\n    path: {}\n    config: {{constraints: []}}\n",
         guard.display()
     );
-    std::fs::write(&cfg, next).unwrap();
+    replace(&cfg, next);
     assert!(
         sidecar.wait_for("filter compiled in a child process", 2),
         "{}",
@@ -533,7 +556,7 @@ fn a_refused_reload_is_tried_again_without_a_file_change() {
 
     mode(0o777);
     let allow_all = config(&filter, port, Some(&shared)).replace("default: deny", "default: allow");
-    std::fs::write(&cfg, allow_all).unwrap();
+    replace(&cfg, allow_all);
     assert!(sidecar.wait_for("reload refused", 1), "{}", sidecar.log());
     assert_eq!(decision(port, "delete_file"), 200, "the old chain serves");
 

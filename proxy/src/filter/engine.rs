@@ -510,7 +510,7 @@ mod tests {
             .precompile_component(wat.as_bytes())
             .unwrap();
         let refused = load(&compiled_other).err().unwrap_or_default();
-        assert!(refused.contains("memory"), "{refused}");
+        assert!(refused.contains("memory reservation"), "{refused}");
     }
 
     #[test]

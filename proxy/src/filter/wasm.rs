@@ -123,7 +123,10 @@ struct Warm<T> {
     /// `caller`'s hash: the pool is scanned for a caller on every call, and
     /// SPIFFE IDs share long prefixes, so the scan compares hashes first.
     hash: u64,
-    /// When it was last put back.
+    /// When the evaluation that last used it started. The clock is read
+    /// once per evaluation, for its deadline and for this; an evaluation
+    /// ends within its timeout (milliseconds), so this is early by at most
+    /// that, which is noise against [`EVICT_IDLE`].
     idle_since: Instant,
     live: T,
 }
