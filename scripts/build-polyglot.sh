@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Python and JavaScript example filters (examples/python-filter,
-# examples/js-filter) into WebAssembly components against policy-sdk/wit:
+# examples/js-filter) into WebAssembly components against policy-sdk/wit-0.2
+# (0.2: frozen, and still loaded by the host; 0.3 is the Rust SDK's, see
+# policy-sdk/WIT-0.3.md):
 #
 #   target/polyglot/python/{require_ticket,parity}.wasm   (componentize-py)
 #   target/polyglot/js/{require_ticket,parity}.wasm       (componentize-js)
@@ -20,7 +22,7 @@ self="$root/scripts/build-polyglot.sh"
 out="${POLYGLOT_OUT:-$root/target/polyglot}"
 mkdir -p "$tools" "$out/python" "$out/js"
 out="$(cd "$out" && pwd)"
-wit="policy-sdk/wit"
+wit="policy-sdk/wit-0.2"
 
 # --- Python toolchain -------------------------------------------------------
 venv="$tools/venv"

@@ -2,7 +2,7 @@
 // marks `destructiveHint` must carry a `ticket` argument like `CHG-1234`.
 //
 // The JavaScript twin of examples/policy-author (Rust), decision for
-// decision. Built with componentize-js against policy-sdk/wit (world
+// decision. Built with componentize-js against policy-sdk/wit-0.2 (world
 // `filter`); see policy-sdk/guides/javascript.md.
 
 import { log } from 'portcullis:policy/host@0.2.0';

@@ -2,7 +2,7 @@
 marks `destructiveHint` must carry a `ticket` argument like `CHG-1234`.
 
 The Python twin of examples/policy-author (Rust), decision for decision.
-Built with componentize-py against policy-sdk/wit (world `filter`); see
+Built with componentize-py against policy-sdk/wit-0.2 (world `filter`); see
 policy-sdk/guides/python.md.
 """
 

@@ -22,8 +22,8 @@ pub use wit::{
 use std::{any::Any, cell::RefCell, rc::Rc};
 
 use crate::{
-    load_config, text::same_text, Call, Decision, Filter, Header, ListItem, ListKind, MessageKind,
-    Principal, ResultDecision, Target, TargetKind, Token, TokenKind,
+    load_config, Call, Decision, Filter, Header, ListItem, ListKind, MessageKind, Principal,
+    ResultDecision, Target, TargetKind, Token, TokenKind,
 };
 
 fn principal(p: WitPrincipal) -> Principal {
@@ -45,6 +45,8 @@ fn principal(p: WitPrincipal) -> Principal {
     }
 }
 
+/// A part the filter did not declare comes as `none`: it reads as empty,
+/// as it did in 0.2.
 fn call(c: WitCall) -> Call {
     Call {
         kind: match c.kind {
@@ -63,12 +65,20 @@ fn call(c: WitCall) -> Call {
             name: t.name,
         }),
         arguments: c.arguments,
-        principal: principal(c.principal),
+        principal: c.principal.map_or_else(
+            || Principal {
+                peer: None,
+                token: None,
+                key: String::new(),
+            },
+            principal,
+        ),
         session: c.session,
-        instance: c.instance,
-        era: c.era,
+        instance: c.instance.unwrap_or_default(),
+        era: c.era.unwrap_or_default(),
         headers: c
             .headers
+            .unwrap_or_default()
             .into_iter()
             .map(|h| Header {
                 name: h.name,
@@ -86,53 +96,42 @@ fn denial(d: crate::Denial) -> wit::Denial {
     }
 }
 
-/// The last configuration parsed, with its text. The host may keep an
-/// instance warm between calls of the same caller; the configuration text is
-/// then the same each time, so it is parsed (and its regexes compiled) once
-/// per instance instead of once per call. A fresh instance starts empty.
-struct Parsed {
-    text: String,
-    config: Rc<dyn Any>,
-}
-
 thread_local! {
-    static PARSED: RefCell<Option<Parsed>> = const { RefCell::new(None) };
+    /// The configuration this instance was handed (`configure`), parsed
+    /// once: the host configures each instance before any hook, and an
+    /// instance serves many calls.
+    static CONFIGURED: RefCell<Option<Rc<dyn Any>>> = const { RefCell::new(None) };
 }
 
-/// A configuration that no longer parses is refused at load, so failing
-/// here means the host changed it underneath: deny.
-fn config_or_deny<F: Filter>(config: &str) -> Result<Rc<F::Config>, wit::Denial>
+/// The configuration `configure` kept. Without one, the host skipped
+/// `configure` (it never does): deny rather than guess.
+fn configured<F: Filter>() -> Result<Rc<F::Config>, wit::Denial>
 where
     F::Config: 'static,
 {
-    let cached = PARSED.with_borrow(|p| {
-        p.as_ref()
-            .filter(|p| same_text(&p.text, config))
-            .and_then(|p| p.config.clone().downcast::<F::Config>().ok())
-    });
-    if let Some(c) = cached {
-        return Ok(c);
-    }
-    let parsed = Rc::new(load_config::<F>(config).map_err(|e| wit::Denial {
-        code: 0,
-        message: e,
-    })?);
-    PARSED.set(Some(Parsed {
-        text: config.to_string(),
-        config: parsed.clone(),
-    }));
-    Ok(parsed)
+    CONFIGURED
+        .with_borrow(|c| c.clone())
+        .and_then(|c| c.downcast::<F::Config>().ok())
+        .ok_or_else(|| wit::Denial {
+            code: 0,
+            message: "the filter was not configured".into(),
+        })
 }
 
-pub fn validate_config<F: Filter>(config: String) -> Result<(), String> {
-    load_config::<F>(&config).map(|_| ())
-}
-
-pub fn on_request<F: Filter>(config: String, c: WitCall) -> WitDecision
+pub fn configure<F: Filter>(config: String) -> Result<(), String>
 where
     F::Config: 'static,
 {
-    let config = match config_or_deny::<F>(&config) {
+    let parsed: Rc<dyn Any> = Rc::new(load_config::<F>(&config)?);
+    CONFIGURED.set(Some(parsed));
+    Ok(())
+}
+
+pub fn on_request<F: Filter>(c: WitCall) -> WitDecision
+where
+    F::Config: 'static,
+{
+    let config = match configured::<F>() {
         Ok(c) => c,
         Err(d) => return WitDecision::Deny(d),
     };
@@ -143,11 +142,11 @@ where
     }
 }
 
-pub fn on_result<F: Filter>(config: String, c: WitCall, result: String) -> WitResultDecision
+pub fn on_result<F: Filter>(c: WitCall, result: String) -> WitResultDecision
 where
     F::Config: 'static,
 {
-    let config = match config_or_deny::<F>(&config) {
+    let config = match configured::<F>() {
         Ok(c) => c,
         Err(d) => return WitResultDecision::Deny(d),
     };
@@ -158,16 +157,11 @@ where
     }
 }
 
-pub fn on_list<F: Filter>(
-    config: String,
-    p: WitPrincipal,
-    kind: WitListKind,
-    items: Vec<WitListItem>,
-) -> Vec<bool>
+pub fn on_list<F: Filter>(p: WitPrincipal, kind: WitListKind, items: Vec<WitListItem>) -> Vec<bool>
 where
     F::Config: 'static,
 {
-    let Ok(config) = config_or_deny::<F>(&config) else {
+    let Ok(config) = configured::<F>() else {
         return vec![false; items.len()];
     };
     let kind = match kind {

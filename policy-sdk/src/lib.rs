@@ -49,7 +49,8 @@
 //!
 //! An instance serves one caller identity at most, and may be fresh for any
 //! call, so a filter keeps no state in memory between calls: its
-//! configuration is handed to every hook (parsed once per instance), and
+//! configuration is parsed once per instance (0.3's `configure`) and
+//! handed to every hook, and
 //! state that must span calls (rate limits) lives in the host's counters
 //! and key-value store, see [`host`].
 
@@ -59,9 +60,6 @@ pub mod host;
 pub mod inputs;
 pub mod pattern;
 pub mod testing;
-// Used by `guest` only, which is built for wasm.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-mod text;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
@@ -157,31 +155,26 @@ macro_rules! export_filter {
                 $crate::inputs::section(<$filter as $crate::Filter>::DECIDES_ON);
             struct __PortcullisGuest;
             impl $crate::guest::Guest for __PortcullisGuest {
-                fn validate_config(
+                fn configure(
                     config: ::std::string::String,
                 ) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::guest::validate_config::<$filter>(config)
+                    $crate::guest::configure::<$filter>(config)
                 }
-                fn on_request(
-                    config: ::std::string::String,
-                    call: $crate::guest::WitCall,
-                ) -> $crate::guest::WitDecision {
-                    $crate::guest::on_request::<$filter>(config, call)
+                fn on_request(call: $crate::guest::WitCall) -> $crate::guest::WitDecision {
+                    $crate::guest::on_request::<$filter>(call)
                 }
                 fn on_result(
-                    config: ::std::string::String,
                     call: $crate::guest::WitCall,
                     result: ::std::string::String,
                 ) -> $crate::guest::WitResultDecision {
-                    $crate::guest::on_result::<$filter>(config, call, result)
+                    $crate::guest::on_result::<$filter>(call, result)
                 }
                 fn on_list(
-                    config: ::std::string::String,
                     principal: $crate::guest::WitPrincipal,
                     kind: $crate::guest::WitListKind,
                     items: ::std::vec::Vec<$crate::guest::WitListItem>,
                 ) -> ::std::vec::Vec<bool> {
-                    $crate::guest::on_list::<$filter>(config, principal, kind, items)
+                    $crate::guest::on_list::<$filter>(principal, kind, items)
                 }
             }
     $crate::guest::export!(__PortcullisGuest with_types_in $crate::guest::bindings);

@@ -24,8 +24,9 @@ mod full {
     wasmtime::component::bindgen!({ path: "../bench/contract-probe/wit/full", world: "probe" });
 }
 
-/// The contract itself, for tool-rbac called without the sidecar's host
-/// around it (no chain, no warm pool, no deadline, no metrics).
+/// The current contract (0.3: configured once, undeclared parts `none`),
+/// for tool-rbac called without the sidecar's host around it (no chain, no
+/// warm pool, no deadline, no metrics).
 mod real {
     wasmtime::component::bindgen!({ path: "../policy-sdk/wit", world: "filter" });
 }
@@ -34,7 +35,7 @@ mod lean {
     wasmtime::component::bindgen!({ path: "../bench/contract-probe/wit/lean", world: "probe" });
 }
 
-/// The 0.2 call the host builds for a filter that declares method and
+/// The 0.2 call the host built for a filter that declares method and
 /// target (tool-rbac without principals), in `$m`'s copy of the types.
 macro_rules! tool_call {
     ($($m:ident)::+) => {
@@ -136,11 +137,29 @@ fn bench(c: &mut Criterion) {
     let rbac = real::Filter::instantiate(&mut rbac_store, &component, &linker).unwrap();
     let rbac_config =
         r#"{"default":"deny","rules":[{"name":"anyone-echo","effect":"allow","tools":["echo"]}]}"#;
-    let rbac_args = tool_call!(real::portcullis::policy::types);
+    rbac.call_configure(&mut rbac_store, rbac_config)
+        .unwrap()
+        .unwrap();
+    // What the host shows a filter that declares method and target.
+    use real::portcullis::policy::types as t;
+    let rbac_args = t::Call {
+        kind: t::MessageKind::Request,
+        method: "tools/call".into(),
+        id: None,
+        target: Some(t::Target {
+            kind: t::TargetKind::Tool,
+            name: "echo".into(),
+        }),
+        arguments: None,
+        principal: None,
+        session: None,
+        instance: None,
+        era: None,
+        headers: None,
+        annotations: None,
+    };
     let mut rbac_call = move || {
-        let d = rbac
-            .call_on_request(&mut rbac_store, rbac_config, &rbac_args)
-            .unwrap();
+        let d = rbac.call_on_request(&mut rbac_store, &rbac_args).unwrap();
         assert!(
             matches!(d, real::portcullis::policy::types::Decision::Allow),
             "{d:?}"

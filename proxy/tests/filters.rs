@@ -138,11 +138,13 @@ async fn declared_decisions_are_reused_and_counted() {
     // Two distinct calls evaluated, the other five reused.
     assert_eq!(instances(&proxy, "tool-rbac", "cached").await, 5);
     assert_eq!(evaluated(&proxy, "tool-rbac").await, 2);
-    // The first `hi` ran in a fresh instance, which drew WASI's random
-    // seeds (a host call), so its decision was not kept; the second was
-    // kept and the third reused; the `DROP` evaluated.
-    assert_eq!(instances(&proxy, "arg-guard", "cached").await, 1);
-    assert_eq!(evaluated(&proxy, "arg-guard").await, 3);
+    // The first `hi` ran in a fresh instance. That instance drew WASI's
+    // random seeds (a host call) when it was configured, before any call,
+    // so the decision was kept (under 0.2 the seeds were drawn during the
+    // first call, and its decision was not): the next two were reused; the
+    // `DROP` evaluated.
+    assert_eq!(instances(&proxy, "arg-guard", "cached").await, 2);
+    assert_eq!(evaluated(&proxy, "arg-guard").await, 2);
     assert_eq!(upstream.posts(), 3, "only the allowed echo calls went on");
     proxy.shutdown().await;
 }
@@ -360,6 +362,25 @@ async fn rate_limit_counts_tool_calls_across_instances() {
     proxy.shutdown().await;
 }
 
+/// A 0.3 instance is configured when it is made; one that refuses the
+/// configuration the filter was loaded with serves nothing, and the call
+/// is denied (fail closed), never forwarded unchecked.
+#[tokio::test]
+async fn an_instance_that_refuses_its_configuration_denies() {
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, &[fault("refuse-later", "")]).await;
+    let r = call(&proxy, 1, "echo", json!({"text": "hi"})).await;
+    assert_eq!(r["error"]["code"], -32051, "{r}");
+    assert_eq!(r["error"]["data"]["by"], "filter:fault", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused its configuration: refused on purpose by instance 2"),
+        "{r}"
+    );
+    assert_eq!(upstream.posts(), 0, "nothing went on");
+    proxy.shutdown().await;
+}
+
 fn fault(mode: &str, extra: &str) -> String {
     filter_yaml("fault", "fault-filter", json!({"mode": mode}), extra)
 }
@@ -446,7 +467,7 @@ async fn broken_filters_are_refused_at_load() {
     let cases = [
         (
             format!("  - name: empty\n    path: {}\n", empty.display()),
-            "match neither portcullis:policy@0.2.0 nor @0.1.0",
+            "match none of portcullis:policy@0.3.0, @0.2.0 or @0.1.0",
         ),
         (
             format!("  - name: garbage\n    path: {}\n", garbage.display()),

@@ -289,7 +289,7 @@ fn a_component_of_another_contract_is_refused() {
     .unwrap()
     .to_string();
     assert!(
-        err.contains("exports match neither portcullis:policy@0.2.0 nor @0.1.0"),
+        err.contains("exports match none of portcullis:policy@0.3.0, @0.2.0 or @0.1.0"),
         "{err}"
     );
 }

@@ -1,6 +1,7 @@
 //! Host bindings generated from the WIT contract in `policy-sdk/wit`, the
 //! single source of truth for the filter ABI, and from the frozen previous
-//! version in `policy-sdk/wit-0.1`, which the host still loads.
+//! versions in `policy-sdk/wit-0.2` and `policy-sdk/wit-0.1`, which the
+//! host still loads.
 
 wasmtime::component::bindgen!({
     path: "../policy-sdk/wit",
@@ -9,8 +10,19 @@ wasmtime::component::bindgen!({
 
 pub use self::portcullis::policy::{host, types};
 
+/// `portcullis:policy@0.2.0`: the configuration with every call, and every
+/// part of the call, declared or not, as a value (`convert::v0_2`).
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../policy-sdk/wit-0.2",
+        world: "filter",
+    });
+
+    pub use self::portcullis::policy::{host, types};
+}
+
 /// `portcullis:policy@0.1.0`. Its filters see the principal through the
-/// mapping in `convert::downgrade` (policy-sdk/WIT-0.2.md).
+/// mapping in `convert::v0_1` (policy-sdk/WIT-0.2.md).
 pub mod v0_1 {
     wasmtime::component::bindgen!({
         path: "../policy-sdk/wit-0.1",

@@ -43,25 +43,21 @@ fn token(t: &Token) -> types::Token {
 /// The WIT call for `req`, with `arguments` standing for the call's
 /// arguments (a filter earlier in the chain may have rewritten them).
 /// For a filter that declares what it decides on (`shown`), the parts it
-/// did not declare are empty and never copied: it cannot read them, and
-/// the host's reused decisions are keyed on what it can.
+/// did not declare are `none` (the method empty) and never copied: it
+/// cannot read them, the host's reused decisions are keyed on what it
+/// can, and a part that is `none` costs nothing to pass (0.3): each string
+/// the host passes is a call into the guest to allocate it.
 pub fn call(req: &Request<'_>, arguments: Option<&str>, shown: Option<DecidesOn>) -> types::Call {
     let shows = |input: Input| shown.is_none_or(|on| on.shows(input));
     let c: &Call = req.call;
-    let text = |input: Input, s: &str| {
-        if shows(input) {
-            s.to_string()
-        } else {
-            String::new()
-        }
-    };
+    let text = |input: Input, s: &str| shows(input).then(|| s.to_string());
     types::Call {
         kind: match c.kind {
             Kind::Request => types::MessageKind::Request,
             Kind::Notification => types::MessageKind::Notification,
             Kind::Response => types::MessageKind::Response,
         },
-        method: text(Input::Method, &c.method),
+        method: text(Input::Method, &c.method).unwrap_or_default(),
         id: c
             .id
             .as_ref()
@@ -75,26 +71,14 @@ pub fn call(req: &Request<'_>, arguments: Option<&str>, shown: Option<DecidesOn>
         arguments: arguments
             .filter(|_| shows(Input::Arguments))
             .map(str::to_string),
-        principal: if shows(Input::Principal) {
-            principal(req.principal)
-        } else {
-            types::Principal {
-                peer: None,
-                token: None,
-                key: String::new(),
-            }
-        },
+        principal: shows(Input::Principal).then(|| principal(req.principal)),
         session: req
             .session
             .filter(|_| shows(Input::Session))
             .map(str::to_string),
         instance: text(Input::Instance, req.instance),
         era: text(Input::Era, c.era.label()),
-        headers: if shows(Input::Headers) {
-            headers(req)
-        } else {
-            Vec::new()
-        },
+        headers: shows(Input::Headers).then(|| headers(req)),
         annotations: req
             .annotations
             .filter(|_| shows(Input::Annotations))
@@ -147,6 +131,126 @@ pub fn list_items(items: &[lists::ListItem<'_>]) -> Vec<types::ListItem> {
         .collect()
 }
 
+/// A frozen contract's answers read back as the current contract's, and
+/// the list hook's inputs passed down: the same in 0.2 and 0.1. Expanded
+/// in each version's module, where `types` is the current contract's and
+/// `old` the frozen one's.
+macro_rules! read_back {
+    () => {
+        fn denial(d: old::Denial) -> types::Denial {
+            types::Denial {
+                code: d.code,
+                message: d.message,
+            }
+        }
+
+        pub fn decision(d: old::Decision) -> types::Decision {
+            match d {
+                old::Decision::Allow => types::Decision::Allow,
+                old::Decision::Deny(d) => types::Decision::Deny(denial(d)),
+                old::Decision::RewriteArguments(a) => types::Decision::RewriteArguments(a),
+            }
+        }
+
+        pub fn result_decision(d: old::ResultDecision) -> types::ResultDecision {
+            match d {
+                old::ResultDecision::Allow => types::ResultDecision::Allow,
+                old::ResultDecision::Replace(r) => types::ResultDecision::Replace(r),
+                old::ResultDecision::Deny(d) => types::ResultDecision::Deny(denial(d)),
+            }
+        }
+
+        pub fn list_kind(k: types::ListKind) -> old::ListKind {
+            match k {
+                types::ListKind::Tools => old::ListKind::Tools,
+                types::ListKind::Prompts => old::ListKind::Prompts,
+                types::ListKind::Resources => old::ListKind::Resources,
+                types::ListKind::ResourceTemplates => old::ListKind::ResourceTemplates,
+            }
+        }
+
+        pub fn list_items(items: &[types::ListItem]) -> Vec<old::ListItem> {
+            items
+                .iter()
+                .map(|i| old::ListItem {
+                    name: i.name.clone(),
+                    annotations: i.annotations.clone(),
+                })
+                .collect()
+        }
+    };
+}
+
+/// What a filter built against `portcullis:policy@0.2.0` sees: every part
+/// of the call as a value, an undeclared one empty (as 0.2 showed it), and
+/// the principal of a call that does not show one anonymous and keyless.
+pub mod v0_2 {
+    use super::super::bindings::{types, v0_2::types as old};
+
+    pub fn principal(p: &types::Principal) -> old::Principal {
+        old::Principal {
+            peer: p.peer.clone(),
+            token: p.token.as_ref().map(|t| old::Token {
+                kind: match t.kind {
+                    types::TokenKind::AccessToken => old::TokenKind::AccessToken,
+                    types::TokenKind::JwtSvid => old::TokenKind::JwtSvid,
+                },
+                issuer: t.issuer.clone(),
+                subject: t.subject.clone(),
+                scopes: t.scopes.clone(),
+                actor: t.actor.clone(),
+                expires_at_ms: t.expires_at_ms,
+                claims: t.claims.clone(),
+            }),
+            key: p.key.clone(),
+        }
+    }
+
+    pub fn call(c: &types::Call) -> old::Call {
+        old::Call {
+            kind: match c.kind {
+                types::MessageKind::Request => old::MessageKind::Request,
+                types::MessageKind::Notification => old::MessageKind::Notification,
+                types::MessageKind::Response => old::MessageKind::Response,
+            },
+            method: c.method.clone(),
+            id: c.id.clone(),
+            target: c.target.as_ref().map(|t| old::Target {
+                kind: match t.kind {
+                    types::TargetKind::Tool => old::TargetKind::Tool,
+                    types::TargetKind::Prompt => old::TargetKind::Prompt,
+                    types::TargetKind::Resource => old::TargetKind::Resource,
+                },
+                name: t.name.clone(),
+            }),
+            arguments: c.arguments.clone(),
+            principal: c.principal.as_ref().map_or_else(
+                || old::Principal {
+                    peer: None,
+                    token: None,
+                    key: String::new(),
+                },
+                principal,
+            ),
+            session: c.session.clone(),
+            instance: c.instance.clone().unwrap_or_default(),
+            era: c.era.clone().unwrap_or_default(),
+            headers: c
+                .headers
+                .iter()
+                .flatten()
+                .map(|h| old::Header {
+                    name: h.name.clone(),
+                    value: h.value.clone(),
+                })
+                .collect(),
+            annotations: c.annotations.clone(),
+        }
+    }
+
+    read_back!();
+}
+
 /// What a filter built against `portcullis:policy@0.1.0` sees: the same
 /// call, with the principal shown through the documented mapping
 /// (policy-sdk/WIT-0.2.md), and its answers read back.
@@ -182,13 +286,14 @@ pub mod v0_1 {
                 name: t.name.clone(),
             }),
             arguments: c.arguments.clone(),
-            caller: caller(&c.principal),
+            caller: c.principal.as_ref().map_or(old::Caller::Anonymous, caller),
             session: c.session.clone(),
-            instance: c.instance.clone(),
-            era: c.era.clone(),
+            instance: c.instance.clone().unwrap_or_default(),
+            era: c.era.clone().unwrap_or_default(),
             headers: c
                 .headers
                 .iter()
+                .flatten()
                 .map(|h| old::Header {
                     name: h.name.clone(),
                     value: h.value.clone(),
@@ -198,47 +303,7 @@ pub mod v0_1 {
         }
     }
 
-    fn denial(d: old::Denial) -> types::Denial {
-        types::Denial {
-            code: d.code,
-            message: d.message,
-        }
-    }
-
-    pub fn decision(d: old::Decision) -> types::Decision {
-        match d {
-            old::Decision::Allow => types::Decision::Allow,
-            old::Decision::Deny(d) => types::Decision::Deny(denial(d)),
-            old::Decision::RewriteArguments(a) => types::Decision::RewriteArguments(a),
-        }
-    }
-
-    pub fn result_decision(d: old::ResultDecision) -> types::ResultDecision {
-        match d {
-            old::ResultDecision::Allow => types::ResultDecision::Allow,
-            old::ResultDecision::Replace(r) => types::ResultDecision::Replace(r),
-            old::ResultDecision::Deny(d) => types::ResultDecision::Deny(denial(d)),
-        }
-    }
-
-    pub fn list_kind(k: types::ListKind) -> old::ListKind {
-        match k {
-            types::ListKind::Tools => old::ListKind::Tools,
-            types::ListKind::Prompts => old::ListKind::Prompts,
-            types::ListKind::Resources => old::ListKind::Resources,
-            types::ListKind::ResourceTemplates => old::ListKind::ResourceTemplates,
-        }
-    }
-
-    pub fn list_items(items: &[types::ListItem]) -> Vec<old::ListItem> {
-        items
-            .iter()
-            .map(|i| old::ListItem {
-                name: i.name.clone(),
-                annotations: i.annotations.clone(),
-            })
-            .collect()
-    }
+    read_back!();
 }
 
 #[cfg(test)]

@@ -144,7 +144,10 @@ impl DecidesOn {
             || big(ANNOTATIONS, call.annotations.as_deref())
             || big(
                 PRINCIPAL,
-                call.principal.token.as_ref().map(|t| t.claims.as_str()),
+                call.principal
+                    .as_ref()
+                    .and_then(|p| p.token.as_ref())
+                    .map(|t| t.claims.as_str()),
             )
         {
             return None;
@@ -171,7 +174,7 @@ impl DecidesOn {
             k.opt(call.arguments.as_deref());
         }
         if self.has(PRINCIPAL) {
-            k.principal(&call.principal);
+            k.opt_principal(call.principal.as_ref());
         } else {
             // Decisions are never shared between callers, even by a filter
             // that cannot tell them apart: a shared cache would tell one
@@ -183,17 +186,13 @@ impl DecidesOn {
             k.opt(call.session.as_deref());
         }
         if self.has(INSTANCE) {
-            k.text(&call.instance);
+            k.opt(call.instance.as_deref());
         }
         if self.has(ERA) {
-            k.text(&call.era);
+            k.opt(call.era.as_deref());
         }
         if self.has(HEADERS) {
-            k.len(call.headers.len());
-            for h in &call.headers {
-                k.text(&h.name);
-                k.text(&h.value);
-            }
+            k.headers(call.headers.as_deref());
         }
         if self.has(ANNOTATIONS) {
             k.opt(call.annotations.as_deref());
@@ -225,6 +224,29 @@ impl Key {
                 self.text(s);
             }
             None => self.byte(0),
+        }
+    }
+
+    fn opt_principal(&mut self, p: Option<&types::Principal>) {
+        match p {
+            Some(p) => {
+                self.byte(1);
+                self.principal(p);
+            }
+            None => self.byte(0),
+        }
+    }
+
+    fn headers(&mut self, headers: Option<&[types::Header]>) {
+        let Some(headers) = headers else {
+            self.byte(0);
+            return;
+        };
+        self.byte(1);
+        self.len(headers.len());
+        for h in headers {
+            self.text(&h.name);
+            self.text(&h.value);
         }
     }
 
@@ -309,7 +331,7 @@ mod tests {
                 name: "echo".into(),
             }),
             arguments: Some(r#"{"text":"hi"}"#.into()),
-            principal: types::Principal {
+            principal: Some(types::Principal {
                 peer: Some("spiffe://td/ns/a/sa/b".into()),
                 token: Some(types::Token {
                     kind: types::TokenKind::AccessToken,
@@ -321,14 +343,14 @@ mod tests {
                     claims: r#"{"groups":["a"]}"#.into(),
                 }),
                 key: "spiffe://td/ns/a/sa/b token:idp#alice".into(),
-            },
+            }),
             session: Some("s".into()),
-            instance: "i".into(),
-            era: "2025-06-18".into(),
-            headers: vec![types::Header {
+            instance: Some("i".into()),
+            era: Some("2025-06-18".into()),
+            headers: Some(vec![types::Header {
                 name: "mcp-method".into(),
                 value: "tools/call".into(),
-            }],
+            }]),
             annotations: None,
         }
     }
@@ -337,7 +359,17 @@ mod tests {
 
     /// The key of `c` from the caller `c` names.
     fn key(on: DecidesOn, c: &types::Call) -> Option<Vec<u8>> {
-        on.key(c, &c.principal.key)
+        let caller = c.principal.as_ref().map_or("", |p| p.key.as_str());
+        on.key(c, caller)
+    }
+
+    fn p_headers(c: &mut types::Call) -> &mut Vec<types::Header> {
+        c.headers.as_mut().unwrap()
+    }
+
+    /// The test call's principal, to change.
+    fn p(c: &mut types::Call) -> &mut types::Principal {
+        c.principal.as_mut().unwrap()
     }
 
     /// A named change to a call.
@@ -356,31 +388,24 @@ mod tests {
                 c.target.as_mut().unwrap().kind = types::TargetKind::Prompt
             }),
             ("no target", |c| c.target = None),
-            ("peer", |c| {
-                c.principal.peer = Some("spiffe://td/ns/a/sa/c".into())
-            }),
-            ("key", |c| c.principal.key = "other".into()),
+            ("peer", |c| p(c).peer = Some("spiffe://td/ns/a/sa/c".into())),
+            ("key", |c| p(c).key = "other".into()),
             ("scopes", |c| {
-                c.principal
-                    .token
-                    .as_mut()
-                    .unwrap()
-                    .scopes
-                    .push("write".into())
+                p(c).token.as_mut().unwrap().scopes.push("write".into())
             }),
             ("claims", |c| {
-                c.principal.token.as_mut().unwrap().claims = r#"{"groups":["b"]}"#.into()
+                p(c).token.as_mut().unwrap().claims = r#"{"groups":["b"]}"#.into()
             }),
             ("expiry", |c| {
-                c.principal.token.as_mut().unwrap().expires_at_ms = 2000
+                p(c).token.as_mut().unwrap().expires_at_ms = 2000
             }),
             ("actor", |c| {
-                c.principal.token.as_mut().unwrap().actor = Some("bot".into())
+                p(c).token.as_mut().unwrap().actor = Some("bot".into())
             }),
             ("token kind", |c| {
-                c.principal.token.as_mut().unwrap().kind = types::TokenKind::JwtSvid
+                p(c).token.as_mut().unwrap().kind = types::TokenKind::JwtSvid
             }),
-            ("no token", |c| c.principal.token = None),
+            ("no token", |c| p(c).token = None),
             ("kind", |c| c.kind = types::MessageKind::Notification),
         ];
         for (what, change) in seen {
@@ -393,7 +418,7 @@ mod tests {
             ("arguments", |c| c.arguments = Some("{}".into())),
             ("id", |c| c.id = None),
             ("session", |c| c.session = None),
-            ("headers", |c| c.headers.clear()),
+            ("headers", |c| c.headers = Some(Vec::new())),
         ];
         for (what, change) in unseen {
             let mut c = call();
@@ -414,11 +439,11 @@ mod tests {
                 ARGUMENTS,
                 ("arguments", |c| c.arguments = Some("{}".into())),
             ),
-            (PRINCIPAL, ("principal", |c| c.principal.peer = None)),
+            (PRINCIPAL, ("principal", |c| p(c).peer = None)),
             (SESSION, ("session", |c| c.session = Some("t".into()))),
-            (INSTANCE, ("instance", |c| c.instance = "j".into())),
-            (ERA, ("era", |c| c.era = "2026-07-28".into())),
-            (HEADERS, ("headers", |c| c.headers[0].value = "x".into())),
+            (INSTANCE, ("instance", |c| c.instance = Some("j".into()))),
+            (ERA, ("era", |c| c.era = Some("2026-07-28".into()))),
+            (HEADERS, ("headers", |c| p_headers(c)[0].value = "x".into())),
             (
                 ANNOTATIONS,
                 ("annotations", |c| c.annotations = Some("{}".into())),
@@ -460,11 +485,7 @@ mod tests {
         let args = DecidesOn(METHOD | TARGET | ARGUMENTS);
         // The call as such a filter is shown it: no principal.
         let mut shown = call();
-        shown.principal = types::Principal {
-            peer: None,
-            token: None,
-            key: String::new(),
-        };
+        shown.principal = None;
         let base = args.key(&shown, "spiffe://td/ns/a/sa/b").unwrap();
         let other = args.key(&shown, "spiffe://td/ns/a/sa/other").unwrap();
         assert_ne!(other, base);
@@ -475,11 +496,11 @@ mod tests {
     #[test]
     fn texts_cannot_run_into_each_other() {
         let mut a = call();
-        a.principal.token.as_mut().unwrap().issuer = "ab".into();
-        a.principal.token.as_mut().unwrap().subject = "c".into();
+        p(&mut a).token.as_mut().unwrap().issuer = "ab".into();
+        p(&mut a).token.as_mut().unwrap().subject = "c".into();
         let mut b = call();
-        b.principal.token.as_mut().unwrap().issuer = "a".into();
-        b.principal.token.as_mut().unwrap().subject = "bc".into();
+        p(&mut b).token.as_mut().unwrap().issuer = "a".into();
+        p(&mut b).token.as_mut().unwrap().subject = "bc".into();
         assert_ne!(key(RBAC, &a), key(RBAC, &b));
     }
 

@@ -10,7 +10,7 @@ use wasmtime::{
 };
 
 use super::{
-    bindings::{v0_1, Filter},
+    bindings::{v0_1, v0_2, Filter},
     compile::{self, ChildArgs},
     host::HostState,
     ticker::{Active, Ticker},
@@ -54,7 +54,9 @@ impl FilterEngine {
         let mut linker = Linker::new(&engine);
         Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
-        // Both contracts' host functions: a component imports one of them.
+        // Every contract's host functions: a component imports one of them.
+        v0_2::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         v0_1::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         define_wasi_basics(&mut linker, WASI_VERSION)

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
 use super::{
-    bindings::{host, types, v0_1},
+    bindings::{host, types, v0_1, v0_2},
     kv::KvStore,
 };
 
@@ -75,6 +75,7 @@ impl HostState {
 }
 
 impl types::Host for HostState {}
+impl v0_2::types::Host for HostState {}
 impl v0_1::types::Host for HostState {}
 
 impl host::Host for HostState {
@@ -134,37 +135,46 @@ impl host::Host for HostState {
 }
 
 /// 0.1 lends the same functions under its own package name.
-impl v0_1::host::Host for HostState {
-    fn log(&mut self, level: v0_1::host::Level, message: String) {
-        let level = match level {
-            v0_1::host::Level::Trace => host::Level::Trace,
-            v0_1::host::Level::Debug => host::Level::Debug,
-            v0_1::host::Level::Info => host::Level::Info,
-            v0_1::host::Level::Warn => host::Level::Warn,
-            v0_1::host::Level::Error => host::Level::Error,
-        };
-        host::Host::log(self, level, message)
-    }
+/// A frozen contract's host functions are the current ones under its own
+/// names: the same state, the same limits.
+macro_rules! frozen_host {
+    ($v:ident) => {
+        impl $v::host::Host for HostState {
+            fn log(&mut self, level: $v::host::Level, message: String) {
+                let level = match level {
+                    $v::host::Level::Trace => host::Level::Trace,
+                    $v::host::Level::Debug => host::Level::Debug,
+                    $v::host::Level::Info => host::Level::Info,
+                    $v::host::Level::Warn => host::Level::Warn,
+                    $v::host::Level::Error => host::Level::Error,
+                };
+                host::Host::log(self, level, message)
+            }
 
-    fn now_ms(&mut self) -> u64 {
-        host::Host::now_ms(self)
-    }
+            fn now_ms(&mut self) -> u64 {
+                host::Host::now_ms(self)
+            }
 
-    fn counter_add(&mut self, key: String, delta: i64, ttl_ms: u64) -> i64 {
-        host::Host::counter_add(self, key, delta, ttl_ms)
-    }
+            fn counter_add(&mut self, key: String, delta: i64, ttl_ms: u64) -> i64 {
+                host::Host::counter_add(self, key, delta, ttl_ms)
+            }
 
-    fn kv_get(&mut self, key: String) -> Option<String> {
-        host::Host::kv_get(self, key)
-    }
+            fn kv_get(&mut self, key: String) -> Option<String> {
+                host::Host::kv_get(self, key)
+            }
 
-    fn kv_compare_and_swap(
-        &mut self,
-        key: String,
-        expected: Option<String>,
-        value: String,
-        ttl_ms: u64,
-    ) -> bool {
-        host::Host::kv_compare_and_swap(self, key, expected, value, ttl_ms)
-    }
+            fn kv_compare_and_swap(
+                &mut self,
+                key: String,
+                expected: Option<String>,
+                value: String,
+                ttl_ms: u64,
+            ) -> bool {
+                host::Host::kv_compare_and_swap(self, key, expected, value, ttl_ms)
+            }
+        }
+    };
 }
+
+frozen_host!(v0_2);
+frozen_host!(v0_1);

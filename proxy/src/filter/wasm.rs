@@ -13,7 +13,7 @@ use std::{
 use wasmtime::Store;
 
 use super::{
-    bindings::{types, v0_1, Filter, FilterPre},
+    bindings::{types, v0_1, v0_2, Filter, FilterPre},
     convert,
     decisions::{DecidesOn, DecisionCache},
     engine::FilterEngine,
@@ -39,6 +39,10 @@ pub enum Fault {
     Oversize(usize, usize),
     #[error("returned invalid JSON: {0}")]
     BadJson(String),
+    /// A new instance refused the configuration the filter was loaded
+    /// with (0.3's `configure`).
+    #[error("refused its configuration: {0}")]
+    Config(String),
 }
 
 impl Fault {
@@ -50,6 +54,7 @@ impl Fault {
             Self::Instantiate(_) => "instantiate",
             Self::Oversize(..) => "oversize",
             Self::BadJson(_) => "bad_json",
+            Self::Config(_) => "config",
         }
     }
 }
@@ -177,13 +182,34 @@ fn keep<T>(
 /// A filter pre-linked against the contract version it was built for.
 enum Pre {
     Current(FilterPre<HostState>),
+    V0_2(v0_2::FilterPre<HostState>),
     V0_1(v0_1::FilterPre<HostState>),
 }
 
 impl Pre {
+    /// The contract `pre`'s exports were built against. Their types say
+    /// which: the three differ in `call` and in the hooks' parameters, so
+    /// no component can match two.
+    fn of(pre: wasmtime::component::InstancePre<HostState>) -> Result<Self, String> {
+        let current = match FilterPre::new(pre.clone()) {
+            Ok(pre) => return Ok(Self::Current(pre)),
+            Err(e) => e,
+        };
+        if let Ok(pre) = v0_2::FilterPre::new(pre.clone()) {
+            return Ok(Self::V0_2(pre));
+        }
+        if let Ok(pre) = v0_1::FilterPre::new(pre) {
+            return Ok(Self::V0_1(pre));
+        }
+        Err(format!(
+            "exports match none of portcullis:policy@0.3.0, @0.2.0 or @0.1.0: {current:#}"
+        ))
+    }
+
     fn engine(&self) -> &wasmtime::Engine {
         match self {
             Self::Current(p) => p.engine(),
+            Self::V0_2(p) => p.engine(),
             Self::V0_1(p) => p.engine(),
         }
     }
@@ -191,27 +217,34 @@ impl Pre {
     fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Instance> {
         Ok(match self {
             Self::Current(p) => Instance::Current(p.instantiate(store)?),
+            Self::V0_2(p) => Instance::V0_2(p.instantiate(store)?),
             Self::V0_1(p) => Instance::V0_1(p.instantiate(store)?),
         })
     }
 }
 
-/// One instance, spoken to in the current contract's types: a 0.1 filter
-/// gets the call translated down and its answer read back
-/// (`convert::v0_1`).
+/// One instance, spoken to in the current contract's types: a filter of a
+/// frozen contract is handed the configuration with every call, gets the
+/// call translated down and its answer read back (`convert::v0_2`,
+/// `convert::v0_1`).
 enum Instance {
     Current(Filter),
+    V0_2(v0_2::Filter),
     V0_1(v0_1::Filter),
 }
 
 impl Instance {
-    fn validate_config(
+    /// Hands a 0.3 instance its configuration, once; checks it for the
+    /// frozen contracts (called then only when the filter is loaded, as
+    /// they are handed it with every call).
+    fn configure(
         &self,
         s: &mut Store<HostState>,
         config: &str,
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
-            Self::Current(f) => f.call_validate_config(s, config),
+            Self::Current(f) => f.call_configure(s, config),
+            Self::V0_2(f) => f.call_validate_config(s, config),
             Self::V0_1(f) => f.call_validate_config(s, config),
         }
     }
@@ -223,7 +256,10 @@ impl Instance {
         call: &types::Call,
     ) -> wasmtime::Result<types::Decision> {
         match self {
-            Self::Current(f) => f.call_on_request(s, config, call),
+            Self::Current(f) => f.call_on_request(s, call),
+            Self::V0_2(f) => f
+                .call_on_request(s, config, &convert::v0_2::call(call))
+                .map(convert::v0_2::decision),
             Self::V0_1(f) => f
                 .call_on_request(s, config, &convert::v0_1::call(call))
                 .map(convert::v0_1::decision),
@@ -238,7 +274,10 @@ impl Instance {
         result: &str,
     ) -> wasmtime::Result<types::ResultDecision> {
         match self {
-            Self::Current(f) => f.call_on_result(s, config, call, result),
+            Self::Current(f) => f.call_on_result(s, call, result),
+            Self::V0_2(f) => f
+                .call_on_result(s, config, &convert::v0_2::call(call), result)
+                .map(convert::v0_2::result_decision),
             Self::V0_1(f) => f
                 .call_on_result(s, config, &convert::v0_1::call(call), result)
                 .map(convert::v0_1::result_decision),
@@ -254,7 +293,14 @@ impl Instance {
         items: &[types::ListItem],
     ) -> wasmtime::Result<Vec<bool>> {
         match self {
-            Self::Current(f) => f.call_on_list(s, config, principal, kind, items),
+            Self::Current(f) => f.call_on_list(s, principal, kind, items),
+            Self::V0_2(f) => f.call_on_list(
+                s,
+                config,
+                &convert::v0_2::principal(principal),
+                convert::v0_2::list_kind(kind),
+                &convert::v0_2::list_items(items),
+            ),
             Self::V0_1(f) => f.call_on_list(
                 s,
                 config,
@@ -328,30 +374,17 @@ impl WasmFilter {
             .and_then(|linker| linker.instantiate_pre(&component));
         let instance_pre = linked.map_err(|e| {
             refuse(format!(
-                "imports match neither portcullis:policy@0.2.0 nor @0.1.0: {e:#}"
+                "imports match none of portcullis:policy@0.3.0, @0.2.0 or @0.1.0: {e:#}"
             ))
         })?;
-        // The exports' types say which contract the component was built
-        // against; the two differ in `call` and `on-list`, so no component
-        // can match both.
-        let pre = match FilterPre::new(instance_pre.clone()) {
-            Ok(pre) => Pre::Current(pre),
-            Err(current) => match v0_1::FilterPre::new(instance_pre) {
-                Ok(pre) => Pre::V0_1(pre),
-                Err(_) => {
-                    return Err(refuse(format!(
-                        "exports match neither portcullis:policy@0.2.0 nor @0.1.0: {current:#}"
-                    )))
-                }
-            },
-        };
+        let pre = Pre::of(instance_pre).map_err(refuse)?;
         let shared = Arc::new(FilterShared {
             name: name.to_string(),
             kv: KvStore::default(),
             epoch: Instant::now(),
         });
-        // Only the current contract's SDK writes the declaration.
-        let decides_on = decides_on.filter(|_| matches!(pre, Pre::Current(_)));
+        // The SDK writes the declaration since 0.2; 0.1's never did.
+        let decides_on = decides_on.filter(|_| !matches!(pre, Pre::V0_1(_)));
         let filter = Self {
             name: name.to_string(),
             engine: engine.clone(),
@@ -373,12 +406,18 @@ impl WasmFilter {
         Ok(filter)
     }
 
+    /// A first instance, configured (0.3) or asked to check the
+    /// configuration (0.2, 0.1), and dropped.
     fn validate_config(&self) -> Result<(), String> {
-        let verdict = self.run(None, |f, s, cfg| f.validate_config(s, cfg));
+        let verdict = match self.pre {
+            // `instantiate` configures it.
+            Pre::Current(_) => self.run(None, |_, _, _| Ok(Ok(()))),
+            _ => self.run(None, |f, s, cfg| f.configure(s, cfg)),
+        };
         match verdict {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(format!("configuration refused: {why}")),
-            Err(fault) => Err(format!("validate-config {fault}")),
+            Ok(Err(why)) | Err(Fault::Config(why)) => Err(format!("configuration refused: {why}")),
+            Err(fault) => Err(format!("configuration check {fault}")),
         }
     }
 
@@ -588,6 +627,16 @@ impl WasmFilter {
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.classify(&e, true))?;
+        // A 0.3 instance is configured once, within the same deadline. A
+        // trap here is the filter's fault, not the pool's: not
+        // `Fault::Instantiate`, which evicts warm instances and tries again.
+        if let Instance::Current(_) = instance {
+            match instance.configure(&mut store, &self.config) {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => return Err(Fault::Config(why)),
+                Err(e) => return Err(self.classify(&e, false)),
+            }
+        }
         Ok(Warm {
             caller,
             hash,

@@ -5,7 +5,9 @@
 //! mode a tool named `args` is denied with the arguments the filter was
 //! shown (it declares nothing, so it is shown the whole call). Every other call
 //! is allowed, so the tests can check that the next call works after a
-//! fault.
+//! fault. In `refuse-later` mode the configuration is accepted by the
+//! first instance (the host's check at load) and refused by every later
+//! one, as a configuration whose check depends on something outside it.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -25,6 +27,10 @@ impl Filter for Fault {
         match config.mode.as_str() {
             "loop" | "alloc" | "trap" | "big" | "none" | "show-args" => Ok(()),
             "reject" => Err("this configuration is refused on purpose".into()),
+            "refuse-later" => match host::counter_add("configured", 1, 0) {
+                1 => Ok(()),
+                n => Err(format!("refused on purpose by instance {n}")),
+            },
             other => Err(format!("unknown mode {other}")),
         }
     }
