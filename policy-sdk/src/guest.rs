@@ -122,6 +122,8 @@ pub fn configure<F: Filter>(config: String) -> Result<(), String>
 where
     F::Config: 'static,
 {
+    // A refused configuration leaves none behind: the hooks then deny.
+    CONFIGURED.set(None);
     let parsed: Rc<dyn Any> = Rc::new(load_config::<F>(&config)?);
     CONFIGURED.set(Some(parsed));
     Ok(())

@@ -95,7 +95,9 @@ pub trait Filter {
     const DECIDES_ON: Option<&'static [Input]> = None;
 
     /// Checks a configuration beyond what its type enforces. Called when the
-    /// filter is loaded; an error refuses the load.
+    /// filter is loaded (an error refuses the load) and as each new
+    /// instance is configured (an error there denies the call, even for a
+    /// filter that fails open): keep it a function of the configuration.
     fn validate(_config: &Self::Config) -> Result<(), String> {
         Ok(())
     }

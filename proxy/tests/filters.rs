@@ -364,21 +364,25 @@ async fn rate_limit_counts_tool_calls_across_instances() {
 
 /// A 0.3 instance is configured when it is made; one that refuses the
 /// configuration the filter was loaded with serves nothing, and the call
-/// is denied (fail closed), never forwarded unchecked.
+/// is denied (fail closed), never forwarded unchecked: even for a filter
+/// that fails open, which is for a filter breaking on some input, not
+/// one running without its policy.
 #[tokio::test]
 async fn an_instance_that_refuses_its_configuration_denies() {
     let upstream = Upstream::start();
-    let proxy = start(&upstream, &[fault("refuse-later", "")]).await;
-    let r = call(&proxy, 1, "echo", json!({"text": "hi"})).await;
-    assert_eq!(r["error"]["code"], -32051, "{r}");
-    assert_eq!(r["error"]["data"]["by"], "filter:fault", "{r}");
-    let message = r["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("refused its configuration: refused on purpose by instance 2"),
-        "{r}"
-    );
+    for extra in ["", "    on_error: allow\n"] {
+        let proxy = start(&upstream, &[fault("refuse-later", extra)]).await;
+        let r = call(&proxy, 1, "echo", json!({"text": "hi"})).await;
+        assert_eq!(r["error"]["code"], -32051, "{extra:?}: {r}");
+        assert_eq!(r["error"]["data"]["by"], "filter:fault", "{r}");
+        let message = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("refused its configuration: refused on purpose by instance 2"),
+            "{r}"
+        );
+        proxy.shutdown().await;
+    }
     assert_eq!(upstream.posts(), 0, "nothing went on");
-    proxy.shutdown().await;
 }
 
 fn fault(mode: &str, extra: &str) -> String {

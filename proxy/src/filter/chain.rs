@@ -51,9 +51,17 @@ impl FilterChain {
         self.filters.iter().map(|f| f.name.as_str()).collect()
     }
 
+    /// A fault denies, unless the filter fails open. An instance that
+    /// refused the configuration the filter was loaded with denies even
+    /// then: `on_error: allow` is for a filter that breaks on some input,
+    /// not for one that would otherwise be running without its policy.
     fn fault(&self, f: &WasmFilter, hook: &str, fault: &Fault) -> OnFault {
         self.metrics.fault(&f.name, fault.kind());
-        match f.on_error {
+        let on_error = match fault {
+            Fault::Config(_) => OnError::Deny,
+            _ => f.on_error,
+        };
+        match on_error {
             OnError::Deny => {
                 tracing::warn!(filter = %f.name, hook, fault = %fault, "filter failed; denying (fail closed)");
                 OnFault::Deny(Denial::new(

@@ -174,7 +174,7 @@ impl DecidesOn {
             k.opt(call.arguments.as_deref());
         }
         if self.has(PRINCIPAL) {
-            k.opt_principal(call.principal.as_ref());
+            k.opt_principal(call.principal.as_ref(), caller);
         } else {
             // Decisions are never shared between callers, even by a filter
             // that cannot tell them apart: a shared cache would tell one
@@ -227,13 +227,18 @@ impl Key {
         }
     }
 
-    fn opt_principal(&mut self, p: Option<&types::Principal>) {
+    /// A declared principal is always shown; were it ever not, the key
+    /// still names the caller, so decisions stay per caller.
+    fn opt_principal(&mut self, p: Option<&types::Principal>, caller: &str) {
         match p {
             Some(p) => {
                 self.byte(1);
                 self.principal(p);
             }
-            None => self.byte(0),
+            None => {
+                self.byte(0);
+                self.text(caller);
+            }
         }
     }
 

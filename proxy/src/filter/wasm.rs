@@ -627,7 +627,8 @@ impl WasmFilter {
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.classify(&e, true))?;
-        // A 0.3 instance is configured once, within the same deadline. A
+        // A 0.3 instance is configured once, under the deadline armed
+        // above for instantiating it (the call gets its own after). A
         // trap here is the filter's fault, not the pool's: not
         // `Fault::Instantiate`, which evicts warm instances and tries again.
         if let Instance::Current(_) = instance {
