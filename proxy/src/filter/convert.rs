@@ -131,12 +131,44 @@ pub fn list_items(items: &[lists::ListItem<'_>]) -> Vec<types::ListItem> {
         .collect()
 }
 
-/// A frozen contract's answers read back as the current contract's, and
-/// the list hook's inputs passed down: the same in 0.2 and 0.1. Expanded
+/// What 0.2 and 0.1 share: the call's kind, target and headers passed
+/// down, the list hook's inputs too, and the answers read back as the
+/// current contract's. Expanded
 /// in each version's module, where `types` is the current contract's and
 /// `old` the frozen one's.
 macro_rules! read_back {
     () => {
+        fn kind(k: types::MessageKind) -> old::MessageKind {
+            match k {
+                types::MessageKind::Request => old::MessageKind::Request,
+                types::MessageKind::Notification => old::MessageKind::Notification,
+                types::MessageKind::Response => old::MessageKind::Response,
+            }
+        }
+
+        fn target(t: &types::Target) -> old::Target {
+            old::Target {
+                kind: match t.kind {
+                    types::TargetKind::Tool => old::TargetKind::Tool,
+                    types::TargetKind::Prompt => old::TargetKind::Prompt,
+                    types::TargetKind::Resource => old::TargetKind::Resource,
+                },
+                name: t.name.clone(),
+            }
+        }
+
+        /// Undeclared headers (`none`) are an empty list, as 0.2 and 0.1
+        /// showed them.
+        fn headers(h: Option<&[types::Header]>) -> Vec<old::Header> {
+            h.unwrap_or_default()
+                .iter()
+                .map(|h| old::Header {
+                    name: h.name.clone(),
+                    value: h.value.clone(),
+                })
+                .collect()
+        }
+
         fn denial(d: old::Denial) -> types::Denial {
             types::Denial {
                 code: d.code,
@@ -208,21 +240,10 @@ pub mod v0_2 {
 
     pub fn call(c: &types::Call) -> old::Call {
         old::Call {
-            kind: match c.kind {
-                types::MessageKind::Request => old::MessageKind::Request,
-                types::MessageKind::Notification => old::MessageKind::Notification,
-                types::MessageKind::Response => old::MessageKind::Response,
-            },
+            kind: kind(c.kind),
             method: c.method.clone(),
             id: c.id.clone(),
-            target: c.target.as_ref().map(|t| old::Target {
-                kind: match t.kind {
-                    types::TargetKind::Tool => old::TargetKind::Tool,
-                    types::TargetKind::Prompt => old::TargetKind::Prompt,
-                    types::TargetKind::Resource => old::TargetKind::Resource,
-                },
-                name: t.name.clone(),
-            }),
+            target: c.target.as_ref().map(target),
             arguments: c.arguments.clone(),
             principal: c.principal.as_ref().map_or_else(
                 || old::Principal {
@@ -235,15 +256,7 @@ pub mod v0_2 {
             session: c.session.clone(),
             instance: c.instance.clone().unwrap_or_default(),
             era: c.era.clone().unwrap_or_default(),
-            headers: c
-                .headers
-                .iter()
-                .flatten()
-                .map(|h| old::Header {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
+            headers: headers(c.headers.as_deref()),
             annotations: c.annotations.clone(),
         }
     }
@@ -270,35 +283,16 @@ pub mod v0_1 {
 
     pub fn call(c: &types::Call) -> old::Call {
         old::Call {
-            kind: match c.kind {
-                types::MessageKind::Request => old::MessageKind::Request,
-                types::MessageKind::Notification => old::MessageKind::Notification,
-                types::MessageKind::Response => old::MessageKind::Response,
-            },
+            kind: kind(c.kind),
             method: c.method.clone(),
             id: c.id.clone(),
-            target: c.target.as_ref().map(|t| old::Target {
-                kind: match t.kind {
-                    types::TargetKind::Tool => old::TargetKind::Tool,
-                    types::TargetKind::Prompt => old::TargetKind::Prompt,
-                    types::TargetKind::Resource => old::TargetKind::Resource,
-                },
-                name: t.name.clone(),
-            }),
+            target: c.target.as_ref().map(target),
             arguments: c.arguments.clone(),
             caller: c.principal.as_ref().map_or(old::Caller::Anonymous, caller),
             session: c.session.clone(),
             instance: c.instance.clone().unwrap_or_default(),
             era: c.era.clone().unwrap_or_default(),
-            headers: c
-                .headers
-                .iter()
-                .flatten()
-                .map(|h| old::Header {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
+            headers: headers(c.headers.as_deref()),
             annotations: c.annotations.clone(),
         }
     }
