@@ -4,7 +4,9 @@
 //! static rules as the baseline measured in the same run; and the least a
 //! component call costs on the same engine (`component_call_floor`). The
 //! `_cold_caches` cases evict the L2 before each call, as the sidecar's
-//! other work between two calls does (see `cold`).
+//! other work between two calls does (see `cold`). arg-guard's load text
+//! (`make bench`'s) holds nothing its regex's prefilter looks for; the
+//! `_regex_searched` cases send one that does.
 
 #[path = "../tests/support/wasm.rs"]
 mod wasm;
@@ -105,6 +107,13 @@ fn echo() -> Call {
         "params": {"name": "echo", "arguments": {"text": "The quick brown fox jumps over the lazy dog, 0123456789"}}}))
 }
 
+/// `echo` with a text that contains arg-guard's prefilter literal
+/// (`drop`), so that its regex is searched as well.
+fn echo_near_a_match() -> Call {
+    parsed(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "Drop the quick brown fox over the lazy dog, 0123456789"}}}))
+}
+
 fn bench(c: &mut Criterion) {
     let engine = engine();
     let metrics = Metrics::new().unwrap().filter;
@@ -194,6 +203,9 @@ fn bench(c: &mut Criterion) {
     let echo = echo();
     let echo_req = Request { call: &echo, ..req };
     assert!(guard_alone.check(&echo_req).is_allow());
+    let near = echo_near_a_match();
+    let near_req = Request { call: &near, ..req };
+    assert!(guard_alone.check(&near_req).is_allow());
     assert!(rules.check(&req).is_allow());
 
     let mut g = c.benchmark_group("policy");
@@ -212,6 +224,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("wasm_arg_guard_warm_instance", |b| {
         b.iter(|| guard_alone.check(std::hint::black_box(&echo_req)))
     });
+    // The text holds the prefilter's literal: the regex runs too.
+    g.bench_function("wasm_arg_guard_warm_instance_regex_searched", |b| {
+        b.iter(|| guard_alone.check(std::hint::black_box(&near_req)))
+    });
     let mut junk = vec![1u8; cold::EVICT];
     g.bench_function("static_rules_native_cold_caches", |b| {
         cold::cold(b, &mut junk, || rules.check(std::hint::black_box(&req)))
@@ -224,6 +240,14 @@ fn bench(c: &mut Criterion) {
             guard_alone.check(std::hint::black_box(&echo_req))
         })
     });
+    g.bench_function(
+        "wasm_arg_guard_warm_instance_regex_searched_cold_caches",
+        |b| {
+            cold::cold(b, &mut junk, || {
+                guard_alone.check(std::hint::black_box(&near_req))
+            })
+        },
+    );
     // The least a component call costs on this engine: no argument, no
     // memory, a constant back.
     let floor = wasmtime::component::Component::new(

@@ -97,6 +97,18 @@ fn under(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// Whether any flag group of `src` (`(?flags)` or `(?flags:...)`) names
+/// `u`. Conservative: a literal `\(?u` is counted too, which only costs
+/// the fast path.
+fn sets_unicode_flag(src: &str) -> bool {
+    src.match_indices("(?").any(|(i, _)| {
+        src[i + 2..]
+            .chars()
+            .take_while(|c| *c != ':' && *c != ')')
+            .any(|c| c == 'u')
+    })
+}
+
 /// A regex compiled when the configuration is parsed, so that a warm
 /// instance (which parses its configuration once) never compiles it again.
 ///
@@ -115,21 +127,14 @@ fn under(path: &str, prefix: &str) -> bool {
 /// is decided from the pattern's text, not from whether `regex` happens to
 /// have its Unicode tables (cargo unifies features, and a build beside
 /// another crate that enables them would otherwise change the meaning).
-/// Whether any flag group of `src` (`(?flags)` or `(?flags:...)`) names
-/// `u`. Conservative: a literal `\(?u` is counted too, which only costs
-/// the fast path.
-fn sets_unicode_flag(src: &str) -> bool {
-    src.match_indices("(?").any(|(i, _)| {
-        src[i + 2..]
-            .chars()
-            .take_while(|c| *c != ':' && *c != ')')
-            .any(|c| c == 'u')
-    })
-}
-
+/// Before either engine, a [`Required`] prefilter answers short texts that
+/// hold none of the literals every match starts with.
 #[derive(Debug)]
 pub struct Pattern {
     src: String,
+    /// Literals one of which every match contains, if the pattern has
+    /// few enough (`None`: every text is searched).
+    required: Option<Required>,
     lite: regex_lite::Regex,
     /// `regex`'s compile of `src`, made once regex-lite has scanned
     /// [`LONG_TEXT`] bytes (`None`: it does not compile, regex-lite
@@ -143,6 +148,7 @@ impl Clone for Pattern {
     fn clone(&self) -> Self {
         Self {
             src: self.src.clone(),
+            required: self.required.clone(),
             lite: self.lite.clone(),
             dfa: self.dfa.clone(),
             scanned: std::sync::atomic::AtomicUsize::new(
@@ -160,11 +166,103 @@ impl Clone for Pattern {
 /// after a few dozen calls.
 const LONG_TEXT: usize = 2048;
 
+/// The prefilter keeps literals of at most this many bytes: a shorter
+/// literal is still one every match contains, and truncating merges the
+/// variants a class or case folding multiplies (`(?i)drop\s+table` has
+/// 96 five-byte prefixes and one four-byte one once lowercased).
+const REQUIRED_LEN: usize = 4;
+/// More literals than this and the prefilter is not kept: each is a scan.
+const REQUIRED_MAX: usize = 4;
+/// The prefilter is skipped when text bytes × literals exceed this: a long
+/// text goes to the regex engines, whose cost per byte is lower than a
+/// naive scan's for every literal (and the DFA's is lower still).
+const REQUIRED_SCAN: usize = 4096;
+
+/// A prefilter: literals one of which every match of a pattern contains,
+/// so that a text containing none of them is answered without running
+/// either regex engine. In the sidecar's cache-cold evaluations the lazy
+/// DFA's code and state are about 0.8 µs of an arg-guard evaluation
+/// (criterion, L2 evicted); a scan of a short argument for one literal is
+/// a few dozen instructions over bytes already in the cache.
+///
+/// Sound by construction, not by tuning: the literals are the prefixes
+/// `regex-syntax` extracts (every match starts with one of them), read
+/// with `regex`'s ASCII mode, which means what regex-lite means for every
+/// pattern it accepts (see [`Pattern`]; a pattern it refuses or that turns
+/// Unicode on gets no prefilter). Truncating a literal and folding its
+/// ASCII case only widen what passes. A text that passes is searched as
+/// before, so the prefilter can only turn a search into "no match" when
+/// the search would have said so.
+#[derive(Debug, Clone, PartialEq)]
+struct Required {
+    /// ASCII-lowercased, at most [`REQUIRED_LEN`] bytes, none empty,
+    /// deduplicated.
+    literals: Vec<Vec<u8>>,
+}
+
+/// Whether `text` contains `lower` (ASCII-lowercased), ASCII case aside.
+/// Candidates are found by the first byte alone, a compare or two per
+/// byte, before the rest is compared.
+fn contains_folded(text: &[u8], lower: &[u8]) -> bool {
+    let Some((&first, rest)) = lower.split_first() else {
+        return true;
+    };
+    let upper = first.to_ascii_uppercase();
+    let Some(last_start) = text.len().checked_sub(lower.len()) else {
+        return false;
+    };
+    text[..=last_start].iter().enumerate().any(|(i, &b)| {
+        (b == first || b == upper) && text[i + 1..i + lower.len()].eq_ignore_ascii_case(rest)
+    })
+}
+
+impl Required {
+    fn of(src: &str) -> Option<Self> {
+        if sets_unicode_flag(src) {
+            return None;
+        }
+        let hir = regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(true)
+            .build()
+            .parse(src)
+            .ok()?;
+        // Prefix extraction: finite only if every match starts with one of
+        // the literals.
+        let seq = regex_syntax::hir::literal::Extractor::new().extract(&hir);
+        let found = seq.literals()?;
+        let len = found.iter().map(|l| l.as_bytes().len()).min()?;
+        // An empty literal is one every text contains.
+        if len == 0 {
+            return None;
+        }
+        // The longest truncation that leaves few enough literals: a class
+        // after a short literal (`(?i)dr\s`) multiplies the variants,
+        // which its shorter prefix does not have.
+        (1..=len.min(REQUIRED_LEN)).rev().find_map(|len| {
+            let mut literals: Vec<Vec<u8>> = found
+                .iter()
+                .map(|l| l.as_bytes()[..len].to_ascii_lowercase())
+                .collect();
+            literals.sort_unstable();
+            literals.dedup();
+            (literals.len() <= REQUIRED_MAX).then_some(Self { literals })
+        })
+    }
+
+    /// Whether `text` is worth searching: `false` only if it contains none
+    /// of the literals, ASCII case aside.
+    fn may_match(&self, text: &[u8]) -> bool {
+        self.literals.iter().any(|l| contains_folded(text, l))
+    }
+}
+
 impl Pattern {
     pub fn new(src: &str) -> Result<Self, String> {
         let lite = regex_lite::Regex::new(src).map_err(|e| format!("bad regex {src:?}: {e}"))?;
         Ok(Self {
             src: src.to_string(),
+            required: Required::of(src),
             lite,
             dfa: std::sync::OnceLock::new(),
             scanned: std::sync::atomic::AtomicUsize::new(0),
@@ -187,6 +285,16 @@ impl Pattern {
 
     pub fn is_match(&self, text: &str) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
+        if let Some(required) = &self.required {
+            // Not counted as scanned: neither engine ran, so a warm
+            // instance whose arguments rarely come near a match never pays
+            // for the DFA.
+            if text.len().saturating_mul(required.literals.len()) <= REQUIRED_SCAN
+                && !required.may_match(text.as_bytes())
+            {
+                return false;
+            }
+        }
         // The guest is single-threaded; the atomic only keeps `Pattern`
         // `Sync` for the OnceLock beside it.
         let scanned = self.scanned.load(Relaxed).saturating_add(text.len());
@@ -639,8 +747,9 @@ mod tests {
     #[test]
     fn a_warm_pattern_moves_to_the_dfa() {
         let p = Pattern::new(r"(?i)drop\s+table").unwrap();
+        // "drop" passes the prefilter, so regex-lite searches it.
         let (clean, bad) = (
-            "The quick brown fox jumps over the lazy dog",
+            "Drop the quick brown fox over the lazy dog",
             "x; DROP\tTable y",
         );
         for _ in 0..(LONG_TEXT / clean.len()) {
@@ -651,6 +760,100 @@ mod tests {
         assert!(p.dfa.get().is_some_and(Option::is_some));
         assert!(p.is_match(bad));
         assert!(!p.is_match(clean));
+    }
+
+    /// The literals a match must contain, for the patterns the prefilter
+    /// serves, and none where it cannot be sure.
+    #[test]
+    fn prefilters_are_sound_literals() {
+        let lits = |p: &str| {
+            Required::of(p).map(|r| {
+                r.literals
+                    .into_iter()
+                    .map(|l| String::from_utf8(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(lits(r"(?i)drop\s+table").unwrap(), ["drop"]);
+        assert_eq!(lits(r"^https://[a-z.]+\.example\.com/").unwrap(), ["http"]);
+        assert_eq!(lits(r"\bword\b").unwrap(), ["word"]);
+        assert_eq!(lits(r"foo|BAR").unwrap(), ["bar", "foo"]);
+        assert_eq!(lits(r"a*b").unwrap(), ["a", "b"]);
+        assert_eq!(lits(r"(?i)dr\s+t").unwrap(), ["dr"]);
+        assert_eq!(lits(r"é").unwrap(), ["é"]);
+        // A braced escape is the code point in both readings; `\xE9` below
+        // is a byte to `regex` in ASCII mode.
+        assert_eq!(lits(r"\x{e9}").unwrap(), ["é"]);
+        // An empty match, any character first, too many literals.
+        for none in [r"^$", r"a*", r".x", r"\w+", r"[a-f]x", r"a|b|c|d|e"] {
+            assert_eq!(lits(none), None, "{none:?}");
+        }
+        // What only regex-lite reads that way: Unicode on, a byte escape.
+        for lite_only in [
+            r"(?u)drop",
+            r"(?iu:k)x",
+            r"\xE9",
+            r"a(?i-u:b)",
+            r"[éü]x",
+            r"[^a]x",
+        ] {
+            assert_eq!(lits(lite_only), None, "{lite_only:?}");
+        }
+    }
+
+    /// A text without the literal is answered without either engine: a
+    /// warm instance whose arguments never come near a match neither
+    /// scans nor compiles the DFA.
+    #[test]
+    fn a_text_without_the_literal_is_not_searched() {
+        let p = Pattern::new(r"(?i)drop\s+table").unwrap();
+        for _ in 0..(4 * LONG_TEXT) {
+            assert!(!p.is_match("The quick brown fox jumps over the lazy dog"));
+        }
+        assert_eq!(p.scanned.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert!(p.dfa.get().is_none());
+        assert!(p.is_match("1; dRoP \t TaBlE users"));
+        assert!(!p.is_match("dropped tables"));
+    }
+
+    /// Against regex-lite on every text of a small alphabet up to length
+    /// six, for patterns the prefilter serves: the prefilter may only
+    /// skip a search that would have found nothing.
+    #[test]
+    fn prefiltered_patterns_agree_with_regex_lite_everywhere() {
+        let patterns = [
+            r"(?i)dr\s+t",
+            r"(?i)ab|Cd",
+            r"^aé",
+            r"(?i)\bab\b",
+            r"a[bc]d",
+            r"(?i)ab(?-i)C",
+            r"\x{e9}A",
+            r"éx|üx",
+        ];
+        let alphabet = [
+            'a', 'A', 'b', 'B', 'c', 'C', 'd', 'D', 'r', 'R', 't', ' ', '\t', 'é', 'ü', 'x',
+            '\u{a0}',
+        ];
+        let mut texts = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..6 {
+            last = last
+                .iter()
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            // Every text up to three characters, a sample beyond.
+            let keep = if texts.len() < 4000 { 1 } else { 97 };
+            texts.extend(last.iter().step_by(keep).cloned());
+        }
+        for p in patterns {
+            let ours = Pattern::new(p).unwrap();
+            assert!(ours.required.is_some(), "{p:?} has no prefilter");
+            let lite = regex_lite::Regex::new(p).unwrap();
+            for t in &texts {
+                assert_eq!(ours.is_match(t), lite.is_match(t), "{p:?} on {t:?}");
+            }
+        }
     }
 
     #[test]
