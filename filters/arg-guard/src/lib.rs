@@ -97,16 +97,61 @@ fn under(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Whether any flag group of `src` (`(?flags)` or `(?flags:...)`) names
-/// `u`. Conservative: a literal `\(?u` is counted too, which only costs
-/// the fast path.
-fn sets_unicode_flag(src: &str) -> bool {
-    src.match_indices("(?").any(|(i, _)| {
-        src[i + 2..]
-            .chars()
-            .take_while(|c| *c != ':' && *c != ')')
-            .any(|c| c == 'u')
-    })
+/// Whether `regex` in ASCII mode (`unicode(false)`) can be trusted to read
+/// `src` as regex-lite does, judged from the pattern's syntax tree (not
+/// its text: in `(?x)` mode `( ?u)` is a flag group too). No to:
+/// - any flag group that names `u` (`(?u)`, `(?iu:...)`, `(?-u)`): with
+///   Unicode on, `regex` reads classes and case folding differently, and
+///   whether it can at all depends on whether cargo unified its Unicode
+///   tables into this build (cedar's filter turns them on);
+/// - a bracketed range spanning both `A-Z` and `a-z` (`[Z-a]`, `[A-z]`):
+///   under `(?i)` regex-lite folds only one of the two parts of such a
+///   range, so `(?i)[Z-a]` does not match `z` there and does in `regex`;
+/// - a pattern the syntax tree parser refuses.
+///
+/// What it would read differently otherwise (`.`, negated classes, `\xNN`
+/// and non-ASCII in classes match bytes there) can match invalid UTF-8,
+/// which the UTF-8 check of `regex` and of [`Required::of`] refuses.
+fn ascii_mode_reads_alike(src: &str) -> bool {
+    use regex_syntax::ast::{self, Ast, ClassSetItem, Flag, Flags, FlagsItemKind, GroupKind};
+
+    struct Alike;
+    fn names_unicode(flags: &Flags) -> bool {
+        flags
+            .items
+            .iter()
+            .any(|i| matches!(i.kind, FlagsItemKind::Flag(Flag::Unicode)))
+    }
+    impl ast::Visitor for Alike {
+        type Output = ();
+        type Err = ();
+        fn finish(self) -> Result<(), ()> {
+            Ok(())
+        }
+        fn visit_pre(&mut self, ast: &Ast) -> Result<(), ()> {
+            let unicode = match ast {
+                Ast::Flags(f) => names_unicode(&f.flags),
+                Ast::Group(g) => matches!(&g.kind, GroupKind::NonCapturing(f) if names_unicode(f)),
+                _ => false,
+            };
+            if unicode {
+                Err(())
+            } else {
+                Ok(())
+            }
+        }
+        fn visit_class_set_item_pre(&mut self, item: &ClassSetItem) -> Result<(), ()> {
+            let spans =
+                |lo: char, hi: char, r: &ast::ClassSetRange| r.start.c <= hi && lo <= r.end.c;
+            match item {
+                ClassSetItem::Range(r) if spans('A', 'Z', r) && spans('a', 'z', r) => Err(()),
+                _ => Ok(()),
+            }
+        }
+    }
+    ast::parse::Parser::new()
+        .parse(src)
+        .is_ok_and(|tree| ast::visit(&tree, Alike).is_ok())
 }
 
 /// A regex compiled when the configuration is parsed, so that a warm
@@ -119,14 +164,15 @@ fn sets_unicode_flag(src: &str) -> bool {
 /// argument for `(?i)drop\s+table`). For a long text the pattern is also
 /// compiled with `regex` in ASCII mode (`unicode(false)`), which searches
 /// with a lazy DFA at about 2.5 ns per byte. In that mode `regex` has
-/// exactly regex-lite's classes and case folding; what it would read
-/// differently (`.`, negated classes, `\xNN` and non-ASCII in classes match
-/// bytes there) can match invalid UTF-8, which `regex::Regex` refuses to
-/// compile, so those patterns stay with regex-lite. A pattern that turns
-/// Unicode mode on (`(?u)`, `(?iu:...)`) stays with regex-lite too: that
-/// is decided from the pattern's text, not from whether `regex` happens to
-/// have its Unicode tables (cargo unifies features, and a build beside
-/// another crate that enables them would otherwise change the meaning).
+/// regex-lite's classes and case folding, except where
+/// [`ascii_mode_reads_alike`] says otherwise (a `u` flag, a range spanning
+/// both letter cases): those patterns stay with regex-lite, whether or not
+/// `regex` happens to have its Unicode tables (cargo unifies features, and
+/// a build beside another crate that enables them would otherwise change
+/// the meaning). What else it would read differently (`.`, negated
+/// classes, `\xNN` and non-ASCII in classes match bytes there) can match
+/// invalid UTF-8, which `regex::Regex` refuses to compile, so those
+/// patterns stay with regex-lite too.
 /// Before either engine, a [`Required`] prefilter answers short texts that
 /// hold none of the literals every match starts with.
 #[derive(Debug)]
@@ -218,7 +264,7 @@ fn contains_folded(text: &[u8], lower: &[u8]) -> bool {
 
 impl Required {
     fn of(src: &str) -> Option<Self> {
-        if sets_unicode_flag(src) {
+        if !ascii_mode_reads_alike(src) {
             return None;
         }
         let hir = regex_syntax::ParserBuilder::new()
@@ -272,7 +318,7 @@ impl Pattern {
     fn dfa(&self) -> Option<&regex::Regex> {
         self.dfa
             .get_or_init(|| {
-                if sets_unicode_flag(&self.src) {
+                if !ascii_mode_reads_alike(&self.src) {
                     return None;
                 }
                 regex::RegexBuilder::new(&self.src)
@@ -687,6 +733,11 @@ mod tests {
             r"é",
             r"(?x) d r o p",
             r"^$",
+            // regex-lite folds one part of a range spanning both cases.
+            r"(?i)[Z-a]",
+            // A `u` flag the pattern's text hides: (?x) skips the space.
+            r"(?x)( ?u)[^\w\x00-\x{E8}\x{EA}-\x{10FFFF}]|zz",
+            r"(?x)( ?u)(?i)[^k\x00-\x{2129}\x{212B}-\x{10FFFF}]|zz",
         ];
         let texts = [
             "drop table",
@@ -711,6 +762,9 @@ mod tests {
             "",
             "https://api.example.com/x",
             "https://évil.example.com/",
+            "z",
+            "Z",
+            "a",
         ];
         for p in patterns {
             let ours = Pattern::new(p).unwrap();
@@ -740,6 +794,13 @@ mod tests {
         assert!(!dfa(r"a(?i-u:b)"));
         assert!(dfa(r"(?i)k"));
         assert!(dfa(r"(?:ab)+"));
+        assert!(dfa(r"(?i)[A-Za-z]"));
+        // The flag group's `(` and `?` apart, as (?x) allows.
+        assert!(!dfa(r"(?x)( ?u)k"));
+        assert!(!dfa("(?x)(\n?u)k"));
+        assert!(!dfa("(?x)(#c\n?u)k"));
+        assert!(!dfa(r"(?i)[Z-a]"));
+        assert!(!dfa(r"[A-z]"));
     }
 
     /// Short texts stay with regex-lite until it has scanned what the
@@ -790,6 +851,8 @@ mod tests {
         }
         // What only regex-lite reads that way: Unicode on, a byte escape.
         for lite_only in [
+            r"(?x)( ?u)drop",
+            r"(?i)[Z-a]x",
             r"(?u)drop",
             r"(?iu:k)x",
             r"\xE9",
