@@ -104,16 +104,20 @@ fn under(path: &str, prefix: &str) -> bool {
 ///   Unicode on, `regex` reads classes and case folding differently, and
 ///   whether it can at all depends on whether cargo unified its Unicode
 ///   tables into this build (cedar's filter turns them on);
-/// - a bracketed range spanning both `A-Z` and `a-z` (`[Z-a]`, `[A-z]`):
-///   under `(?i)` regex-lite folds only one of the two parts of such a
-///   range, so `(?i)[Z-a]` does not match `z` there and does in `regex`;
+/// - a bracketed class whose items together cover all of `Z` to `a`
+///   (`[Z-a]`, ``[XYZ[\\\]^_`a]``, `[[:upper:][:punct:][:lower:]]`):
+///   regex-lite merges a class's items into ranges and then, under `(?i)`,
+///   folds only one letter case of a range that holds both, so
+///   `(?i)[Z-a]` does not match `z` there and does in `regex`. A range
+///   holds both cases only if it holds all of `Z` to `a`, so a class that
+///   does not cover them is read alike;
 /// - a pattern the syntax tree parser refuses.
 ///
 /// What it would read differently otherwise (`.`, negated classes, `\xNN`
 /// and non-ASCII in classes match bytes there) can match invalid UTF-8,
 /// which the UTF-8 check of `regex` and of [`Required::of`] refuses.
 fn ascii_mode_reads_alike(src: &str) -> bool {
-    use regex_syntax::ast::{self, Ast, ClassSetItem, Flag, Flags, FlagsItemKind, GroupKind};
+    use regex_syntax::ast::{self, Ast, Flag, Flags, FlagsItemKind, GroupKind};
 
     struct Alike;
     fn names_unicode(flags: &Flags) -> bool {
@@ -129,29 +133,84 @@ fn ascii_mode_reads_alike(src: &str) -> bool {
             Ok(())
         }
         fn visit_pre(&mut self, ast: &Ast) -> Result<(), ()> {
-            let unicode = match ast {
+            let unlike = match ast {
                 Ast::Flags(f) => names_unicode(&f.flags),
                 Ast::Group(g) => matches!(&g.kind, GroupKind::NonCapturing(f) if names_unicode(f)),
+                Ast::ClassBracketed(c) => {
+                    let covered = ascii_cover(&c.kind);
+                    (b'Z'..=b'a').all(|b| covered & (1 << b) != 0)
+                }
                 _ => false,
             };
-            if unicode {
+            if unlike {
                 Err(())
             } else {
                 Ok(())
-            }
-        }
-        fn visit_class_set_item_pre(&mut self, item: &ClassSetItem) -> Result<(), ()> {
-            let spans =
-                |lo: char, hi: char, r: &ast::ClassSetRange| r.start.c <= hi && lo <= r.end.c;
-            match item {
-                ClassSetItem::Range(r) if spans('A', 'Z', r) && spans('a', 'z', r) => Err(()),
-                _ => Ok(()),
             }
         }
     }
     ast::parse::Parser::new()
         .parse(src)
         .is_ok_and(|tree| ast::visit(&tree, Alike).is_ok())
+}
+
+/// The ASCII characters a bracketed class's items name, as a bit set,
+/// counted generously: a letter in both cases (regex-lite folds an
+/// escaped letter before it merges), and all of ASCII for anything
+/// negated, nested or combined (which regex-lite refuses anyway).
+fn ascii_cover(set: &regex_syntax::ast::ClassSet) -> u128 {
+    match set {
+        regex_syntax::ast::ClassSet::Item(i) => item_cover(i),
+        regex_syntax::ast::ClassSet::BinaryOp(_) => u128::MAX,
+    }
+}
+
+fn item_cover(item: &regex_syntax::ast::ClassSetItem) -> u128 {
+    use regex_syntax::ast::{ClassAsciiKind as A, ClassPerlKind as P, ClassSetItem as I};
+
+    fn span(lo: u8, hi: u8) -> u128 {
+        (lo..=hi).fold(0, |m, b| m | 1 << b)
+    }
+    /// `lo..=hi`'s ASCII part, each letter in both cases.
+    fn chars(lo: char, hi: char) -> u128 {
+        (u32::from(lo)..=u32::from(hi).min(0x7f))
+            .filter_map(|c| u8::try_from(c).ok())
+            .fold(0, |m, c| {
+                m | 1 << c | 1 << c.to_ascii_lowercase() | 1 << c.to_ascii_uppercase()
+            })
+    }
+    let word = span(b'0', b'9') | span(b'A', b'Z') | span(b'a', b'z') | 1 << b'_';
+    let space = span(b'\t', b'\r') | 1 << b' ';
+    match item {
+        I::Empty(_) => 0,
+        I::Literal(l) => chars(l.c, l.c),
+        I::Range(r) => chars(r.start.c, r.end.c),
+        I::Ascii(a) if a.negated => u128::MAX,
+        I::Ascii(a) => match a.kind {
+            A::Alnum => span(b'0', b'9') | span(b'A', b'Z') | span(b'a', b'z'),
+            A::Alpha => span(b'A', b'Z') | span(b'a', b'z'),
+            A::Ascii => u128::MAX,
+            A::Blank => 1 << b'\t' | 1 << b' ',
+            A::Cntrl => span(0, 0x1f) | 1 << 0x7f,
+            A::Digit => span(b'0', b'9'),
+            A::Graph => span(b'!', b'~'),
+            A::Lower => span(b'a', b'z'),
+            A::Print => span(b' ', b'~'),
+            A::Punct => span(b'!', b'/') | span(b':', b'@') | span(b'[', b'`') | span(b'{', b'~'),
+            A::Space => space,
+            A::Upper => span(b'A', b'Z'),
+            A::Word => word,
+            A::Xdigit => span(b'0', b'9') | span(b'A', b'F') | span(b'a', b'f'),
+        },
+        I::Perl(p) if p.negated => u128::MAX,
+        I::Perl(p) => match p.kind {
+            P::Digit => span(b'0', b'9'),
+            P::Space => space,
+            P::Word => word,
+        },
+        I::Unicode(_) | I::Bracketed(_) => u128::MAX,
+        I::Union(u) => u.items.iter().fold(0, |m, i| m | item_cover(i)),
+    }
 }
 
 /// A regex compiled when the configuration is parsed, so that a warm
@@ -733,8 +792,14 @@ mod tests {
             r"é",
             r"(?x) d r o p",
             r"^$",
-            // regex-lite folds one part of a range spanning both cases.
+            // regex-lite folds one part of a range spanning both cases,
+            // also one it merged from a class's items.
             r"(?i)[Z-a]",
+            r"(?i)[Z-\x60a]",
+            r"(?i)[XYZ\[\\\]^_`a]",
+            r"(?i)[B-`a]",
+            r"(?i)[[:xdigit:][:upper:][:punct:]]",
+            r"(?i)[\x41Z[:punct:]]",
             // A `u` flag the pattern's text hides: (?x) skips the space.
             r"(?x)( ?u)[^\w\x00-\x{E8}\x{EA}-\x{10FFFF}]|zz",
             r"(?x)( ?u)(?i)[^k\x00-\x{2129}\x{212B}-\x{10FFFF}]|zz",
@@ -765,6 +830,8 @@ mod tests {
             "z",
             "Z",
             "a",
+            "k",
+            "s",
         ];
         for p in patterns {
             let ours = Pattern::new(p).unwrap();
@@ -801,6 +868,12 @@ mod tests {
         assert!(!dfa("(?x)(#c\n?u)k"));
         assert!(!dfa(r"(?i)[Z-a]"));
         assert!(!dfa(r"[A-z]"));
+        // Items that regex-lite merges into a range from Z to a.
+        assert!(!dfa(r"(?i)[XYZ\[\\\]^_`a]"));
+        assert!(!dfa(r"(?i)[[:xdigit:][:upper:][:punct:]]"));
+        assert!(!dfa(r"(?i)[\x41Z[:punct:]]"));
+        assert!(dfa(r"(?i)^[a-z0-9_]+$"));
+        assert!(dfa(r"(?i)[[:upper:][:punct:]]"));
     }
 
     /// Short texts stay with regex-lite until it has scanned what the
