@@ -224,8 +224,8 @@ fn item_cover(item: &regex_syntax::ast::ClassSetItem) -> u128 {
 /// compiled with `regex` in ASCII mode (`unicode(false)`), which searches
 /// with a lazy DFA at about 2.5 ns per byte. In that mode `regex` has
 /// regex-lite's classes and case folding, except where
-/// [`ascii_mode_reads_alike`] says otherwise (a `u` flag, a range spanning
-/// both letter cases): those patterns stay with regex-lite, whether or not
+/// [`ascii_mode_reads_alike`] says otherwise (a `u` flag, a class covering
+/// `Z` to `a`): those patterns stay with regex-lite, whether or not
 /// `regex` happens to have its Unicode tables (cargo unifies features, and
 /// a build beside another crate that enables them would otherwise change
 /// the meaning). What else it would read differently (`.`, negated
@@ -237,6 +237,9 @@ fn item_cover(item: &regex_syntax::ast::ClassSetItem) -> u128 {
 #[derive(Debug)]
 pub struct Pattern {
     src: String,
+    /// [`ascii_mode_reads_alike`] for `src`, decided once: it gates both
+    /// the prefilter and the DFA.
+    alike: bool,
     /// Literals one of which every match contains, if the pattern has
     /// few enough (`None`: every text is searched).
     required: Option<Required>,
@@ -253,6 +256,7 @@ impl Clone for Pattern {
     fn clone(&self) -> Self {
         Self {
             src: self.src.clone(),
+            alike: self.alike,
             required: self.required.clone(),
             lite: self.lite.clone(),
             dfa: self.dfa.clone(),
@@ -322,10 +326,9 @@ fn contains_folded(text: &[u8], lower: &[u8]) -> bool {
 }
 
 impl Required {
+    /// The literals of a pattern [`ascii_mode_reads_alike`] passed (only
+    /// then are they regex-lite's too).
     fn of(src: &str) -> Option<Self> {
-        if !ascii_mode_reads_alike(src) {
-            return None;
-        }
         let hir = regex_syntax::ParserBuilder::new()
             .unicode(false)
             .utf8(true)
@@ -365,9 +368,11 @@ impl Required {
 impl Pattern {
     pub fn new(src: &str) -> Result<Self, String> {
         let lite = regex_lite::Regex::new(src).map_err(|e| format!("bad regex {src:?}: {e}"))?;
+        let alike = ascii_mode_reads_alike(src);
         Ok(Self {
             src: src.to_string(),
-            required: Required::of(src),
+            alike,
+            required: alike.then(|| Required::of(src)).flatten(),
             lite,
             dfa: std::sync::OnceLock::new(),
             scanned: std::sync::atomic::AtomicUsize::new(0),
@@ -377,7 +382,7 @@ impl Pattern {
     fn dfa(&self) -> Option<&regex::Regex> {
         self.dfa
             .get_or_init(|| {
-                if !ascii_mode_reads_alike(&self.src) {
+                if !self.alike {
                     return None;
                 }
                 regex::RegexBuilder::new(&self.src)
@@ -901,7 +906,7 @@ mod tests {
     #[test]
     fn prefilters_are_sound_literals() {
         let lits = |p: &str| {
-            Required::of(p).map(|r| {
+            Pattern::new(p).unwrap().required.map(|r| {
                 r.literals
                     .into_iter()
                     .map(|l| String::from_utf8(l).unwrap())
