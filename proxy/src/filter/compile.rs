@@ -127,6 +127,81 @@ pub fn component(
         .map_err(|e| format!("loading the compiled filter: {e:#}"))
 }
 
+/// How often a component's memory images are tried before its load is
+/// refused, and the pause after the first failure (doubled each time).
+const IMAGE_ATTEMPTS: u32 = 4;
+const IMAGE_PAUSE: Duration = Duration::from_millis(25);
+
+/// Builds the copy-on-write images of the component's linear memories now,
+/// at load, with a few tries. Where the code was not mapped from a file
+/// (a component compiled in this process, or an artifact read as bytes),
+/// wasmtime writes each image to a memfd and seals it against writes.
+/// Linux refuses that seal (`EBUSY`) while it sees an extra reference to
+/// one of the file's pages for longer than it waits (about 150 ms): a
+/// page in the middle of a migration by memory compaction, say, on a VM
+/// whose vCPU was descheduled. CI saw it twice in a day, each time
+/// right after a workspace build, and never when the test was run again.
+/// wasmtime does not remember the failure (the next try builds the image
+/// again), so a pause and another try is the remedy; a lasting failure
+/// still refuses the load, with the kernel's reason.
+pub fn prepare_images(component: &Component) -> Result<(), String> {
+    retry(
+        IMAGE_ATTEMPTS,
+        IMAGE_PAUSE,
+        || component.initialize_copy_on_write_image(),
+        std::thread::sleep,
+    )
+    .map_err(|e| format!("preparing the filter's memory image: {e}"))
+}
+
+/// `attempt` until it succeeds, at most `attempts` times, pausing (with
+/// `sleep`) `pause`, then twice as long, between tries. The last error,
+/// with its causes, when every try failed.
+fn retry(
+    attempts: u32,
+    pause: Duration,
+    mut attempt: impl FnMut() -> wasmtime::Result<()>,
+    mut sleep: impl FnMut(Duration),
+) -> Result<(), String> {
+    let mut pause = pause;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt() {
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= attempts => {
+                return Err(format!("{} (tried {tries} times)", with_causes(e)))
+            }
+            Err(e) => {
+                let error = with_causes(e);
+                tracing::warn!(%error, tries, "filter memory image not prepared; trying again");
+                sleep(pause);
+                pause = pause.saturating_mul(2);
+            }
+        }
+    }
+}
+
+/// `e` and every cause under it. wasmtime's own formatting follows only
+/// its context chain, not the `source` of an error it wraps: the memfd
+/// error it returns shows as "cannot add seals to the memfd", without
+/// the kernel's reason below it.
+fn with_causes(e: wasmtime::Error) -> String {
+    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        // A wrapper may repeat its cause's text as its own.
+        if !text.ends_with(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// An artifact a child wrote into an anonymous memory file of this process
 /// (no writable directory needed, and no other process can reach it).
 struct MemoryFile(std::fs::File);
@@ -409,6 +484,84 @@ mod tests {
 
     /// A cached artifact is opened only if it is a regular file of this
     /// user that no one else can write, and never through a link.
+    /// The memfd crate's error: its text without the kernel's reason,
+    /// which is its `source`.
+    #[derive(Debug)]
+    struct Seal(std::io::Error);
+
+    impl std::fmt::Display for Seal {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("cannot add seals to the memfd")
+        }
+    }
+
+    impl std::error::Error for Seal {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn busy() -> wasmtime::Error {
+        wasmtime::Error::new(Seal(std::io::Error::from_raw_os_error(16)))
+    }
+
+    #[test]
+    fn a_memory_image_that_fails_then_succeeds_is_tried_again() {
+        let mut failures = 2;
+        let mut pauses = Vec::new();
+        let out = retry(
+            4,
+            Duration::from_millis(25),
+            || {
+                if failures == 0 {
+                    return Ok(());
+                }
+                failures -= 1;
+                Err(busy())
+            },
+            |d| pauses.push(d),
+        );
+        assert_eq!(out, Ok(()));
+        assert_eq!(
+            pauses,
+            [Duration::from_millis(25), Duration::from_millis(50)]
+        );
+    }
+
+    #[test]
+    fn a_memory_image_that_keeps_failing_refuses_with_the_kernels_reason() {
+        let mut tries = 0;
+        let mut pauses = 0;
+        let out = retry(
+            3,
+            Duration::from_millis(25),
+            || {
+                tries += 1;
+                Err(busy())
+            },
+            |_| pauses += 1,
+        );
+        assert_eq!(tries, 3);
+        assert_eq!(pauses, 2);
+        let why = out.unwrap_err();
+        assert!(why.starts_with("cannot add seals to the memfd: "), "{why}");
+        assert!(why.contains("os error 16"), "{why}");
+        assert!(why.ends_with("(tried 3 times)"), "{why}");
+    }
+
+    #[test]
+    fn a_loaded_component_has_its_memory_image() {
+        // A component whose module has a data segment: its image is built
+        // (in a memfd, as nothing here is mapped from a file) at load.
+        let engine = Engine::new(wasmtime::Config::new().memory_init_cow(true)).unwrap();
+        let component = Component::new(
+            &engine,
+            r#"(component (core module $m (memory 1) (data (i32.const 0) "portcullis")))"#,
+        )
+        .unwrap();
+        assert_eq!(prepare_images(&component), Ok(()));
+    }
+
     #[test]
     fn only_an_own_private_file_is_opened_as_a_cached_artifact() {
         use std::os::unix::fs::PermissionsExt;

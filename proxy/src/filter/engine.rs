@@ -108,19 +108,22 @@ impl FilterEngine {
     /// A compiled component from a filter file's bytes: compiled in a child
     /// process by the sidecar, in this one otherwise (see `compile`).
     /// `precompiled`: the file is an artifact the operator named as such
-    /// (a `.cwasm` path), and only then may it be one.
+    /// (a `.cwasm` path), and only then may it be one. Its memory images
+    /// are built before it is returned (`compile::prepare_images`).
     pub fn component(&self, bytes: &[u8], precompiled: bool) -> Result<Component, String> {
         let cache = match &self.cache_dir {
             Some(root) => Some(compile::cache_dir(root)?),
             None => None,
         };
-        compile::component(
+        let component = compile::component(
             &self.engine,
             bytes,
             precompiled,
             cache.as_deref(),
             &self.child,
-        )
+        )?;
+        compile::prepare_images(&component)?;
+        Ok(component)
     }
 
     pub fn engine(&self) -> &Engine {
