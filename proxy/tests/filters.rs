@@ -385,6 +385,35 @@ async fn an_instance_that_refuses_its_configuration_denies() {
     assert_eq!(upstream.posts(), 0, "nothing went on");
 }
 
+/// The check at load runs a first instance under the filter's deadline. A
+/// first instance that runs past it is tried again (the first one after a
+/// load also faults in the filter's code and memory image); one that never
+/// finishes in time refuses the load.
+#[tokio::test]
+async fn a_configuration_check_past_the_deadline_is_tried_again_then_refused() {
+    let upstream = Upstream::start();
+    let quick = "    timeout: 50ms\n";
+    let proxy = start(&upstream, &[fault("slow-first-config", quick)]).await;
+    let r = call(&proxy, 1, "echo", json!({"text": "hi"})).await;
+    assert!(r["result"].is_object(), "{r}");
+    proxy.shutdown().await;
+
+    let err = portcullis::start(config(
+        upstream.addr,
+        "rules: []",
+        &format!("filters:\n{}", fault("loop-config", quick)),
+    ))
+    .await
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("configuration check exceeded its 50ms deadline"),
+        "{err:?}"
+    );
+    assert_eq!(upstream.posts(), 1, "only the allowed call went on");
+}
+
 fn fault(mode: &str, extra: &str) -> String {
     filter_yaml("fault", "fault-filter", json!({"mode": mode}), extra)
 }

@@ -8,6 +8,9 @@
 //! fault. In `refuse-later` mode the configuration is accepted by the
 //! first instance (the host's check at load) and refused by every later
 //! one, as a configuration whose check depends on something outside it.
+//! In `loop-config` mode every configuration check loops forever; in
+//! `slow-first-config` mode only the first one does (the host's check at
+//! load, as a first instance that is slow to start).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -26,6 +29,11 @@ impl Filter for Fault {
     fn validate(config: &Config) -> Result<(), String> {
         match config.mode.as_str() {
             "loop" | "alloc" | "trap" | "big" | "none" | "show-args" => Ok(()),
+            "loop-config" => spin(),
+            "slow-first-config" => match host::counter_add("configured", 1, 0) {
+                1 => spin(),
+                _ => Ok(()),
+            },
             "reject" => Err("this configuration is refused on purpose".into()),
             "refuse-later" => match host::counter_add("configured", 1, 0) {
                 1 => Ok(()),
@@ -64,8 +72,8 @@ impl Filter for Fault {
     }
 }
 
-#[allow(clippy::empty_loop)]
-fn spin() -> Decision {
+/// Never returns: the host's deadline stops it.
+fn spin<T>() -> T {
     let mut n: u64 = 0;
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
