@@ -5,7 +5,9 @@
 #     (annotations and arguments of every odd shape) on which each
 #     language's decisions and log lines must equal the Rust example's;
 #   - team-tools against the parity fixtures (examples/parity/calls);
-#   - a configuration that each require-ticket build must refuse at load.
+#   - a configuration that each require-ticket build must refuse at load;
+#   - that require-ticket is built against contract 0.3 and team-tools
+#     against 0.2, so both of the host's paths meet real toolchains.
 # Every decision must be the expected one, in every language, and no
 # filter may fault. Never skips: a missing binary or component is a
 # failure (build them with `cargo build -p portcullis --bin portcullis`
@@ -17,8 +19,8 @@ cd "$root"
 bin="${PORTCULLIS_BIN:-$root/target/debug/portcullis}"
 wasm="${POLYGLOT_OUT:-$root/target/polyglot}"
 rust_ticket="${RUST_TICKET_WASM:-$root/target/wasm32-wasip2/release/require_ticket.wasm}"
-# The deadline: 10 ms by default, which with the host's 5 ms epoch ticks
-# is 5-10 ms. On a loaded 2-core CI running the debug build, a first call
+# The deadline: 10 ms by default, checked at the host's 10 ms epoch ticks,
+# so an evaluation is stopped 10-20 ms in. On a loaded 2-core CI running the debug build, a first call
 # of a fresh Python instance was seen to overrun it once (the release build
 # needs about 1 ms cold, 10-45 us warm: policy-sdk/guides/python.md). This
 # test is about decisions, so it gives 100 ms; a fault still fails it.
@@ -42,6 +44,27 @@ need "$rust_ticket" "make filters"
 for lang in python js; do
   for app in require_ticket parity; do
     need "$wasm/$lang/$app.wasm" "make filters, or bash scripts/build-polyglot.sh"
+  done
+done
+
+# Each example is built against the contract it stands for
+# (scripts/build-polyglot.sh): require_ticket against 0.3, parity against
+# the frozen 0.2, so that both paths of the host meet real toolchains. A
+# component names its contract in its imports.
+for lang in python js; do
+  for app in require_ticket parity; do
+    case "$app" in require_ticket) want=0.3.0 ;; *) want=0.2.0 ;; esac
+    got=""
+    for v in 0.1.0 0.2.0 0.3.0; do
+      if grep -aqE "portcullis:policy/(host|types)@$v" "$wasm/$lang/$app.wasm"; then
+        got="$got$v "
+      fi
+    done
+    if [ "$got" = "$want " ]; then
+      pass "[$lang $app] built against portcullis:policy@$want"
+    else
+      fail "[$lang $app] built against ${got:-no contract}, not $want (run scripts/build-polyglot.sh)"
+    fi
   done
 done
 
@@ -127,8 +150,8 @@ for lang in python js; do
   fi
   run "$lang parity" "$work/$lang-parity.log" --filter "$wasm/$lang/parity.wasm" \
     --fixtures examples/parity/calls
-  # validate-config's error (a raised Err / a thrown string) must refuse
-  # the load, with the filter's own reason.
+  # configure's error (a raised Err / a thrown string) must refuse the
+  # load, with the filter's own reason.
   out="$(RUST_BACKTRACE=0 "$bin" policy test --timeout "$timeout" --cache-dir "$cache" \
     --filter "$wasm/$lang/require_ticket.wasm" --config "$bad_config" \
     --fixtures examples/policy-author/fixtures/calls 2>&1)"

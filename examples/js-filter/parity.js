@@ -11,6 +11,10 @@
 // - The caller is the verified mTLS peer (`principal.peer`), never a token.
 //
 // No configuration: any config text is accepted.
+//
+// Built against policy-sdk/wit-0.2 (`portcullis:policy@0.2.0`, frozen),
+// unlike require_ticket.js (0.3): the host still loads 0.2 filters, and
+// this keeps that path tested with a real JavaScript toolchain.
 
 const ADMIN = 'spiffe://demo.local/ns/agents/sa/admin';
 const AGENTS = 'spiffe://demo.local/ns/agents/sa/';

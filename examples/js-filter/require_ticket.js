@@ -2,19 +2,18 @@
 // marks `destructiveHint` must carry a `ticket` argument like `CHG-1234`.
 //
 // The JavaScript twin of examples/policy-author (Rust), decision for
-// decision. Built with componentize-js against policy-sdk/wit-0.2 (world
-// `filter`); see policy-sdk/guides/javascript.md.
+// decision. Built with componentize-js against policy-sdk/wit,
+// `portcullis:policy@0.3.0` (world `filter`); see
+// policy-sdk/guides/javascript.md.
 
-import { log } from 'portcullis:policy/host@0.2.0';
+import { log } from 'portcullis:policy/host@0.3.0';
 
-// Parsed configurations, keyed by their text. A warm instance keeps module
-// state between the calls of one caller, so the config is parsed once per
-// instance, like the Rust SDK does; nothing else may rely on it.
-let cached = { text: null, prefix: null };
+// The ticket prefix, set by `configure`. The host configures every instance
+// once, before any hook, and never hooks an instance whose configure failed.
+let prefix = null;
 
 /** The ticket prefix; throws a string (the load's refusal reason). */
 function loadConfig(text) {
-  if (cached.text === text) return cached.prefix;
   let value;
   try {
     value = JSON.parse(text);
@@ -27,7 +26,6 @@ function loadConfig(text) {
   if (typeof value.prefix !== 'string') {
     throw 'config needs `prefix`, a string';
   }
-  cached = { text, prefix: value.prefix };
   return value.prefix;
 }
 
@@ -74,17 +72,13 @@ function toolName(call) {
 const deny = (message) => ({ tag: 'deny', val: { code: 0, message } });
 
 // result<_, string>: return normally for ok, throw a string for err.
-export function validateConfig(config) {
-  loadConfig(config);
+export function configure(config) {
+  prefix = loadConfig(config);
 }
 
-export function onRequest(config, call) {
-  let prefix;
-  try {
-    prefix = loadConfig(config);
-  } catch (why) {
-    return deny(String(why));
-  }
+export function onRequest(call) {
+  // Not reached: the host configures an instance before any hook.
+  if (prefix === null) return deny('not configured');
   if (annotation(call, 'destructiveHint') !== true) return { tag: 'allow' };
   const ticket = ticketOf(call);
   if (ticket !== undefined && ticket.startsWith(prefix) && ticket.length > prefix.length) {
@@ -96,10 +90,10 @@ export function onRequest(config, call) {
   return deny(`destructive tools need a ticket argument starting with ${prefix}`);
 }
 
-export function onResult(_config, _call, _result) {
+export function onResult(_call, _result) {
   return { tag: 'allow' };
 }
 
-export function onList(_config, _principal, _kind, items) {
+export function onList(_principal, _kind, items) {
   return items.map(() => true);
 }

@@ -2,8 +2,8 @@
 marks `destructiveHint` must carry a `ticket` argument like `CHG-1234`.
 
 The Python twin of examples/policy-author (Rust), decision for decision.
-Built with componentize-py against policy-sdk/wit-0.2 (world `filter`); see
-policy-sdk/guides/python.md.
+Built with componentize-py against policy-sdk/wit, `portcullis:policy@0.3.0`
+(world `filter`); see policy-sdk/guides/python.md.
 """
 
 import json
@@ -12,10 +12,9 @@ import wit_world
 from componentize_py_types import Err
 from wit_world.imports import host, types
 
-# Parsed configurations, keyed by their text. A warm instance keeps module
-# state between the calls of one caller, so the config is parsed once per
-# instance, like the Rust SDK does; nothing else may rely on it.
-_configs: dict = {}
+# The ticket prefix, set by `configure`. The host configures every instance
+# once, before any hook, and never hooks an instance whose configure failed.
+_prefix = None
 
 
 class ConfigError(Exception):
@@ -26,8 +25,6 @@ def _load_config(text: str) -> str:
     """The ticket prefix, or ConfigError. Same rules as serde's
     `struct Config { prefix: String }`: an object whose `prefix` is a
     string; other fields are ignored."""
-    if text in _configs:
-        return _configs[text]
     try:
         value = json.loads(text)
     except ValueError as e:
@@ -37,8 +34,6 @@ def _load_config(text: str) -> str:
     prefix = value.get("prefix")
     if not isinstance(prefix, str):
         raise ConfigError("config needs `prefix`, a string")
-    _configs.clear()
-    _configs[text] = prefix
     return prefix
 
 
@@ -88,17 +83,18 @@ def _deny(message: str) -> types.Decision:
 
 
 class WitWorld(wit_world.WitWorld):
-    def validate_config(self, config: str) -> None:
+    def configure(self, config: str) -> None:
+        global _prefix
         try:
-            _load_config(config)
+            _prefix = _load_config(config)
         except ConfigError as e:
             raise Err(str(e))  # result<_, string>: the load is refused
 
-    def on_request(self, config: str, call: types.Call) -> types.Decision:
-        try:
-            prefix = _load_config(config)
-        except ConfigError as e:
-            return _deny(str(e))
+    def on_request(self, call: types.Call) -> types.Decision:
+        prefix = _prefix
+        if prefix is None:
+            # Not reached: the host configures an instance before any hook.
+            return _deny("not configured")
         if _annotation(call, "destructiveHint") is not True:
             return types.Decision_Allow()
         ticket = _ticket(call)
@@ -109,8 +105,8 @@ class WitWorld(wit_world.WitWorld):
             return types.Decision_Allow()
         return _deny(f"destructive tools need a ticket argument starting with {prefix}")
 
-    def on_result(self, config: str, call: types.Call, result: str) -> types.ResultDecision:
+    def on_result(self, call: types.Call, result: str) -> types.ResultDecision:
         return types.ResultDecision_Allow()
 
-    def on_list(self, config, principal, kind, items):
+    def on_list(self, principal, kind, items):
         return [True] * len(items)
