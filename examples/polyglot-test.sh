@@ -56,7 +56,7 @@ for lang in python js; do
     case "$app" in require_ticket) want=0.3.0 ;; *) want=0.2.0 ;; esac
     got=""
     for v in 0.1.0 0.2.0 0.3.0; do
-      if grep -aqE "portcullis:policy/(host|types)@$v" "$wasm/$lang/$app.wasm"; then
+      if grep -aqF -e "portcullis:policy/host@$v" -e "portcullis:policy/types@$v" "$wasm/$lang/$app.wasm"; then
         got="$got$v "
       fi
     done

@@ -387,21 +387,30 @@ async fn an_instance_that_refuses_its_configuration_denies() {
 
 /// The check at load runs a first instance under the filter's deadline. A
 /// first instance that runs past it is tried again (the first one after a
-/// load also faults in the filter's code and memory image); one that never
-/// finishes in time refuses the load.
+/// load also faults in the filter's code and memory image), three
+/// instances in all; then the deadline refuses the load.
 #[tokio::test]
 async fn a_configuration_check_past_the_deadline_is_tried_again_then_refused() {
     let upstream = Upstream::start();
     let quick = "    timeout: 50ms\n";
-    let proxy = start(&upstream, &[fault("slow-first-config", quick)]).await;
-    let r = call(&proxy, 1, "echo", json!({"text": "hi"})).await;
-    assert!(r["result"].is_object(), "{r}");
-    proxy.shutdown().await;
-
+    let slow = |n: u32| {
+        filter_yaml(
+            "fault",
+            "fault-filter",
+            json!({"mode": "slow-config", "slow": n}),
+            quick,
+        )
+    };
+    for n in [1, 2] {
+        let proxy = start(&upstream, &[slow(n)]).await;
+        let r = call(&proxy, 1, "echo", json!({"text": "hi"})).await;
+        assert!(r["result"].is_object(), "{n} slow: {r}");
+        proxy.shutdown().await;
+    }
     let err = portcullis::start(config(
         upstream.addr,
         "rules: []",
-        &format!("filters:\n{}", fault("loop-config", quick)),
+        &format!("filters:\n{}", slow(3)),
     ))
     .await
     .err()
@@ -411,7 +420,26 @@ async fn a_configuration_check_past_the_deadline_is_tried_again_then_refused() {
         err.contains("configuration check exceeded its 50ms deadline"),
         "{err:?}"
     );
-    assert_eq!(upstream.posts(), 1, "only the allowed call went on");
+    assert_eq!(upstream.posts(), 2, "only the allowed calls went on");
+}
+
+/// A later instance whose `configure` never finishes denies the call even
+/// for a filter that fails open: it would serve without its policy.
+#[tokio::test]
+async fn an_instance_whose_configure_runs_past_the_deadline_denies_even_failing_open() {
+    let upstream = Upstream::start();
+    let extra = "    timeout: 50ms\n    on_error: allow\n";
+    let proxy = start(&upstream, &[fault("loop-later", extra)]).await;
+    let r = call(&proxy, 1, "echo", json!({"text": "hi"})).await;
+    assert_eq!(r["error"]["code"], -32051, "{r}");
+    assert_eq!(r["error"]["data"]["by"], "filter:fault", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("could not be configured: exceeded its 50ms deadline"),
+        "{r}"
+    );
+    proxy.shutdown().await;
+    assert_eq!(upstream.posts(), 0, "nothing went on");
 }
 
 fn fault(mode: &str, extra: &str) -> String {

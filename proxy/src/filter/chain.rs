@@ -52,13 +52,14 @@ impl FilterChain {
     }
 
     /// A fault denies, unless the filter fails open. An instance that
-    /// refused the configuration the filter was loaded with denies even
-    /// then: `on_error: allow` is for a filter that breaks on some input,
+    /// refused the configuration the filter was loaded with, or whose
+    /// `configure` faulted, denies even then: `on_error: allow` is for a
+    /// filter that breaks on some input,
     /// not for one that would otherwise be running without its policy.
     fn fault(&self, f: &WasmFilter, hook: &str, fault: &Fault) -> OnFault {
         self.metrics.fault(&f.name, fault.kind());
         let on_error = match fault {
-            Fault::Config(_) => OnError::Deny,
+            Fault::Config(_) | Fault::Unconfigured(_) => OnError::Deny,
             _ => f.on_error,
         };
         match on_error {

@@ -136,14 +136,16 @@ const IMAGE_PAUSE: Duration = Duration::from_millis(25);
 /// at load, with a few tries. Where the code was not mapped from a file
 /// (a component compiled in this process, or an artifact read as bytes),
 /// wasmtime writes each image to a memfd and seals it against writes.
-/// Linux refuses that seal (`EBUSY`) while it sees an extra reference to
-/// one of the file's pages for longer than it waits (about 150 ms): a
-/// page in the middle of a migration by memory compaction, say, on a VM
-/// whose vCPU was descheduled. CI saw it twice in a day, each time
-/// right after a workspace build, and never when the test was run again.
-/// wasmtime does not remember the failure (the next try builds the image
-/// again), so a pause and another try is the remedy; a lasting failure
-/// still refuses the load, with the kernel's reason.
+/// Linux refused that seal here ("cannot add seals to the memfd") in two
+/// runs of one test on 2026-12-04, right after a workspace build, and in
+/// none of about 30 runs since; wasmtime's message dropped the errno. Our
+/// reading (a hypothesis): the kernel refuses a write seal (`EBUSY`)
+/// while a page of the file has an extra reference for longer than it
+/// waits, as a page being migrated by memory compaction on a VM whose
+/// vCPU was descheduled would. wasmtime does not remember the failure
+/// (the next try builds the image again), so a pause and another try is
+/// the remedy; a lasting failure still refuses the load, now with the
+/// kernel's reason.
 pub fn prepare_images(component: &Component) -> Result<(), String> {
     retry(
         IMAGE_ATTEMPTS,
@@ -482,8 +484,6 @@ fn random_hex() -> String {
 mod tests {
     use super::*;
 
-    /// A cached artifact is opened only if it is a regular file of this
-    /// user that no one else can write, and never through a link.
     /// The memfd crate's error: its text without the kernel's reason,
     /// which is its `source`.
     #[derive(Debug)]
@@ -552,16 +552,38 @@ mod tests {
     #[test]
     fn a_loaded_component_has_its_memory_image() {
         // A component whose module has a data segment: its image is built
-        // (in a memfd, as nothing here is mapped from a file) at load.
+        // in a memfd (nothing here is mapped from a file), which this
+        // process then holds open.
         let engine = Engine::new(wasmtime::Config::new().memory_init_cow(true)).unwrap();
         let component = Component::new(
             &engine,
             r#"(component (core module $m (memory 1) (data (i32.const 0) "portcullis")))"#,
         )
         .unwrap();
+        // By inode: other tests in this process open and close images too.
+        let images = || -> std::collections::HashSet<u64> {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| {
+                    let path = e.ok()?.path();
+                    let link = std::fs::read_link(&path).ok()?;
+                    link.to_string_lossy()
+                        .contains("memfd:wasm-memory-image")
+                        .then(|| std::fs::metadata(&path).ok().map(|m| m.ino()))?
+                })
+                .collect()
+        };
+        let before = images();
         assert_eq!(prepare_images(&component), Ok(()));
+        assert!(
+            images().difference(&before).count() > 0,
+            "no memory image was built"
+        );
     }
 
+    /// A cached artifact is opened only if it is a regular file of this
+    /// user that no one else can write, and never through a link.
     #[test]
     fn only_an_own_private_file_is_opened_as_a_cached_artifact() {
         use std::os::unix::fs::PermissionsExt;

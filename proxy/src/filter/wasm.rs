@@ -43,6 +43,11 @@ pub enum Fault {
     /// with (0.3's `configure`).
     #[error("refused its configuration: {0}")]
     Config(String),
+    /// A new instance's `configure` (0.3) did not finish: it ran past the
+    /// deadline, trapped or ran out of memory. Like a refusal, the
+    /// instance would serve without its policy.
+    #[error("could not be configured: {0}")]
+    Unconfigured(Box<Fault>),
 }
 
 impl Fault {
@@ -55,6 +60,9 @@ impl Fault {
             Self::Oversize(..) => "oversize",
             Self::BadJson(_) => "bad_json",
             Self::Config(_) => "config",
+            // Counted as what happened (a configure that loops is a
+            // timeout); `chain` denies it whatever `on_error` says.
+            Self::Unconfigured(f) => f.kind(),
         }
     }
 }
@@ -429,6 +437,11 @@ impl WasmFilter {
                 Pre::Current(_) => self.run(None, |_, _, _| Ok(Ok(()))),
                 _ => self.run(None, |f, s, cfg| f.configure(s, cfg)),
             };
+            // 0.3 configures in `instantiate`; 0.2 and 0.1 check in a call.
+            let verdict = verdict.map_err(|f| match f {
+                Fault::Unconfigured(f) => *f,
+                f => f,
+            });
             match verdict {
                 Err(Fault::Timeout(t)) if tries < CHECK_TRIES => {
                     tracing::warn!(filter = %self.name, timeout = ?t, tries, "configuration check ran past the deadline; trying again");
@@ -651,13 +664,15 @@ impl WasmFilter {
             .map_err(|e| self.classify(&e, true))?;
         // A 0.3 instance is configured once, under the deadline armed
         // above for instantiating it (the call gets its own after). A
-        // trap here is the filter's fault, not the pool's: not
-        // `Fault::Instantiate`, which evicts warm instances and tries again.
+        // fault here is the filter's, not the pool's: not
+        // `Fault::Instantiate`, which evicts warm instances and tries
+        // again; and not a plain fault either, which `on_error: allow`
+        // would let through with no policy.
         if let Instance::Current(_) = instance {
             match instance.configure(&mut store, &self.config) {
                 Ok(Ok(())) => {}
                 Ok(Err(why)) => return Err(Fault::Config(why)),
-                Err(e) => return Err(self.classify(&e, false)),
+                Err(e) => return Err(Fault::Unconfigured(Box::new(self.classify(&e, false)))),
             }
         }
         Ok(Warm {

@@ -8,9 +8,9 @@
 //! fault. In `refuse-later` mode the configuration is accepted by the
 //! first instance (the host's check at load) and refused by every later
 //! one, as a configuration whose check depends on something outside it.
-//! In `loop-config` mode every configuration check loops forever; in
-//! `slow-first-config` mode only the first one does (the host's check at
-//! load, as a first instance that is slow to start).
+//! In `slow-config` mode the first `slow` configurations loop forever (the
+//! host's check at load, as first instances that are slow to start); in
+//! `loop-later` mode every configuration but the first does.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -19,6 +19,8 @@ use portcullis_policy_sdk::prelude::*;
 #[derive(serde::Deserialize)]
 pub struct Config {
     pub mode: String,
+    #[serde(default)]
+    pub slow: i64,
 }
 
 pub struct Fault;
@@ -29,10 +31,13 @@ impl Filter for Fault {
     fn validate(config: &Config) -> Result<(), String> {
         match config.mode.as_str() {
             "loop" | "alloc" | "trap" | "big" | "none" | "show-args" => Ok(()),
-            "loop-config" => spin(),
-            "slow-first-config" => match host::counter_add("configured", 1, 0) {
-                1 => spin(),
+            "slow-config" => match host::counter_add("configured", 1, 0) {
+                n if n <= config.slow => spin(),
                 _ => Ok(()),
+            },
+            "loop-later" => match host::counter_add("configured", 1, 0) {
+                1 => Ok(()),
+                _ => spin(),
             },
             "reject" => Err("this configuration is refused on purpose".into()),
             "refuse-later" => match host::counter_add("configured", 1, 0) {
