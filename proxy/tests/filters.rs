@@ -392,7 +392,8 @@ async fn an_instance_that_refuses_its_configuration_denies() {
 #[tokio::test]
 async fn a_configuration_check_past_the_deadline_is_tried_again_then_refused() {
     let upstream = Upstream::start();
-    let quick = "    timeout: 50ms\n";
+    // Long enough that a check that does not spin never misses it.
+    let quick = "    timeout: 200ms\n";
     let slow = |n: u32| {
         filter_yaml(
             "fault",
@@ -417,7 +418,7 @@ async fn a_configuration_check_past_the_deadline_is_tried_again_then_refused() {
     .map(|e| e.to_string())
     .unwrap_or_default();
     assert!(
-        err.contains("configuration check exceeded its 50ms deadline"),
+        err.contains("configuration check exceeded its 200ms deadline"),
         "{err:?}"
     );
     assert_eq!(upstream.posts(), 2, "only the allowed calls went on");
@@ -428,16 +429,25 @@ async fn a_configuration_check_past_the_deadline_is_tried_again_then_refused() {
 #[tokio::test]
 async fn an_instance_whose_configure_runs_past_the_deadline_denies_even_failing_open() {
     let upstream = Upstream::start();
-    let extra = "    timeout: 50ms\n    on_error: allow\n";
+    let extra = "    timeout: 200ms\n    on_error: allow\n";
     let proxy = start(&upstream, &[fault("loop-later", extra)]).await;
     let r = call(&proxy, 1, "echo", json!({"text": "hi"})).await;
     assert_eq!(r["error"]["code"], -32051, "{r}");
     assert_eq!(r["error"]["data"]["by"], "filter:fault", "{r}");
     let message = r["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("could not be configured: exceeded its 50ms deadline"),
+        message.contains("could not be configured: exceeded its 200ms deadline"),
         "{r}"
     );
+    // Counted as what happened.
+    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = r#"portcullis_filter_faults_total{filter="fault",kind="timeout"} 1"#;
+    assert!(metrics.contains(line), "missing {line}");
     proxy.shutdown().await;
     assert_eq!(upstream.posts(), 0, "nothing went on");
 }

@@ -54,8 +54,7 @@ impl FilterChain {
     /// A fault denies, unless the filter fails open. An instance that
     /// refused the configuration the filter was loaded with, or whose
     /// `configure` faulted, denies even then: `on_error: allow` is for a
-    /// filter that breaks on some input,
-    /// not for one that would otherwise be running without its policy.
+    /// filter that breaks on some input, not for one that cannot start.
     fn fault(&self, f: &WasmFilter, hook: &str, fault: &Fault) -> OnFault {
         self.metrics.fault(&f.name, fault.kind());
         let on_error = match fault {

@@ -44,8 +44,10 @@ pub enum Fault {
     #[error("refused its configuration: {0}")]
     Config(String),
     /// A new instance's `configure` (0.3) did not finish: it ran past the
-    /// deadline, trapped or ran out of memory. Like a refusal, the
-    /// instance would serve without its policy.
+    /// deadline, trapped or ran out of memory. Like a refusal, it denies
+    /// whatever `on_error` says: the filter could not start, which is not
+    /// a filter breaking on some input, and failing open would pass the
+    /// call unchecked.
     #[error("could not be configured: {0}")]
     Unconfigured(Box<Fault>),
 }
