@@ -310,8 +310,12 @@ struct Required {
 }
 
 /// Whether `text` contains `lower` (ASCII-lowercased), ASCII case aside.
-/// Candidates are found by the first byte alone, a compare or two per
-/// byte, before the rest is compared.
+/// Candidates are found by the first byte alone before the rest is
+/// compared, eight start positions at a time: a word of the text that
+/// holds neither spelling of the first byte is passed over with a few
+/// 64-bit operations (the guest has no wider SIMD), instead of two
+/// compares per byte. That scan was about a sixth of arg-guard's guest
+/// time in a warm evaluation (criterion, a 55-byte argument).
 fn contains_folded(text: &[u8], lower: &[u8]) -> bool {
     let Some((&first, rest)) = lower.split_first() else {
         return true;
@@ -320,9 +324,35 @@ fn contains_folded(text: &[u8], lower: &[u8]) -> bool {
     let Some(last_start) = text.len().checked_sub(lower.len()) else {
         return false;
     };
-    text[..=last_start].iter().enumerate().any(|(i, &b)| {
+    let at = |i: usize| {
+        let b = text[i];
         (b == first || b == upper) && text[i + 1..i + lower.len()].eq_ignore_ascii_case(rest)
-    })
+    };
+    let (first_8, upper_8) = (splat(first), splat(upper));
+    let starts = last_start + 1;
+    let mut i = 0;
+    while i + 8 <= starts {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&text[i..i + 8]);
+        let word = u64::from_le_bytes(word);
+        if (zero_byte(word ^ first_8) | zero_byte(word ^ upper_8)) != 0 && (i..i + 8).any(at) {
+            return true;
+        }
+        i += 8;
+    }
+    (i..starts).any(at)
+}
+
+/// `b` in every byte of a word.
+const fn splat(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
+
+/// Non-zero exactly when some byte of `x` is zero. (The bit it sets for a
+/// byte above a zero one may be wrong, which is why a word it flags is
+/// checked byte by byte; it never misses a zero byte.)
+const fn zero_byte(x: u64) -> u64 {
+    x.wrapping_sub(splat(0x01)) & !x & splat(0x80)
 }
 
 impl Required {
@@ -903,6 +933,43 @@ mod tests {
 
     /// The literals a match must contain, for the patterns the prefilter
     /// serves, and none where it cannot be sure.
+    /// The word-at-a-time scan finds what a byte-by-byte one does, on
+    /// texts of every length around the word size, with bytes that test
+    /// the zero-byte trick's borrows (0x00, 0x01, 0x80, 0xFF) and both
+    /// cases of letters, for literals that start with a letter or not.
+    #[test]
+    fn the_word_scan_agrees_with_a_byte_scan() {
+        fn naive(text: &[u8], lower: &[u8]) -> bool {
+            lower.is_empty()
+                || text
+                    .windows(lower.len())
+                    .any(|w| w.eq_ignore_ascii_case(lower))
+        }
+        let alphabet = b"dDrRoO\x00\x01\x80\xff ;_";
+        let literals: [&[u8]; 6] = [b"drop", b"d", b"dr", b";dr", b"\x01o", b"\xffd"];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut found = 0;
+        for _ in 0..200_000 {
+            let len = (next() % 40) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            for lower in literals {
+                let want = naive(&text, lower);
+                assert_eq!(contains_folded(&text, lower), want, "{text:?} {lower:?}");
+                found += usize::from(want);
+            }
+        }
+        // Both answers are common, so both were checked.
+        assert!(found > 100_000, "{found}");
+    }
+
     #[test]
     fn prefilters_are_sound_literals() {
         let lits = |p: &str| {
