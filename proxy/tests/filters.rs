@@ -425,7 +425,8 @@ async fn a_configuration_check_past_the_deadline_is_tried_again_then_refused() {
 }
 
 /// A later instance whose `configure` never finishes denies the call even
-/// for a filter that fails open: it would serve without its policy.
+/// for a filter that fails open: it could not be configured, which is not
+/// a filter breaking on some input.
 #[tokio::test]
 async fn an_instance_whose_configure_runs_past_the_deadline_denies_even_failing_open() {
     let upstream = Upstream::start();

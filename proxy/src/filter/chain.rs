@@ -54,7 +54,8 @@ impl FilterChain {
     /// A fault denies, unless the filter fails open. An instance that
     /// refused the configuration the filter was loaded with, or whose
     /// `configure` faulted, denies even then: `on_error: allow` is for a
-    /// filter that breaks on some input, not for one that cannot start.
+    /// filter that breaks on some input, not for one whose instance could
+    /// not be configured.
     fn fault(&self, f: &WasmFilter, hook: &str, fault: &Fault) -> OnFault {
         self.metrics.fault(&f.name, fault.kind());
         let on_error = match fault {

@@ -45,9 +45,10 @@ pub enum Fault {
     Config(String),
     /// A new instance's `configure` (0.3) did not finish: it ran past the
     /// deadline, trapped or ran out of memory. Like a refusal, it denies
-    /// whatever `on_error` says: the filter could not start, which is not
-    /// a filter breaking on some input, and failing open would pass the
-    /// call unchecked.
+    /// whatever `on_error` says: an instance that could not be configured
+    /// is not a filter breaking on some input, and failing open would pass
+    /// the call unchecked. (A fault while instantiating, before
+    /// `configure`, stays under `on_error`, as before.)
     #[error("could not be configured: {0}")]
     Unconfigured(Box<Fault>),
 }
