@@ -426,11 +426,11 @@ impl WasmFilter {
     /// deadline is tried again, twice at most: the first instance after a
     /// load also pays for faulting in the filter's code and the pages of
     /// its memory image, which the next one finds resident. The Python
-    /// examples' check ran past the default 10 ms in 3 of 72 loads on a
-    /// busy 2-core VM (and in 5 of 20 at 5 ms), and each such load was
-    /// refused: a sidecar with the filter failed to start. A check that
-    /// never finishes in time still refuses the load, after three
-    /// deadlines.
+    /// require-ticket example's check ran past the default 10 ms in 4 of
+    /// 99 loads on a busy 2-core VM (and in 5 of 20 at 5 ms), and each
+    /// such load was refused: a sidecar with the filter failed to start.
+    /// A check that never finishes in time still refuses the load, after
+    /// three deadlines.
     fn validate_config(&self) -> Result<(), String> {
         let mut tries = 0;
         let verdict = loop {
