@@ -441,12 +441,7 @@ async fn an_instance_whose_configure_runs_past_the_deadline_denies_even_failing_
         "{r}"
     );
     // Counted as what happened.
-    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::sessions::metrics(&proxy).await;
     let line = r#"portcullis_filter_faults_total{filter="fault",kind="timeout"} 1"#;
     assert!(metrics.contains(line), "missing {line}");
     proxy.shutdown().await;
@@ -481,12 +476,7 @@ async fn assert_fault_denies_then_recovers(mode: &str, kind: &str, extra: &str) 
         next["result"].to_string().contains("still alive"),
         "{mode}: next call must work: {next}"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::sessions::metrics(&proxy).await;
     let line = format!(r#"portcullis_filter_faults_total{{filter="fault",kind="{kind}"}} 1"#);
     assert!(metrics.contains(&line), "{mode}: missing {line}");
     proxy.shutdown().await;
