@@ -127,9 +127,10 @@ bench:
 bench-curves:
 	bash scripts/bench.sh --curves
 
-## Instructions per call of b and of the bare forwarder h, counted by
+## Instructions per call of b, i and the bare forwarder h, counted by
 ## callgrind (deterministic to about 0.2 %, where CPU time on this VM moves
-## by 20-50 %): what a change to the request path saves, in a minute.
+## by 20-50 %): what a change to the request path or a filter saves, in
+## two minutes.
 instructions:
 	bash scripts/instructions.sh
 

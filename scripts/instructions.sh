@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Instructions per call, counted by callgrind: the bare forwarder (h) and
-# portcullis plaintext with native rules (b), each serving the bench's
-# `tools/call` of `echo` over one keep-alive connection. Unlike CPU time
-# on a shared VM (which moves by 20-50 % between runs), the count is the
-# same to about 0.2 % from run to run, so it shows what a change to the
-# request path saves before a full `make bench` can. Userspace only: the
-# kernel's share (TCP, epoll) is not counted.
+# Instructions per call, counted by callgrind: the bare forwarder (h),
+# portcullis plaintext with native rules (b), and portcullis plaintext with
+# the bench's two WASM filters (i), each serving the bench's `tools/call`
+# of `echo` over one keep-alive connection. Unlike CPU time on a shared VM
+# (which moves by 20-50 % between runs), the count is the same to about
+# 0.2 % from run to run, so it shows what a change to the request path or
+# to a filter saves before a full `make bench` can. Userspace only: the
+# kernel's share (TCP, epoll) is not counted. (i - b) / b counted this way
+# is the filters' own code; under load their CPU share is larger, by the
+# cache misses an evaluation takes (bench/README.md).
 #
 #   bash scripts/instructions.sh [PORTCULLIS_BINARY] [CALLS]
 #
-# Needs valgrind (Debian package `valgrind`) and python3. About a minute.
+# Needs valgrind (Debian package `valgrind`) and python3. About two minutes.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -17,6 +20,10 @@ bin="${1:-}"
 calls="${2:-1000}"
 command -v valgrind > /dev/null || { echo "instructions.sh: needs valgrind" >&2; exit 2; }
 cargo build --quiet --release -p portcullis-bench
+# (cargo says so if the target is missing; rustup only adds noise.)
+rustup target add wasm32-wasip2 > /dev/null 2>&1 || true
+cargo build --quiet --release --target wasm32-wasip2 -p tool-rbac -p arg-guard
+filters="$root/target/wasm32-wasip2/release"
 if [ -z "$bin" ]; then
   cargo build --quiet --release -p portcullis --bin portcullis
   bin=target/release/portcullis
@@ -31,6 +38,14 @@ trap cleanup EXIT
 
 # Ports off the bench's ranges.
 up=18700 proxy=18702 admin=18721
+# The filter engine's instance pool reserves address space for 256
+# instances by default (about 2 TiB), more than valgrind can map: the
+# sidecar refused to start under it, even b with no filter. One connection
+# needs one instance per filter. The compile cache is filled outside
+# valgrind (`prime`), where Cranelift takes seconds, not minutes.
+engine="filter_engine:
+  max_instances: 4
+  cache_dir: $work/filter-cache"
 cat > "$work/b.yaml" << EOF
 listener:
   addr: 127.0.0.1:$proxy
@@ -45,6 +60,42 @@ policy:
       action: allow
       methods: ["tools/call"]
       names: ["echo"]
+$engine
+EOF
+
+# i: the bench's configuration i (bench/configs), on these ports.
+cat > "$work/i.yaml" << EOF
+listener:
+  addr: 127.0.0.1:$proxy
+admin:
+  addr: 127.0.0.1:$admin
+upstream:
+  url: http://127.0.0.1:$up
+policy:
+  default: allow
+  rules: []
+$engine
+filters:
+  - name: tool-rbac
+    path: $filters/tool_rbac.wasm
+    hooks: [request, list]
+    config:
+      default: deny
+      rules:
+        - name: anyone-echo
+          effect: allow
+          tools: ["echo"]
+  - name: arg-guard
+    path: $filters/arg_guard.wasm
+    hooks: [request]
+    reuse_decisions: false
+    config:
+      constraints:
+        - tools: ["echo"]
+          pointer: /text
+          required: true
+          max_length: 1024
+          deny_regex: "(?i)drop\\\\s+table"
 EOF
 
 # One keep-alive connection; each call waits for its answer.
@@ -82,7 +133,11 @@ count() {
   until python3 -c "import socket; socket.create_connection(('127.0.0.1', $proxy), 1)" 2> /dev/null; do
     sleep 0.5
     waited=$((waited + 1))
-    [ "$waited" -lt 240 ] || { echo "$name never listened; its log:" >&2; cat "$work/$name.log" >&2; exit 1; }
+    if [ "$waited" -ge 240 ] || ! kill -0 "$vg" 2> /dev/null; then
+      echo "$name never listened; its log:" >&2
+      cat "$work/$name.log" >&2
+      exit 1
+    fi
   done
   python3 "$work/drive.py" "$proxy" 200
   callgrind_control -z "$vg" > /dev/null 2>&1
@@ -95,9 +150,31 @@ count() {
   echo $((total / calls))
 }
 
+# prime CONFIG: compiles CONFIG's filters into the cache, outside valgrind.
+prime() {
+  RUST_LOG=warn "$bin" run --config "$1" > "$work/prime.log" 2>&1 &
+  local p=$!
+  local waited=0
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $proxy), 1)" 2> /dev/null; do
+    sleep 0.2
+    waited=$((waited + 1))
+    if [ "$waited" -ge 300 ] || ! kill -0 "$p" 2> /dev/null; then
+      echo "$1 never listened; its log:" >&2
+      cat "$work/prime.log" >&2
+      exit 1
+    fi
+  done
+  kill "$p"
+  wait "$p" 2> /dev/null || true
+}
+
 h=$(count h target/release/portcullis-bench forward --listen "127.0.0.1:$proxy" --upstream "127.0.0.1:$up")
 b=$(count b "$bin" run --config "$work/b.yaml")
+prime "$work/i.yaml"
+i=$(count i "$bin" run --config "$work/i.yaml")
 echo "instructions per call (callgrind, $calls calls, one connection):"
-echo "  h bare forwarder   $h"
-echo "  b portcullis plain $b"
-python3 -c "print('  b / h              %.2f' % ($b / $h))"
+echo "  h bare forwarder              $h"
+echo "  b portcullis plain            $b"
+echo "  i portcullis plain + filters  $i"
+python3 -c "print('  b / h                         %.2f' % ($b / $h))"
+python3 -c "print('  (i - b) / b                   %.3f (%d per call)' % (($i - $b) / $b, $i - $b))"
