@@ -469,7 +469,14 @@ impl Constraint {
     fn check(&self, value: &Value) -> Check {
         let text = value.as_str();
         if let Some(max) = self.max_length {
-            let len = text.map_or_else(|| value.to_string().len(), |t| t.chars().count());
+            // A text no longer in bytes than the limit is no longer in
+            // characters: its characters are counted only when it might
+            // be over (the count was 4 % of a passing evaluation).
+            let len = match text {
+                Some(t) if t.len() <= max => t.len(),
+                Some(t) => t.chars().count(),
+                None => value.to_string().len(),
+            };
             if len > max {
                 return Check::Fail(format!("is {len} long, more than {max}"));
             }
@@ -672,6 +679,12 @@ mod tests {
             .assert_allowed();
         h.request(&call("search", json!({"query": "much too long a query"})))
             .assert_denied("more than 12");
+        // The length is in characters: 12 of them in 24 bytes pass, 13
+        // are refused, and the refusal counts characters, not bytes.
+        h.request(&call("search", json!({"query": "é".repeat(12)})))
+            .assert_allowed();
+        h.request(&call("search", json!({"query": "é".repeat(13)})))
+            .assert_denied("is 13 long, more than 12");
         h.request(&call("search", json!({"query": "DROP TABLE"})))
             .assert_denied("denied pattern");
         h.request(&call("set_mode", json!({"mode": "rw"})))
