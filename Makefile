@@ -128,7 +128,7 @@ bench-curves:
 	bash scripts/bench.sh --curves
 
 ## Instructions per call of b, i and the bare forwarder h, counted by
-## callgrind (deterministic to about 0.2 %, where CPU time on this VM moves
+## callgrind (repeats to 0.2-0.5 %, where CPU time on this VM moves
 ## by 20-50 %): what a change to the request path or a filter saves, in
 ## two minutes.
 instructions:

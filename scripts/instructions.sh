@@ -4,13 +4,18 @@
 # the bench's two WASM filters (i), each serving the bench's `tools/call`
 # of `echo` over one keep-alive connection. Unlike CPU time on a shared VM
 # (which moves by 20-50 % between runs), the count is the same to about
-# 0.2 % from run to run, so it shows what a change to the request path or
-# to a filter saves before a full `make bench` can. Userspace only: the
-# kernel's share (TCP, epoll) is not counted. (i - b) / b counted this way
-# is the filters' own code; under load their CPU share is larger, by the
-# cache misses an evaluation takes (bench/README.md).
+# 0.2-0.5 % from run to run, so it shows what a change to the request path or
+# to a filter saves before a full `make bench` can. A smaller change shows
+# in the count of the functions it touched, which does not move:
+# INSTRUCTIONS_OUT=DIR keeps callgrind's outputs there for
+# callgrind_annotate, and with PORTCULLIS_WASM_PERFMAP=1 the sidecar
+# writes /tmp/perf-<pid>.map, which names the guest functions at the
+# addresses callgrind reports. Userspace only: the kernel's share (TCP,
+# epoll) is not counted. (i - b) / b counted this way is the filters' own
+# code; their share of the CPU under load has been larger (bench/README.md,
+# twenty-second pass, for a likely reason).
 #
-#   bash scripts/instructions.sh [PORTCULLIS_BINARY] [CALLS]
+#   [INSTRUCTIONS_OUT=DIR] bash scripts/instructions.sh [PORTCULLIS_BINARY] [CALLS]
 #
 # Needs valgrind (Debian package `valgrind`) and python3. About two minutes.
 set -euo pipefail
@@ -79,6 +84,9 @@ filters:
   - name: tool-rbac
     path: $filters/tool_rbac.wasm
     hooks: [request, list]
+    # Guest code runs tens of times slower under valgrind than the 10 ms
+    # default allows for (the load-time configuration check included).
+    timeout: 5s
     config:
       default: deny
       rules:
@@ -88,6 +96,7 @@ filters:
   - name: arg-guard
     path: $filters/arg_guard.wasm
     hooks: [request]
+    timeout: 5s
     reuse_decisions: false
     config:
       constraints:
@@ -120,8 +129,26 @@ EOF
 target/release/portcullis-bench upstream --listen "127.0.0.1:$up" > "$work/upstream.log" 2>&1 &
 pids+=($!)
 
+# listening PID LOG NAME: waits until the proxy answers on its port; if
+# PID exits first, or after two minutes, prints LOG and fails.
+listening() {
+  local waited=0
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $proxy), 1)" 2> /dev/null; do
+    sleep 0.5
+    waited=$((waited + 1))
+    if [ "$waited" -ge 240 ] || ! kill -0 "$1" 2> /dev/null; then
+      echo "$3 never listened; its log:" >&2
+      cat "$2" >&2
+      exit 1
+    fi
+  done
+}
+
 # count NAME COMMAND...: runs COMMAND under callgrind, warms it up with 200
-# calls, counts `calls` more, and prints the instructions per call.
+# calls, counts `calls` more, and sets `counted` to the instructions per
+# call. Not run in a command substitution: there a failed call would not
+# stop the script (errexit is off in a subshell's function), and the
+# proxy's pid would not reach the cleanup.
 count() {
   local name="$1"
   shift
@@ -129,49 +156,41 @@ count() {
     > "$work/$name.log" 2>&1 &
   local vg=$!
   pids+=("$vg")
-  local waited=0
-  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $proxy), 1)" 2> /dev/null; do
-    sleep 0.5
-    waited=$((waited + 1))
-    if [ "$waited" -ge 240 ] || ! kill -0 "$vg" 2> /dev/null; then
-      echo "$name never listened; its log:" >&2
-      cat "$work/$name.log" >&2
-      exit 1
-    fi
-  done
+  listening "$vg" "$work/$name.log" "$name"
   python3 "$work/drive.py" "$proxy" 200
   callgrind_control -z "$vg" > /dev/null 2>&1
   python3 "$work/drive.py" "$proxy" "$calls"
   callgrind_control -d "$vg" > /dev/null 2>&1
-  kill "$vg"
+  kill "$vg" 2> /dev/null || true
   wait "$vg" 2> /dev/null || true
   local total
   total=$(awk '/^summary:/ {print $2}' "$work/$name.out.1")
-  echo $((total / calls))
+  [ -n "$total" ] || { echo "$name: callgrind wrote no count; its log:" >&2; cat "$work/$name.log" >&2; exit 1; }
+  counted=$((total / calls))
+  if [ -n "${INSTRUCTIONS_OUT:-}" ]; then
+    mkdir -p "$INSTRUCTIONS_OUT"
+    cp "$work/$name.out.1" "$INSTRUCTIONS_OUT/$name.callgrind"
+  fi
 }
 
-# prime CONFIG: compiles CONFIG's filters into the cache, outside valgrind.
+# prime CONFIG: compiles CONFIG's filters into the cache, outside valgrind
+# (filters are loaded before the listener binds).
 prime() {
   RUST_LOG=warn "$bin" run --config "$1" > "$work/prime.log" 2>&1 &
   local p=$!
-  local waited=0
-  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $proxy), 1)" 2> /dev/null; do
-    sleep 0.2
-    waited=$((waited + 1))
-    if [ "$waited" -ge 300 ] || ! kill -0 "$p" 2> /dev/null; then
-      echo "$1 never listened; its log:" >&2
-      cat "$work/prime.log" >&2
-      exit 1
-    fi
-  done
-  kill "$p"
+  pids+=("$p")
+  listening "$p" "$work/prime.log" "$1"
+  kill "$p" 2> /dev/null || true
   wait "$p" 2> /dev/null || true
 }
 
-h=$(count h target/release/portcullis-bench forward --listen "127.0.0.1:$proxy" --upstream "127.0.0.1:$up")
-b=$(count b "$bin" run --config "$work/b.yaml")
+count h target/release/portcullis-bench forward --listen "127.0.0.1:$proxy" --upstream "127.0.0.1:$up"
+h=$counted
+count b "$bin" run --config "$work/b.yaml"
+b=$counted
 prime "$work/i.yaml"
-i=$(count i "$bin" run --config "$work/i.yaml")
+count i "$bin" run --config "$work/i.yaml"
+i=$counted
 echo "instructions per call (callgrind, $calls calls, one connection):"
 echo "  h bare forwarder              $h"
 echo "  b portcullis plain            $b"
