@@ -126,14 +126,15 @@ for i in range(n):
         sys.exit("call %d: HTTP %d" % (i, resp.status))
 EOF
 
-target/release/portcullis-bench upstream --listen "127.0.0.1:$up" > "$work/upstream.log" 2>&1 &
-pids+=($!)
 
-# listening PID LOG NAME: waits until the proxy answers on its port; if
-# PID exits first, or after two minutes, prints LOG and fails.
+# listening PID LOG NAME [PORT]: waits until PORT (the proxy's by default)
+# answers and PID is still running (another process that holds the port
+# would answer too); if PID exits first, or after two minutes, prints LOG
+# and fails.
 listening() {
+  local port="${4:-$proxy}"
   local waited=0
-  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $proxy), 1)" 2> /dev/null; do
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2> /dev/null; do
     sleep 0.5
     waited=$((waited + 1))
     if [ "$waited" -ge 240 ] || ! kill -0 "$1" 2> /dev/null; then
@@ -142,7 +143,13 @@ listening() {
       exit 1
     fi
   done
+  sleep 0.2
+  kill -0 "$1" 2> /dev/null || { echo "$3 exited; its log:" >&2; cat "$2" >&2; exit 1; }
 }
+
+target/release/portcullis-bench upstream --listen "127.0.0.1:$up" > "$work/upstream.log" 2>&1 &
+pids+=($!)
+listening "$!" "$work/upstream.log" upstream "$up"
 
 # count NAME COMMAND...: runs COMMAND under callgrind, warms it up with 200
 # calls, counts `calls` more, and sets `counted` to the instructions per
