@@ -51,13 +51,15 @@ up=18700 proxy=18702 admin=18721
 engine="filter_engine:
   max_instances: 4
   cache_dir: $work/filter-cache"
-cat > "$work/b.yaml" << EOF
-listener:
+# The ports, the same in every configuration.
+ports="listener:
   addr: 127.0.0.1:$proxy
 admin:
   addr: 127.0.0.1:$admin
 upstream:
-  url: http://127.0.0.1:$up
+  url: http://127.0.0.1:$up"
+cat > "$work/b.yaml" << EOF
+$ports
 policy:
   default: deny
   rules:
@@ -70,12 +72,7 @@ EOF
 
 # i: the bench's configuration i (bench/configs), on these ports.
 cat > "$work/i.yaml" << EOF
-listener:
-  addr: 127.0.0.1:$proxy
-admin:
-  addr: 127.0.0.1:$admin
-upstream:
-  url: http://127.0.0.1:$up
+$ports
 policy:
   default: allow
   rules: []
