@@ -6,6 +6,9 @@
 wasmtime::component::bindgen!({
     path: "../policy-sdk/wit",
     world: "filter",
+    // What the host passes in (the call, the principal, list items) is
+    // borrowed from the request, not copied into owned strings first.
+    ownership: Borrowing { duplicate_if_necessary: true },
 });
 
 pub use self::portcullis::policy::{host, types};

@@ -253,12 +253,9 @@ impl FilterChain {
         if let Some(d) = self.rules.shadow_denial(req) {
             self.shadow(req, Shadowed::Deny, &d.by, &d.reason);
         }
-        // One whole WIT call for the chain, built by the first filter
-        // shown all of it: only a rewrite changes it (its
-        // arguments), so the arguments (up to megabytes) and the rest are
-        // not copied again for every filter. A filter that declares what it
-        // decides on gets only that, built for it (`convert::call`).
-        let mut full: Option<types::Call> = None;
+        // Each filter's WIT call borrows the request's text (and the
+        // arguments as they stand), so building one per filter copies
+        // nothing, however large the arguments (`convert::call`).
         let mut rewritten: Option<Box<RawValue>> = None;
         let mut rewritten_by: Vec<&str> = Vec::new();
         for f in self.filters.iter().filter(|f| f.handles(Hook::Request)) {
@@ -267,7 +264,7 @@ impl FilterChain {
                 .or(req.call.arguments.as_deref())
                 .map(RawValue::get);
             let outcome = self
-                .timed(f, "request", || f.on_request(req, arguments, &mut full))
+                .timed(f, "request", || f.on_request(req, arguments))
                 .and_then(|d| decode_request(d, self.max_json_depth));
             if f.mode == Mode::Shadow {
                 let name = by(&[&f.name]);
@@ -283,9 +280,6 @@ impl FilterChain {
                 Ok(Step::Allow) => {}
                 Ok(Step::Deny(d)) => return Decision::Deny(denial(f, d)),
                 Ok(Step::Rewrite(new)) => {
-                    if let Some(call) = full.as_mut() {
-                        call.arguments = Some(new.get().to_string());
-                    }
                     rewritten = Some(new);
                     rewritten_by.push(&f.name);
                 }
@@ -305,7 +299,13 @@ impl FilterChain {
     }
 
     fn decide_result(&self, req: &Request<'_>, result: &RawValue) -> ResultDecision {
-        let call = convert::call(req, req.call.arguments.as_deref().map(RawValue::get), None);
+        let lists = convert::Lists::new(req, None);
+        let call = convert::call(
+            req,
+            req.call.arguments.as_deref().map(RawValue::get),
+            None,
+            &lists,
+        );
         let mut current: Option<(Box<RawValue>, Vec<&str>)> = None;
         for f in self.filters.iter().filter(|f| f.handles(Hook::Result)) {
             let text = current.as_ref().map_or(result.get(), |(r, _)| r.get());
@@ -383,8 +383,9 @@ impl Policy for FilterChain {
         shown.resize(items.len(), false);
         let hidden = self.rules.shadow_hidden(principal, kind, items, &shown);
         self.shadow_hidden(principal, kind, items, &hidden, "static");
+        let lists = convert::Lists::of_principal(principal);
         let (wit_principal, wit_kind, wit_items) = (
-            convert::principal(principal),
+            convert::principal(principal, &lists),
             convert::list_kind(kind),
             convert::list_items(items),
         );

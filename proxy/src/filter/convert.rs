@@ -11,17 +11,60 @@ use crate::{
     policy::Request,
 };
 
-/// Both identities the sidecar verified: the agent (mTLS peer) and the
-/// user (token).
-pub fn principal(p: &Principal) -> types::Principal {
-    types::Principal {
-        peer: p.spiffe_text().map(str::to_owned),
-        token: p.token().map(token),
-        key: p.key().to_string(),
+/// What a WIT call borrows that the request does not hold in the WIT's
+/// shape: a token's scopes and the MCP headers, as slices. The bindings
+/// borrow every string of what the host passes in (`bindings.rs`), so
+/// building a call copies no text, however large the arguments; these two
+/// lists are all it allocates, and only when the filter is shown them.
+#[derive(Default)]
+pub struct Lists<'r> {
+    scopes: Vec<&'r str>,
+    headers: Vec<types::Header<'r>>,
+}
+
+impl<'r> Lists<'r> {
+    /// The lists of `req` that a filter shown `shown` sees.
+    pub fn new(req: &Request<'r>, shown: Option<DecidesOn>) -> Self {
+        let shows = |input: Input| shown.is_none_or(|on| on.shows(input));
+        Self {
+            scopes: match req.principal.token() {
+                Some(t) if shows(Input::Principal) => t.scopes.iter().map(String::as_str).collect(),
+                _ => Vec::new(),
+            },
+            headers: if shows(Input::Headers) {
+                req.headers
+                    .iter()
+                    .map(|(name, value)| types::Header { name, value })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The lists a principal alone needs (the list hook's).
+    pub fn of_principal(p: &'r Principal) -> Self {
+        Self {
+            scopes: p
+                .token()
+                .map(|t| t.scopes.iter().map(String::as_str).collect())
+                .unwrap_or_default(),
+            headers: Vec::new(),
+        }
     }
 }
 
-fn token(t: &Token) -> types::Token {
+/// Both identities the sidecar verified: the agent (mTLS peer) and the
+/// user (token). `lists` holds the token's scopes ([`Lists::new`]).
+pub fn principal<'a>(p: &'a Principal, lists: &'a Lists<'_>) -> types::Principal<'a> {
+    types::Principal {
+        peer: p.spiffe_text(),
+        token: p.token().map(|t| token(t, &lists.scopes)),
+        key: p.key(),
+    }
+}
+
+fn token<'a>(t: &'a Token, scopes: &'a [&'a str]) -> types::Token<'a> {
     let expires_at_ms = t
         .expires_at
         .duration_since(UNIX_EPOCH)
@@ -31,26 +74,32 @@ fn token(t: &Token) -> types::Token {
             TokenKind::AccessToken => types::TokenKind::AccessToken,
             TokenKind::JwtSvid => types::TokenKind::JwtSvid,
         },
-        issuer: t.issuer.clone(),
-        subject: t.subject.clone(),
-        scopes: t.scopes.clone(),
-        actor: t.actor.clone(),
+        issuer: &t.issuer,
+        subject: &t.subject,
+        scopes,
+        actor: t.actor.as_deref(),
         expires_at_ms,
-        claims: t.claims.clone(),
+        claims: &t.claims,
     }
 }
 
 /// The WIT call for `req`, with `arguments` standing for the call's
-/// arguments (a filter earlier in the chain may have rewritten them).
-/// For a filter that declares what it decides on (`shown`), the parts it
-/// did not declare are `none` (the method empty) and never copied: it
-/// cannot read them, the host's reused decisions are keyed on what it
-/// can, and a part that is `none` costs nothing to pass (0.3): each string
-/// the host passes is a call into the guest to allocate it.
-pub fn call(req: &Request<'_>, arguments: Option<&str>, shown: Option<DecidesOn>) -> types::Call {
+/// arguments (a filter earlier in the chain may have rewritten them), and
+/// `lists` built by [`Lists::new`] for the same `shown`. For a filter that
+/// declares what it decides on (`shown`), the parts it did not declare are
+/// `none` (the method empty): it cannot read them, the host's reused
+/// decisions are keyed on what it can, and a part that is `none` costs
+/// nothing to pass (0.3): each string the host passes is a call into the
+/// guest to allocate it.
+pub fn call<'a>(
+    req: &'a Request<'_>,
+    arguments: Option<&'a str>,
+    shown: Option<DecidesOn>,
+    lists: &'a Lists<'_>,
+) -> types::Call<'a> {
     let shows = |input: Input| shown.is_none_or(|on| on.shows(input));
     let c: &Call = req.call;
-    let text = |input: Input, s: &str| shows(input).then(|| s.to_string());
+    let text = |input: Input, s: &'a str| shows(input).then_some(s);
     types::Call {
         kind: match c.kind {
             Kind::Request => types::MessageKind::Request,
@@ -58,58 +107,33 @@ pub fn call(req: &Request<'_>, arguments: Option<&str>, shown: Option<DecidesOn>
             Kind::Response => types::MessageKind::Response,
         },
         method: text(Input::Method, &c.method).unwrap_or_default(),
-        id: c
-            .id
-            .as_ref()
-            .filter(|_| shows(Input::Id))
-            .map(|i| i.get().to_string()),
+        id: c.id.as_ref().filter(|_| shows(Input::Id)).map(|i| i.get()),
         target: c
             .target
             .as_ref()
             .filter(|_| shows(Input::Target))
             .and_then(|t| target(req, t)),
-        arguments: arguments
-            .filter(|_| shows(Input::Arguments))
-            .map(str::to_string),
-        principal: shows(Input::Principal).then(|| principal(req.principal)),
-        session: req
-            .session
-            .filter(|_| shows(Input::Session))
-            .map(str::to_string),
+        arguments: arguments.filter(|_| shows(Input::Arguments)),
+        principal: shows(Input::Principal).then(|| principal(req.principal, lists)),
+        session: req.session.filter(|_| shows(Input::Session)),
         instance: text(Input::Instance, req.instance),
         era: text(Input::Era, c.era.label()),
-        headers: shows(Input::Headers).then(|| headers(req)),
-        annotations: req
-            .annotations
-            .filter(|_| shows(Input::Annotations))
-            .map(str::to_string),
+        headers: shows(Input::Headers).then_some(lists.headers.as_slice()),
+        annotations: req.annotations.filter(|_| shows(Input::Annotations)),
     }
 }
 
 /// 0.1 has no task kind: a filter sees a task call (`tasks/get`...) aimed
 /// at the tool whose call created the task, so that a rule on the tool
 /// covers its task; 0.2 adds the task kind (policy-sdk/WIT-0.2.md).
-fn target(req: &Request<'_>, t: &Target) -> Option<types::Target> {
+fn target<'a>(req: &'a Request<'_>, t: &'a Target) -> Option<types::Target<'a>> {
     let (kind, name) = match t {
         Target::Tool(n) => (types::TargetKind::Tool, n.as_str()),
         Target::Prompt(n) => (types::TargetKind::Prompt, n.as_str()),
         Target::Resource(n) => (types::TargetKind::Resource, n.as_str()),
         Target::Task(_) => (types::TargetKind::Tool, req.task_tool?),
     };
-    Some(types::Target {
-        kind,
-        name: name.to_string(),
-    })
-}
-
-fn headers(req: &Request<'_>) -> Vec<types::Header> {
-    req.headers
-        .iter()
-        .map(|(name, value)| types::Header {
-            name: name.to_string(),
-            value: value.to_string(),
-        })
-        .collect()
+    Some(types::Target { kind, name })
 }
 
 pub fn list_kind(k: lists::ListKind) -> types::ListKind {
@@ -121,12 +145,12 @@ pub fn list_kind(k: lists::ListKind) -> types::ListKind {
     }
 }
 
-pub fn list_items(items: &[lists::ListItem<'_>]) -> Vec<types::ListItem> {
+pub fn list_items<'a>(items: &'a [lists::ListItem<'_>]) -> Vec<types::ListItem<'a>> {
     items
         .iter()
         .map(|i| types::ListItem {
-            name: i.name.to_string(),
-            annotations: i.annotations.map(|a| a.get().to_string()),
+            name: i.name,
+            annotations: i.annotations.map(|a| a.get()),
         })
         .collect()
 }
@@ -146,25 +170,25 @@ macro_rules! read_back {
             }
         }
 
-        fn target(t: &types::Target) -> old::Target {
+        fn target(t: &types::Target<'_>) -> old::Target {
             old::Target {
                 kind: match t.kind {
                     types::TargetKind::Tool => old::TargetKind::Tool,
                     types::TargetKind::Prompt => old::TargetKind::Prompt,
                     types::TargetKind::Resource => old::TargetKind::Resource,
                 },
-                name: t.name.clone(),
+                name: t.name.to_owned(),
             }
         }
 
         /// Undeclared headers (`none`) are an empty list, as 0.2 and 0.1
         /// showed them.
-        fn headers(h: Option<&[types::Header]>) -> Vec<old::Header> {
+        fn headers(h: Option<&[types::Header<'_>]>) -> Vec<old::Header> {
             h.unwrap_or_default()
                 .iter()
                 .map(|h| old::Header {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
+                    name: h.name.to_owned(),
+                    value: h.value.to_owned(),
                 })
                 .collect()
         }
@@ -201,12 +225,12 @@ macro_rules! read_back {
             }
         }
 
-        pub fn list_items(items: &[types::ListItem]) -> Vec<old::ListItem> {
+        pub fn list_items(items: &[types::ListItem<'_>]) -> Vec<old::ListItem> {
             items
                 .iter()
                 .map(|i| old::ListItem {
-                    name: i.name.clone(),
-                    annotations: i.annotations.clone(),
+                    name: i.name.to_owned(),
+                    annotations: i.annotations.map(str::to_owned),
                 })
                 .collect()
         }
@@ -219,32 +243,32 @@ macro_rules! read_back {
 pub mod v0_2 {
     use super::super::bindings::{types, v0_2::types as old};
 
-    pub fn principal(p: &types::Principal) -> old::Principal {
+    pub fn principal(p: &types::Principal<'_>) -> old::Principal {
         old::Principal {
-            peer: p.peer.clone(),
+            peer: p.peer.map(str::to_owned),
             token: p.token.as_ref().map(|t| old::Token {
                 kind: match t.kind {
                     types::TokenKind::AccessToken => old::TokenKind::AccessToken,
                     types::TokenKind::JwtSvid => old::TokenKind::JwtSvid,
                 },
-                issuer: t.issuer.clone(),
-                subject: t.subject.clone(),
-                scopes: t.scopes.clone(),
-                actor: t.actor.clone(),
+                issuer: t.issuer.to_owned(),
+                subject: t.subject.to_owned(),
+                scopes: t.scopes.iter().map(|s| (*s).to_owned()).collect(),
+                actor: t.actor.map(str::to_owned),
                 expires_at_ms: t.expires_at_ms,
-                claims: t.claims.clone(),
+                claims: t.claims.to_owned(),
             }),
-            key: p.key.clone(),
+            key: p.key.to_owned(),
         }
     }
 
-    pub fn call(c: &types::Call) -> old::Call {
+    pub fn call(c: &types::Call<'_>) -> old::Call {
         old::Call {
             kind: kind(c.kind),
-            method: c.method.clone(),
-            id: c.id.clone(),
+            method: c.method.to_owned(),
+            id: c.id.map(str::to_owned),
             target: c.target.as_ref().map(target),
-            arguments: c.arguments.clone(),
+            arguments: c.arguments.map(str::to_owned),
             principal: c.principal.as_ref().map_or_else(
                 || old::Principal {
                     peer: None,
@@ -253,11 +277,11 @@ pub mod v0_2 {
                 },
                 principal,
             ),
-            session: c.session.clone(),
-            instance: c.instance.clone().unwrap_or_default(),
-            era: c.era.clone().unwrap_or_default(),
-            headers: headers(c.headers.as_deref()),
-            annotations: c.annotations.clone(),
+            session: c.session.map(str::to_owned),
+            instance: c.instance.unwrap_or_default().to_owned(),
+            era: c.era.unwrap_or_default().to_owned(),
+            headers: headers(c.headers),
+            annotations: c.annotations.map(str::to_owned),
         }
     }
 
@@ -273,27 +297,27 @@ pub mod v0_1 {
     /// 0.1 has room for one identity. A verified peer wins, since that is
     /// what 0.1 filters were written against; a token alone is shown as
     /// its claims.
-    pub fn caller(p: &types::Principal) -> old::Caller {
+    pub fn caller(p: &types::Principal<'_>) -> old::Caller {
         match (&p.peer, &p.token) {
-            (Some(id), _) => old::Caller::Spiffe(id.clone()),
-            (None, Some(token)) => old::Caller::Jwt(token.claims.clone()),
+            (Some(id), _) => old::Caller::Spiffe((*id).to_owned()),
+            (None, Some(token)) => old::Caller::Jwt(token.claims.to_owned()),
             (None, None) => old::Caller::Anonymous,
         }
     }
 
-    pub fn call(c: &types::Call) -> old::Call {
+    pub fn call(c: &types::Call<'_>) -> old::Call {
         old::Call {
             kind: kind(c.kind),
-            method: c.method.clone(),
-            id: c.id.clone(),
+            method: c.method.to_owned(),
+            id: c.id.map(str::to_owned),
             target: c.target.as_ref().map(target),
-            arguments: c.arguments.clone(),
+            arguments: c.arguments.map(str::to_owned),
             caller: c.principal.as_ref().map_or(old::Caller::Anonymous, caller),
-            session: c.session.clone(),
-            instance: c.instance.clone().unwrap_or_default(),
-            era: c.era.clone().unwrap_or_default(),
-            headers: headers(c.headers.as_deref()),
-            annotations: c.annotations.clone(),
+            session: c.session.map(str::to_owned),
+            instance: c.instance.unwrap_or_default().to_owned(),
+            era: c.era.unwrap_or_default().to_owned(),
+            headers: headers(c.headers),
+            annotations: c.annotations.map(str::to_owned),
         }
     }
 
@@ -318,7 +342,7 @@ mod tests {
 
     /// Every part of the call, one per input, as `Debug` text (the
     /// bindings' types have no `PartialEq`).
-    fn parts(c: &types::Call) -> Vec<(Input, String)> {
+    fn parts(c: &types::Call<'_>) -> Vec<(Input, String)> {
         vec![
             (Input::Method, format!("{:?}", c.method)),
             (Input::Id, format!("{:?}", c.id)),
@@ -352,14 +376,22 @@ mod tests {
             task_tool: None,
         };
         let args = Some(r#"{"text":"hi"}"#);
-        let all = parts(&super::call(&req, args, None));
-        let empty = parts(&super::call(&req, None, Some(DecidesOn::of(&[]))));
+        let whole = Lists::new(&req, None);
+        let all = parts(&super::call(&req, args, None, &whole));
+        let nothing = Some(DecidesOn::of(&[]));
+        let empty = parts(&super::call(
+            &req,
+            None,
+            nothing,
+            &Lists::new(&req, nothing),
+        ));
         for (input, text) in &all {
             let blank = &empty.iter().find(|(i, _)| i == input).unwrap().1;
             assert_ne!(text, blank, "{input:?} is set in the test call");
         }
         for (declared, _) in &all {
-            let shown = parts(&super::call(&req, args, Some(DecidesOn::of(&[*declared]))));
+            let on = Some(DecidesOn::of(&[*declared]));
+            let shown = parts(&super::call(&req, args, on, &Lists::new(&req, on)));
             for ((input, seen), ((_, full), (_, blank))) in
                 shown.iter().zip(all.iter().zip(empty.iter()))
             {

@@ -137,17 +137,17 @@ impl DecidesOn {
     /// Anonymous callers all share the key `anonymous`: with no identity
     /// there is no caller to keep apart. `None` when the key would be longer
     /// than [`MAX_KEY`], found before anything is copied.
-    pub fn key(self, call: &types::Call, caller: &str) -> Option<Vec<u8>> {
+    pub fn key(self, call: &types::Call<'_>, caller: &str) -> Option<Vec<u8>> {
         let big =
             |part: u16, s: Option<&str>| self.has(part) && s.is_some_and(|s| s.len() > MAX_KEY);
-        if big(ARGUMENTS, call.arguments.as_deref())
-            || big(ANNOTATIONS, call.annotations.as_deref())
+        if big(ARGUMENTS, call.arguments)
+            || big(ANNOTATIONS, call.annotations)
             || big(
                 PRINCIPAL,
                 call.principal
                     .as_ref()
                     .and_then(|p| p.token.as_ref())
-                    .map(|t| t.claims.as_str()),
+                    .map(|t| t.claims),
             )
         {
             return None;
@@ -155,23 +155,23 @@ impl DecidesOn {
         let mut k = Key(Vec::with_capacity(128));
         k.byte(call.kind as u8);
         if self.has(METHOD) {
-            k.text(&call.method);
+            k.text(call.method);
         }
         if self.has(ID) {
-            k.opt(call.id.as_deref());
+            k.opt(call.id);
         }
         if self.has(TARGET) {
             match &call.target {
                 Some(t) => {
                     k.byte(1);
                     k.byte(t.kind as u8);
-                    k.text(&t.name);
+                    k.text(t.name);
                 }
                 None => k.byte(0),
             }
         }
         if self.has(ARGUMENTS) {
-            k.opt(call.arguments.as_deref());
+            k.opt(call.arguments);
         }
         if self.has(PRINCIPAL) {
             k.opt_principal(call.principal.as_ref(), caller);
@@ -183,19 +183,19 @@ impl DecidesOn {
             k.text(caller);
         }
         if self.has(SESSION) {
-            k.opt(call.session.as_deref());
+            k.opt(call.session);
         }
         if self.has(INSTANCE) {
-            k.opt(call.instance.as_deref());
+            k.opt(call.instance);
         }
         if self.has(ERA) {
-            k.opt(call.era.as_deref());
+            k.opt(call.era);
         }
         if self.has(HEADERS) {
-            k.headers(call.headers.as_deref());
+            k.headers(call.headers);
         }
         if self.has(ANNOTATIONS) {
-            k.opt(call.annotations.as_deref());
+            k.opt(call.annotations);
         }
         (k.0.len() <= MAX_KEY).then_some(k.0)
     }
@@ -229,7 +229,7 @@ impl Key {
 
     /// A declared principal is always shown; were it ever not, the key
     /// still names the caller, so decisions stay per caller.
-    fn opt_principal(&mut self, p: Option<&types::Principal>, caller: &str) {
+    fn opt_principal(&mut self, p: Option<&types::Principal<'_>>, caller: &str) {
         match p {
             Some(p) => {
                 self.byte(1);
@@ -242,7 +242,7 @@ impl Key {
         }
     }
 
-    fn headers(&mut self, headers: Option<&[types::Header]>) {
+    fn headers(&mut self, headers: Option<&[types::Header<'_>]>) {
         let Some(headers) = headers else {
             self.byte(0);
             return;
@@ -250,29 +250,29 @@ impl Key {
         self.byte(1);
         self.len(headers.len());
         for h in headers {
-            self.text(&h.name);
-            self.text(&h.value);
+            self.text(h.name);
+            self.text(h.value);
         }
     }
 
-    fn principal(&mut self, p: &types::Principal) {
-        self.opt(p.peer.as_deref());
-        self.text(&p.key);
+    fn principal(&mut self, p: &types::Principal<'_>) {
+        self.opt(p.peer);
+        self.text(p.key);
         let Some(t) = &p.token else {
             self.byte(0);
             return;
         };
         self.byte(1);
         self.byte(t.kind as u8);
-        self.text(&t.issuer);
-        self.text(&t.subject);
+        self.text(t.issuer);
+        self.text(t.subject);
         self.len(t.scopes.len());
-        for s in &t.scopes {
+        for s in t.scopes {
             self.text(s);
         }
-        self.opt(t.actor.as_deref());
+        self.opt(t.actor);
         self.0.extend_from_slice(&t.expires_at_ms.to_le_bytes());
-        self.text(&t.claims);
+        self.text(t.claims);
     }
 }
 
@@ -326,35 +326,35 @@ impl DecisionCache {
 mod tests {
     use super::*;
 
-    fn call() -> types::Call {
+    fn call() -> types::Call<'static> {
         types::Call {
             kind: types::MessageKind::Request,
-            method: "tools/call".into(),
-            id: Some("1".into()),
+            method: "tools/call",
+            id: Some("1"),
             target: Some(types::Target {
                 kind: types::TargetKind::Tool,
-                name: "echo".into(),
+                name: "echo",
             }),
-            arguments: Some(r#"{"text":"hi"}"#.into()),
+            arguments: Some(r#"{"text":"hi"}"#),
             principal: Some(types::Principal {
-                peer: Some("spiffe://td/ns/a/sa/b".into()),
+                peer: Some("spiffe://td/ns/a/sa/b"),
                 token: Some(types::Token {
                     kind: types::TokenKind::AccessToken,
-                    issuer: "idp".into(),
-                    subject: "alice".into(),
-                    scopes: vec!["read".into()],
+                    issuer: "idp",
+                    subject: "alice",
+                    scopes: &["read"],
                     actor: None,
                     expires_at_ms: 1000,
-                    claims: r#"{"groups":["a"]}"#.into(),
+                    claims: r#"{"groups":["a"]}"#,
                 }),
-                key: "spiffe://td/ns/a/sa/b token:idp#alice".into(),
+                key: "spiffe://td/ns/a/sa/b token:idp#alice",
             }),
-            session: Some("s".into()),
-            instance: Some("i".into()),
-            era: Some("2025-06-18".into()),
-            headers: Some(vec![types::Header {
-                name: "mcp-method".into(),
-                value: "tools/call".into(),
+            session: Some("s"),
+            instance: Some("i"),
+            era: Some("2025-06-18"),
+            headers: Some(&[types::Header {
+                name: "mcp-method",
+                value: "tools/call",
             }]),
             annotations: None,
         }
@@ -363,22 +363,18 @@ mod tests {
     const RBAC: DecidesOn = DecidesOn(PRINCIPAL | TARGET);
 
     /// The key of `c` from the caller `c` names.
-    fn key(on: DecidesOn, c: &types::Call) -> Option<Vec<u8>> {
-        let caller = c.principal.as_ref().map_or("", |p| p.key.as_str());
+    fn key(on: DecidesOn, c: &types::Call<'_>) -> Option<Vec<u8>> {
+        let caller = c.principal.as_ref().map_or("", |p| p.key);
         on.key(c, caller)
     }
 
-    fn p_headers(c: &mut types::Call) -> &mut Vec<types::Header> {
-        c.headers.as_mut().unwrap()
-    }
-
     /// The test call's principal, to change.
-    fn p(c: &mut types::Call) -> &mut types::Principal {
+    fn p<'c>(c: &'c mut types::Call<'static>) -> &'c mut types::Principal<'static> {
         c.principal.as_mut().unwrap()
     }
 
     /// A named change to a call.
-    type Change = (&'static str, fn(&mut types::Call));
+    type Change = (&'static str, fn(&mut types::Call<'static>));
 
     /// Each change the filter could see must change the key; each it
     /// cannot see must not.
@@ -386,26 +382,24 @@ mod tests {
     fn the_key_is_every_declared_part_and_nothing_else() {
         let base = key(RBAC, &call()).unwrap();
         let seen: Vec<Change> = vec![
-            ("target name", |c| {
-                c.target.as_mut().unwrap().name = "echo2".into()
-            }),
+            ("target name", |c| c.target.as_mut().unwrap().name = "echo2"),
             ("target kind", |c| {
                 c.target.as_mut().unwrap().kind = types::TargetKind::Prompt
             }),
             ("no target", |c| c.target = None),
-            ("peer", |c| p(c).peer = Some("spiffe://td/ns/a/sa/c".into())),
-            ("key", |c| p(c).key = "other".into()),
+            ("peer", |c| p(c).peer = Some("spiffe://td/ns/a/sa/c")),
+            ("key", |c| p(c).key = "other"),
             ("scopes", |c| {
-                p(c).token.as_mut().unwrap().scopes.push("write".into())
+                p(c).token.as_mut().unwrap().scopes = &["read", "write"]
             }),
             ("claims", |c| {
-                p(c).token.as_mut().unwrap().claims = r#"{"groups":["b"]}"#.into()
+                p(c).token.as_mut().unwrap().claims = r#"{"groups":["b"]}"#
             }),
             ("expiry", |c| {
                 p(c).token.as_mut().unwrap().expires_at_ms = 2000
             }),
             ("actor", |c| {
-                p(c).token.as_mut().unwrap().actor = Some("bot".into())
+                p(c).token.as_mut().unwrap().actor = Some("bot")
             }),
             ("token kind", |c| {
                 p(c).token.as_mut().unwrap().kind = types::TokenKind::JwtSvid
@@ -419,11 +413,11 @@ mod tests {
             assert_ne!(key(RBAC, &c).unwrap(), base, "{what} must change the key");
         }
         let unseen: Vec<Change> = vec![
-            ("method", |c| c.method = "prompts/get".into()),
-            ("arguments", |c| c.arguments = Some("{}".into())),
+            ("method", |c| c.method = "prompts/get"),
+            ("arguments", |c| c.arguments = Some("{}")),
             ("id", |c| c.id = None),
             ("session", |c| c.session = None),
-            ("headers", |c| c.headers = Some(Vec::new())),
+            ("headers", |c| c.headers = Some(&[])),
         ];
         for (what, change) in unseen {
             let mut c = call();
@@ -437,22 +431,24 @@ mod tests {
     #[test]
     fn each_part_is_keyed_exactly_when_declared() {
         let parts: Vec<(u16, Change)> = vec![
-            (METHOD, ("method", |c| c.method = "prompts/get".into())),
-            (ID, ("id", |c| c.id = Some("2".into()))),
+            (METHOD, ("method", |c| c.method = "prompts/get")),
+            (ID, ("id", |c| c.id = Some("2"))),
             (TARGET, ("target", |c| c.target = None)),
-            (
-                ARGUMENTS,
-                ("arguments", |c| c.arguments = Some("{}".into())),
-            ),
+            (ARGUMENTS, ("arguments", |c| c.arguments = Some("{}"))),
             (PRINCIPAL, ("principal", |c| p(c).peer = None)),
-            (SESSION, ("session", |c| c.session = Some("t".into()))),
-            (INSTANCE, ("instance", |c| c.instance = Some("j".into()))),
-            (ERA, ("era", |c| c.era = Some("2026-07-28".into()))),
-            (HEADERS, ("headers", |c| p_headers(c)[0].value = "x".into())),
+            (SESSION, ("session", |c| c.session = Some("t"))),
+            (INSTANCE, ("instance", |c| c.instance = Some("j"))),
+            (ERA, ("era", |c| c.era = Some("2026-07-28"))),
             (
-                ANNOTATIONS,
-                ("annotations", |c| c.annotations = Some("{}".into())),
+                HEADERS,
+                ("headers", |c| {
+                    c.headers = Some(&[types::Header {
+                        name: "mcp-method",
+                        value: "x",
+                    }])
+                }),
             ),
+            (ANNOTATIONS, ("annotations", |c| c.annotations = Some("{}"))),
         ];
         let all = parts.iter().fold(0, |m, (bit, _)| m | bit);
         assert_eq!(all, KNOWN, "every part the SDK knows is tested");
@@ -501,19 +497,20 @@ mod tests {
     #[test]
     fn texts_cannot_run_into_each_other() {
         let mut a = call();
-        p(&mut a).token.as_mut().unwrap().issuer = "ab".into();
-        p(&mut a).token.as_mut().unwrap().subject = "c".into();
+        p(&mut a).token.as_mut().unwrap().issuer = "ab";
+        p(&mut a).token.as_mut().unwrap().subject = "c";
         let mut b = call();
-        p(&mut b).token.as_mut().unwrap().issuer = "a".into();
-        p(&mut b).token.as_mut().unwrap().subject = "bc".into();
+        p(&mut b).token.as_mut().unwrap().issuer = "a";
+        p(&mut b).token.as_mut().unwrap().subject = "bc";
         assert_ne!(key(RBAC, &a), key(RBAC, &b));
     }
 
     #[test]
     fn long_keys_are_not_kept() {
         let args = DecidesOn(ARGUMENTS);
-        let mut c = call();
-        c.arguments = Some("x".repeat(MAX_KEY));
+        let long = "x".repeat(MAX_KEY);
+        let mut c: types::Call<'_> = call();
+        c.arguments = Some(&long);
         assert_eq!(key(args, &c), None);
     }
 

@@ -268,10 +268,10 @@ impl Instance {
         &self,
         s: &mut Store<HostState>,
         config: &str,
-        call: &types::Call,
+        call: &types::Call<'_>,
     ) -> wasmtime::Result<types::Decision> {
         match self {
-            Self::Current(f) => f.call_on_request(s, call),
+            Self::Current(f) => f.call_on_request(s, call.clone()),
             Self::V0_2(f) => f
                 .call_on_request(s, config, &convert::v0_2::call(call))
                 .map(convert::v0_2::decision),
@@ -285,11 +285,11 @@ impl Instance {
         &self,
         s: &mut Store<HostState>,
         config: &str,
-        call: &types::Call,
+        call: &types::Call<'_>,
         result: &str,
     ) -> wasmtime::Result<types::ResultDecision> {
         match self {
-            Self::Current(f) => f.call_on_result(s, call, result),
+            Self::Current(f) => f.call_on_result(s, call.clone(), result),
             Self::V0_2(f) => f
                 .call_on_result(s, config, &convert::v0_2::call(call), result)
                 .map(convert::v0_2::result_decision),
@@ -303,12 +303,12 @@ impl Instance {
         &self,
         s: &mut Store<HostState>,
         config: &str,
-        principal: &types::Principal,
+        principal: &types::Principal<'_>,
         kind: types::ListKind,
-        items: &[types::ListItem],
+        items: &[types::ListItem<'_>],
     ) -> wasmtime::Result<Vec<bool>> {
         match self {
-            Self::Current(f) => f.call_on_list(s, principal, kind, items),
+            Self::Current(f) => f.call_on_list(s, principal.clone(), kind, items),
             Self::V0_2(f) => f.call_on_list(
                 s,
                 config,
@@ -488,8 +488,7 @@ impl WasmFilter {
     }
 
     /// `arguments` stand for the call's (a filter earlier in the chain may
-    /// have rewritten them); `full` is the chain's WIT call, built by the
-    /// first filter that is shown all of it. A warm instance serves only
+    /// have rewritten them). A warm instance serves only
     /// calls of the same caller ([`crate::identity::Principal::key`]).
     ///
     /// A filter that declares what it decides on is shown only that, and a
@@ -498,16 +497,16 @@ impl WasmFilter {
         &self,
         req: &Request<'_>,
         arguments: Option<&str>,
-        full: &mut Option<types::Call>,
     ) -> Result<types::Decision, Fault> {
         let key = req.principal.key();
+        let lists = convert::Lists::new(req, self.decides_on);
         let Some(on) = self.decides_on else {
-            let call = full.get_or_insert_with(|| convert::call(req, arguments, None));
+            let call = convert::call(req, arguments, None, &lists);
             return self
-                .evaluate_request(call, InstanceKey::caller(key))
+                .evaluate_request(&call, InstanceKey::caller(key))
                 .map(|(d, _)| d);
         };
-        let call = convert::call(req, arguments, Some(on));
+        let call = convert::call(req, arguments, Some(on), &lists);
         let reuse = if self.reuse { on.key(&call, key) } else { None };
         if let Some(d) = reuse.as_deref().and_then(|k| self.decisions.get(k)) {
             self.count(|c| &c.cached);
@@ -523,7 +522,7 @@ impl WasmFilter {
     /// The decision, and whether the evaluation called the host.
     fn evaluate_request(
         &self,
-        call: &types::Call,
+        call: &types::Call<'_>,
         key: InstanceKey<'_>,
     ) -> Result<(types::Decision, bool), Fault> {
         let (decision, called_host) =
@@ -538,7 +537,7 @@ impl WasmFilter {
 
     pub fn on_result(
         &self,
-        call: &types::Call,
+        call: &types::Call<'_>,
         result: &str,
         key: &str,
     ) -> Result<types::ResultDecision, Fault> {
@@ -554,10 +553,10 @@ impl WasmFilter {
 
     pub fn on_list(
         &self,
-        principal: &types::Principal,
+        principal: &types::Principal<'_>,
         key: &str,
         kind: types::ListKind,
-        items: &[types::ListItem],
+        items: &[types::ListItem<'_>],
     ) -> Result<Vec<bool>, Fault> {
         self.run(Some(InstanceKey::caller(key)), |f, s, cfg| {
             f.on_list(s, cfg, principal, kind, items)
