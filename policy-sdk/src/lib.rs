@@ -65,6 +65,9 @@ pub mod testing;
 #[doc(hidden)]
 pub mod guest;
 
+#[cfg(any(test, all(target_arch = "wasm32", feature = "size-classes")))]
+mod heap;
+
 pub use call::{
     Call, Header, ListItem, ListKind, MessageKind, Principal, Target, TargetKind, Token, TokenKind,
 };

@@ -1,0 +1,319 @@
+//! The guest's allocator for small blocks (feature `size-classes`, on by
+//! default).
+//!
+//! Every string the host passes in is a call into the guest to allocate
+//! it, and a call's values are freed when the hook returns: a few small
+//! blocks allocated and freed per evaluation. Through wasi-libc each of
+//! those went `__rust_alloc` → `__rdl_alloc` → `malloc` → `dlmalloc` (and
+//! back the same way to `dlfree`), about 2 200 of a small filter's 6 400
+//! instructions per call (bench/README.md, twenty-third pass). Here a block
+//! of up to 4 KiB comes from a free list per power-of-two size class, or is
+//! cut from a 64 KiB chunk: a handful of instructions each way. Rust hands
+//! `dealloc` the layout it allocated with, so the class is known without a
+//! header. Larger or more aligned blocks go to the system allocator
+//! (wasi-libc's dlmalloc) as before, and so do the chunks.
+//!
+//! What it costs: a freed small block is kept for its class and never
+//! returned to the system allocator, so an instance holds at most its peak
+//! of small blocks of each class at once (a chunk's tail it cannot use, at
+//! most 4 KiB of each 64 KiB, is left too). The host's per-instance memory
+//! limit bounds it all the same, and an instance is replaced after a
+//! bounded number of calls. A filter that wants another allocator turns the
+//! feature off (`default-features = false`) and sets its own.
+//!
+//! The guest is single-threaded (`wasm32-wasip2` without the `atomics`
+//! feature, which is the only way the SDK builds it), so the free lists need
+//! no lock: it is the global allocator only there. Natively it is compiled
+//! for its tests alone, as a local allocator.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    cell::UnsafeCell,
+    ptr,
+};
+
+/// Classes of 16, 32, ... 4096 bytes.
+const CLASSES: usize = 9;
+const MIN_SHIFT: u32 = 4;
+/// The largest block a class holds.
+const MAX_SMALL: usize = 1 << (MIN_SHIFT as usize + CLASSES - 1);
+/// Every class's blocks are aligned to this (each size is a multiple of
+/// it, and chunks start aligned to it).
+const ALIGN: usize = 1 << MIN_SHIFT;
+/// What is taken from the system allocator at a time.
+const CHUNK: usize = 64 << 10;
+
+struct Heap {
+    /// Each class's free blocks, linked through their first word.
+    free: [*mut u8; CLASSES],
+    /// The unused rest of the current chunk.
+    next: *mut u8,
+    end: *mut u8,
+}
+
+/// The allocator: the guest's global one, and a local one in tests.
+pub struct SizeClasses(UnsafeCell<Heap>);
+
+impl SizeClasses {
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new(Heap {
+            free: [ptr::null_mut(); CLASSES],
+            next: ptr::null_mut(),
+            end: ptr::null_mut(),
+        }))
+    }
+}
+
+// SAFETY: the guest has one thread (see the module's documentation), so
+// the heap is never reached from two at once.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+unsafe impl Sync for SizeClasses {}
+
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static HEAP: SizeClasses = SizeClasses::new();
+
+fn small(layout: Layout) -> bool {
+    layout.size() <= MAX_SMALL && layout.align() <= ALIGN
+}
+
+/// The class of a block of `size` bytes (at most [`MAX_SMALL`]): the
+/// smallest that holds it.
+pub(crate) fn class(size: usize) -> usize {
+    let size = size.max(ALIGN);
+    // ceil(log2(size)) - MIN_SHIFT
+    (usize::BITS - (size - 1).leading_zeros() - MIN_SHIFT) as usize
+}
+
+/// The size of the blocks of class `c`.
+pub(crate) fn class_size(c: usize) -> usize {
+    ALIGN << c
+}
+
+impl SizeClasses {
+    /// A block of class `c`, or null when the system allocator has no
+    /// chunk to give.
+    ///
+    /// # Safety
+    /// Not reentrant: called only from the `GlobalAlloc` methods, on the
+    /// guest's one thread.
+    unsafe fn take(&self, c: usize) -> *mut u8 {
+        // SAFETY: one thread, and no other borrow of the heap is live.
+        let heap = unsafe { &mut *self.0.get() };
+        let head = heap.free[c];
+        if !head.is_null() {
+            // SAFETY: `head` is a free block of this class, whose first
+            // word `dealloc` wrote as the link to the next one.
+            heap.free[c] = unsafe { head.cast::<*mut u8>().read() };
+            return head;
+        }
+        let size = class_size(c);
+        if (heap.end as usize) - (heap.next as usize) < size {
+            // SAFETY: CHUNK is non-zero and ALIGN a power of two.
+            let chunk = unsafe { System.alloc(Layout::from_size_align_unchecked(CHUNK, ALIGN)) };
+            if chunk.is_null() {
+                return chunk;
+            }
+            heap.next = chunk;
+            // SAFETY: the chunk is CHUNK bytes long.
+            heap.end = unsafe { chunk.add(CHUNK) };
+        }
+        let block = heap.next;
+        // SAFETY: at least `size` bytes are left in the chunk (checked
+        // above).
+        heap.next = unsafe { block.add(size) };
+        block
+    }
+}
+
+unsafe impl GlobalAlloc for SizeClasses {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !small(layout) {
+            // SAFETY: the caller's contract, passed on.
+            return unsafe { System.alloc(layout) };
+        }
+        // SAFETY: see `take`.
+        unsafe { self.take(class(layout.size())) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if !small(layout) {
+            // SAFETY: the caller's contract, passed on.
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        // SAFETY: see `take`; a block from a free list is not zeroed.
+        unsafe {
+            let block = self.take(class(layout.size()));
+            if !block.is_null() {
+                block.write_bytes(0, layout.size());
+            }
+            block
+        }
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        if !small(layout) {
+            // SAFETY: a block of this layout came from `System` (`alloc`
+            // routes by the same layout).
+            return unsafe { System.dealloc(block, layout) };
+        }
+        // SAFETY: one thread; `block` is a block of this class (the same
+        // layout routed it here in `alloc`), at least 16 bytes, aligned to
+        // 16, and no longer used: its first word can hold the link.
+        unsafe {
+            let heap = &mut *self.0.get();
+            let c = class(layout.size());
+            block.cast::<*mut u8>().write(heap.free[c]);
+            heap.free[c] = block;
+        }
+    }
+
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller guarantees `new_size` with this alignment is
+        // a valid layout.
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        match (small(layout), small(new)) {
+            (true, true) if class(layout.size()) == class(new_size) => block,
+            // SAFETY: a block of this layout came from `System`.
+            (false, false) => unsafe { System.realloc(block, layout, new_size) },
+            // SAFETY: `moved` is a fresh block of at least `new_size`
+            // bytes, and `block` holds `layout.size()`.
+            _ => unsafe {
+                let moved = self.alloc(new);
+                if !moved.is_null() {
+                    ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
+                    self.dealloc(block, layout);
+                }
+                moved
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny deterministic generator (xorshift), so a failure repeats.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// Allocations, growths, shrinks and frees at random, small and large,
+    /// each block filled with its own byte: a block handed out twice, or
+    /// overlapping another, or losing its bytes when it moves, shows as a
+    /// wrong byte.
+    #[test]
+    fn blocks_never_overlap_and_keep_their_bytes() {
+        let heap = SizeClasses::new();
+        let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let sizes = [1, 7, 16, 17, 100, 1000, 4095, 4096, 4097, 20_000];
+        let aligns = [1, 2, 8, 16, 32];
+        let check = |(p, l, v): &(*mut u8, Layout, u8)| {
+            // SAFETY: `p` is a live block of `l.size()` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(*p, l.size()) };
+            assert!(
+                bytes.iter().all(|b| b == v),
+                "block of {l:?} lost its bytes"
+            );
+            assert_eq!(*p as usize % l.align(), 0, "{l:?} misaligned");
+        };
+        for step in 0..20_000u32 {
+            let tag = (step % 251) as u8;
+            // More allocations than frees, so that most blocks have live
+            // neighbours for a stray write to land in.
+            match rng.below(8) {
+                0 | 1 if !live.is_empty() => {
+                    let (p, l, v) = live.swap_remove(rng.below(live.len()));
+                    check(&(p, l, v));
+                    // SAFETY: `p` was allocated with `l` and is freed once.
+                    unsafe { heap.dealloc(p, l) };
+                }
+                2..=4 if !live.is_empty() => {
+                    let i = rng.below(live.len());
+                    let (p, l, v) = live[i];
+                    check(&(p, l, v));
+                    let new_size = sizes[rng.below(sizes.len())];
+                    // SAFETY: `p` was allocated with `l`; the new size is
+                    // non-zero.
+                    let q = unsafe { heap.realloc(p, l, new_size) };
+                    assert!(!q.is_null());
+                    let nl = Layout::from_size_align(new_size, l.align()).unwrap();
+                    let kept = l.size().min(new_size);
+                    // SAFETY: `q` holds `new_size` bytes.
+                    let bytes = unsafe { std::slice::from_raw_parts(q, kept) };
+                    assert!(bytes.iter().all(|b| *b == v), "realloc lost bytes");
+                    // SAFETY: as above.
+                    unsafe { q.write_bytes(tag, new_size) };
+                    live[i] = (q, nl, tag);
+                }
+                _ => {
+                    let l = Layout::from_size_align(
+                        sizes[rng.below(sizes.len())],
+                        aligns[rng.below(aligns.len())],
+                    )
+                    .unwrap();
+                    let zeroed = rng.below(2) == 0;
+                    // SAFETY: a non-zero size.
+                    let p = unsafe {
+                        if zeroed {
+                            heap.alloc_zeroed(l)
+                        } else {
+                            heap.alloc(l)
+                        }
+                    };
+                    assert!(!p.is_null());
+                    if zeroed {
+                        check(&(p, l, 0));
+                    }
+                    // SAFETY: `p` holds `l.size()` bytes.
+                    unsafe { p.write_bytes(tag, l.size()) };
+                    live.push((p, l, tag));
+                }
+            }
+            // Now and then, every live block is checked (each is also
+            // checked when it is freed or moved).
+            if step % 2000 == 0 {
+                live.iter().for_each(check);
+            }
+        }
+        live.iter().for_each(check);
+        for (p, l, _) in live {
+            // SAFETY: allocated with `l`, freed once.
+            unsafe { heap.dealloc(p, l) };
+        }
+    }
+
+    /// A freed block is what the next allocation of its class gets.
+    #[test]
+    fn a_freed_block_is_reused_by_its_class() {
+        let heap = SizeClasses::new();
+        let l = Layout::from_size_align(40, 8).unwrap();
+        // SAFETY: a non-zero size; each block freed once.
+        unsafe {
+            let a = heap.alloc(l);
+            heap.dealloc(a, l);
+            let b = heap.alloc(Layout::from_size_align(64, 1).unwrap());
+            assert_eq!(a, b, "a 40-byte block's class is 64");
+            heap.dealloc(b, Layout::from_size_align(64, 1).unwrap());
+        }
+    }
+
+    #[test]
+    fn each_size_gets_the_smallest_class_that_holds_it() {
+        for size in 0..=MAX_SMALL {
+            let c = class(size);
+            assert!(c < CLASSES, "{size}");
+            assert!(class_size(c) >= size, "{size} in class {c}");
+            assert!(c == 0 || class_size(c - 1) < size, "{size} in class {c}");
+        }
+    }
+}
