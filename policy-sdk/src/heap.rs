@@ -2,24 +2,33 @@
 //! default).
 //!
 //! Every string the host passes in is a call into the guest to allocate
-//! it, and a call's values are freed when the hook returns: a few small
-//! blocks allocated and freed per evaluation. Through wasi-libc each of
-//! those went `__rust_alloc` → `__rdl_alloc` → `malloc` → `dlmalloc` (and
-//! back the same way to `dlfree`), about 2 200 of a small filter's 6 400
-//! instructions per call (bench/README.md, twenty-third pass). Here a block
-//! of up to 4 KiB comes from a free list per power-of-two size class, or is
-//! cut from a 64 KiB chunk: a handful of instructions each way. Rust hands
-//! `dealloc` the layout it allocated with, so the class is known without a
-//! header. Larger or more aligned blocks go to the system allocator
-//! (wasi-libc's dlmalloc) as before, and so do the chunks.
+//! it (`cabi_realloc`, which Rust's standard library for `wasm32-wasip2`
+//! routes to the global allocator), and a call's values are freed when the
+//! hook returns: a few small blocks allocated and freed per evaluation.
+//! Through wasi-libc each of those went `__rust_alloc` → `__rdl_alloc` →
+//! `malloc` → `dlmalloc` (and back the same way to `dlfree`), about 2 200
+//! of a small filter's 6 400 instructions per call (bench/README.md,
+//! twenty-third pass). Here a block of up to 4 KiB aligned to at most 16
+//! comes from a free list per power-of-two size class, or is cut from a
+//! 64 KiB chunk: a handful of instructions each way. Rust hands `dealloc`
+//! the layout it allocated with, so the class is known without a header.
+//! Larger or more aligned blocks go to the system allocator (wasi-libc's
+//! dlmalloc) as before, and so do the chunks.
+//!
+//! A block is put on a free list only if it lies in one of the heap's own
+//! chunks (a table of them is kept): a block the system allocator made,
+//! should any reach `dealloc` (a `cabi_realloc` built on `malloc`, say),
+//! goes back to it, so the two heaps never mix, whatever the toolchain.
 //!
 //! What it costs: a freed small block is kept for its class and never
 //! returned to the system allocator, so an instance holds at most its peak
 //! of small blocks of each class at once (a chunk's tail it cannot use, at
-//! most 4 KiB of each 64 KiB, is left too). The host's per-instance memory
-//! limit bounds it all the same, and an instance is replaced after a
-//! bounded number of calls. A filter that wants another allocator turns the
-//! feature off (`default-features = false`) and sets its own.
+//! most 4 KiB of each 64 KiB, is left too). Past [`MAX_CHUNKS`] chunks
+//! (32 MiB, the host's default memory limit), small blocks come from the
+//! system allocator too. The host's per-instance memory limit bounds it all
+//! the same, and an instance is replaced after a bounded number of calls.
+//! A filter that wants another allocator turns the feature off
+//! (`default-features = false`) and sets its own.
 //!
 //! The guest is single-threaded (`wasm32-wasip2` without the `atomics`
 //! feature, which is the only way the SDK builds it), so the free lists need
@@ -40,8 +49,15 @@ const MAX_SMALL: usize = 1 << (MIN_SHIFT as usize + CLASSES - 1);
 /// Every class's blocks are aligned to this (each size is a multiple of
 /// it, and chunks start aligned to it).
 const ALIGN: usize = 1 << MIN_SHIFT;
-/// What is taken from the system allocator at a time.
-const CHUNK: usize = 64 << 10;
+/// What is taken from the system allocator at a time, aligned to its own
+/// size, so that `address >> CHUNK_SHIFT` names the chunk of any address
+/// in it.
+const CHUNK_SHIFT: u32 = 16;
+const CHUNK: usize = 1 << CHUNK_SHIFT;
+/// Slots of the table of the heap's chunks (a power of two).
+const SLOTS: usize = 1024;
+/// At most half the slots are used, so that a lookup ends soon.
+pub(crate) const MAX_CHUNKS: usize = SLOTS / 2;
 
 struct Heap {
     /// Each class's free blocks, linked through their first word.
@@ -49,6 +65,41 @@ struct Heap {
     /// The unused rest of the current chunk.
     next: *mut u8,
     end: *mut u8,
+    /// The heap's chunks, as `address >> CHUNK_SHIFT` plus one (0 is an
+    /// empty slot), in an open-addressed table: nothing is ever removed.
+    chunks: [usize; SLOTS],
+    count: usize,
+}
+
+impl Heap {
+    fn slot(key: usize) -> usize {
+        // Fibonacci hashing: the top bits of the product.
+        key.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize)
+            >> (usize::BITS - SLOTS.trailing_zeros())
+    }
+
+    /// Whether `block` lies in one of the heap's chunks.
+    fn owns(&self, block: *mut u8) -> bool {
+        let key = (block as usize >> CHUNK_SHIFT) + 1;
+        let mut i = Self::slot(key);
+        loop {
+            match self.chunks[i] {
+                0 => return false,
+                k if k == key => return true,
+                _ => i = (i + 1) & (SLOTS - 1),
+            }
+        }
+    }
+
+    fn record(&mut self, chunk: *mut u8) {
+        let key = (chunk as usize >> CHUNK_SHIFT) + 1;
+        let mut i = Self::slot(key);
+        while self.chunks[i] != 0 {
+            i = (i + 1) & (SLOTS - 1);
+        }
+        self.chunks[i] = key;
+        self.count += 1;
+    }
 }
 
 /// The allocator: the guest's global one, and a local one in tests.
@@ -60,6 +111,8 @@ impl SizeClasses {
             free: [ptr::null_mut(); CLASSES],
             next: ptr::null_mut(),
             end: ptr::null_mut(),
+            chunks: [0; SLOTS],
+            count: 0,
         }))
     }
 }
@@ -91,15 +144,17 @@ pub(crate) fn class_size(c: usize) -> usize {
 }
 
 impl SizeClasses {
-    /// A block of class `c`, or null when the system allocator has no
-    /// chunk to give.
+    /// A block for `layout` (small): of its class, or from the system
+    /// allocator once the heap has all the chunks it may take. Null when
+    /// the system allocator has nothing to give.
     ///
     /// # Safety
-    /// Not reentrant: called only from the `GlobalAlloc` methods, on the
-    /// guest's one thread.
-    unsafe fn take(&self, c: usize) -> *mut u8 {
+    /// Not reentrant: called only from the `GlobalAlloc` methods, on one
+    /// thread.
+    unsafe fn take(&self, layout: Layout) -> *mut u8 {
         // SAFETY: one thread, and no other borrow of the heap is live.
         let heap = unsafe { &mut *self.0.get() };
+        let c = class(layout.size());
         let head = heap.free[c];
         if !head.is_null() {
             // SAFETY: `head` is a free block of this class, whose first
@@ -109,11 +164,16 @@ impl SizeClasses {
         }
         let size = class_size(c);
         if (heap.end as usize) - (heap.next as usize) < size {
-            // SAFETY: CHUNK is non-zero and ALIGN a power of two.
-            let chunk = unsafe { System.alloc(Layout::from_size_align_unchecked(CHUNK, ALIGN)) };
+            if heap.count >= MAX_CHUNKS {
+                // SAFETY: the caller's layout, passed on.
+                return unsafe { System.alloc(layout) };
+            }
+            // SAFETY: CHUNK is non-zero and a power of two.
+            let chunk = unsafe { System.alloc(Layout::from_size_align_unchecked(CHUNK, CHUNK)) };
             if chunk.is_null() {
                 return chunk;
             }
+            heap.record(chunk);
             heap.next = chunk;
             // SAFETY: the chunk is CHUNK bytes long.
             heap.end = unsafe { chunk.add(CHUNK) };
@@ -124,6 +184,13 @@ impl SizeClasses {
         heap.next = unsafe { block.add(size) };
         block
     }
+
+    /// Whether `block`, of `layout`, is one of the heap's (else the
+    /// system allocator's).
+    fn holds(&self, block: *mut u8, layout: Layout) -> bool {
+        // SAFETY: one thread, and no mutable borrow of the heap is live.
+        small(layout) && unsafe { &*self.0.get() }.owns(block)
+    }
 }
 
 unsafe impl GlobalAlloc for SizeClasses {
@@ -133,7 +200,7 @@ unsafe impl GlobalAlloc for SizeClasses {
             return unsafe { System.alloc(layout) };
         }
         // SAFETY: see `take`.
-        unsafe { self.take(class(layout.size())) }
+        unsafe { self.take(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -143,7 +210,7 @@ unsafe impl GlobalAlloc for SizeClasses {
         }
         // SAFETY: see `take`; a block from a free list is not zeroed.
         unsafe {
-            let block = self.take(class(layout.size()));
+            let block = self.take(layout);
             if !block.is_null() {
                 block.write_bytes(0, layout.size());
             }
@@ -152,14 +219,14 @@ unsafe impl GlobalAlloc for SizeClasses {
     }
 
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        if !small(layout) {
-            // SAFETY: a block of this layout came from `System` (`alloc`
-            // routes by the same layout).
+        if !self.holds(block, layout) {
+            // SAFETY: not one of the heap's blocks, so the system
+            // allocator's.
             return unsafe { System.dealloc(block, layout) };
         }
-        // SAFETY: one thread; `block` is a block of this class (the same
-        // layout routed it here in `alloc`), at least 16 bytes, aligned to
-        // 16, and no longer used: its first word can hold the link.
+        // SAFETY: one thread; `block` is a block of the heap of this
+        // layout's class, at least 16 bytes, aligned to 16, and no longer
+        // used: its first word can hold the link.
         unsafe {
             let heap = &mut *self.0.get();
             let c = class(layout.size());
@@ -169,23 +236,26 @@ unsafe impl GlobalAlloc for SizeClasses {
     }
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !self.holds(block, layout) {
+            // SAFETY: the system allocator's block; it stays the system
+            // allocator's (its `dealloc` routes it back there).
+            return unsafe { System.realloc(block, layout, new_size) };
+        }
         // SAFETY: the caller guarantees `new_size` with this alignment is
         // a valid layout.
         let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        match (small(layout), small(new)) {
-            (true, true) if class(layout.size()) == class(new_size) => block,
-            // SAFETY: a block of this layout came from `System`.
-            (false, false) => unsafe { System.realloc(block, layout, new_size) },
-            // SAFETY: `moved` is a fresh block of at least `new_size`
-            // bytes, and `block` holds `layout.size()`.
-            _ => unsafe {
-                let moved = self.alloc(new);
-                if !moved.is_null() {
-                    ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
-                    self.dealloc(block, layout);
-                }
-                moved
-            },
+        if small(new) && class(new_size) == class(layout.size()) {
+            return block;
+        }
+        // SAFETY: `moved` is a fresh block of at least `new_size` bytes,
+        // and `block` holds `layout.size()`.
+        unsafe {
+            let moved = self.alloc(new);
+            if !moved.is_null() {
+                ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
+                self.dealloc(block, layout);
+            }
+            moved
         }
     }
 }
@@ -289,6 +359,65 @@ mod tests {
         for (p, l, _) in live {
             // SAFETY: allocated with `l`, freed once.
             unsafe { heap.dealloc(p, l) };
+        }
+    }
+
+    /// A small block of the system allocator's, freed or moved through
+    /// the heap, goes back to the system allocator: it never joins a free
+    /// list (where it would be handed out as a block of its class, maybe
+    /// larger than it is).
+    #[test]
+    fn a_block_of_the_system_allocator_goes_back_to_it() {
+        let heap = SizeClasses::new();
+        let l = Layout::from_size_align(17, 1).unwrap();
+        // SAFETY: non-zero sizes; each block freed once, by the allocator
+        // that owns it.
+        unsafe {
+            let foreign = System.alloc(l);
+            heap.dealloc(foreign, l);
+            let mine = heap.alloc(l);
+            assert_ne!(mine, foreign, "a freed system block was handed out");
+            assert!(heap.holds(mine, l));
+            heap.dealloc(mine, l);
+
+            let foreign = System.alloc(l);
+            foreign.write_bytes(7, 17);
+            let grown = heap.realloc(foreign, l, 30);
+            let l30 = Layout::from_size_align(30, 1).unwrap();
+            assert!(!heap.holds(grown, l30), "a system block stays the system's");
+            assert!(std::slice::from_raw_parts(grown, 17)
+                .iter()
+                .all(|b| *b == 7));
+            heap.dealloc(grown, l30);
+            assert_ne!(heap.alloc(l30), grown);
+        }
+    }
+
+    /// Past its last chunk the heap hands out the system allocator's
+    /// blocks, and takes them back as such.
+    #[test]
+    fn past_its_chunks_small_blocks_come_from_the_system_allocator() {
+        let heap = SizeClasses::new();
+        let l = Layout::from_size_align(MAX_SMALL, 16).unwrap();
+        let per_chunk = CHUNK / MAX_SMALL;
+        let mut blocks = Vec::new();
+        // SAFETY: non-zero sizes; each block freed once.
+        unsafe {
+            for _ in 0..MAX_CHUNKS * per_chunk {
+                let b = heap.alloc(l);
+                assert!(heap.holds(b, l));
+                blocks.push(b);
+            }
+            let extra = heap.alloc(l);
+            assert!(!extra.is_null());
+            assert!(
+                !heap.holds(extra, l),
+                "the heap took more chunks than it may"
+            );
+            heap.dealloc(extra, l);
+            for b in blocks {
+                heap.dealloc(b, l);
+            }
         }
     }
 

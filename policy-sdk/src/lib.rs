@@ -65,7 +65,14 @@ pub mod testing;
 #[doc(hidden)]
 pub mod guest;
 
-#[cfg(any(test, all(target_arch = "wasm32", feature = "size-classes")))]
+#[cfg(any(
+    test,
+    all(
+        target_arch = "wasm32",
+        not(target_feature = "atomics"),
+        feature = "size-classes"
+    )
+))]
 mod heap;
 
 pub use call::{
