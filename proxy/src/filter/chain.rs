@@ -303,7 +303,6 @@ impl FilterChain {
         let call = convert::call(
             req,
             req.call.arguments.as_deref().map(RawValue::get),
-            None,
             &lists,
         );
         let mut current: Option<(Box<RawValue>, Vec<&str>)> = None;

@@ -12,21 +12,25 @@ use crate::{
 };
 
 /// What a WIT call borrows that the request does not hold in the WIT's
-/// shape: a token's scopes and the MCP headers, as slices. The bindings
-/// borrow every string of what the host passes in (`bindings.rs`), so
-/// building a call copies no text, however large the arguments; these two
-/// lists are all it allocates, and only when the filter is shown them.
-#[derive(Default)]
+/// shape: a token's scopes and the MCP headers, as slices, for what one
+/// filter is shown. The bindings borrow every string of what the host
+/// passes in (`bindings.rs`), so building a call copies no text, however
+/// large the arguments; these two lists are all it allocates, and only
+/// when the filter is shown them. [`call`] takes what the filter is shown
+/// from here, so the two cannot disagree.
 pub struct Lists<'r> {
+    shown: Option<DecidesOn>,
     scopes: Vec<&'r str>,
     headers: Vec<types::Header<'r>>,
 }
 
 impl<'r> Lists<'r> {
-    /// The lists of `req` that a filter shown `shown` sees.
+    /// The lists of `req` that a filter shown `shown` sees (`None`: a
+    /// filter that declares nothing, shown everything).
     pub fn new(req: &Request<'r>, shown: Option<DecidesOn>) -> Self {
         let shows = |input: Input| shown.is_none_or(|on| on.shows(input));
         Self {
+            shown,
             scopes: match req.principal.token() {
                 Some(t) if shows(Input::Principal) => t.scopes.iter().map(String::as_str).collect(),
                 _ => Vec::new(),
@@ -45,6 +49,7 @@ impl<'r> Lists<'r> {
     /// The lists a principal alone needs (the list hook's).
     pub fn of_principal(p: &'r Principal) -> Self {
         Self {
+            shown: None,
             scopes: p
                 .token()
                 .map(|t| t.scopes.iter().map(String::as_str).collect())
@@ -83,10 +88,10 @@ fn token<'a>(t: &'a Token, scopes: &'a [&'a str]) -> types::Token<'a> {
     }
 }
 
-/// The WIT call for `req`, with `arguments` standing for the call's
-/// arguments (a filter earlier in the chain may have rewritten them), and
-/// `lists` built by [`Lists::new`] for the same `shown`. For a filter that
-/// declares what it decides on (`shown`), the parts it did not declare are
+/// The WIT call for `req` as the filter `lists` was built for
+/// ([`Lists::new`]) is shown it, with `arguments` standing for the call's
+/// arguments (a filter earlier in the chain may have rewritten them). For
+/// a filter that declares what it decides on, the parts it did not declare are
 /// `none` (the method empty): it cannot read them, the host's reused
 /// decisions are keyed on what it can, and a part that is `none` costs
 /// nothing to pass (0.3): each string the host passes is a call into the
@@ -94,9 +99,9 @@ fn token<'a>(t: &'a Token, scopes: &'a [&'a str]) -> types::Token<'a> {
 pub fn call<'a>(
     req: &'a Request<'_>,
     arguments: Option<&'a str>,
-    shown: Option<DecidesOn>,
     lists: &'a Lists<'_>,
 ) -> types::Call<'a> {
+    let shown = lists.shown;
     let shows = |input: Input| shown.is_none_or(|on| on.shows(input));
     let c: &Call = req.call;
     let text = |input: Input, s: &'a str| shows(input).then_some(s);
@@ -362,9 +367,21 @@ mod tests {
     #[test]
     fn a_declaring_filter_is_shown_only_what_it_declared() {
         let call = parsed();
-        let principal = Principal::from_peer(Peer::Spiffe(
-            SpiffeId::parse("spiffe://td/ns/a/sa/b").unwrap(),
-        ));
+        // A token too, so that its scopes (a list the call borrows from
+        // `Lists`) are among what is shown or not.
+        let token = Token {
+            kind: TokenKind::AccessToken,
+            issuer: "https://idp".into(),
+            subject: "alice".into(),
+            scopes: vec!["files:read".into(), "files:write".into()],
+            actor: Some("bot".into()),
+            expires_at: UNIX_EPOCH,
+            claims: r#"{"sub":"alice"}"#.into(),
+        };
+        let principal = Principal::new(
+            Peer::Spiffe(SpiffeId::parse("spiffe://td/ns/a/sa/b").unwrap()),
+            Some(std::sync::Arc::new(token)),
+        );
         let headers: McpHeaders = [("mcp-method", "tools/call")].into_iter().collect();
         let req = Request {
             principal: &principal,
@@ -376,22 +393,21 @@ mod tests {
             task_tool: None,
         };
         let args = Some(r#"{"text":"hi"}"#);
-        let whole = Lists::new(&req, None);
-        let all = parts(&super::call(&req, args, None, &whole));
-        let nothing = Some(DecidesOn::of(&[]));
-        let empty = parts(&super::call(
-            &req,
-            None,
-            nothing,
-            &Lists::new(&req, nothing),
-        ));
+        let all = parts(&super::call(&req, args, &Lists::new(&req, None)));
+        assert!(
+            all.iter()
+                .any(|(_, t)| t.contains(r#"scopes: ["files:read", "files:write"]"#)),
+            "{all:?}"
+        );
+        let nothing = Lists::new(&req, Some(DecidesOn::of(&[])));
+        let empty = parts(&super::call(&req, None, &nothing));
         for (input, text) in &all {
             let blank = &empty.iter().find(|(i, _)| i == input).unwrap().1;
             assert_ne!(text, blank, "{input:?} is set in the test call");
         }
         for (declared, _) in &all {
-            let on = Some(DecidesOn::of(&[*declared]));
-            let shown = parts(&super::call(&req, args, on, &Lists::new(&req, on)));
+            let lists = Lists::new(&req, Some(DecidesOn::of(&[*declared])));
+            let shown = parts(&super::call(&req, args, &lists));
             for ((input, seen), ((_, full), (_, blank))) in
                 shown.iter().zip(all.iter().zip(empty.iter()))
             {

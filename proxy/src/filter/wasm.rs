@@ -501,12 +501,12 @@ impl WasmFilter {
         let key = req.principal.key();
         let lists = convert::Lists::new(req, self.decides_on);
         let Some(on) = self.decides_on else {
-            let call = convert::call(req, arguments, None, &lists);
+            let call = convert::call(req, arguments, &lists);
             return self
                 .evaluate_request(&call, InstanceKey::caller(key))
                 .map(|(d, _)| d);
         };
-        let call = convert::call(req, arguments, Some(on), &lists);
+        let call = convert::call(req, arguments, &lists);
         let reuse = if self.reuse { on.key(&call, key) } else { None };
         if let Some(d) = reuse.as_deref().and_then(|k| self.decisions.get(k)) {
             self.count(|c| &c.cached);
