@@ -11,6 +11,7 @@ pub mod forward;
 pub mod load;
 pub mod machine;
 pub mod plan;
+pub mod pool;
 pub mod probe;
 pub mod procstat;
 pub mod report;

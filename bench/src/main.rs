@@ -4,7 +4,7 @@
 //! bench/README.md.
 
 use portcullis_bench::{
-    chart, curves, forward, machine, plan, report, scrape, targets, upstream, verify,
+    chart, curves, forward, machine, plan, pool, report, scrape, targets, upstream, verify,
 };
 
 use std::net::SocketAddr;
@@ -50,6 +50,16 @@ enum Cmd {
         /// Runtime worker threads (the harness passes portcullis's count).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=512))]
         workers: u16,
+    },
+    /// Pool the rounds of several runs' results.json and check the
+    /// CPU-per-call targets against all of them (bench/README.md).
+    Pool {
+        /// The runs' results.json files.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where the pooled table is written; stdout if not given.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -204,6 +214,19 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             Ok(rt.block_on(forward::serve(listen, upstream))?)
+        }
+        Cmd::Pool { runs, out } => {
+            let runs = runs
+                .iter()
+                .map(|p| pool::read(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let md = pool::markdown(&runs, &pool::goals(&pool::pool(&runs)));
+            match out {
+                Some(path) => std::fs::write(&path, md)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{md}"),
+            }
+            Ok(())
         }
         Cmd::Run(args) => {
             // The load generator gets one core's worth of threads; the

@@ -426,7 +426,7 @@ const CPU_GOALS: [CpuGoal; 6] = [
 
 /// The CPU-per-call goals at every load, closed and open: the paired
 /// median decides, the cells' µs per call are shown beside it.
-fn cpu_goals(samples: &[Sample], cells: &[Cell]) -> Vec<Goal> {
+pub fn cpu_goals(samples: &[Sample], cells: &[Cell]) -> Vec<Goal> {
     let loads = loads(samples);
     let cell_us = |k: Kind, like: &Sample| {
         cells
@@ -574,8 +574,15 @@ pub fn markdown(cells: &[Cell], goals: &[Goal]) -> String {
          (only the rounds where both runs were clean of host steal, when there are any). \
          *Cells*: the aggregate of every round, as in the tables above. \
          CPU per call: µs of proxy CPU per answered call (CPU s / 10k × 100).\n\n\
-         | what | target | measured | met |\n|---|---|---|---|\n",
+         ",
     );
+    goal_table(&mut md, goals);
+    md
+}
+
+/// The targets as a markdown table (`RESULTS.md`, `POOLED.md`).
+pub fn goal_table(md: &mut String, goals: &[Goal]) {
+    md.push_str("| what | target | measured | met |\n|---|---|---|---|\n");
     for g in goals {
         let met = match g.met {
             Some(true) => "yes",
@@ -584,7 +591,6 @@ pub fn markdown(cells: &[Cell], goals: &[Goal]) -> String {
         };
         let _ = writeln!(md, "| {} | {} | {} | {met} |", g.what, g.target, g.measured);
     }
-    md
 }
 
 /// The noise probe (`probe::Probe`) per load and round: the fastest and

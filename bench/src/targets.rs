@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use crate::conn::{self, Endpoint};
@@ -41,7 +41,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SetupError {
 }
 
 /// One configuration of the list, a to i.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
     A,
     B,
