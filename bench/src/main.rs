@@ -216,10 +216,7 @@ fn main() -> anyhow::Result<()> {
             Ok(rt.block_on(forward::serve(listen, upstream))?)
         }
         Cmd::Pool { runs, out } => {
-            let runs = runs
-                .iter()
-                .map(|p| pool::read(p))
-                .collect::<Result<Vec<_>, _>>()?;
+            let runs = pool::read_all(&runs)?;
             let md = pool::markdown(&runs, &pool::goals(&pool::pool(&runs)));
             match out {
                 Some(path) => std::fs::write(&path, md)

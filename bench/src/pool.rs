@@ -9,8 +9,12 @@
 //! still compared only with the other configuration's run of the same
 //! round of the same file (rounds are renumbered, never merged), and the
 //! verdict is the median over all of them. Rounds over the steal limit
-//! stay out as they do in a single run.
+//! stay out, as in a single run; but where no round of a pair is clean,
+//! `report` falls back to every round of the whole pool, not of one run.
+//! Only runs of the same loads (connections, open-loop rate) pool, and a
+//! file is read once.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +33,10 @@ pub enum PoolError {
     Parse(PathBuf, serde_json::Error),
     #[error("{0} holds no samples")]
     Empty(PathBuf),
+    #[error("{0} is given twice")]
+    Twice(PathBuf),
+    #[error("{0} and {1} were run at different loads (connections or open-loop rate)")]
+    Loads(PathBuf, PathBuf),
     #[error(transparent)]
     Histogram(#[from] HistogramError),
 }
@@ -57,17 +65,64 @@ struct StoredSample {
     secs: f64,
     proxy_cpu_secs: Option<f64>,
     host_steal: Option<f64>,
-    /// Older files have no verdict on steal; their runs count as clean,
-    /// as `plan::StealRule` counts a run whose steal is unknown.
-    #[serde(default)]
+    /// Files from before the harness judged steal have no verdict: their
+    /// runs are judged by the harness's default limit, and a run whose
+    /// steal is unknown counts as clean (as `plan::StealRule` counts it).
     clean: Option<bool>,
 }
+
+/// `portcullis-bench run`'s default `--max-steal`, as a share.
+const DEFAULT_MAX_STEAL: f64 = 0.05;
 
 /// One run as read: when it was taken and its samples.
 pub struct Run {
     pub path: PathBuf,
     pub date: String,
     pub samples: Vec<Sample>,
+}
+
+impl Run {
+    /// Rounds in the run (numbered from 0).
+    fn rounds(&self) -> usize {
+        self.samples.iter().map(|s| s.round + 1).max().unwrap_or(0)
+    }
+
+    /// The loads the run was taken at: mode, connections and rate.
+    fn loads(&self) -> BTreeSet<(bool, usize, Option<u64>)> {
+        self.samples
+            .iter()
+            .map(|s| {
+                (
+                    s.mode == Mode::Open,
+                    s.connections,
+                    s.rate.map(f64::to_bits),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Reads every file, refusing one given twice and runs of different
+/// loads (the report tells loads apart by connections alone, and would
+/// label a pooled open loop with the first run's rate).
+pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Run>, PoolError> {
+    let mut seen = BTreeSet::new();
+    let mut runs: Vec<Run> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let canonical =
+            std::fs::canonicalize(path).map_err(|e| PoolError::Read(path.clone(), e))?;
+        if !seen.insert(canonical) {
+            return Err(PoolError::Twice(path.clone()));
+        }
+        let run = read(path)?;
+        if let Some(first) = runs.first() {
+            if first.loads() != run.loads() {
+                return Err(PoolError::Loads(first.path.clone(), run.path));
+            }
+        }
+        runs.push(run);
+    }
+    Ok(runs)
 }
 
 pub fn read(path: &Path) -> Result<Run, PoolError> {
@@ -97,7 +152,9 @@ pub fn read(path: &Path) -> Result<Run, PoolError> {
                 first_error: None,
                 host_steal: s.host_steal,
                 attempts: 1,
-                clean: s.clean.unwrap_or(true),
+                clean: s
+                    .clean
+                    .unwrap_or_else(|| s.host_steal.is_none_or(|x| x <= DEFAULT_MAX_STEAL)),
                 noise_probe: None,
                 // Latency is not pooled: only CPU per call is judged here.
                 latency_us: load::histogram()?,
@@ -117,12 +174,11 @@ pub fn pool(runs: &[Run]) -> Vec<Sample> {
     let mut out = Vec::new();
     let mut offset = 0;
     for run in runs {
-        let rounds = run.samples.iter().map(|s| s.round + 1).max().unwrap_or(0);
         out.extend(run.samples.iter().map(|s| Sample {
             round: s.round + offset,
             ..s.clone()
         }));
-        offset += rounds;
+        offset += run.rounds();
     }
     out
 }
@@ -142,8 +198,13 @@ pub fn markdown(runs: &[Run], goals: &[Goal]) -> String {
          run). *Cells* here aggregate every pooled round.\n\n",
     );
     for r in runs {
-        let rounds = r.samples.iter().map(|s| s.round + 1).max().unwrap_or(0);
-        let _ = writeln!(md, "- {} ({}, {rounds} rounds)", r.path.display(), r.date);
+        let _ = writeln!(
+            md,
+            "- {} ({}, {} rounds)",
+            r.path.display(),
+            r.date,
+            r.rounds()
+        );
     }
     md.push('\n');
     report::goal_table(&mut md, goals);
@@ -231,6 +292,52 @@ mod tests {
         assert!(md.contains("- one (one, 2 rounds)"), "{md}");
     }
 
+    /// A round stolen by the host is left out of the pooled median, as it
+    /// is out of one run's.
+    #[test]
+    fn a_stolen_round_stays_out_of_the_pool() {
+        let mut stolen = run("two", &[(10.0, 15.0)]);
+        for s in &mut stolen.samples {
+            s.clean = false;
+        }
+        let runs = [run("one", &[(10.0, 11.0), (10.0, 11.2)]), stolen];
+        let g = goals(&pool(&runs));
+        let g = share(&g);
+        // With the stolen round: median of 0.10, 0.12 and 0.50 is 0.12.
+        assert!(g.measured.starts_with("0.11"), "{}", g.measured);
+        assert_eq!(g.met, Some(true));
+    }
+
+    fn write_run(dir: &Path, name: &str, connections: usize) -> PathBuf {
+        let path = dir.join(name);
+        let text = format!(
+            r#"{{"machine": {{"date": "{name}"}}, "samples": [
+              {{"kind": "B", "mode": "closed", "connections": {connections}, "rate": null,
+                "round": 0, "ok": 100, "errors": 0, "secs": 5.0, "proxy_cpu_secs": 0.004,
+                "host_steal": 0.0, "clean": true}}]}}"#
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn only_distinct_runs_of_the_same_loads_pool() {
+        let dir = std::env::temp_dir().join(format!("pool-all-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = write_run(&dir, "a.json", 64);
+        let b = write_run(&dir, "b.json", 64);
+        let c = write_run(&dir, "c.json", 16);
+        assert_eq!(read_all(&[a.clone(), b.clone()]).unwrap().len(), 2);
+        // The same file by another spelling is still the same file.
+        let again = dir.join(".").join("a.json");
+        assert!(matches!(
+            read_all(&[a.clone(), again]),
+            Err(PoolError::Twice(_))
+        ));
+        assert!(matches!(read_all(&[a, c]), Err(PoolError::Loads(..))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_stored_run_is_read_back() {
         let dir = std::env::temp_dir().join(format!("pool-test-{}", std::process::id()));
@@ -243,15 +350,24 @@ mod tests {
                "host_steal": 0.01, "clean": true, "attempts": 1},
               {"kind": "I", "mode": "open", "connections": 32, "rate": 1000.0, "round": 2,
                "ok": 100, "errors": 0, "secs": 5.0, "proxy_cpu_secs": null,
-               "host_steal": null}
+               "host_steal": null},
+              {"kind": "I", "mode": "closed", "connections": 64, "rate": null, "round": 0,
+               "ok": 100, "errors": 0, "secs": 5.0, "proxy_cpu_secs": 0.005,
+               "host_steal": 0.01, "clean": false},
+              {"kind": "C", "mode": "closed", "connections": 64, "rate": null, "round": 0,
+               "ok": 100, "errors": 0, "secs": 5.0, "proxy_cpu_secs": 0.005,
+               "host_steal": 0.3}
             ]}"#;
         std::fs::write(&path, text).unwrap();
         let r = read(&path).unwrap();
         assert_eq!(r.date, "2026-12-05 04:23 UTC");
-        assert_eq!(r.samples.len(), 2);
+        assert_eq!(r.samples.len(), 4);
         assert_eq!(r.samples[0].cpu_us_per_call(), Some(40.0));
         assert_eq!((r.samples[1].mode, r.samples[1].round), (Mode::Open, 2));
-        assert!(r.samples[1].clean);
+        // Unknown steal is clean; a stored verdict is kept; with no
+        // verdict, steal over the default limit is not clean.
+        let clean: Vec<bool> = r.samples.iter().map(|s| s.clean).collect();
+        assert_eq!(clean, [true, true, false, false]);
         std::fs::write(&path, r#"{"machine": {"date": "x"}, "samples": []}"#).unwrap();
         assert!(matches!(read(&path), Err(PoolError::Empty(_))));
         std::fs::write(&path, "{}").unwrap();

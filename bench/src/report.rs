@@ -573,8 +573,7 @@ pub fn markdown(cells: &[Cell], goals: &[Goal]) -> String {
          *Paired*: median over rounds of the ratio of two runs of the same round \
          (only the rounds where both runs were clean of host steal, when there are any). \
          *Cells*: the aggregate of every round, as in the tables above. \
-         CPU per call: µs of proxy CPU per answered call (CPU s / 10k × 100).\n\n\
-         ",
+         CPU per call: µs of proxy CPU per answered call (CPU s / 10k × 100).\n\n",
     );
     goal_table(&mut md, goals);
     md
