@@ -89,7 +89,7 @@ struct RunArgs {
     /// Most host steal time for a clean run (percent of the time the vCPUs wanted to run
     /// in the closed loop, of all the machine's time in the open loop); a run over it is
     /// taken again (--steal-retries).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = plan::DEFAULT_MAX_STEAL_PERCENT)]
     max_steal: f64,
     /// Times a run over --max-steal is taken again; the attempt with the
     /// least steal is kept.

@@ -42,6 +42,9 @@ pub struct StealRule {
     pub retries: u32,
 }
 
+/// `portcullis-bench run`'s default `--max-steal`, in percent.
+pub const DEFAULT_MAX_STEAL_PERCENT: f64 = 5.0;
+
 impl StealRule {
     /// A run whose steal is unknown (no /proc/stat, or no steal field)
     /// counts as clean: there the harness measures as it did before it

@@ -1,18 +1,18 @@
 //! Pools the rounds of several full runs (`results.json` files) and checks
 //! the CPU-per-call targets against all of them at once.
 //!
-//! On a shared 2-core VM one round of a paired CPU ratio moves by ±0.2
-//! (`bench/README.md`, twenty-fourth pass), so a run's median of three
-//! rounds can land on either side of a target its configurations meet on
-//! average, and a run that checks eight such cells at once misses one of
-//! them more often than not. Pooling keeps every run's pairing: a round is
+//! On a shared 2-core VM single rounds of the filters' share ranged from
+//! −0.42 to 0.49 (standard deviation 0.13; `bench/README.md`,
+//! twenty-fourth pass), so a run's median of three rounds can land on
+//! either side of a target its configurations meet on average, and a run
+//! that checks eight such cells at once often misses one of them. Pooling keeps every run's pairing: a round is
 //! still compared only with the other configuration's run of the same
 //! round of the same file (rounds are renumbered, never merged), and the
 //! verdict is the median over all of them. Rounds over the steal limit
 //! stay out, as in a single run; but where no round of a pair is clean,
 //! `report` falls back to every round of the whole pool, not of one run.
 //! Only runs of the same loads (connections, open-loop rate) pool, and a
-//! file is read once.
+//! run is read once (by its path and by when it was taken).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::load::{self, HistogramError};
-use crate::plan::{Mode, Sample};
+use crate::plan::{self, Mode, Sample};
 use crate::report::{self, Goal};
 use crate::targets::Kind;
 
@@ -35,6 +35,8 @@ pub enum PoolError {
     Empty(PathBuf),
     #[error("{0} is given twice")]
     Twice(PathBuf),
+    #[error("{0} and {1} are the same run (both taken {2})")]
+    SameRun(PathBuf, PathBuf, String),
     #[error("{0} and {1} were run at different loads (connections or open-loop rate)")]
     Loads(PathBuf, PathBuf),
     #[error(transparent)]
@@ -72,7 +74,7 @@ struct StoredSample {
 }
 
 /// `portcullis-bench run`'s default `--max-steal`, as a share.
-const DEFAULT_MAX_STEAL: f64 = 0.05;
+const DEFAULT_MAX_STEAL: f64 = plan::DEFAULT_MAX_STEAL_PERCENT / 100.0;
 
 /// One run as read: when it was taken and its samples.
 pub struct Run {
@@ -102,9 +104,11 @@ impl Run {
     }
 }
 
-/// Reads every file, refusing one given twice and runs of different
-/// loads (the report tells loads apart by connections alone, and would
-/// label a pooled open loop with the first run's rate).
+/// Reads every file, refusing one given twice (by another path, or a
+/// copy: an archived run is a copy of what was `results.json`) and runs
+/// of different loads (the report tells loads apart by mode and
+/// connections, not rate, and would label a pooled open loop with the
+/// first run's rate).
 pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Run>, PoolError> {
     let mut seen = BTreeSet::new();
     let mut runs: Vec<Run> = Vec::with_capacity(paths.len());
@@ -115,6 +119,9 @@ pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Run>, PoolError> {
             return Err(PoolError::Twice(path.clone()));
         }
         let run = read(path)?;
+        if let Some(same) = runs.iter().find(|r| r.date == run.date) {
+            return Err(PoolError::SameRun(same.path.clone(), run.path, run.date));
+        }
         if let Some(first) = runs.first() {
             if first.loads() != run.loads() {
                 return Err(PoolError::Loads(first.path.clone(), run.path));
@@ -308,11 +315,23 @@ mod tests {
         assert_eq!(g.met, Some(true));
     }
 
-    fn write_run(dir: &Path, name: &str, connections: usize) -> PathBuf {
+    /// A one-sample run taken at `date`: closed loop at `connections`,
+    /// or, with a `rate`, open loop.
+    fn write_run(
+        dir: &Path,
+        name: &str,
+        date: &str,
+        connections: usize,
+        rate: Option<f64>,
+    ) -> PathBuf {
         let path = dir.join(name);
+        let (mode, rate) = match rate {
+            Some(r) => ("open", r.to_string()),
+            None => ("closed", "null".to_string()),
+        };
         let text = format!(
-            r#"{{"machine": {{"date": "{name}"}}, "samples": [
-              {{"kind": "B", "mode": "closed", "connections": {connections}, "rate": null,
+            r#"{{"machine": {{"date": "{date}"}}, "samples": [
+              {{"kind": "B", "mode": "{mode}", "connections": {connections}, "rate": {rate},
                 "round": 0, "ok": 100, "errors": 0, "secs": 5.0, "proxy_cpu_secs": 0.004,
                 "host_steal": 0.0, "clean": true}}]}}"#
         );
@@ -324,10 +343,22 @@ mod tests {
     fn only_distinct_runs_of_the_same_loads_pool() {
         let dir = std::env::temp_dir().join(format!("pool-all-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let a = write_run(&dir, "a.json", 64);
-        let b = write_run(&dir, "b.json", 64);
-        let c = write_run(&dir, "c.json", 16);
+        let a = write_run(&dir, "a.json", "01:00", 64, None);
+        let b = write_run(&dir, "b.json", "02:00", 64, None);
+        let c = write_run(&dir, "c.json", "03:00", 16, None);
         assert_eq!(read_all(&[a.clone(), b.clone()]).unwrap().len(), 2);
+        // A copy of a run (an archived results.json) is the same run.
+        let copy = write_run(&dir, "copy.json", "01:00", 64, None);
+        assert!(matches!(
+            read_all(&[a.clone(), copy]),
+            Err(PoolError::SameRun(..))
+        ));
+        // Open loops pool only at the same rate.
+        let fast = write_run(&dir, "fast.json", "04:00", 32, Some(1000.0));
+        let slow = write_run(&dir, "slow.json", "05:00", 32, Some(500.0));
+        let fast_too = write_run(&dir, "fast2.json", "06:00", 32, Some(1000.0));
+        assert!(read_all(&[fast.clone(), fast_too]).is_ok());
+        assert!(matches!(read_all(&[fast, slow]), Err(PoolError::Loads(..))));
         // The same file by another spelling is still the same file.
         let again = dir.join(".").join("a.json");
         assert!(matches!(
